@@ -1,0 +1,1 @@
+"""compute-driver: turn Linux hosts into a private KVM cloud."""

@@ -1,0 +1,1 @@
+"""The compute agent: RPC endpoint, build and delete, periodic reports."""

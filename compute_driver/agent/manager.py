@@ -1,0 +1,183 @@
+"""The agent's RPC endpoint: the compute API, version 1.0.
+
+The agent keeps no database. What it built is in libvirt (with our
+metadata), so every request is answered from there and every request is
+idempotent by instance UUID.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+import oslo_messaging as messaging
+from oslo_config import cfg
+
+from compute_driver import exception
+from compute_driver.rpc import schemas
+from compute_driver.rpc.endpoint import rpc_method
+from compute_driver.rpc.scheduler_api import SchedulerAPI
+from compute_driver.virt.base import ComputeDriver, InstanceSpec, VolumeRef
+
+LOG = logging.getLogger(__name__)
+
+API = "compute"
+ROOT_TARGET_DEV = "vda"
+DEFAULT_CONSOLE_LINES = 100
+
+
+def compute_method(func):
+    return rpc_method(API, schemas.COMPUTE_METHODS)(func)
+
+
+def root_volume_id(instance_uuid: str) -> str:
+    return instance_uuid + "_root"
+
+
+class ComputeManager:
+    """Serves topic ``compute`` for this host."""
+
+    target = messaging.Target(version="1.0")
+
+    def __init__(self, conf: cfg.ConfigOpts, driver: ComputeDriver, storage: dict[str, Any],
+                 networks: dict[str, Any], scheduler: SchedulerAPI,
+                 reconcile_scheduler: SchedulerAPI | None = None) -> None:
+        self.conf = conf
+        self.host = conf.host
+        self.driver = driver
+        self.storage = storage
+        self.networks = networks
+        self.scheduler = scheduler
+        self._reconcile_scheduler = reconcile_scheduler or scheduler
+        self._builds = threading.BoundedSemaphore(conf.agent.max_concurrent_builds)
+        # NOTE: one lock per instance UUID, never one lock across libvirt
+        # calls for the whole host: a slow build must not block others.
+        self._locks: dict[str, threading.Lock] = {}
+        self._locks_guard = threading.Lock()
+
+    def _instance_lock(self, uuid: str) -> threading.Lock:
+        with self._locks_guard:
+            return self._locks.setdefault(uuid, threading.Lock())
+
+    def _forget_lock(self, uuid: str) -> None:
+        with self._locks_guard:
+            self._locks.pop(uuid, None)
+
+    @compute_method
+    def ping(self, ctxt: dict) -> dict[str, str]:
+        return {"service": "compute-agent", "host": self.host, "version": self.target.version}
+
+    @compute_method
+    def build_instance(self, ctxt: dict, instance: dict[str, Any]) -> None:
+        spec = InstanceSpec.from_payload(instance)
+        with self._builds, self._instance_lock(spec.uuid):
+            try:
+                info = self.driver.get_info(spec.uuid)
+            except exception.InstanceNotFound:
+                info = None
+            if info is not None:
+                LOG.info("Build of %s repeated: it exists, reporting its state", spec.uuid)
+                self.scheduler.instance_update(self.host, spec.uuid, "active", info.power_state)
+                return
+            try:
+                self._spawn(spec)
+            except Exception as exc:
+                LOG.exception("Build of server %s (%s) failed", spec.name, spec.uuid)
+                reason = exc.message if isinstance(exc, exception.ComputeDriverError) else repr(exc)
+                self.scheduler.instance_update(self.host, spec.uuid, "error", fault=reason)
+                return
+            info = self.driver.get_info(spec.uuid)
+            LOG.info("Server %s (%s) is %s", spec.name, spec.uuid, info.power_state)
+            self.scheduler.instance_update(self.host, spec.uuid, "active", info.power_state)
+
+    def _root_backend(self):
+        return self.storage[self.conf.storage.root_backend]
+
+    def _spawn(self, spec: InstanceSpec) -> None:
+        """Root disk, then the guest; on any failure, undo both."""
+        backend = self._root_backend()
+        volume_id = root_volume_id(spec.uuid)
+        volume = None
+        try:
+            volume = backend.create_from_image(volume_id, spec.image, spec.flavor.root_gb)
+            disk = backend.disk_config(volume)
+            disk.target_dev = ROOT_TARGET_DEV
+            disk.target_bus = "virtio"
+            self.driver.spawn(spec, [disk], [], [VolumeRef(volume_id, backend.name, ROOT_TARGET_DEV)])
+        except Exception:
+            try:
+                self.driver.destroy(spec.uuid)
+            finally:
+                if volume is not None:
+                    backend.delete_volume(volume_id)
+            raise
+
+    @compute_method
+    def delete_instance(self, ctxt: dict, uuid: str) -> None:
+        with self._instance_lock(uuid):
+            try:
+                info = self.driver.destroy(uuid)
+                volumes = info.volumes if info else ()
+                for volume in volumes:
+                    if volume.backend in self.storage:
+                        self.storage[volume.backend].delete_volume(volume.id)
+                if info is None:
+                    # A build that failed, or a repeated delete: make sure no root disk stays.
+                    self._root_backend().delete_volume(root_volume_id(uuid))
+            except exception.ComputeDriverError as exc:
+                LOG.exception("Delete of %s failed", uuid)
+                self.scheduler.instance_update(self.host, uuid, "error",
+                                               fault="delete failed: %s" % exc.message)
+                return
+        self._forget_lock(uuid)
+        LOG.info("Server %s deleted", uuid)
+        self.scheduler.instance_deleted(self.host, uuid)
+
+    @compute_method
+    def get_console_output(self, ctxt: dict, uuid: str, lines: int = DEFAULT_CONSOLE_LINES) -> str:
+        return self.driver.console_output(uuid, lines)
+
+    @compute_method
+    def get_instance_info(self, ctxt: dict, uuid: str) -> dict[str, Any]:
+        info = self.driver.get_info(uuid)
+        return {"uuid": info.uuid, "name": info.name, "power_state": info.power_state,
+                "vcpus": info.vcpus, "memory_mb": info.memory_mb}
+
+    # --- periodic --------------------------------------------------------------
+
+    def report(self) -> None:
+        """Send this host's resources, capabilities and instance states to the scheduler."""
+        resources = self.driver.get_host_resources()
+        disk_gb = self._root_backend().capacity().total // 1024**3
+        instances = [{"uuid": i.uuid, "power_state": i.power_state} for i in self.driver.list_instances()]
+        self.scheduler.report_host(
+            self.host,
+            resources={"vcpus": resources.vcpus, "memory_mb": resources.memory_mb, "disk_gb": disk_gb},
+            capabilities={
+                "virt_type": resources.virt_type,
+                "arch": resources.arch,
+                "hypervisor": resources.hypervisor,
+                "hypervisor_version": resources.hypervisor_version,
+                "network_plugins": sorted(self.networks),
+                "storage_backends": sorted(self.storage),
+            },
+            instances=instances,
+        )
+
+    def reconcile(self) -> None:
+        """At start: compare what libvirt runs with what the scheduler expects, and say so."""
+        here = {i.uuid: i for i in self.driver.list_instances()}
+        expected = {i["uuid"]: i for i in self._reconcile_scheduler.host_instances(self.host)}
+        for uuid, record in expected.items():
+            if uuid in here:
+                if record["task_state"] == "spawning":
+                    self.scheduler.instance_update(self.host, uuid, "active", here[uuid].power_state)
+            elif record["task_state"] == "deleting":
+                self.scheduler.instance_deleted(self.host, uuid)
+            elif record["vm_state"] != "error":
+                LOG.warning("Server %s is expected on this host but libvirt has no such domain", uuid)
+        for uuid in set(here) - set(expected):
+            LOG.warning("Domain of server %s runs here but the scheduler does not know it; left alone",
+                        uuid)
+        LOG.info("Reconciled: %d instance(s) here, %d expected", len(here), len(expected))

@@ -1,0 +1,101 @@
+"""``compute-agent``: the compute agent's entry point."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+from collections.abc import Sequence
+
+import oslo_messaging as messaging
+from oslo_config import cfg
+
+from compute_driver import exception, plugins, service
+from compute_driver.agent.manager import ComputeManager
+from compute_driver.rpc import compute_api, transport
+from compute_driver.rpc.scheduler_api import SchedulerAPI
+
+LOG = logging.getLogger(__name__)
+
+#: Seconds the start-up reconcile call waits before it retries.
+RECONCILE_CALL_TIMEOUT = 10
+
+
+def load_plugins(conf: cfg.ConfigOpts) -> tuple:
+    """(driver, storage backends by name, network plugins by name).
+
+    :raises InvalidConfig: a plugin name is unknown or inconsistent.
+    """
+    driver = plugins.load(plugins.VIRT_NAMESPACE, conf.agent.virt_driver, conf, "agent", "virt_driver")
+    storage = {
+        name: plugins.load(plugins.STORAGE_NAMESPACE, name, conf, "storage", "backends")
+        for name in conf.storage.backends
+    }
+    if conf.storage.root_backend not in storage:
+        raise exception.InvalidConfig(
+            reason="[storage] root_backend = %r is not one of [storage] backends (%s)"
+            % (conf.storage.root_backend, ", ".join(conf.storage.backends))
+        )
+    networks = {
+        name: plugins.load(plugins.NETWORK_NAMESPACE, name, conf, "agent", "network_plugins")
+        for name in conf.agent.network_plugins
+    }
+    return driver, storage, networks
+
+
+class AgentService:
+    """The agent: plugins, its RPC servers (per-host and fanout) and its report loop."""
+
+    def __init__(self, conf: cfg.ConfigOpts) -> None:
+        self.conf = conf
+        driver, storage, networks = load_plugins(conf)
+        driver.init_host(conf.host)
+        self.manager = ComputeManager(conf, driver, storage, networks, SchedulerAPI(conf),
+                                      SchedulerAPI(conf, timeout=RECONCILE_CALL_TIMEOUT))
+        target = messaging.Target(topic=compute_api.TOPIC, server=conf.host)
+        self.server = transport.get_server(conf, target, [self.manager], conf.agent.rpc_workers)
+        self.reporter = service.Periodic("report", conf.agent.report_interval, self.manager.report)
+
+    def start(self) -> None:
+        self.server.start()
+        self.reporter.start()
+        # NOTE: the scheduler may start after us (its queue does not exist
+        # yet and our call would wait for nothing), so reconciling retries in
+        # the background instead of holding up the start.
+        threading.Thread(target=self._reconcile_until_done, name="reconcile", daemon=True).start()
+        LOG.info("compute-agent %s listening on topic %s", self.conf.host, compute_api.TOPIC)
+
+    def _reconcile_until_done(self) -> None:
+        delay = 1.0
+        while not self.reporter.stopped.is_set():
+            try:
+                self.manager.reconcile()
+                return
+            except exception.ComputeDriverError as exc:
+                LOG.warning("Cannot reconcile with the scheduler yet (%s); retrying in %.0f s", exc, delay)
+            self.reporter.stopped.wait(delay)
+            delay = min(delay * 2, 60.0)
+
+    def stop(self) -> None:
+        self.reporter.stop()
+        self.server.stop()
+        self.server.wait()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    conf = service.prepare("compute-agent", argv)
+    try:
+        svc = AgentService(conf)
+    except exception.InvalidConfig as exc:
+        print("compute-agent: configuration error: %s" % exc, file=sys.stderr)
+        sys.exit(2)
+    except exception.ComputeDriverError as exc:
+        print("compute-agent: cannot start: %s" % exc, file=sys.stderr)
+        sys.exit(1)
+    svc.start()
+    try:
+        service.wait_for_signal()
+    finally:
+        svc.stop()
+        transport.cleanup()
+    sys.exit(0)

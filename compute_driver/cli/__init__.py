@@ -1,0 +1,1 @@
+"""``computectl``: the command line for operators and scripts."""

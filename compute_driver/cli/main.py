@@ -1,0 +1,203 @@
+"""``computectl [--config-file F] [-f table|json] COMMAND``.
+
+Exit status: 0 done; 1 failed; 2 invalid input (including usage errors);
+3 not found; 4 conflict with the current state. Errors print one line on
+stderr naming the thing and the reason.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+from compute_driver import exception
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_INVALID = 2
+EXIT_NOT_FOUND = 3
+EXIT_CONFLICT = 4
+
+EXIT_BY_KIND = {
+    "failed": EXIT_FAILED,
+    "invalid": EXIT_INVALID,
+    "not_found": EXIT_NOT_FOUND,
+    "conflict": EXIT_CONFLICT,
+}
+
+SERVER_COLUMNS = ["name", "uuid", "project", "flavor", "host", "vm_state", "task_state", "power_state"]
+HOST_COLUMNS = ["name", "state", "enabled", "vcpus", "vcpus_used", "memory_mb", "memory_mb_used",
+                "disk_gb", "disk_gb_used"]
+FLAVOR_COLUMNS = ["name", "vcpus", "memory_mb", "root_gb"]
+IMAGE_COLUMNS = ["name", "uuid", "disk_format", "size_bytes", "virtual_size", "kernel_path"]
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, with usage errors as one line and exit status 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_INVALID, "%s: invalid input: %s\n" % (self.prog, message))
+
+
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(prog="computectl", description="Drive a compute-driver cloud.")
+    parser.add_argument("--config-file", action="append", default=[], metavar="F",
+                        help="configuration file (repeatable); default /etc/compute-driver/compute-driver.conf")
+    parser.add_argument("-f", "--format", choices=["table", "json"], default="table",
+                        help="output format: tables for people, json (stable keys) for scripts")
+    parser.add_argument("--timeout", type=int, default=None, help="seconds to wait for each answer")
+    groups = parser.add_subparsers(dest="group", metavar="COMMAND", required=True)
+
+    host = groups.add_parser("host", help="compute hosts").add_subparsers(dest="action", required=True)
+    host.add_parser("list", help="list hosts")
+    host.add_parser("show", help="show one host").add_argument("host")
+
+    flavor = groups.add_parser("flavor", help="server sizes").add_subparsers(dest="action", required=True)
+    flavor.add_parser("list", help="list flavors")
+    create = flavor.add_parser("create", help="create a flavor")
+    create.add_argument("name")
+    create.add_argument("--vcpus", type=int, required=True)
+    create.add_argument("--ram", type=int, required=True, metavar="MIB", dest="memory_mb")
+    create.add_argument("--disk", type=int, required=True, metavar="GIB", dest="root_gb")
+    flavor.add_parser("delete", help="delete a flavor").add_argument("name")
+
+    image = groups.add_parser("image", help="images").add_subparsers(dest="action", required=True)
+    imp = image.add_parser("import", help="import an image (files must be readable by the scheduler)")
+    imp.add_argument("name")
+    imp.add_argument("file", help="disk image (qcow2 or raw)")
+    imp.add_argument("--kernel", help="kernel for direct kernel boot")
+    imp.add_argument("--initrd", help="initrd for direct kernel boot")
+    imp.add_argument("--cmdline", help="kernel command line")
+    image.add_parser("list", help="list images")
+    image.add_parser("show", help="show one image").add_argument("image")
+    image.add_parser("delete", help="delete an image").add_argument("image")
+
+    server = groups.add_parser("server", help="servers").add_subparsers(dest="action", required=True)
+    create = server.add_parser("create", help="create a server")
+    create.add_argument("name")
+    create.add_argument("--flavor", required=True)
+    create.add_argument("--image", required=True)
+    create.add_argument("--host", help="place on this host (operators)")
+    create.add_argument("--project", default="default")
+    create.add_argument("--user-data", metavar="FILE", help="user data for the guest (<= 64 KiB)")
+    create.add_argument("--wait", action="store_true", help="wait until it is ACTIVE (or failed)")
+    create.add_argument("--wait-timeout", type=int, default=600, metavar="S")
+    lst = server.add_parser("list", help="list servers")
+    lst.add_argument("--project")
+    lst.add_argument("--host")
+    server.add_parser("show", help="show one server").add_argument("server")
+    delete = server.add_parser("delete", help="delete a server")
+    delete.add_argument("server")
+    delete.add_argument("--wait", action="store_true", help="wait until it is gone")
+    console = server.add_parser("console-log", help="the last lines of the serial console")
+    console.add_argument("server")
+    console.add_argument("--lines", type=int, default=100)
+
+    demo = groups.add_parser("demo", help="boot a tiny guest through the bus, show it, remove it")
+    demo.add_argument("--embedded", action="store_true",
+                      help="in-process: memory transport, SQLite, libvirt test driver; no root, no services")
+    demo.add_argument("--guest-dir", default="/var/lib/compute-driver/test-guest",
+                      help="directory made by tools/build-test-guest.sh")
+    demo.add_argument("--boot-timeout", type=int, default=180, metavar="S")
+    return parser
+
+
+def _progress_printer(progress: Any, what: str):
+    def show(record: dict[str, Any], elapsed: float) -> None:
+        state = record["vm_state"] + ("/" + record["task_state"] if record["task_state"] else "")
+        progress.update("%s %s: %s (%.0f s)" % (what, record["name"], state, elapsed))
+
+    return show
+
+
+def run_command(args: argparse.Namespace, client: Any) -> tuple[Any, list[str] | None]:
+    """Do what ``args`` asks; return (result, table columns)."""
+    from compute_driver.cli.output import Progress
+
+    group, action = args.group, getattr(args, "action", None)
+    if group == "host":
+        if action == "list":
+            return client.list_hosts(), HOST_COLUMNS
+        return client.show_host(args.host), None
+    if group == "flavor":
+        if action == "list":
+            return client.list_flavors(), FLAVOR_COLUMNS
+        if action == "create":
+            return client.create_flavor(args.name, args.vcpus, args.memory_mb, args.root_gb), None
+        client.delete_flavor(args.name)
+        return None, None
+    if group == "image":
+        if action == "import":
+            return client.import_image(args.name, args.file, args.kernel, args.initrd, args.cmdline), None
+        if action == "list":
+            return client.list_images(), IMAGE_COLUMNS
+        if action == "show":
+            return client.show_image(args.image), None
+        return client.delete_image(args.image), None
+    if group == "server":
+        if action == "create":
+            user_data = None
+            if args.user_data:
+                try:
+                    with open(args.user_data, "rb") as f:
+                        user_data = f.read()
+                except OSError as exc:
+                    raise exception.Invalid(reason="cannot read --user-data %s: %s"
+                                            % (args.user_data, exc.strerror)) from exc
+            record = client.create_server(args.name, args.flavor, args.image, args.project,
+                                          args.host, user_data)
+            if args.wait:
+                progress = Progress()
+                try:
+                    record = client.wait_for_server(record["uuid"], timeout=args.wait_timeout,
+                                                    progress=_progress_printer(progress, "Building"))
+                finally:
+                    progress.done()
+            return record, None
+        if action == "list":
+            return client.list_servers(args.project, args.host), SERVER_COLUMNS
+        if action == "show":
+            return client.show_server(args.server), None
+        if action == "delete":
+            record = client.delete_server(args.server)
+            if args.wait:
+                progress = Progress()
+                try:
+                    client.wait_for_delete(record["uuid"], progress=_progress_printer(progress, "Deleting"))
+                finally:
+                    progress.done()
+            return None, None
+        return client.console_log(args.server, args.lines), None
+    raise exception.Invalid(reason="unknown command %s" % group)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    warnings.filterwarnings("ignore", message=r"(?s).*Eventlet is deprecated")
+    args = build_parser().parse_args(argv)
+    config_args = [a for f in args.config_file for a in ("--config-file", f)]
+    try:
+        if args.group == "demo":
+            from compute_driver.cli import demo
+
+            return demo.run(args, config_args)
+        from compute_driver import client as client_mod
+        from compute_driver import config
+
+        conf = config.load(config_args, "computectl")
+        from compute_driver.cli.output import emit
+
+        result, columns = run_command(args, client_mod.Client(conf, timeout=args.timeout))
+        emit(result, args.format, columns)
+        return EXIT_OK
+    except exception.ComputeDriverError as exc:
+        print("computectl: %s: %s" % (exc.code, exc.message), file=sys.stderr)
+        return EXIT_BY_KIND.get(exc.kind, EXIT_FAILED)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,139 @@
+"""The Python client an upstream API service (or ``computectl``) embeds.
+
+Every method is one scheduler RPC with a timeout; errors arrive as the
+typed exceptions of :mod:`compute_driver.exception`. Creates carry a UUID
+chosen here, so retrying a create after a timeout never makes a second
+server.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import time
+import uuid as uuidlib
+from collections.abc import Callable
+from typing import Any
+
+from oslo_config import cfg
+
+from compute_driver import exception
+from compute_driver.rpc.scheduler_api import SchedulerAPI
+
+#: vm_states in which a server stays until someone acts.
+STABLE_STATES = ("active", "stopped", "paused", "suspended", "error")
+
+ProgressCallback = Callable[[dict[str, Any], float], None]
+
+
+class Client:
+    """Servers, hosts, flavors and images, through the scheduler."""
+
+    def __init__(self, conf: cfg.ConfigOpts = cfg.CONF, timeout: int | None = None) -> None:
+        self._api = SchedulerAPI(conf, timeout=timeout)
+
+    def ping(self) -> dict[str, str]:
+        return self._api.call("ping")
+
+    # --- servers ---------------------------------------------------------------
+
+    def create_server(self, name: str, flavor: str, image: str, project: str = "default",
+                      host: str | None = None, user_data: bytes | None = None,
+                      uuid: str | None = None) -> dict[str, Any]:
+        """Create a server; returns its record (vm_state ``building``).
+
+        :raises NoValidHost: no host can take it (the reason says why per host).
+        """
+        encoded = base64.b64encode(user_data).decode("ascii") if user_data else None
+        return self._api.call("create_server", uuid=uuid or str(uuidlib.uuid4()), name=name,
+                              flavor=flavor, image=image, project=project, host=host,
+                              user_data=encoded)
+
+    def list_servers(self, project: str | None = None, host: str | None = None) -> list[dict[str, Any]]:
+        return self._api.call("list_servers", project=project, host=host)
+
+    def show_server(self, server: str) -> dict[str, Any]:
+        return self._api.call("show_server", server=server)
+
+    def delete_server(self, server: str) -> dict[str, Any]:
+        return self._api.call("delete_server", server=server)
+
+    def console_log(self, server: str, lines: int | None = None) -> str:
+        return self._api.call("server_console_log", server=server, lines=lines)
+
+    def wait_for_server(self, server: str, timeout: float = 300, interval: float = 0.5,
+                        progress: ProgressCallback | None = None) -> dict[str, Any]:
+        """Poll until the server reaches a stable state with no task in flight.
+
+        :raises BuildFailed: it ended in ERROR.
+        :raises MessagingTimeout: still not settled after ``timeout`` seconds.
+        """
+        start = time.monotonic()
+        while True:
+            record = self.show_server(server)
+            elapsed = time.monotonic() - start
+            if progress:
+                progress(record, elapsed)
+            if record["vm_state"] in STABLE_STATES and not record["task_state"]:
+                if record["vm_state"] == "error":
+                    raise exception.BuildFailed(instance=record["name"], reason=record["fault"])
+                return record
+            if elapsed > timeout:
+                raise exception.MessagingTimeout(service="server %s to settle" % server, timeout=timeout)
+            time.sleep(interval)
+
+    def wait_for_delete(self, server: str, timeout: float = 120, interval: float = 0.5,
+                        progress: ProgressCallback | None = None) -> None:
+        """Poll until the server is gone."""
+        start = time.monotonic()
+        while True:
+            try:
+                record = self.show_server(server)
+            except exception.InstanceNotFound:
+                return
+            elapsed = time.monotonic() - start
+            if progress:
+                progress(record, elapsed)
+            if record["vm_state"] == "error" and not record["task_state"]:
+                raise exception.DeleteFailed(instance=record["name"], reason=record["fault"])
+            if elapsed > timeout:
+                raise exception.MessagingTimeout(service="server %s to go" % server, timeout=timeout)
+            time.sleep(interval)
+
+    # --- hosts, flavors, images ----------------------------------------------------
+
+    def list_hosts(self) -> list[dict[str, Any]]:
+        return self._api.call("list_hosts")
+
+    def show_host(self, host: str) -> dict[str, Any]:
+        return self._api.call("show_host", host=host)
+
+    def list_flavors(self) -> list[dict[str, Any]]:
+        return self._api.call("list_flavors")
+
+    def create_flavor(self, name: str, vcpus: int, memory_mb: int, root_gb: int) -> dict[str, Any]:
+        return self._api.call("create_flavor", name=name, vcpus=vcpus, memory_mb=memory_mb,
+                              root_gb=root_gb)
+
+    def delete_flavor(self, name: str) -> None:
+        self._api.call("delete_flavor", flavor=name)
+
+    def import_image(self, name: str, file: str, kernel: str | None = None, initrd: str | None = None,
+                     cmdline: str | None = None, uuid: str | None = None) -> dict[str, Any]:
+        """Register an image; the files must be readable by the scheduler at these paths."""
+
+        def absolute(path: str | None) -> str | None:
+            return os.path.abspath(path) if path else None
+
+        return self._api.call("import_image", uuid=uuid or str(uuidlib.uuid4()), name=name,
+                              file=absolute(file), kernel=absolute(kernel), initrd=absolute(initrd),
+                              cmdline=cmdline)
+
+    def list_images(self) -> list[dict[str, Any]]:
+        return self._api.call("list_images")
+
+    def show_image(self, image: str) -> dict[str, Any]:
+        return self._api.call("show_image", image=image)
+
+    def delete_image(self, image: str) -> dict[str, Any]:
+        return self._api.call("delete_image", image=image)

@@ -1,0 +1,56 @@
+"""Options of the compute agent: ``[agent]``."""
+
+from oslo_config import cfg
+
+GROUP = cfg.OptGroup("agent", title="Compute agent", help="The compute agent that runs on each host.")
+
+OPTS = [
+    cfg.StrOpt(
+        "virt_driver",
+        default="libvirt",
+        help="Name of the virt driver to load from the 'compute_driver.virt' "
+        "entry-point namespace.",
+    ),
+    cfg.ListOpt(
+        "network_plugins",
+        default=["noop"],
+        help="Names of the network plugins to load from the "
+        "'compute_driver.network' entry-point namespace. Ports name the "
+        "plugin that wires them; the first one is the default.",
+    ),
+    cfg.IntOpt(
+        "report_interval",
+        default=10,
+        min=1,
+        max=3600,
+        help="Seconds between two reports of this host's resources and "
+        "state to the scheduler. Related options: [scheduler] "
+        "service_down_time must be several times larger.",
+    ),
+    cfg.IntOpt(
+        "max_concurrent_builds",
+        default=4,
+        min=1,
+        max=64,
+        help="How many instance builds this agent runs at the same time. "
+        "Further build requests wait their turn. Under software emulation "
+        "(virt_type=qemu) each boot takes a whole CPU for seconds.",
+    ),
+    cfg.IntOpt(
+        "rpc_workers",
+        default=16,
+        min=2,
+        max=256,
+        help="Threads serving RPC requests in the agent (oslo.messaging "
+        "threading executor).",
+    ),
+]
+
+
+def register_opts(conf: cfg.ConfigOpts) -> None:
+    conf.register_group(GROUP)
+    conf.register_opts(OPTS, group=GROUP)
+
+
+def list_opts() -> dict:
+    return {GROUP: OPTS}

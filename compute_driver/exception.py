@@ -1,0 +1,199 @@
+"""The one error hierarchy of compute-driver.
+
+Every error a caller can see (over RPC, from the Python client, from
+``computectl``) is a :class:`ComputeDriverError` subclass with a stable
+``code``. Codes never change once released; messages may be reworded.
+
+Errors cross the message bus intact: oslo.messaging serializes the class
+path, ``args`` and ``kwargs``, and rebuilds the same class on the client when
+this module is in the transport's ``allowed_remote_exmods``. That is why each
+error keeps the keyword arguments it was built from in ``self.kwargs``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ComputeDriverError(Exception):
+    """Base of every error compute-driver raises on purpose.
+
+    Subclasses set ``msg_fmt`` (filled from keyword arguments) and ``code``
+    (stable, machine-readable). ``kind`` groups codes for exit statuses:
+    ``invalid``, ``not_found``, ``conflict`` or ``failed``.
+    """
+
+    msg_fmt = "An unknown error occurred."
+    code = "error"
+    kind = "failed"
+
+    def __init__(self, message: str | None = None, **kwargs: Any) -> None:
+        self.kwargs = kwargs
+        if message is None:
+            try:
+                message = self.msg_fmt % kwargs
+            except (KeyError, TypeError, ValueError):
+                # NOTE: a wrong keyword must never hide the real error.
+                message = "%s (%s)" % (self.msg_fmt, kwargs)
+        self.message = message
+        super().__init__(message)
+
+    def to_dict(self) -> dict[str, str]:
+        """The error as the stable shape clients and ``-f json`` print."""
+        return {"code": self.code, "kind": self.kind, "message": self.message}
+
+
+# --- invalid input --------------------------------------------------------
+
+
+class Invalid(ComputeDriverError):
+    msg_fmt = "Invalid input: %(reason)s"
+    code = "invalid"
+    kind = "invalid"
+
+
+class InvalidPayload(Invalid):
+    msg_fmt = "Invalid payload for %(method)s: %(reason)s"
+    code = "invalid_payload"
+
+
+class InvalidConfig(Invalid):
+    msg_fmt = "%(reason)s"
+    code = "invalid_config"
+
+
+class UnsupportedVersion(Invalid):
+    msg_fmt = "RPC version %(version)s of %(api)s is not supported: %(reason)s"
+    code = "unsupported_version"
+
+
+class InvalidImage(Invalid):
+    msg_fmt = "Invalid image %(image)s: %(reason)s"
+    code = "invalid_image"
+
+
+class InvalidFlavor(Invalid):
+    msg_fmt = "Invalid flavor %(flavor)s: %(reason)s"
+    code = "invalid_flavor"
+
+
+# --- not found ------------------------------------------------------------
+
+
+class NotFound(ComputeDriverError):
+    msg_fmt = "%(what)s %(name)s not found"
+    code = "not_found"
+    kind = "not_found"
+
+
+class InstanceNotFound(NotFound):
+    msg_fmt = "Server %(instance)s not found"
+    code = "instance_not_found"
+
+
+class ImageNotFound(NotFound):
+    msg_fmt = "Image %(image)s not found"
+    code = "image_not_found"
+
+
+class FlavorNotFound(NotFound):
+    msg_fmt = "Flavor %(flavor)s not found"
+    code = "flavor_not_found"
+
+
+class HostNotFound(NotFound):
+    msg_fmt = "Host %(host)s not found"
+    code = "host_not_found"
+
+
+class PluginNotFound(NotFound):
+    msg_fmt = "No %(family)s plugin named %(name)r; available: %(available)s"
+    code = "plugin_not_found"
+
+
+# --- conflicts ------------------------------------------------------------
+
+
+class Conflict(ComputeDriverError):
+    msg_fmt = "Conflict: %(reason)s"
+    code = "conflict"
+    kind = "conflict"
+
+
+class DuplicateName(Conflict):
+    msg_fmt = "%(what)s named %(name)s already exists"
+    code = "duplicate_name"
+
+
+class InUse(Conflict):
+    msg_fmt = "%(what)s %(name)s is in use: %(reason)s"
+    code = "in_use"
+
+
+class InstanceStateConflict(Conflict):
+    msg_fmt = "Server %(instance)s is %(state)s: %(reason)s"
+    code = "instance_state_conflict"
+
+
+# --- failures -------------------------------------------------------------
+
+
+class NoValidHost(ComputeDriverError):
+    msg_fmt = "No valid host for %(instance)s: %(reason)s"
+    code = "no_valid_host"
+
+
+class BuildFailed(ComputeDriverError):
+    msg_fmt = "Build of server %(instance)s failed: %(reason)s"
+    code = "build_failed"
+
+
+class DeleteFailed(ComputeDriverError):
+    msg_fmt = "Delete of server %(instance)s failed: %(reason)s"
+    code = "delete_failed"
+
+
+class HypervisorUnavailable(ComputeDriverError):
+    msg_fmt = "Hypervisor at %(uri)s is unavailable: %(reason)s"
+    code = "hypervisor_unavailable"
+
+
+class VirtError(ComputeDriverError):
+    msg_fmt = "Hypervisor operation %(operation)s on %(instance)s failed: %(reason)s"
+    code = "virt_error"
+
+
+class StorageError(ComputeDriverError):
+    msg_fmt = "Storage operation %(operation)s on %(volume)s failed: %(reason)s"
+    code = "storage_error"
+
+
+class NetworkError(ComputeDriverError):
+    msg_fmt = "Network operation %(operation)s on port %(port)s failed: %(reason)s"
+    code = "network_error"
+
+
+class InternalError(ComputeDriverError):
+    msg_fmt = "Internal error in %(method)s (see the service log for request %(request_id)s)"
+    code = "internal_error"
+
+
+class MessagingError(ComputeDriverError):
+    msg_fmt = "Message bus error talking to %(service)s: %(reason)s"
+    code = "messaging_error"
+
+
+class MessagingTimeout(ComputeDriverError):
+    msg_fmt = "No answer from %(service)s within %(timeout)s s (is it running?)"
+    code = "messaging_timeout"
+
+
+def all_error_classes() -> list[type[ComputeDriverError]]:
+    """Every error class in this module, for docs and uniqueness tests."""
+    found: list[type[ComputeDriverError]] = []
+    pending: list[type[ComputeDriverError]] = [ComputeDriverError]
+    while pending:
+        cls = pending.pop()
+        found.append(cls)
+        pending.extend(cls.__subclasses__())
+    return found

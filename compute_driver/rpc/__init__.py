@@ -1,0 +1,1 @@
+"""The versioned RPC APIs of compute-driver (client classes, endpoints, schemas)."""

@@ -1,0 +1,61 @@
+"""The base of our thin per-service RPC client classes."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import oslo_messaging as messaging
+from oslo_config import cfg
+
+from compute_driver import exception
+from compute_driver.rpc import transport
+
+
+class RPCClientBase:
+    """Wraps an oslo.messaging RPCClient for one versioned API.
+
+    Subclasses set ``TOPIC``, ``API_VERSION`` (the newest this code speaks)
+    and ``CAP_OPTION`` (the ``[upgrade_levels]`` option that caps it).
+    """
+
+    TOPIC = ""
+    API_VERSION = "1.0"
+    CAP_OPTION = ""
+
+    def __init__(self, conf: cfg.ConfigOpts = cfg.CONF, timeout: int | None = None) -> None:
+        self.conf = conf
+        cap = getattr(conf.upgrade_levels, self.CAP_OPTION) or self.API_VERSION
+        target = messaging.Target(topic=self.TOPIC, version=self.API_VERSION)
+        self.timeout = timeout if timeout is not None else conf.rpc.call_timeout
+        self._client = messaging.get_rpc_client(
+            transport.get_transport(conf), target, version_cap=cap, timeout=self.timeout
+        )
+
+    @staticmethod
+    def _context() -> dict[str, str]:
+        return {"request_id": "req-" + str(uuid.uuid4())}
+
+    # NOTE: the payload is a dict, not **kwargs: payload fields such as
+    # "server" must never be mistaken for the routing arguments.
+    def _call(self, method: str, payload: dict[str, Any], host: str | None = None,
+              version: str = "1.0") -> Any:
+        prepared = self._client.prepare(server=host, version=version)
+        try:
+            return prepared.call(self._context(), method, **payload)
+        except messaging.MessagingTimeout as exc:
+            raise exception.MessagingTimeout(service=self._service(host), timeout=self.timeout) from exc
+        except messaging.RemoteError as exc:
+            # Not one of our errors (an older peer, or a dispatcher error such
+            # as an unknown method): still one typed error for the caller.
+            raise exception.MessagingError(service=self._service(host),
+                                           reason="%s: %s" % (exc.exc_type, exc.value)) from exc
+        except messaging.MessagingException as exc:
+            raise exception.MessagingError(service=self._service(host), reason=str(exc)) from exc
+
+    def _service(self, host: str | None) -> str:
+        return "%s%s" % (self.TOPIC, "." + host if host else "")
+
+    def _cast(self, method: str, payload: dict[str, Any], host: str | None = None,
+              version: str = "1.0") -> None:
+        self._client.prepare(server=host, version=version).cast(self._context(), method, **payload)

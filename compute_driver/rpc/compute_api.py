@@ -1,0 +1,45 @@
+"""Client side of the compute API (topic ``compute``, server = host name).
+
+Version history:
+  1.0 - build_instance, delete_instance, get_console_output,
+        get_instance_info, ping.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from compute_driver.rpc.client import RPCClientBase
+
+TOPIC = "compute"
+
+
+class ComputeAPI(RPCClientBase):
+    """What the scheduler (or any scheduler author's code) asks of an agent."""
+
+    TOPIC = TOPIC
+    API_VERSION = "1.0"
+    CAP_OPTION = "compute"
+
+    def ping(self, host: str) -> dict[str, Any]:
+        """Call: the agent's name and API version; proves it listens."""
+        return self._call("ping", {}, host=host)
+
+    def build_instance(self, host: str, instance: dict[str, Any]) -> None:
+        """Cast: build and start ``instance`` (idempotent by instance uuid)."""
+        self._cast("build_instance", {"instance": instance}, host=host)
+
+    def delete_instance(self, host: str, uuid: str) -> None:
+        """Cast: destroy the instance and everything made for it (idempotent)."""
+        self._cast("delete_instance", {"uuid": uuid}, host=host)
+
+    def get_console_output(self, host: str, uuid: str, lines: int | None = None) -> str:
+        """Call: the last ``lines`` lines of the serial console log."""
+        payload: dict[str, Any] = {"uuid": uuid}
+        if lines is not None:
+            payload["lines"] = lines
+        return self._call("get_console_output", payload, host=host)
+
+    def get_instance_info(self, host: str, uuid: str) -> dict[str, Any]:
+        """Call: power state and resources of one instance as libvirt sees it."""
+        return self._call("get_instance_info", {"uuid": uuid}, host=host)

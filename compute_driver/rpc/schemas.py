@@ -1,0 +1,196 @@
+"""JSON schemas of every RPC payload, and the check run on arrival.
+
+Each RPC method takes keyword arguments only; the schema describes that
+object. ``additionalProperties`` is false everywhere: an unknown field is
+an error, not something silently dropped. Strings have bounded lengths so
+that hostile payloads cannot make us store or log megabytes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jsonschema
+
+from compute_driver import exception
+
+UUID = {
+    "type": "string",
+    "pattern": "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$",
+}
+#: Names of servers, flavors, images, hosts: printable, no path or XML metacharacters.
+NAME = {"type": "string", "minLength": 1, "maxLength": 63, "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*$"}
+HOST = {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*$"}
+NAME_OR_UUID = {"type": "string", "minLength": 1, "maxLength": 63, "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*$"}
+PROJECT = {"type": "string", "minLength": 1, "maxLength": 64, "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*$"}
+ABS_PATH = {"type": "string", "minLength": 2, "maxLength": 4096, "pattern": "^/[^\\x00]*$"}
+CMDLINE = {"type": "string", "maxLength": 2048, "pattern": "^[^\\x00\\n]*$"}
+TIMESTAMP = {"type": "string", "maxLength": 40}
+#: User data travels base64-encoded; 64 KiB of data is about 87,400 characters.
+USER_DATA_B64 = {"type": "string", "maxLength": 87400, "pattern": "^[A-Za-z0-9+/=]*$"}
+REASON = {"type": "string", "maxLength": 1024}
+POWER_STATE = {"enum": ["running", "paused", "shutdown", "crashed", "suspended", "nostate"]}
+
+
+def obj(properties: dict[str, Any], required: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A closed object schema."""
+    return {
+        "type": "object",
+        "properties": properties,
+        "required": list(required),
+        "additionalProperties": False,
+    }
+
+
+FLAVOR = obj(
+    {
+        "name": NAME,
+        "vcpus": {"type": "integer", "minimum": 1, "maximum": 256},
+        "memory_mb": {"type": "integer", "minimum": 16, "maximum": 4 * 1024 * 1024},
+        "root_gb": {"type": "integer", "minimum": 0, "maximum": 65536},
+    },
+    ("name", "vcpus", "memory_mb", "root_gb"),
+)
+
+IMAGE = obj(
+    {
+        "uuid": UUID,
+        "name": NAME,
+        "disk_format": {"enum": ["qcow2", "raw"]},
+        "path": ABS_PATH,
+        "virtual_size": {"type": "integer", "minimum": 0},
+        "kernel_path": {"anyOf": [ABS_PATH, {"type": "null"}]},
+        "initrd_path": {"anyOf": [ABS_PATH, {"type": "null"}]},
+        "cmdline": {"anyOf": [CMDLINE, {"type": "null"}]},
+    },
+    ("uuid", "name", "disk_format", "path"),
+)
+
+#: The instance as the scheduler hands it to an agent.
+INSTANCE = obj(
+    {
+        "uuid": UUID,
+        "name": NAME,
+        "project": PROJECT,
+        "flavor": FLAVOR,
+        "image": IMAGE,
+        "user_data": {"anyOf": [USER_DATA_B64, {"type": "null"}]},
+        "created_at": TIMESTAMP,
+    },
+    ("uuid", "name", "project", "flavor", "image", "created_at"),
+)
+
+HOST_RESOURCES = obj(
+    {
+        "vcpus": {"type": "integer", "minimum": 0, "maximum": 65536},
+        "memory_mb": {"type": "integer", "minimum": 0},
+        "disk_gb": {"type": "integer", "minimum": 0},
+    },
+    ("vcpus", "memory_mb", "disk_gb"),
+)
+
+HOST_CAPABILITIES = obj(
+    {
+        "virt_type": {"type": "string", "maxLength": 32},
+        "arch": {"type": "string", "maxLength": 32},
+        "hypervisor": {"type": "string", "maxLength": 64},
+        "hypervisor_version": {"type": "string", "maxLength": 64},
+        "network_plugins": {"type": "array", "items": NAME, "maxItems": 16},
+        "storage_backends": {"type": "array", "items": NAME, "maxItems": 16},
+    }
+)
+
+INSTANCE_POWER = obj({"uuid": UUID, "power_state": POWER_STATE}, ("uuid", "power_state"))
+
+#: Scheduler API (topic "scheduler"), version 1.0.
+SCHEDULER_METHODS: dict[str, dict[str, Any]] = {
+    "ping": obj({}),
+    "create_server": obj(
+        {
+            "uuid": UUID,
+            "name": NAME,
+            "flavor": NAME_OR_UUID,
+            "image": NAME_OR_UUID,
+            "project": PROJECT,
+            "host": HOST,
+            "user_data": USER_DATA_B64,
+        },
+        ("uuid", "name", "flavor", "image", "project"),
+    ),
+    "list_servers": obj({"project": PROJECT, "host": HOST}),
+    "show_server": obj({"server": NAME_OR_UUID}, ("server",)),
+    "delete_server": obj({"server": NAME_OR_UUID}, ("server",)),
+    "server_console_log": obj(
+        {"server": NAME_OR_UUID, "lines": {"type": "integer", "minimum": 1, "maximum": 100000}},
+        ("server",),
+    ),
+    "list_hosts": obj({}),
+    "show_host": obj({"host": HOST}, ("host",)),
+    "list_flavors": obj({}),
+    "create_flavor": FLAVOR,
+    "delete_flavor": obj({"flavor": NAME}, ("flavor",)),
+    "import_image": obj(
+        {
+            "uuid": UUID,
+            "name": NAME,
+            "file": ABS_PATH,
+            "kernel": ABS_PATH,
+            "initrd": ABS_PATH,
+            "cmdline": CMDLINE,
+        },
+        ("uuid", "name", "file"),
+    ),
+    "list_images": obj({}),
+    "show_image": obj({"image": NAME_OR_UUID}, ("image",)),
+    "delete_image": obj({"image": NAME_OR_UUID}, ("image",)),
+    # Casts and calls from the agents.
+    "report_host": obj(
+        {
+            "host": HOST,
+            "resources": HOST_RESOURCES,
+            "capabilities": HOST_CAPABILITIES,
+            "instances": {"type": "array", "items": INSTANCE_POWER, "maxItems": 100000},
+        },
+        ("host", "resources", "capabilities", "instances"),
+    ),
+    "instance_update": obj(
+        {
+            "host": HOST,
+            "uuid": UUID,
+            "vm_state": {"enum": ["active", "stopped", "paused", "suspended", "error"]},
+            "power_state": POWER_STATE,
+            "fault": REASON,
+        },
+        ("host", "uuid", "vm_state"),
+    ),
+    "instance_deleted": obj({"host": HOST, "uuid": UUID}, ("host", "uuid")),
+    "host_instances": obj({"host": HOST}, ("host",)),
+}
+
+#: Compute API (topic "compute", server = host), version 1.0.
+COMPUTE_METHODS: dict[str, dict[str, Any]] = {
+    "ping": obj({}),
+    "build_instance": obj({"instance": INSTANCE}, ("instance",)),
+    "delete_instance": obj({"uuid": UUID}, ("uuid",)),
+    "get_console_output": obj(
+        {"uuid": UUID, "lines": {"type": "integer", "minimum": 1, "maximum": 100000}},
+        ("uuid",),
+    ),
+    "get_instance_info": obj({"uuid": UUID}, ("uuid",)),
+}
+
+
+def validate(api: str, method: str, schema: dict[str, Any], payload: dict[str, Any]) -> None:
+    """Check ``payload`` against ``schema``.
+
+    :raises InvalidPayload: naming the method and the first offending field.
+    """
+    validator = jsonschema.Draft202012Validator(schema)
+    error = jsonschema.exceptions.best_match(validator.iter_errors(payload))
+    if error is None:
+        return
+    where = "/".join(str(p) for p in error.absolute_path) or "(payload)"
+    message = error.message
+    if len(message) > 200:
+        message = message[:200] + "..."
+    raise exception.InvalidPayload(method="%s.%s" % (api, method), reason="%s: %s" % (where, message))

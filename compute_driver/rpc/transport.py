@@ -1,0 +1,62 @@
+"""oslo.messaging plumbing shared by every service and client.
+
+One place decides how we talk to the bus: the exchange, which exception
+modules may be rebuilt from remote errors, and the threading executor
+(eventlet is deprecated; we never monkey-patch).
+"""
+
+from __future__ import annotations
+
+import oslo_messaging as messaging
+from oslo_config import cfg
+
+CONTROL_EXCHANGE = "compute_driver"
+
+#: Modules whose exceptions are rebuilt as the same class on the client side.
+ALLOWED_EXMODS = ["compute_driver.exception"]
+
+# NOTE: the default must be set before the transport options are first
+# read, so it is done when this module is imported.
+messaging.set_transport_defaults(control_exchange=CONTROL_EXCHANGE)
+
+_transports: dict[int, messaging.Transport] = {}
+
+
+def get_transport(conf: cfg.ConfigOpts = cfg.CONF) -> messaging.Transport:
+    """The RPC transport for ``conf`` (one per ConfigOpts, reused)."""
+    key = id(conf)
+    if key not in _transports:
+        _transports[key] = messaging.get_rpc_transport(conf, allowed_remote_exmods=ALLOWED_EXMODS)
+    return _transports[key]
+
+
+def get_notification_transport(conf: cfg.ConfigOpts = cfg.CONF) -> messaging.Transport:
+    """The notification transport for ``conf``."""
+    return messaging.get_notification_transport(conf, allowed_remote_exmods=ALLOWED_EXMODS)
+
+
+def cleanup() -> None:
+    """Close every transport this process opened."""
+    for transport in _transports.values():
+        transport.cleanup()
+    _transports.clear()
+
+
+def get_server(
+    conf: cfg.ConfigOpts,
+    target: messaging.Target,
+    endpoints: list,
+    workers: int,
+) -> messaging.MessageHandlingServer:
+    """An RPC server on ``target`` served by a pool of ``workers`` threads."""
+    server = messaging.get_rpc_server(
+        get_transport(conf),
+        target,
+        endpoints,
+        executor="threading",
+        access_policy=messaging.rpc.dispatcher.ExplicitRPCAccessPolicy,
+    )
+    # NOTE: oslo.messaging reads the pool size from this option of the global
+    # config; set it on the conf we were given so each service chooses.
+    conf.set_override("executor_thread_pool_size", workers)
+    return server

@@ -1,0 +1,1 @@
+"""The scheduler service: store, placement, claims, image registry."""

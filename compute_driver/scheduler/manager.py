@@ -1,0 +1,263 @@
+"""The scheduler's RPC endpoint: the scheduler API, version 1.0.
+
+Every method validates its payload first (``rpc_method``) and answers with
+plain dicts. Requests that name a UUID are idempotent: repeating one
+changes nothing more.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from typing import Any
+
+import oslo_messaging as messaging
+from oslo_config import cfg
+
+from compute_driver import exception
+from compute_driver.rpc import compute_api, schemas
+from compute_driver.rpc.endpoint import rpc_method
+from compute_driver.scheduler import placement
+from compute_driver.scheduler.imagestore import ImageStore
+from compute_driver.scheduler.store import Store
+
+LOG = logging.getLogger(__name__)
+
+API = "scheduler"
+
+
+def scheduler_method(func):
+    return rpc_method(API, schemas.SCHEDULER_METHODS)(func)
+
+
+class SchedulerManager:
+    """Serves topic ``scheduler``: servers, hosts, flavors, images, agent reports."""
+
+    target = messaging.Target(version="1.0")
+
+    def __init__(self, conf: cfg.ConfigOpts, store: Store, compute: compute_api.ComputeAPI) -> None:
+        self.conf = conf
+        self.store = store
+        self.compute = compute
+        self.images = ImageStore(conf.image.store_path, conf.image.max_image_gb * 1024**3)
+        self._known_down: set[str] = set()
+        self._lock = threading.Lock()
+
+    @property
+    def _down_after(self) -> int:
+        return self.conf.scheduler.service_down_time
+
+    def _limits(self) -> placement.Limits:
+        opts = self.conf.scheduler
+        return placement.Limits(
+            cpu_ratio=opts.cpu_allocation_ratio,
+            ram_ratio=opts.ram_allocation_ratio,
+            disk_ratio=opts.disk_allocation_ratio,
+            reserved_mb=opts.reserved_host_memory_mb,
+        )
+
+    @scheduler_method
+    def ping(self, ctxt: dict) -> dict[str, str]:
+        return {"service": "compute-scheduler", "version": self.target.version}
+
+    # --- servers -------------------------------------------------------------
+
+    @scheduler_method
+    def create_server(self, ctxt: dict, uuid: str, name: str, flavor: str, image: str, project: str,
+                      host: str | None = None, user_data: str | None = None) -> dict[str, Any]:
+        flavor_rec = self.store.get_flavor(flavor)
+        image_rec = self.store.get_image(image)
+        if host is not None:
+            self.store.get_host(host, self._down_after)  # HostNotFound before anything is stored
+        record, created = self.store.create_instance(
+            uuid=uuid, name=name, project=project, flavor_name=flavor_rec["name"],
+            vcpus=flavor_rec["vcpus"], memory_mb=flavor_rec["memory_mb"], root_gb=flavor_rec["root_gb"],
+            image_uuid=image_rec["uuid"], user_data=user_data,
+        )
+        if not created:
+            LOG.info("create_server %s repeated: returning the existing record", uuid)
+            return record
+        need = placement.ResourceRequest(flavor_rec["vcpus"], flavor_rec["memory_mb"], flavor_rec["root_gb"])
+        hosts = self.store.list_hosts(self._down_after)
+        if host is not None:
+            hosts = [h for h in hosts if h["name"] == host]
+        candidates, reasons = placement.rank_hosts(hosts, need, self._limits())
+        chosen = None
+        for candidate in candidates:
+            if self.store.claim(candidate["name"], need.vcpus, need.memory_mb, need.disk_gb,
+                                self._limits().as_dict(), uuid):
+                chosen = candidate["name"]
+                break
+            reasons.append("%s: filled up by a concurrent claim" % candidate["name"])
+        if chosen is None:
+            why = "; ".join(reasons[:5]) if reasons else "no compute hosts have reported"
+            if len(reasons) > 5:
+                why += "; and %d more" % (len(reasons) - 5)
+            self.store.fail_instance(uuid, "No valid host: %s" % why)
+            raise exception.NoValidHost(instance=name, reason=why)
+        LOG.info("Server %s (%s) placed on %s", name, uuid, chosen)
+        try:
+            self.compute.build_instance(chosen, self._build_payload(uuid, image_rec, flavor_rec))
+        except Exception as exc:
+            self.store.fail_instance(uuid, "cannot reach the agent on %s: %s" % (chosen, exc))
+            raise exception.BuildFailed(instance=name, reason="cannot reach %s: %s" % (chosen, exc)) from exc
+        return self.store.get_instance(uuid)
+
+    def _build_payload(self, uuid: str, image: dict[str, Any], flavor: dict[str, Any]) -> dict[str, Any]:
+        instance = self.store.get_instance(uuid)
+        payload: dict[str, Any] = {
+            "uuid": uuid,
+            "name": instance["name"],
+            "project": instance["project"],
+            "flavor": {k: flavor[k] for k in ("name", "vcpus", "memory_mb", "root_gb")},
+            "image": {
+                k: image[k]
+                for k in ("uuid", "name", "disk_format", "path", "virtual_size", "kernel_path",
+                          "initrd_path", "cmdline")
+            },
+            "created_at": instance["created_at"],
+        }
+        user_data = self.store.get_instance_user_data(uuid)
+        if user_data:
+            payload["user_data"] = user_data
+        return payload
+
+    @scheduler_method
+    def list_servers(self, ctxt: dict, project: str | None = None, host: str | None = None) -> list:
+        return self.store.list_instances(project=project, host=host)
+
+    @scheduler_method
+    def show_server(self, ctxt: dict, server: str) -> dict[str, Any]:
+        return self.store.get_instance(server)
+
+    @scheduler_method
+    def delete_server(self, ctxt: dict, server: str) -> dict[str, Any]:
+        record, needs_agent = self.store.begin_delete(server)
+        if needs_agent:
+            self.compute.delete_instance(record["host"], record["uuid"])
+        return record
+
+    @scheduler_method
+    def server_console_log(self, ctxt: dict, server: str, lines: int | None = None) -> str:
+        record = self.store.get_instance(server)
+        if not record["host"]:
+            raise exception.InstanceStateConflict(
+                instance=server, state=record["vm_state"], reason="it never reached a host"
+            )
+        return self.compute.get_console_output(record["host"], record["uuid"], lines)
+
+    # --- hosts -----------------------------------------------------------------
+
+    @scheduler_method
+    def list_hosts(self, ctxt: dict) -> list:
+        return self.store.list_hosts(self._down_after)
+
+    @scheduler_method
+    def show_host(self, ctxt: dict, host: str) -> dict[str, Any]:
+        record = self.store.get_host(host, self._down_after)
+        record["instances"] = [i["uuid"] for i in self.store.list_instances(host=host)]
+        return record
+
+    # --- flavors ---------------------------------------------------------------
+
+    @scheduler_method
+    def list_flavors(self, ctxt: dict) -> list:
+        return self.store.list_flavors()
+
+    @scheduler_method
+    def create_flavor(self, ctxt: dict, name: str, vcpus: int, memory_mb: int, root_gb: int) -> dict:
+        return self.store.create_flavor(name, vcpus, memory_mb, root_gb)
+
+    @scheduler_method
+    def delete_flavor(self, ctxt: dict, flavor: str) -> None:
+        self.store.delete_flavor(flavor)
+
+    # --- images ----------------------------------------------------------------
+
+    @scheduler_method
+    def import_image(self, ctxt: dict, uuid: str, name: str, file: str, kernel: str | None = None,
+                     initrd: str | None = None, cmdline: str | None = None) -> dict[str, Any]:
+        if (kernel is None) != (initrd is None):
+            raise exception.InvalidImage(image=name, reason="--kernel and --initrd go together")
+        if cmdline is not None and kernel is None:
+            raise exception.InvalidImage(image=name, reason="--cmdline needs --kernel")
+        try:
+            existing = self.store.get_image(uuid)
+        except exception.ImageNotFound:
+            existing = None
+        if existing is not None:
+            return existing  # a repeated import changes nothing
+        if self.store.find_image_by_name(name) is not None:
+            raise exception.DuplicateName(what="Image", name=name)
+        fields = self.images.import_files(uuid, name, file, kernel, initrd)
+        try:
+            return self.store.create_image(uuid=uuid, name=name, cmdline=cmdline, **fields)
+        except Exception:
+            self.images.remove(uuid)
+            raise
+
+    @scheduler_method
+    def list_images(self, ctxt: dict) -> list:
+        return self.store.list_images()
+
+    @scheduler_method
+    def show_image(self, ctxt: dict, image: str) -> dict[str, Any]:
+        return self.store.get_image(image)
+
+    @scheduler_method
+    def delete_image(self, ctxt: dict, image: str) -> dict[str, Any]:
+        gone = self.store.delete_image(image)
+        self.images.remove(gone["uuid"])
+        return gone
+
+    # --- from the agents -------------------------------------------------------
+
+    @scheduler_method
+    def report_host(self, ctxt: dict, host: str, resources: dict, capabilities: dict,
+                    instances: list) -> None:
+        if self.store.report_host(host, resources, capabilities):
+            LOG.info("New compute host %s: %s", host, resources)
+        with self._lock:
+            if host in self._known_down:
+                self._known_down.discard(host)
+                LOG.info("Host %s is up again", host)
+        self.store.set_power_states(host, {i["uuid"]: i["power_state"] for i in instances})
+
+    @scheduler_method
+    def instance_update(self, ctxt: dict, host: str, uuid: str, vm_state: str,
+                        power_state: str | None = None, fault: str | None = None) -> None:
+        if vm_state == "error":
+            LOG.warning("Server %s failed on %s: %s", uuid, host, fault)
+            self.store.fail_instance(uuid, fault or "failed on %s" % host)
+            return
+        values: dict[str, Any] = {"vm_state": vm_state, "task_state": None, "fault": None}
+        if power_state is not None:
+            values["power_state"] = power_state
+        if not self.store.update_instance(uuid, expected_host=host, **values):
+            LOG.info("Ignoring update of %s from %s: deleted or placed elsewhere", uuid, host)
+
+    @scheduler_method
+    def instance_deleted(self, ctxt: dict, host: str, uuid: str) -> None:
+        if self.store.finish_delete(uuid, host):
+            LOG.info("Server %s deleted from %s", uuid, host)
+
+    @scheduler_method
+    def host_instances(self, ctxt: dict, host: str) -> list:
+        return self.store.list_instances(host=host)
+
+    # --- periodic --------------------------------------------------------------
+
+    def check_hosts(self) -> None:
+        """Log each host that went down since the last check."""
+        for host in self.store.list_hosts(self._down_after):
+            with self._lock:
+                if host["state"] == "down" and host["name"] not in self._known_down:
+                    self._known_down.add(host["name"])
+                    LOG.warning("Host %s is down: no report since %s", host["name"], host["reported_at"])
+
+
+def ensure_state_dirs(conf: cfg.ConfigOpts) -> None:
+    """Create the scheduler's directories, traversable by QEMU (0755)."""
+    for path in (conf.state_path, conf.image.store_path):
+        os.makedirs(path, mode=0o755, exist_ok=True)

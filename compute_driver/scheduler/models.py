@@ -1,0 +1,101 @@
+"""Tables of the scheduler's store (SQLAlchemy 2.0 declarative).
+
+The schema is owned by the alembic migrations in ``migrations/``; a test
+checks that these models and the migrated database agree.
+"""
+
+from __future__ import annotations
+
+import datetime
+
+from sqlalchemy import JSON, Boolean, DateTime, Integer, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+def utcnow() -> datetime.datetime:
+    return datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Host(Base):
+    """A compute host as its agent last reported it, with its claims."""
+
+    __tablename__ = "hosts"
+
+    name: Mapped[str] = mapped_column(String(255), primary_key=True)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    disabled_reason: Mapped[str | None] = mapped_column(String(255))
+    vcpus: Mapped[int] = mapped_column(Integer, default=0)
+    memory_mb: Mapped[int] = mapped_column(Integer, default=0)
+    disk_gb: Mapped[int] = mapped_column(Integer, default=0)
+    # NOTE: the *_used counters are the claims. They are changed only by
+    # conditional UPDATEs (see store.claim), which is what keeps two
+    # schedulers from double-booking a host.
+    vcpus_used: Mapped[int] = mapped_column(Integer, default=0)
+    memory_mb_used: Mapped[int] = mapped_column(Integer, default=0)
+    disk_gb_used: Mapped[int] = mapped_column(Integer, default=0)
+    capabilities: Mapped[dict] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime.datetime] = mapped_column(DateTime, default=utcnow)
+    reported_at: Mapped[datetime.datetime | None] = mapped_column(DateTime)
+
+
+class Flavor(Base):
+    """A named size of server."""
+
+    __tablename__ = "flavors"
+
+    name: Mapped[str] = mapped_column(String(63), primary_key=True)
+    vcpus: Mapped[int] = mapped_column(Integer)
+    memory_mb: Mapped[int] = mapped_column(Integer)
+    root_gb: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime.datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class Image(Base):
+    """An imported image: a disk file in the image store, optionally with a kernel to boot."""
+
+    __tablename__ = "images"
+
+    uuid: Mapped[str] = mapped_column(String(36), primary_key=True)
+    name: Mapped[str] = mapped_column(String(63), unique=True)
+    disk_format: Mapped[str] = mapped_column(String(16))
+    path: Mapped[str] = mapped_column(String(4096))
+    size_bytes: Mapped[int] = mapped_column(Integer)
+    virtual_size: Mapped[int] = mapped_column(Integer)
+    checksum: Mapped[str] = mapped_column(String(64))
+    kernel_path: Mapped[str | None] = mapped_column(String(4096))
+    initrd_path: Mapped[str | None] = mapped_column(String(4096))
+    cmdline: Mapped[str | None] = mapped_column(String(2048))
+    created_at: Mapped[datetime.datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class Instance(Base):
+    """A server. Rows are soft-deleted so that a repeated delete stays a no-op."""
+
+    __tablename__ = "instances"
+
+    uuid: Mapped[str] = mapped_column(String(36), primary_key=True)
+    name: Mapped[str] = mapped_column(String(63), index=True)
+    project: Mapped[str] = mapped_column(String(64), index=True)
+    flavor_name: Mapped[str] = mapped_column(String(63))
+    # NOTE: the flavor's size is copied, so deleting or changing a flavor
+    # never changes what an existing server claims.
+    vcpus: Mapped[int] = mapped_column(Integer)
+    memory_mb: Mapped[int] = mapped_column(Integer)
+    root_gb: Mapped[int] = mapped_column(Integer)
+    # NOTE: no foreign key: an image may be deleted once no live server uses
+    # it, while deleted servers keep naming it.
+    image_uuid: Mapped[str] = mapped_column(String(36))
+    user_data: Mapped[str | None] = mapped_column(Text)
+    host: Mapped[str | None] = mapped_column(String(255), index=True)
+    vm_state: Mapped[str] = mapped_column(String(16))
+    task_state: Mapped[str | None] = mapped_column(String(16))
+    power_state: Mapped[str] = mapped_column(String(16), default="nostate")
+    fault: Mapped[str | None] = mapped_column(String(1024))
+    deleted: Mapped[bool] = mapped_column(Boolean, default=False, index=True)
+    created_at: Mapped[datetime.datetime] = mapped_column(DateTime, default=utcnow)
+    updated_at: Mapped[datetime.datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
+    deleted_at: Mapped[datetime.datetime | None] = mapped_column(DateTime)

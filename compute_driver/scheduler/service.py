@@ -1,0 +1,56 @@
+"""``compute-scheduler``: the scheduler service's entry point."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Sequence
+
+import oslo_messaging as messaging
+from oslo_config import cfg
+
+from compute_driver import service
+from compute_driver.rpc import compute_api, scheduler_api, transport
+from compute_driver.scheduler.manager import SchedulerManager, ensure_state_dirs
+from compute_driver.scheduler.store import Store
+
+LOG = logging.getLogger(__name__)
+
+
+class SchedulerService:
+    """The scheduler: its store, its RPC server and its periodic checks."""
+
+    def __init__(self, conf: cfg.ConfigOpts) -> None:
+        self.conf = conf
+        ensure_state_dirs(conf)
+        self.store = Store(conf.database.connection, conf.database.busy_timeout)
+        self.store.upgrade()
+        self.manager = SchedulerManager(conf, self.store, compute_api.ComputeAPI(conf))
+        target = messaging.Target(topic=scheduler_api.TOPIC, server=conf.host)
+        self.server = transport.get_server(conf, target, [self.manager], conf.scheduler.rpc_workers)
+        self.periodic = service.Periodic(
+            "check-hosts", conf.scheduler.periodic_interval, self.manager.check_hosts
+        )
+
+    def start(self) -> None:
+        self.server.start()
+        self.periodic.start()
+        LOG.info("compute-scheduler listening on topic %s", scheduler_api.TOPIC)
+
+    def stop(self) -> None:
+        self.periodic.stop()
+        self.server.stop()
+        self.server.wait()
+        self.store.engine.dispose()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    conf = service.prepare("compute-scheduler", argv)
+    svc = SchedulerService(conf)
+    svc.start()
+    try:
+        service.wait_for_signal()
+    finally:
+        svc.stop()
+        transport.cleanup()
+    sys.exit(0)

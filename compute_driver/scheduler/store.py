@@ -1,0 +1,428 @@
+"""The scheduler's SQL store: every read and write of its tables.
+
+Everything a scheduler restart must not forget lives here. Rows leave as
+plain dicts with stable keys (the shapes the RPC API returns), so no ORM
+object escapes a session.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import logging
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import sqlalchemy as sa
+from alembic import command as alembic_command
+from alembic.config import Config as AlembicConfig
+from sqlalchemy import event, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from compute_driver import exception
+from compute_driver.scheduler.models import Flavor, Host, Image, Instance, utcnow
+
+LOG = logging.getLogger(__name__)
+
+MIGRATIONS = os.path.join(os.path.dirname(__file__), "migrations")
+
+
+def _iso(value: datetime.datetime | None) -> str | None:
+    return value.strftime("%Y-%m-%dT%H:%M:%SZ") if value else None
+
+
+def host_dict(host: Host, down_after: int) -> dict[str, Any]:
+    """The public shape of a host; ``state`` is up or down from its last report."""
+    now = utcnow()
+    up = host.reported_at is not None and (now - host.reported_at).total_seconds() <= down_after
+    return {
+        "name": host.name,
+        "state": "up" if up else "down",
+        "enabled": host.enabled,
+        "disabled_reason": host.disabled_reason,
+        "vcpus": host.vcpus,
+        "vcpus_used": host.vcpus_used,
+        "memory_mb": host.memory_mb,
+        "memory_mb_used": host.memory_mb_used,
+        "disk_gb": host.disk_gb,
+        "disk_gb_used": host.disk_gb_used,
+        "capabilities": dict(host.capabilities or {}),
+        "reported_at": _iso(host.reported_at),
+    }
+
+
+def flavor_dict(flavor: Flavor) -> dict[str, Any]:
+    """The public shape of a flavor."""
+    return {
+        "name": flavor.name,
+        "vcpus": flavor.vcpus,
+        "memory_mb": flavor.memory_mb,
+        "root_gb": flavor.root_gb,
+    }
+
+
+def image_dict(image: Image) -> dict[str, Any]:
+    """The public shape of an image."""
+    return {
+        "uuid": image.uuid,
+        "name": image.name,
+        "disk_format": image.disk_format,
+        "path": image.path,
+        "size_bytes": image.size_bytes,
+        "virtual_size": image.virtual_size,
+        "checksum": image.checksum,
+        "kernel_path": image.kernel_path,
+        "initrd_path": image.initrd_path,
+        "cmdline": image.cmdline,
+        "created_at": _iso(image.created_at),
+    }
+
+
+def instance_dict(instance: Instance) -> dict[str, Any]:
+    """The public shape of a server (user data is never echoed back)."""
+    return {
+        "uuid": instance.uuid,
+        "name": instance.name,
+        "project": instance.project,
+        "flavor": instance.flavor_name,
+        "vcpus": instance.vcpus,
+        "memory_mb": instance.memory_mb,
+        "root_gb": instance.root_gb,
+        "image": instance.image_uuid,
+        "host": instance.host,
+        "vm_state": instance.vm_state,
+        "task_state": instance.task_state,
+        "power_state": instance.power_state,
+        "fault": instance.fault,
+        "created_at": _iso(instance.created_at),
+        "updated_at": _iso(instance.updated_at),
+    }
+
+
+class Store:
+    """Access to the scheduler database at one SQLAlchemy URL."""
+
+    def __init__(self, url: str, busy_timeout: int = 30) -> None:
+        self.url = url
+        connect_args: dict[str, Any] = {}
+        if url.startswith("sqlite"):
+            connect_args = {"timeout": busy_timeout, "check_same_thread": False}
+            path = sa.engine.make_url(url).database
+            if path and path != ":memory:":
+                os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        self.engine = sa.create_engine(url, connect_args=connect_args, future=True)
+        if url.startswith("sqlite"):
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator[Session]:
+        """A transaction: committed on success, rolled back on any error."""
+        with self._sessions.begin() as session:
+            yield session
+
+    def upgrade(self) -> None:
+        """Bring the schema to the newest migration (idempotent)."""
+        config = AlembicConfig()
+        config.set_main_option("script_location", MIGRATIONS)
+        with self.engine.begin() as connection:
+            config.attributes["connection"] = connection
+            alembic_command.upgrade(config, "head")
+
+    # --- hosts -------------------------------------------------------------
+
+    def report_host(self, name: str, resources: dict[str, int], capabilities: dict[str, Any]) -> bool:
+        """Record an agent's report; returns True when the host is new."""
+        with self.session() as session:
+            host = session.get(Host, name)
+            created = host is None
+            if host is None:
+                host = Host(
+                    name=name, enabled=True, vcpus_used=0, memory_mb_used=0, disk_gb_used=0
+                )
+                session.add(host)
+            host.vcpus = resources["vcpus"]
+            host.memory_mb = resources["memory_mb"]
+            host.disk_gb = resources["disk_gb"]
+            host.capabilities = capabilities
+            host.reported_at = utcnow()
+            return created
+
+    def get_host(self, name: str, down_after: int) -> dict[str, Any]:
+        with self.session() as session:
+            host = session.get(Host, name)
+            if host is None:
+                raise exception.HostNotFound(host=name)
+            return host_dict(host, down_after)
+
+    def list_hosts(self, down_after: int) -> list[dict[str, Any]]:
+        with self.session() as session:
+            hosts = session.scalars(select(Host).order_by(Host.name))
+            return [host_dict(h, down_after) for h in hosts]
+
+    def claim(self, host: str, vcpus: int, memory_mb: int, disk_gb: int, limits: dict[str, float],
+              instance_uuid: str) -> bool:
+        """Atomically claim resources on ``host`` for an instance and place it there.
+
+        The claim is one conditional UPDATE: it succeeds only if the host
+        still has room, whatever other schedulers did meanwhile.
+
+        :param limits: ``cpu_ratio``, ``ram_ratio``, ``disk_ratio``, ``reserved_mb``.
+        :returns: False when the host has no room (nothing was changed).
+        """
+        with self.session() as session:
+            result = session.execute(
+                update(Host)
+                .where(
+                    Host.name == host,
+                    Host.enabled.is_(True),
+                    Host.vcpus_used + vcpus <= Host.vcpus * limits["cpu_ratio"],
+                    Host.memory_mb_used + memory_mb
+                    <= (Host.memory_mb - limits["reserved_mb"]) * limits["ram_ratio"],
+                    Host.disk_gb_used + disk_gb <= Host.disk_gb * limits["disk_ratio"],
+                )
+                .values(
+                    vcpus_used=Host.vcpus_used + vcpus,
+                    memory_mb_used=Host.memory_mb_used + memory_mb,
+                    disk_gb_used=Host.disk_gb_used + disk_gb,
+                )
+                .execution_options(synchronize_session=False)
+            )
+            if result.rowcount != 1:
+                return False
+            session.execute(
+                update(Instance)
+                .where(Instance.uuid == instance_uuid)
+                .values(host=host, task_state="spawning", updated_at=utcnow())
+                .execution_options(synchronize_session=False)
+            )
+            return True
+
+    @staticmethod
+    def _release(session: Session, instance: Instance) -> None:
+        # NOTE: an instance holds a claim while it has a host and is not in
+        # ERROR: fail_instance() is the only way into ERROR and releases
+        # there, so a later delete must not release a second time.
+        if not instance.host or instance.vm_state == "error":
+            return
+        session.execute(
+            update(Host)
+            .where(Host.name == instance.host)
+            .values(
+                vcpus_used=Host.vcpus_used - instance.vcpus,
+                memory_mb_used=Host.memory_mb_used - instance.memory_mb,
+                disk_gb_used=Host.disk_gb_used - instance.root_gb,
+            )
+            .execution_options(synchronize_session=False)
+        )
+
+    # --- flavors -----------------------------------------------------------
+
+    def list_flavors(self) -> list[dict[str, Any]]:
+        with self.session() as session:
+            return [flavor_dict(f) for f in session.scalars(select(Flavor).order_by(Flavor.memory_mb))]
+
+    def get_flavor(self, name: str) -> dict[str, Any]:
+        with self.session() as session:
+            flavor = session.get(Flavor, name)
+            if flavor is None:
+                raise exception.FlavorNotFound(flavor=name)
+            return flavor_dict(flavor)
+
+    def create_flavor(self, name: str, vcpus: int, memory_mb: int, root_gb: int) -> dict[str, Any]:
+        with self.session() as session:
+            existing = session.get(Flavor, name)
+            if existing is not None:
+                same = (existing.vcpus, existing.memory_mb, existing.root_gb) == (vcpus, memory_mb, root_gb)
+                if same:
+                    return flavor_dict(existing)  # a repeated create changes nothing
+                raise exception.DuplicateName(what="Flavor", name=name)
+            flavor = Flavor(name=name, vcpus=vcpus, memory_mb=memory_mb, root_gb=root_gb)
+            session.add(flavor)
+            return flavor_dict(flavor)
+
+    def delete_flavor(self, name: str) -> None:
+        with self.session() as session:
+            flavor = session.get(Flavor, name)
+            if flavor is None:
+                raise exception.FlavorNotFound(flavor=name)
+            session.delete(flavor)
+
+    # --- images ------------------------------------------------------------
+
+    def _find_image(self, session: Session, ref: str) -> Image:
+        image = session.get(Image, ref) or session.scalar(select(Image).where(Image.name == ref))
+        if image is None:
+            raise exception.ImageNotFound(image=ref)
+        return image
+
+    def get_image(self, ref: str) -> dict[str, Any]:
+        with self.session() as session:
+            return image_dict(self._find_image(session, ref))
+
+    def find_image_by_name(self, name: str) -> dict[str, Any] | None:
+        with self.session() as session:
+            image = session.scalar(select(Image).where(Image.name == name))
+            return image_dict(image) if image else None
+
+    def list_images(self) -> list[dict[str, Any]]:
+        with self.session() as session:
+            return [image_dict(i) for i in session.scalars(select(Image).order_by(Image.name))]
+
+    def create_image(self, **fields: Any) -> dict[str, Any]:
+        with self.session() as session:
+            if session.scalar(select(Image).where(Image.name == fields["name"])) is not None:
+                raise exception.DuplicateName(what="Image", name=fields["name"])
+            image = Image(**fields)
+            session.add(image)
+            return image_dict(image)
+
+    def delete_image(self, ref: str) -> dict[str, Any]:
+        """Remove an image record; refused while a live server uses it."""
+        with self.session() as session:
+            image = self._find_image(session, ref)
+            users = session.scalars(
+                select(Instance.name).where(Instance.image_uuid == image.uuid, Instance.deleted.is_(False))
+            ).all()
+            if users:
+                raise exception.InUse(
+                    what="Image", name=image.name, reason="used by server(s) %s" % ", ".join(users[:5])
+                )
+            gone = image_dict(image)
+            session.delete(image)
+            return gone
+
+    # --- instances ---------------------------------------------------------
+
+    def create_instance(self, **fields: Any) -> tuple[dict[str, Any], bool]:
+        """Insert a server unless its uuid exists.
+
+        :returns: (the record, True if it was created now).
+        """
+        with self.session() as session:
+            existing = session.get(Instance, fields["uuid"])
+            if existing is not None:
+                return instance_dict(existing), False
+            instance = Instance(vm_state="building", task_state="scheduling", power_state="nostate",
+                                deleted=False, **fields)
+            session.add(instance)
+            session.flush()
+            return instance_dict(instance), True
+
+    def _find_instance(self, session: Session, ref: str, include_deleted: bool = False) -> Instance:
+        instance = session.get(Instance, ref)
+        if instance is None:
+            matches = session.scalars(
+                select(Instance).where(Instance.name == ref, Instance.deleted.is_(False))
+            ).all()
+            if len(matches) > 1:
+                raise exception.Conflict(reason="%d servers are named %s; use a UUID" % (len(matches), ref))
+            instance = matches[0] if matches else None
+        if instance is None or (instance.deleted and not include_deleted):
+            raise exception.InstanceNotFound(instance=ref)
+        return instance
+
+    def get_instance(self, ref: str, include_deleted: bool = False) -> dict[str, Any]:
+        with self.session() as session:
+            return instance_dict(self._find_instance(session, ref, include_deleted))
+
+    def get_instance_user_data(self, uuid: str) -> str | None:
+        with self.session() as session:
+            return self._find_instance(session, uuid, include_deleted=True).user_data
+
+    def is_deleted(self, uuid: str) -> bool:
+        with self.session() as session:
+            instance = session.get(Instance, uuid)
+            return instance is not None and instance.deleted
+
+    def list_instances(self, project: str | None = None, host: str | None = None) -> list[dict[str, Any]]:
+        with self.session() as session:
+            query = select(Instance).where(Instance.deleted.is_(False)).order_by(Instance.created_at)
+            if project:
+                query = query.where(Instance.project == project)
+            if host:
+                query = query.where(Instance.host == host)
+            return [instance_dict(i) for i in session.scalars(query)]
+
+    def update_instance(self, uuid: str, expected_host: str | None = None, **values: Any) -> bool:
+        """Set fields of a live server; False when it is deleted or elsewhere."""
+        with self.session() as session:
+            instance = session.get(Instance, uuid)
+            if instance is None or instance.deleted:
+                return False
+            if expected_host is not None and instance.host != expected_host:
+                return False
+            for key, value in values.items():
+                setattr(instance, key, value)
+            return True
+
+    def fail_instance(self, uuid: str, fault: str) -> None:
+        """Mark a server ERROR with ``fault`` and release its claim.
+
+        The host is kept on the record (the agent may still hold debris to
+        delete), but it no longer counts against the host's capacity.
+        """
+        with self.session() as session:
+            instance = session.get(Instance, uuid)
+            if instance is None or instance.deleted:
+                return
+            self._release(session, instance)
+            instance.vm_state = "error"
+            instance.task_state = None
+            instance.fault = fault[:1024]
+
+    def set_power_states(self, host: str, states: dict[str, str]) -> None:
+        """Record the power states an agent reported for its instances."""
+        if not states:
+            return
+        with self.session() as session:
+            instances = session.scalars(
+                select(Instance).where(
+                    Instance.host == host, Instance.deleted.is_(False), Instance.uuid.in_(list(states))
+                )
+            )
+            for instance in instances:
+                if instance.power_state != states[instance.uuid]:
+                    instance.power_state = states[instance.uuid]
+
+    def begin_delete(self, ref: str) -> tuple[dict[str, Any], bool]:
+        """Start deleting a server.
+
+        :returns: (record, needs_agent): needs_agent is False when the server
+            never reached a host and is deleted at once, or was deleted before.
+        """
+        with self.session() as session:
+            instance = self._find_instance(session, ref, include_deleted=True)
+            if instance.deleted:
+                return instance_dict(instance), False
+            if not instance.host:
+                self._mark_deleted(session, instance)
+                return instance_dict(instance), False
+            instance.task_state = "deleting"
+            return instance_dict(instance), True
+
+    def finish_delete(self, uuid: str, host: str) -> bool:
+        """The agent on ``host`` removed the server: release and soft-delete it."""
+        with self.session() as session:
+            instance = session.get(Instance, uuid)
+            if instance is None or instance.deleted or instance.host != host:
+                return False
+            self._mark_deleted(session, instance)
+            return True
+
+    def _mark_deleted(self, session: Session, instance: Instance) -> None:
+        self._release(session, instance)
+        instance.deleted = True
+        instance.deleted_at = utcnow()
+        instance.vm_state = "deleted"
+        instance.task_state = None
+        instance.power_state = "nostate"
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    # NOTE: WAL lets readers (list, show) run while a claim writes.
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()

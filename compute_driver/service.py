@@ -1,0 +1,71 @@
+"""What the two services share: start-up, logging, periodic tasks, shutdown."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+import warnings
+from collections.abc import Callable, Sequence
+
+from oslo_config import cfg
+from oslo_log import log as oslo_log
+
+from compute_driver import config, exception
+
+LOG = logging.getLogger(__name__)
+
+# NOTE: oslo.messaging imports oslo.service, which imports eventlet for its
+# optional backend and warns. We use native threads and never monkey-patch.
+warnings.filterwarnings("ignore", message=r"(?s).*Eventlet is deprecated")
+
+
+def prepare(prog: str, argv: Sequence[str] | None = None) -> cfg.ConfigOpts:
+    """Parse and check the configuration, then set up logging.
+
+    Exits with status 2 and one line on stderr when the configuration is bad.
+    """
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        conf = config.load(args, prog)
+    except exception.InvalidConfig as exc:
+        print("%s: configuration error: %s" % (prog, exc), file=sys.stderr)
+        sys.exit(2)
+    oslo_log.setup(conf, "compute-driver")
+    return conf
+
+
+class Periodic(threading.Thread):
+    """Runs ``func`` every ``interval`` seconds until stopped; errors are logged, never fatal."""
+
+    def __init__(self, name: str, interval: float, func: Callable[[], None]) -> None:
+        super().__init__(name=name, daemon=True)
+        self.interval = interval
+        self.func = func
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.is_set():
+            try:
+                self.func()
+            except Exception:  # noqa: BLE001 - a periodic task must survive one bad run
+                LOG.exception("Periodic task %s failed", self.name)
+            self.stopped.wait(self.interval)
+
+    def stop(self) -> None:
+        self.stopped.set()
+
+
+def wait_for_signal() -> None:
+    """Block until SIGTERM or SIGINT."""
+    done = threading.Event()
+
+    def handler(signum: int, _frame: object) -> None:
+        LOG.info("Received signal %d, stopping", signum)
+        done.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+    while not done.wait(1.0):
+        pass

@@ -1,0 +1,134 @@
+"""``<domain>`` and its fixed sections: ``<os>``, ``<features>``, ``<cpu>``, ``<clock>``."""
+
+from __future__ import annotations
+
+import builtins
+from typing import Any, TypeVar
+
+from lxml import etree
+
+from .base import XMLBuilder, XMLProperty, check_uuid, xml_child, xml_children, xml_property
+from .chardev import Channel, Console, Serial
+from .devices import MemBalloon, Rng, Watchdog
+from .disk import Disk
+from .interface import Interface
+from .metadata import InstanceMetadata
+
+_D = TypeVar("_D", bound=XMLBuilder)
+_LIFECYCLE = ("destroy", "restart", "preserve", "rename-restart")
+_KIB_PER_UNIT = {"KiB": 1, "k": 1, "MiB": 1024, "M": 1024, "GiB": 1024**2, "G": 1024**2}
+
+
+def _check_name(value: str) -> str | None:
+    if not value or "/" in value or "\n" in value:
+        return "is not a domain name libvirt accepts (non-empty, no '/' or newline)"
+    return None
+
+
+class _MemoryKiB(XMLProperty):
+    """``<memory unit='KiB'>`` and the same ``<currentMemory>``; reads other units as KiB."""
+
+    def read(self, node: etree._Element) -> Any:
+        el = node.find("memory")
+        if el is None or el.text is None:
+            return None
+        unit = el.get("unit", "KiB")
+        if unit not in _KIB_PER_UNIT:
+            raise self.fail(unit, "is not a memory unit this builder reads")
+        return self.from_text(el.text) * _KIB_PER_UNIT[unit]
+
+    def write(self, node: etree._Element, value: Any) -> None:
+        if value is not None:
+            for tag in ("memory", "currentMemory"):
+                el = etree.SubElement(node, tag, unit="KiB")
+                el.text = str(value)
+
+
+def _memory_kib() -> Any:
+    return _MemoryKiB("./memory", int, required=True, minimum=1)
+
+
+class OS(XMLBuilder):
+    """``<os>``: machine type, optional direct kernel boot, boot order."""
+
+    XML_NAME = "os"
+
+    type: str | None = xml_property("./type", required=True, choices=("hvm",))
+    arch: str | None = xml_property("./type/@arch")
+    machine: str | None = xml_property("./type/@machine")
+    kernel: str | None = xml_property("./kernel")
+    initrd: str | None = xml_property("./initrd")
+    cmdline: str | None = xml_property("./cmdline")
+    boot_devices: list[str] = xml_property(
+        "./boot/@dev", multi=True, choices=("hd", "cdrom", "fd", "network")
+    )
+
+    def _validate(self) -> None:
+        if self.kernel is None and (self.initrd is not None or self.cmdline is not None):
+            raise self.error("initrd and cmdline need kernel")
+
+
+class Features(XMLBuilder):
+    """``<features>``: hypervisor features; True writes the empty element."""
+
+    XML_NAME = "features"
+
+    acpi: bool = xml_property("./acpi", bool)
+    apic: bool = xml_property("./apic", bool)
+
+
+class CPU(XMLBuilder):
+    """``<cpu mode=...>``; ``model`` goes with mode ``custom``."""
+
+    XML_NAME = "cpu"
+
+    mode: str | None = xml_property(
+        "./@mode", required=True, choices=("host-model", "host-passthrough", "custom", "maximum")
+    )
+    model: str | None = xml_property("./model")
+
+    def _validate(self) -> None:
+        if self.mode == "custom" and self.model is None:
+            raise self.error("mode 'custom' needs model")
+
+
+class Clock(XMLBuilder):
+    """``<clock offset=...>``."""
+
+    XML_NAME = "clock"
+
+    offset: str | None = xml_property(
+        "./@offset", required=True, choices=("utc", "localtime", "timezone", "variable")
+    )
+
+
+class Domain(XMLBuilder):
+    """A whole ``<domain>``: identity, sizing, sections and ``devices`` in order.
+
+    ``memory_kib`` sets both ``<memory>`` and ``<currentMemory>``.
+    """
+
+    XML_NAME = "domain"
+
+    type: str | None = xml_property("./@type", required=True, choices=("qemu", "kvm", "test"))
+    name: str | None = xml_property("./name", required=True, check=_check_name)
+    uuid: str | None = xml_property("./uuid", check=check_uuid)
+    metadata: InstanceMetadata | None = xml_child(InstanceMetadata, "./metadata")
+    memory_kib: int | None = _memory_kib()
+    vcpus: int | None = xml_property("./vcpu", int, required=True, minimum=1)
+    os: OS | None = xml_child(OS, required=True)
+    features: Features | None = xml_child(Features)
+    cpu: CPU | None = xml_child(CPU)
+    clock: Clock | None = xml_child(Clock)
+    on_poweroff: str | None = xml_property("./on_poweroff", choices=_LIFECYCLE)
+    on_reboot: str | None = xml_property("./on_reboot", choices=_LIFECYCLE)
+    on_crash: str | None = xml_property(
+        "./on_crash", choices=_LIFECYCLE + ("coredump-destroy", "coredump-restart")
+    )
+    devices: list[XMLBuilder] = xml_children(
+        Disk, Interface, Serial, Console, Channel, MemBalloon, Rng, Watchdog, path="./devices"
+    )
+
+    def devices_of(self, cls: builtins.type[_D]) -> list[_D]:
+        """The devices that are ``cls`` instances, in document order."""
+        return [dev for dev in self.devices if isinstance(dev, cls)]

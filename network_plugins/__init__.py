@@ -1,0 +1,1 @@
+"""Network plugins (namespace ``compute_driver.network``): one module per plugin."""

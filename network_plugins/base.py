@@ -1,0 +1,73 @@
+"""The network plugin interface (namespace ``compute_driver.network``).
+
+A plugin wires ports of tenant networks on one host and tells the virt
+driver how to attach a port, as a libvirt interface builder. Each plugin
+reads its own option group, named like its entry point.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Network:
+    """A tenant network as the scheduler describes it."""
+
+    id: str
+    name: str
+    type: str
+    segment: int | None = None
+    mtu: int = 1500
+
+
+@dataclass(frozen=True)
+class Port:
+    """One interface of an instance on a network."""
+
+    id: str
+    network: Network
+    mac: str
+    addresses: tuple[str, ...] = field(default=())
+
+
+class NetworkPlugin(abc.ABC):
+    """Wires ports of tenant networks on one host."""
+
+    name = ""
+
+    @abc.abstractmethod
+    def describe(self) -> dict[str, Any]:
+        """Abilities: ``network_types`` offered, ``anti_spoofing``, ``tunnels``."""
+
+    @abc.abstractmethod
+    def ensure_network(self, network: Network) -> None:
+        """Create what ``network`` needs on this host (idempotent).
+
+        :raises NetworkError: the host cannot carry this network.
+        """
+
+    @abc.abstractmethod
+    def plug(self, port: Port, instance_uuid: str) -> None:
+        """Prepare ``port`` of an instance before the guest starts (idempotent).
+
+        :raises NetworkError: nothing is left half-plugged.
+        """
+
+    @abc.abstractmethod
+    def unplug(self, port: Port, instance_uuid: str) -> None:
+        """Undo :meth:`plug`. Idempotent."""
+
+    @abc.abstractmethod
+    def interface_config(self, port: Port):
+        """The libvirt interface builder that attaches the guest to ``port``."""
+
+    @abc.abstractmethod
+    def update_topology(self, network: Network, remote_endpoints: list[str]) -> None:
+        """Set the tunnel endpoints of other hosts that have ports on ``network``."""
+
+    @abc.abstractmethod
+    def delete_network(self, network: Network) -> None:
+        """Remove what :meth:`ensure_network` made. Idempotent."""

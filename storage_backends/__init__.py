@@ -1,0 +1,1 @@
+"""Storage backends (namespace ``compute_driver.storage``): one module per backend."""

@@ -1,0 +1,180 @@
+"""Builder behaviour: validation errors, absent values, booleans, units, metadata forms."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from compute_driver.virt.libvirt import xml as lvxml
+
+UUID = "0b0c3a4e-1b6e-4a55-9d0e-2f9f3c1d7a10"
+
+
+def _dom(**kwargs: Any) -> lvxml.Domain:
+    base: dict[str, Any] = dict(
+        type="qemu", name="cd-t", memory_kib=65536, vcpus=1, os=lvxml.OS(type="hvm")
+    )
+    base.update(kwargs)
+    return lvxml.Domain(**base)
+
+
+@pytest.mark.parametrize(
+    ("cls", "kwargs", "match"),
+    [
+        (lvxml.Domain, dict(vcpus=0), r"Domain\.vcpus: 0 is less than 1"),
+        (lvxml.Domain, dict(memory_kib=0), r"Domain\.memory_kib"),
+        (lvxml.Domain, dict(name="a/b"), r"Domain\.name"),
+        (lvxml.Domain, dict(type="xen"), r"Domain\.type: 'xen' is not one of 'qemu', 'kvm'"),
+        (lvxml.Domain, dict(uuid="nope"), r"is not a UUID"),
+        (lvxml.Domain, dict(vcpus="two"), r"is not an integer"),
+        (lvxml.Disk, dict(type="volume"), r"Disk\.type"),
+        (lvxml.Disk, dict(readonly="yes"), r"is not a bool"),
+        (lvxml.Interface, dict(type="vhostuser"), r"Interface\.type"),
+        (lvxml.Interface, dict(mac="52:54:00:00:00"), r"is not a MAC address"),
+        (lvxml.Interface, dict(mac="01:00:5e:00:00:01"), r"multicast"),
+        (lvxml.Interface, dict(target_dev="tap-name-too-long"), r"Linux interface name"),
+        (lvxml.CPU, dict(mode="host"), r"CPU\.mode"),
+        (lvxml.DiskHost, dict(port=70000), r"greater than 65535"),
+        (lvxml.OS, dict(boot_devices=["hd", "usb"]), r"'usb' is not one of"),
+        (lvxml.PortRef, dict(mac="zz"), r"PortRef\.mac"),
+    ],
+)
+def test_constructor_rejects_invalid_values(cls: type, kwargs: dict[str, Any], match: str) -> None:
+    with pytest.raises(lvxml.XMLBuilderError, match=match):
+        cls(**kwargs)
+
+
+def test_errors_are_value_errors_and_assignment_is_checked() -> None:
+    dom = _dom()
+    with pytest.raises(ValueError, match="vcpus"):
+        dom.vcpus = -1
+
+
+def test_unknown_keyword_is_a_type_error() -> None:
+    with pytest.raises(TypeError, match="memory_mb"):
+        lvxml.Domain(memory_mb=1)
+
+
+@pytest.mark.parametrize(
+    ("build", "match"),
+    [
+        (
+            lambda: lvxml.Domain(type="qemu", memory_kib=1, vcpus=1, os=lvxml.OS(type="hvm")),
+            "name is required",
+        ),
+        (lambda: _dom(os=None), r"Domain\.os is required"),
+        (
+            lambda: _dom(
+                devices=[lvxml.Disk(type="file", source_dev="/dev/sda", target_dev="vda")]
+            ),
+            "source_dev needs type 'block'",
+        ),
+        (
+            lambda: _dom(devices=[lvxml.Disk(type="network", source_name="p/i", target_dev="vda")]),
+            "needs source_protocol",
+        ),
+        (
+            lambda: _dom(
+                devices=[
+                    lvxml.Disk(
+                        type="network",
+                        source_protocol="rbd",
+                        target_dev="vda",
+                        auth_username="u",
+                        auth_secret_type="ceph",
+                    )
+                ]
+            ),
+            "exactly one of auth_secret_uuid",
+        ),
+        (lambda: _dom(devices=[lvxml.Interface(type="bridge")]), "source_bridge go together"),
+        (
+            lambda: _dom(devices=[lvxml.Interface(type="user", virtualport_type="openvswitch")]),
+            "virtualport needs type",
+        ),
+        (lambda: _dom(devices=[lvxml.Serial(type="file")]), "needs source_path"),
+        (
+            lambda: _dom(devices=[lvxml.Serial(type="pty", log_append=True)]),
+            "log_append needs log_file",
+        ),
+        (lambda: _dom(cpu=lvxml.CPU(mode="custom")), "needs model"),
+        (lambda: _dom(os=lvxml.OS(type="hvm", cmdline="x")), "need kernel"),
+        (lambda: _dom(devices=[lvxml.MemBalloon(model="none", stats_period=5)]), "stats_period"),
+    ],
+)
+def test_serialization_rejects_inconsistent_objects(build: Any, match: str) -> None:
+    with pytest.raises(lvxml.XMLBuilderError, match=match):
+        build().to_string()
+
+
+def test_parsed_values_are_checked_when_written_again() -> None:
+    dom = lvxml.Domain.parse(_dom().to_string().replace("<vcpu>1</vcpu>", "<vcpu>0</vcpu>"))
+    assert dom.vcpus == 0
+    with pytest.raises(lvxml.XMLBuilderError, match="vcpus"):
+        dom.to_string()
+
+
+def test_none_is_absent_and_booleans_map_to_elements_and_words() -> None:
+    disk = lvxml.Disk(type="file", source_file="/x", target_dev="vda", cache=None, readonly=False)
+    text = disk.to_string()
+    assert "cache" not in text and "readonly" not in text and "<driver" not in text
+    assert "<readonly/>" in lvxml.Disk(type="file", target_dev="hdc", readonly=True).to_string()
+    nic = lvxml.Interface(type="bridge", source_bridge="br0", host_csum=True)
+    assert '<driver name="qemu">' in nic.to_string() and '<host csum="on"/>' in nic.to_string()
+    assert lvxml.Interface.parse(nic.to_string()).host_csum is True
+
+
+def test_memory_writes_kib_twice_and_reads_other_units() -> None:
+    text = _dom(memory_kib=262144).to_string()
+    assert '<memory unit="KiB">262144</memory>' in text
+    assert '<currentMemory unit="KiB">262144</currentMemory>' in text
+    other = text.replace('<memory unit="KiB">262144</memory>', '<memory unit="MiB">256</memory>')
+    assert lvxml.Domain.parse(other).memory_kib == 262144
+
+
+def test_output_is_deterministic_and_in_declared_order() -> None:
+    disk = lvxml.Disk(target_dev="vda", source_file="/x", type="file", driver_type="raw")
+    assert (
+        disk.to_string()
+        == lvxml.Disk(
+            type="file", driver_type="raw", source_file="/x", target_dev="vda"
+        ).to_string()
+    )
+    assert disk.to_string().splitlines()[0] == '<disk type="file">'
+    assert lvxml.Disk.declared()[:2] == ("type", "device")
+
+
+def test_devices_of_keeps_document_order_and_equality_is_by_value() -> None:
+    disks = [lvxml.Disk(type="file", source_file=f"/{n}", target_dev=n) for n in ("vda", "vdb")]
+    dom = _dom(devices=[disks[0], lvxml.Watchdog(model="i6300esb"), disks[1]])
+    assert dom.devices_of(lvxml.Disk) == disks
+    assert dom.devices_of(lvxml.CharDevice) == []
+    assert lvxml.Disk(type="file") != lvxml.Disk(type="block")
+    assert "Disk(type='file'" in repr(disks[0])
+
+
+def test_metadata_bare_and_namespaced_forms() -> None:
+    md = lvxml.InstanceMetadata(
+        uuid=UUID, name="web1", ports=[lvxml.PortRef(id="p", mac="52:54:00:00:00:01")]
+    )
+    bare = md.to_string()
+    assert bare.startswith("<instance>") and "xmlns" not in bare
+    assert lvxml.InstanceMetadata.parse(bare) == md
+    namespaced = md.build()
+    assert namespaced.nsmap == {lvxml.METADATA_PREFIX: lvxml.METADATA_NAMESPACE}
+    assert lvxml.InstanceMetadata.from_element(namespaced) == md
+    assert lvxml.InstanceMetadata.from_domain_xml(_dom().to_string()) is None
+    assert lvxml.InstanceMetadata.from_domain_xml(_dom(metadata=md).to_string()) == md
+
+
+def test_parse_errors_are_builder_errors() -> None:
+    with pytest.raises(lvxml.XMLBuilderError, match="cannot parse"):
+        lvxml.Domain.parse("<domain>")
+    with pytest.raises(lvxml.XMLBuilderError, match="expected <domain>"):
+        lvxml.Domain.parse("<disk type='file'/>")
+
+
+def test_parse_accepts_an_xml_declaration() -> None:
+    text = "<?xml version='1.0' encoding='UTF-8'?>\n" + _dom().to_string()
+    assert lvxml.Domain.parse(text) == _dom()
