@@ -37,19 +37,35 @@ class Client:
 
     # --- servers ---------------------------------------------------------------
 
-    def create_server(self, name: str, flavor: str, image: str, project: str = "default",
-                      host: str | None = None, user_data: bytes | None = None,
-                      uuid: str | None = None) -> dict[str, Any]:
+    def create_server(
+        self,
+        name: str,
+        flavor: str,
+        image: str,
+        project: str = "default",
+        host: str | None = None,
+        user_data: bytes | None = None,
+        uuid: str | None = None,
+    ) -> dict[str, Any]:
         """Create a server; returns its record (vm_state ``building``).
 
         :raises NoValidHost: no host can take it (the reason says why per host).
         """
         encoded = base64.b64encode(user_data).decode("ascii") if user_data else None
-        return self._api.call("create_server", uuid=uuid or str(uuidlib.uuid4()), name=name,
-                              flavor=flavor, image=image, project=project, host=host,
-                              user_data=encoded)
+        return self._api.call(
+            "create_server",
+            uuid=uuid or str(uuidlib.uuid4()),
+            name=name,
+            flavor=flavor,
+            image=image,
+            project=project,
+            host=host,
+            user_data=encoded,
+        )
 
-    def list_servers(self, project: str | None = None, host: str | None = None) -> list[dict[str, Any]]:
+    def list_servers(
+        self, project: str | None = None, host: str | None = None
+    ) -> list[dict[str, Any]]:
         return self._api.call("list_servers", project=project, host=host)
 
     def show_server(self, server: str) -> dict[str, Any]:
@@ -61,8 +77,13 @@ class Client:
     def console_log(self, server: str, lines: int | None = None) -> str:
         return self._api.call("server_console_log", server=server, lines=lines)
 
-    def wait_for_server(self, server: str, timeout: float = 300, interval: float = 0.5,
-                        progress: ProgressCallback | None = None) -> dict[str, Any]:
+    def wait_for_server(
+        self,
+        server: str,
+        timeout: float = 300,
+        interval: float = 0.5,
+        progress: ProgressCallback | None = None,
+    ) -> dict[str, Any]:
         """Poll until the server reaches a stable state with no task in flight.
 
         :raises BuildFailed: it ended in ERROR.
@@ -79,11 +100,18 @@ class Client:
                     raise exception.BuildFailed(instance=record["name"], reason=record["fault"])
                 return record
             if elapsed > timeout:
-                raise exception.MessagingTimeout(service="server %s to settle" % server, timeout=timeout)
+                raise exception.MessagingTimeout(
+                    service="server %s to settle" % server, timeout=timeout
+                )
             time.sleep(interval)
 
-    def wait_for_delete(self, server: str, timeout: float = 120, interval: float = 0.5,
-                        progress: ProgressCallback | None = None) -> None:
+    def wait_for_delete(
+        self,
+        server: str,
+        timeout: float = 120,
+        interval: float = 0.5,
+        progress: ProgressCallback | None = None,
+    ) -> None:
         """Poll until the server is gone."""
         start = time.monotonic()
         while True:
@@ -97,7 +125,9 @@ class Client:
             if record["vm_state"] == "error" and not record["task_state"]:
                 raise exception.DeleteFailed(instance=record["name"], reason=record["fault"])
             if elapsed > timeout:
-                raise exception.MessagingTimeout(service="server %s to go" % server, timeout=timeout)
+                raise exception.MessagingTimeout(
+                    service="server %s to go" % server, timeout=timeout
+                )
             time.sleep(interval)
 
     # --- hosts, flavors, images ----------------------------------------------------
@@ -112,22 +142,36 @@ class Client:
         return self._api.call("list_flavors")
 
     def create_flavor(self, name: str, vcpus: int, memory_mb: int, root_gb: int) -> dict[str, Any]:
-        return self._api.call("create_flavor", name=name, vcpus=vcpus, memory_mb=memory_mb,
-                              root_gb=root_gb)
+        return self._api.call(
+            "create_flavor", name=name, vcpus=vcpus, memory_mb=memory_mb, root_gb=root_gb
+        )
 
     def delete_flavor(self, name: str) -> None:
         self._api.call("delete_flavor", flavor=name)
 
-    def import_image(self, name: str, file: str, kernel: str | None = None, initrd: str | None = None,
-                     cmdline: str | None = None, uuid: str | None = None) -> dict[str, Any]:
+    def import_image(
+        self,
+        name: str,
+        file: str,
+        kernel: str | None = None,
+        initrd: str | None = None,
+        cmdline: str | None = None,
+        uuid: str | None = None,
+    ) -> dict[str, Any]:
         """Register an image; the files must be readable by the scheduler at these paths."""
 
         def absolute(path: str | None) -> str | None:
             return os.path.abspath(path) if path else None
 
-        return self._api.call("import_image", uuid=uuid or str(uuidlib.uuid4()), name=name,
-                              file=absolute(file), kernel=absolute(kernel), initrd=absolute(initrd),
-                              cmdline=cmdline)
+        return self._api.call(
+            "import_image",
+            uuid=uuid or str(uuidlib.uuid4()),
+            name=name,
+            file=absolute(file),
+            kernel=absolute(kernel),
+            initrd=absolute(initrd),
+            cmdline=cmdline,
+        )
 
     def list_images(self) -> list[dict[str, Any]]:
         return self._api.call("list_images")

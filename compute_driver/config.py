@@ -57,7 +57,7 @@ def _check_every_option(conf: cfg.ConfigOpts) -> None:
         for name in list(opt_names):
             try:
                 getattr(group, name)
-            except (cfg.ConfigFileValueError, ValueError) as exc:
+            except (cfg.Error, ValueError) as exc:
                 section = group_name or "DEFAULT"
                 path, raw = _raw_value(conf, section, name)
                 cause = exc.__cause__ or exc.__context__ or exc
@@ -82,9 +82,7 @@ def load(
         is not valid; the message is one line.
     """
     if default_config_files is None:
-        default_config_files = (
-            [DEFAULT_CONFIG_FILE] if os.path.exists(DEFAULT_CONFIG_FILE) else []
-        )
+        default_config_files = [DEFAULT_CONFIG_FILE] if os.path.exists(DEFAULT_CONFIG_FILE) else []
     try:
         conf(
             list(argv),
@@ -102,8 +100,32 @@ def load(
         ) from exc
     except cfg.Error as exc:
         raise exception.InvalidConfig(reason=str(exc).splitlines()[0]) from exc
+    except SystemExit as exc:
+        # NOTE: oslo.config hands options that are also command-line flags
+        # (debug, ...) to argparse, which prints and exits on a bad value.
+        raise exception.InvalidConfig(reason=_cli_opt_error(conf, argv)) from exc
     _check_every_option(conf)
     return conf
+
+
+def _cli_opt_error(conf: cfg.ConfigOpts, argv: Sequence[str]) -> str:
+    """Say which file value argparse refused (it only printed a usage line)."""
+    files = [argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg == "--config-file"]
+    for path in files:
+        sections: dict = {}
+        try:
+            cfg.ConfigParser(path, sections).parse()
+        except Exception:  # noqa: BLE001 - unreadable files were reported already
+            continue
+        for name, values in sections.get("DEFAULT", {}).items():
+            info = conf._opts.get(name)
+            if info is None or not info["cli"]:
+                continue
+            try:
+                info["opt"].type(values[-1])
+            except ValueError as exc:
+                return "%s: [DEFAULT] %s = %r is invalid: %s" % (path, name, values[-1], exc)
+    return "a command-line argument is invalid (see the usage line above)"
 
 
 def option_location(conf: cfg.ConfigOpts, group: str, name: str) -> str:

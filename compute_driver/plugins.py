@@ -38,14 +38,21 @@ def load(namespace: str, name: str, conf: cfg.ConfigOpts, group: str, option: st
     if name not in names:
         raise exception.InvalidConfig(
             reason="%s: [%s] %s = %r is invalid: no such plugin in %s; available: %s"
-            % (config.option_location(conf, group, option), group, option, name, namespace,
-               ", ".join(names) or "none")
+            % (
+                config.option_location(conf, group, option),
+                group,
+                option,
+                name,
+                namespace,
+                ", ".join(names) or "none",
+            )
         )
     try:
         manager = driver.DriverManager(namespace, name, invoke_on_load=True, invoke_args=(conf,))
     except Exception as exc:
         LOG.exception("Plugin %s of %s failed to load", name, namespace)
         raise exception.InvalidConfig(
-            reason="[%s] %s: plugin %r of %s failed to load: %s" % (group, option, name, namespace, exc)
+            reason="[%s] %s: plugin %r of %s failed to load: %s"
+            % (group, option, name, namespace, exc)
         ) from exc
     return manager.driver

@@ -6,7 +6,6 @@ import logging
 import signal
 import sys
 import threading
-import warnings
 from collections.abc import Callable, Sequence
 
 from oslo_config import cfg
@@ -15,10 +14,6 @@ from oslo_log import log as oslo_log
 from compute_driver import config, exception
 
 LOG = logging.getLogger(__name__)
-
-# NOTE: oslo.messaging imports oslo.service, which imports eventlet for its
-# optional backend and warns. We use native threads and never monkey-patch.
-warnings.filterwarnings("ignore", message=r"(?s).*Eventlet is deprecated")
 
 
 def prepare(prog: str, argv: Sequence[str] | None = None) -> cfg.ConfigOpts:

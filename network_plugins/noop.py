@@ -31,7 +31,12 @@ class NoopNetworkPlugin(base.NetworkPlugin):
         self.ports: dict[str, str] = {}  # port id -> instance uuid
 
     def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "network_types": ["flat"], "anti_spoofing": False, "tunnels": False}
+        return {
+            "name": self.name,
+            "network_types": ["flat"],
+            "anti_spoofing": False,
+            "tunnels": False,
+        }
 
     def ensure_network(self, network: base.Network) -> None:
         with self._lock:

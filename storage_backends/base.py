@@ -26,7 +26,9 @@ def check_volume_name(name: str) -> str:
     :raises InvalidVolumeName: path separators, dots, NUL, XML metacharacters...
     """
     if not isinstance(name, str) or not VOLUME_NAME.match(name):
-        raise exception.InvalidVolumeName(volume=name, reason="use letters, digits, '-' and '_' only")
+        raise exception.InvalidVolumeName(
+            volume=name, reason="use letters, digits, '-' and '_' only"
+        )
     return name
 
 

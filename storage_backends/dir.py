@@ -19,18 +19,19 @@ from oslo_config import cfg
 from compute_driver import exception as cd_exception
 from compute_driver.virt.base import ImageSpec
 from compute_driver.virt.libvirt import xml as lvxml
-from storage_backends import base, exception
+from storage_backends import base
 
 LOG = logging.getLogger(__name__)
 
-GROUP = cfg.OptGroup("dir", title="dir storage backend", help="Volumes as files in a local directory.")
+GROUP = cfg.OptGroup(
+    "dir", title="dir storage backend", help="Volumes as files in a local directory."
+)
 
 OPTS = [
     cfg.StrOpt(
         "path",
         default="$state_path/volumes",
-        help="Directory of the volume files. It must be traversable by the "
-        "QEMU user (mode 0755).",
+        help="Directory of the volume files. It must be traversable by the QEMU user (mode 0755).",
     ),
     cfg.StrOpt(
         "image_cache_path",
@@ -50,14 +51,21 @@ def list_opts() -> dict:
 
 def _qemu_img(*args: str) -> None:
     try:
-        subprocess.run(["qemu-img", *args], check=True, capture_output=True, text=True,
-                       timeout=QEMU_IMG_TIMEOUT)
+        subprocess.run(
+            ["qemu-img", *args],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=QEMU_IMG_TIMEOUT,
+        )
     except FileNotFoundError as exc:
-        raise cd_exception.StorageError(operation="qemu-img", volume=args[-1],
-                                        reason="qemu-img is not installed") from exc
+        raise cd_exception.StorageError(
+            operation="qemu-img", volume=args[-1], reason="qemu-img is not installed"
+        ) from exc
     except subprocess.CalledProcessError as exc:
-        raise cd_exception.StorageError(operation="qemu-img " + args[0], volume=args[-1],
-                                        reason=exc.stderr.strip()[:300]) from exc
+        raise cd_exception.StorageError(
+            operation="qemu-img " + args[0], volume=args[-1], reason=exc.stderr.strip()[:300]
+        ) from exc
 
 
 class DirStorageBackend(base.StorageBackend):
@@ -74,8 +82,13 @@ class DirStorageBackend(base.StorageBackend):
             os.makedirs(path, mode=0o755, exist_ok=True)
 
     def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "shared": False, "formats": ["qcow2"], "linked_clone": True,
-                "snapshots": False}
+        return {
+            "name": self.name,
+            "shared": False,
+            "formats": ["qcow2"],
+            "linked_clone": True,
+            "snapshots": False,
+        }
 
     def capacity(self) -> base.Capacity:
         st = os.statvfs(self.opts.path)
@@ -91,8 +104,11 @@ class DirStorageBackend(base.StorageBackend):
             if os.path.exists(cached):
                 return cached
             if not os.path.isfile(image.path):
-                raise cd_exception.StorageError(operation="cache image", volume=image.uuid,
-                                                reason="%s is not in the image store" % image.path)
+                raise cd_exception.StorageError(
+                    operation="cache image",
+                    volume=image.uuid,
+                    reason="%s is not in the image store" % image.path,
+                )
             fd, tmp = tempfile.mkstemp(prefix=".caching-", dir=self.opts.image_cache_path)
             os.close(fd)
             try:
@@ -113,8 +129,18 @@ class DirStorageBackend(base.StorageBackend):
         size = max(size_gb * 1024**3, image.virtual_size)
         tmp = path + ".part"
         try:
-            _qemu_img("create", "-q", "-f", "qcow2", "-F", image.disk_format, "-b", base_path,
-                      tmp, str(size))
+            _qemu_img(
+                "create",
+                "-q",
+                "-f",
+                "qcow2",
+                "-F",
+                image.disk_format,
+                "-b",
+                base_path,
+                tmp,
+                str(size),
+            )
             os.chmod(tmp, 0o644)
             os.rename(tmp, path)
         except BaseException:
@@ -124,7 +150,9 @@ class DirStorageBackend(base.StorageBackend):
         return self._volume(volume_id, path, size_gb)
 
     def _volume(self, volume_id: str, path: str, size_gb: int) -> base.Volume:
-        return base.Volume(id=volume_id, backend=self.name, size_gb=size_gb, format="qcow2", location=path)
+        return base.Volume(
+            id=volume_id, backend=self.name, size_gb=size_gb, format="qcow2", location=path
+        )
 
     def delete_volume(self, volume_id: str) -> None:
         path = self._volume_path(volume_id)
@@ -135,5 +163,12 @@ class DirStorageBackend(base.StorageBackend):
                 pass
 
     def disk_config(self, volume: base.Volume) -> lvxml.Disk:
-        return lvxml.Disk(type="file", device="disk", driver_name="qemu", driver_type="qcow2",
-                          source_file=volume.location, cache="none", discard="unmap")
+        return lvxml.Disk(
+            type="file",
+            device="disk",
+            driver_name="qemu",
+            driver_type="qcow2",
+            source_file=volume.location,
+            cache="none",
+            discard="unmap",
+        )

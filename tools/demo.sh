@@ -141,7 +141,7 @@ log "scheduler pid $SCHED_PID, agent pid $AGENT_PID"
 # host_listed: does `computectl host list` (JSON) mention $HOST?
 host_listed() {
     local out
-    out=$(timeout 15 "$COMPUTECTL" --config-file "$CONF" -f json host list 2>/dev/null) || return 1
+    out=$(timeout 15 "$COMPUTECTL" --config-file "$CONF" -f json --timeout 5 host list 2>/dev/null) || return 1
     HOST="$HOST" /usr/bin/python3 -c '
 import json, os, sys
 

@@ -30,6 +30,7 @@ PACKAGES=(
     libvirt-daemon-system
     libvirt-daemon-driver-qemu
     libvirt-clients
+    libxml2-utils       # xmllint, which virt-xml-validate runs
     qemu-system-x86
     qemu-utils
     qemu-block-extra

@@ -40,9 +40,15 @@ class ComputeManager:
 
     target = messaging.Target(version="1.0")
 
-    def __init__(self, conf: cfg.ConfigOpts, driver: ComputeDriver, storage: dict[str, Any],
-                 networks: dict[str, Any], scheduler: SchedulerAPI,
-                 reconcile_scheduler: SchedulerAPI | None = None) -> None:
+    def __init__(
+        self,
+        conf: cfg.ConfigOpts,
+        driver: ComputeDriver,
+        storage: dict[str, Any],
+        networks: dict[str, Any],
+        scheduler: SchedulerAPI,
+        reconcile_scheduler: SchedulerAPI | None = None,
+    ) -> None:
         self.conf = conf
         self.host = conf.host
         self.driver = driver
@@ -104,7 +110,9 @@ class ComputeManager:
             disk = backend.disk_config(volume)
             disk.target_dev = ROOT_TARGET_DEV
             disk.target_bus = "virtio"
-            self.driver.spawn(spec, [disk], [], [VolumeRef(volume_id, backend.name, ROOT_TARGET_DEV)])
+            self.driver.spawn(
+                spec, [disk], [], [VolumeRef(volume_id, backend.name, ROOT_TARGET_DEV)]
+            )
         except Exception:
             try:
                 self.driver.destroy(spec.uuid)
@@ -127,8 +135,9 @@ class ComputeManager:
                     self._root_backend().delete_volume(root_volume_id(uuid))
             except exception.ComputeDriverError as exc:
                 LOG.exception("Delete of %s failed", uuid)
-                self.scheduler.instance_update(self.host, uuid, "error",
-                                               fault="delete failed: %s" % exc.message)
+                self.scheduler.instance_update(
+                    self.host, uuid, "error", fault="delete failed: %s" % exc.message
+                )
                 return
         self._forget_lock(uuid)
         LOG.info("Server %s deleted", uuid)
@@ -141,8 +150,13 @@ class ComputeManager:
     @compute_method
     def get_instance_info(self, ctxt: dict, uuid: str) -> dict[str, Any]:
         info = self.driver.get_info(uuid)
-        return {"uuid": info.uuid, "name": info.name, "power_state": info.power_state,
-                "vcpus": info.vcpus, "memory_mb": info.memory_mb}
+        return {
+            "uuid": info.uuid,
+            "name": info.name,
+            "power_state": info.power_state,
+            "vcpus": info.vcpus,
+            "memory_mb": info.memory_mb,
+        }
 
     # --- periodic --------------------------------------------------------------
 
@@ -150,10 +164,16 @@ class ComputeManager:
         """Send this host's resources, capabilities and instance states to the scheduler."""
         resources = self.driver.get_host_resources()
         disk_gb = self._root_backend().capacity().total // 1024**3
-        instances = [{"uuid": i.uuid, "power_state": i.power_state} for i in self.driver.list_instances()]
+        instances = [
+            {"uuid": i.uuid, "power_state": i.power_state} for i in self.driver.list_instances()
+        ]
         self.scheduler.report_host(
             self.host,
-            resources={"vcpus": resources.vcpus, "memory_mb": resources.memory_mb, "disk_gb": disk_gb},
+            resources={
+                "vcpus": resources.vcpus,
+                "memory_mb": resources.memory_mb,
+                "disk_gb": disk_gb,
+            },
             capabilities={
                 "virt_type": resources.virt_type,
                 "arch": resources.arch,
@@ -172,12 +192,17 @@ class ComputeManager:
         for uuid, record in expected.items():
             if uuid in here:
                 if record["task_state"] == "spawning":
-                    self.scheduler.instance_update(self.host, uuid, "active", here[uuid].power_state)
+                    self.scheduler.instance_update(
+                        self.host, uuid, "active", here[uuid].power_state
+                    )
             elif record["task_state"] == "deleting":
                 self.scheduler.instance_deleted(self.host, uuid)
             elif record["vm_state"] != "error":
-                LOG.warning("Server %s is expected on this host but libvirt has no such domain", uuid)
+                LOG.warning(
+                    "Server %s is expected on this host but libvirt has no such domain", uuid
+                )
         for uuid in set(here) - set(expected):
-            LOG.warning("Domain of server %s runs here but the scheduler does not know it; left alone",
-                        uuid)
+            LOG.warning(
+                "Domain of server %s runs here but the scheduler does not know it; left alone", uuid
+            )
         LOG.info("Reconciled: %d instance(s) here, %d expected", len(here), len(expected))

@@ -26,7 +26,9 @@ def load_plugins(conf: cfg.ConfigOpts) -> tuple:
 
     :raises InvalidConfig: a plugin name is unknown or inconsistent.
     """
-    driver = plugins.load(plugins.VIRT_NAMESPACE, conf.agent.virt_driver, conf, "agent", "virt_driver")
+    driver = plugins.load(
+        plugins.VIRT_NAMESPACE, conf.agent.virt_driver, conf, "agent", "virt_driver"
+    )
     storage = {
         name: plugins.load(plugins.STORAGE_NAMESPACE, name, conf, "storage", "backends")
         for name in conf.storage.backends
@@ -50,8 +52,14 @@ class AgentService:
         self.conf = conf
         driver, storage, networks = load_plugins(conf)
         driver.init_host(conf.host)
-        self.manager = ComputeManager(conf, driver, storage, networks, SchedulerAPI(conf),
-                                      SchedulerAPI(conf, timeout=RECONCILE_CALL_TIMEOUT))
+        self.manager = ComputeManager(
+            conf,
+            driver,
+            storage,
+            networks,
+            SchedulerAPI(conf),
+            SchedulerAPI(conf, timeout=RECONCILE_CALL_TIMEOUT),
+        )
         target = messaging.Target(topic=compute_api.TOPIC, server=conf.host)
         self.server = transport.get_server(conf, target, [self.manager], conf.agent.rpc_workers)
         self.reporter = service.Periodic("report", conf.agent.report_interval, self.manager.report)
@@ -72,7 +80,9 @@ class AgentService:
                 self.manager.reconcile()
                 return
             except exception.ComputeDriverError as exc:
-                LOG.warning("Cannot reconcile with the scheduler yet (%s); retrying in %.0f s", exc, delay)
+                LOG.warning(
+                    "Cannot reconcile with the scheduler yet (%s); retrying in %.0f s", exc, delay
+                )
             self.reporter.stopped.wait(delay)
             delay = min(delay * 2, 60.0)
 

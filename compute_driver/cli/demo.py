@@ -40,19 +40,24 @@ def _wait_for_host(client: Any, timeout: float) -> str:
         if hosts:
             return hosts[0]["name"]
         time.sleep(0.5)
-    raise exception.NoValidHost(instance="demo", reason="no compute host reported within %d s" % timeout)
+    raise exception.NoValidHost(
+        instance="demo", reason="no compute host reported within %d s" % timeout
+    )
 
 
 def _wait_for_console(client: Any, server: str, timeout: float) -> list[str]:
     deadline = time.monotonic() + timeout
     lines: list[str] = []
     while time.monotonic() < deadline:
-        lines = [l for l in client.console_log(server, 1000).splitlines() if l.startswith(MARKER_PREFIXES)]
-        if any(l.startswith(MARKER_READY) for l in lines):
+        console = client.console_log(server, 1000).splitlines()
+        lines = [line for line in console if line.startswith(MARKER_PREFIXES)]
+        if any(line.startswith(MARKER_READY) for line in lines):
             return lines
         time.sleep(1)
-    raise exception.BuildFailed(instance=server, reason="the guest did not print %r within %d s: %s"
-                                % (MARKER_READY, timeout, lines))
+    raise exception.BuildFailed(
+        instance=server,
+        reason="the guest did not print %r within %d s: %s" % (MARKER_READY, timeout, lines),
+    )
 
 
 def run_flow(client: Any, image_args: dict[str, Any], boot_timeout: float, console: bool) -> int:
@@ -67,7 +72,9 @@ def run_flow(client: Any, image_args: dict[str, Any], boot_timeout: float, conso
     say("imported image %s (%s)" % (image["name"], image["uuid"]))
     server = None
     try:
-        server = client.create_server(name, DEMO_FLAVOR, image["uuid"], project="demo", user_data=USER_DATA)
+        server = client.create_server(
+            name, DEMO_FLAVOR, image["uuid"], project="demo", user_data=USER_DATA
+        )
         say("created server %s (%s); waiting for ACTIVE" % (name, server["uuid"]))
         started = time.monotonic()
         server = client.wait_for_server(server["uuid"], timeout=boot_timeout)
@@ -159,7 +166,10 @@ def run_embedded(args: argparse.Namespace) -> int:
         from oslo_log import log as oslo_log
 
         oslo_log.setup(conf, "compute-driver")
-        say("embedded: memory transport, SQLite in %s, libvirt test:///default, noop network" % workdir)
+        say(
+            "embedded: memory transport, SQLite in %s, libvirt test:///default, noop network"
+            % workdir
+        )
         disk = os.path.join(workdir, "tiny.raw")
         with open(disk, "wb") as f:
             f.truncate(16 * 1024 * 1024)

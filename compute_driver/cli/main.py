@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -28,9 +27,27 @@ EXIT_BY_KIND = {
     "conflict": EXIT_CONFLICT,
 }
 
-SERVER_COLUMNS = ["name", "uuid", "project", "flavor", "host", "vm_state", "task_state", "power_state"]
-HOST_COLUMNS = ["name", "state", "enabled", "vcpus", "vcpus_used", "memory_mb", "memory_mb_used",
-                "disk_gb", "disk_gb_used"]
+SERVER_COLUMNS = [
+    "name",
+    "uuid",
+    "project",
+    "flavor",
+    "host",
+    "vm_state",
+    "task_state",
+    "power_state",
+]
+HOST_COLUMNS = [
+    "name",
+    "state",
+    "enabled",
+    "vcpus",
+    "vcpus_used",
+    "memory_mb",
+    "memory_mb_used",
+    "disk_gb",
+    "disk_gb_used",
+]
 FLAVOR_COLUMNS = ["name", "vcpus", "memory_mb", "root_gb"]
 IMAGE_COLUMNS = ["name", "uuid", "disk_format", "size_bytes", "virtual_size", "kernel_path"]
 
@@ -44,18 +61,32 @@ class ArgumentParser(argparse.ArgumentParser):
 
 def build_parser() -> ArgumentParser:
     parser = ArgumentParser(prog="computectl", description="Drive a compute-driver cloud.")
-    parser.add_argument("--config-file", action="append", default=[], metavar="F",
-                        help="configuration file (repeatable); default /etc/compute-driver/compute-driver.conf")
-    parser.add_argument("-f", "--format", choices=["table", "json"], default="table",
-                        help="output format: tables for people, json (stable keys) for scripts")
+    parser.add_argument(
+        "--config-file",
+        action="append",
+        default=[],
+        metavar="F",
+        help="configuration file (repeatable); default /etc/compute-driver/compute-driver.conf",
+    )
+    parser.add_argument(
+        "-f",
+        "--format",
+        choices=["table", "json"],
+        default="table",
+        help="output format: tables for people, json (stable keys) for scripts",
+    )
     parser.add_argument("--timeout", type=int, default=None, help="seconds to wait for each answer")
     groups = parser.add_subparsers(dest="group", metavar="COMMAND", required=True)
 
-    host = groups.add_parser("host", help="compute hosts").add_subparsers(dest="action", required=True)
+    host = groups.add_parser("host", help="compute hosts").add_subparsers(
+        dest="action", required=True
+    )
     host.add_parser("list", help="list hosts")
     host.add_parser("show", help="show one host").add_argument("host")
 
-    flavor = groups.add_parser("flavor", help="server sizes").add_subparsers(dest="action", required=True)
+    flavor = groups.add_parser("flavor", help="server sizes").add_subparsers(
+        dest="action", required=True
+    )
     flavor.add_parser("list", help="list flavors")
     create = flavor.add_parser("create", help="create a flavor")
     create.add_argument("name")
@@ -65,7 +96,9 @@ def build_parser() -> ArgumentParser:
     flavor.add_parser("delete", help="delete a flavor").add_argument("name")
 
     image = groups.add_parser("image", help="images").add_subparsers(dest="action", required=True)
-    imp = image.add_parser("import", help="import an image (files must be readable by the scheduler)")
+    imp = image.add_parser(
+        "import", help="import an image (files must be readable by the scheduler)"
+    )
     imp.add_argument("name")
     imp.add_argument("file", help="disk image (qcow2 or raw)")
     imp.add_argument("--kernel", help="kernel for direct kernel boot")
@@ -75,7 +108,9 @@ def build_parser() -> ArgumentParser:
     image.add_parser("show", help="show one image").add_argument("image")
     image.add_parser("delete", help="delete an image").add_argument("image")
 
-    server = groups.add_parser("server", help="servers").add_subparsers(dest="action", required=True)
+    server = groups.add_parser("server", help="servers").add_subparsers(
+        dest="action", required=True
+    )
     create = server.add_parser("create", help="create a server")
     create.add_argument("name")
     create.add_argument("--flavor", required=True)
@@ -97,10 +132,16 @@ def build_parser() -> ArgumentParser:
     console.add_argument("--lines", type=int, default=100)
 
     demo = groups.add_parser("demo", help="boot a tiny guest through the bus, show it, remove it")
-    demo.add_argument("--embedded", action="store_true",
-                      help="in-process: memory transport, SQLite, libvirt test driver; no root, no services")
-    demo.add_argument("--guest-dir", default="/var/lib/compute-driver/test-guest",
-                      help="directory made by tools/build-test-guest.sh")
+    demo.add_argument(
+        "--embedded",
+        action="store_true",
+        help="in-process: memory transport, SQLite, libvirt test driver; no root, no services",
+    )
+    demo.add_argument(
+        "--guest-dir",
+        default="/var/lib/compute-driver/test-guest",
+        help="directory made by tools/build-test-guest.sh",
+    )
     demo.add_argument("--boot-timeout", type=int, default=180, metavar="S")
     return parser
 
@@ -131,7 +172,9 @@ def run_command(args: argparse.Namespace, client: Any) -> tuple[Any, list[str] |
         return None, None
     if group == "image":
         if action == "import":
-            return client.import_image(args.name, args.file, args.kernel, args.initrd, args.cmdline), None
+            return client.import_image(
+                args.name, args.file, args.kernel, args.initrd, args.cmdline
+            ), None
         if action == "list":
             return client.list_images(), IMAGE_COLUMNS
         if action == "show":
@@ -145,15 +188,20 @@ def run_command(args: argparse.Namespace, client: Any) -> tuple[Any, list[str] |
                     with open(args.user_data, "rb") as f:
                         user_data = f.read()
                 except OSError as exc:
-                    raise exception.Invalid(reason="cannot read --user-data %s: %s"
-                                            % (args.user_data, exc.strerror)) from exc
-            record = client.create_server(args.name, args.flavor, args.image, args.project,
-                                          args.host, user_data)
+                    raise exception.Invalid(
+                        reason="cannot read --user-data %s: %s" % (args.user_data, exc.strerror)
+                    ) from exc
+            record = client.create_server(
+                args.name, args.flavor, args.image, args.project, args.host, user_data
+            )
             if args.wait:
                 progress = Progress()
                 try:
-                    record = client.wait_for_server(record["uuid"], timeout=args.wait_timeout,
-                                                    progress=_progress_printer(progress, "Building"))
+                    record = client.wait_for_server(
+                        record["uuid"],
+                        timeout=args.wait_timeout,
+                        progress=_progress_printer(progress, "Building"),
+                    )
                 finally:
                     progress.done()
             return record, None
@@ -166,7 +214,9 @@ def run_command(args: argparse.Namespace, client: Any) -> tuple[Any, list[str] |
             if args.wait:
                 progress = Progress()
                 try:
-                    client.wait_for_delete(record["uuid"], progress=_progress_printer(progress, "Deleting"))
+                    client.wait_for_delete(
+                        record["uuid"], progress=_progress_printer(progress, "Deleting")
+                    )
                 finally:
                     progress.done()
             return None, None
@@ -175,7 +225,6 @@ def run_command(args: argparse.Namespace, client: Any) -> tuple[Any, list[str] |
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    warnings.filterwarnings("ignore", message=r"(?s).*Eventlet is deprecated")
     args = build_parser().parse_args(argv)
     config_args = [a for f in args.config_file for a in ("--config-file", f)]
     try:

@@ -20,26 +20,35 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def table(rows: Sequence[dict[str, Any]], columns: Sequence[str], out: TextIO = sys.stdout) -> None:
+def table(rows: Sequence[dict[str, Any]], columns: Sequence[str], out: TextIO | None = None) -> None:
     """A plain-text table of ``columns`` of each row."""
+    out = out or sys.stdout
     cells = [[_cell(row.get(col)) for col in columns] for row in rows]
     widths = [max([len(col)] + [len(r[i]) for r in cells]) for i, col in enumerate(columns)]
     line = "+" + "+".join("-" * (w + 2) for w in widths) + "+"
     print(line, file=out)
-    print("| " + " | ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)) + " |", file=out)
+    print(
+        "| " + " | ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)) + " |", file=out
+    )
     print(line, file=out)
     for row in cells:
-        print("| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |", file=out)
+        print(
+            "| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |", file=out
+        )
     print(line, file=out)
 
 
-def record(item: dict[str, Any], out: TextIO = sys.stdout) -> None:
+def record(item: dict[str, Any], out: TextIO | None = None) -> None:
     """One record as a two-column Field/Value table."""
+    out = out or sys.stdout
     table([{"Field": k, "Value": v} for k, v in item.items()], ["Field", "Value"], out)
 
 
-def emit(result: Any, fmt: str, columns: Sequence[str] | None = None, out: TextIO = sys.stdout) -> None:
+def emit(
+    result: Any, fmt: str, columns: Sequence[str] | None = None, out: TextIO | None = None
+) -> None:
     """Print ``result`` (a list of rows, one record, a string or None) in ``fmt``."""
+    out = out or sys.stdout
     if fmt == "json":
         print(json.dumps(result, indent=2, sort_keys=True), file=out)
         return
@@ -56,8 +65,8 @@ def emit(result: Any, fmt: str, columns: Sequence[str] | None = None, out: TextI
 class Progress:
     """A one-line status that rewrites itself on a terminal and stays silent when piped."""
 
-    def __init__(self, out: TextIO = sys.stderr) -> None:
-        self.out = out
+    def __init__(self, out: TextIO | None = None) -> None:
+        self.out = out or sys.stderr
         self.enabled = out.isatty()
         self._shown = False
 

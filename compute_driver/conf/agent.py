@@ -2,7 +2,9 @@
 
 from oslo_config import cfg
 
-GROUP = cfg.OptGroup("agent", title="Compute agent", help="The compute agent that runs on each host.")
+GROUP = cfg.OptGroup(
+    "agent", title="Compute agent", help="The compute agent that runs on each host."
+)
 
 OPTS = [
     cfg.StrOpt(
@@ -41,8 +43,7 @@ OPTS = [
         default=16,
         min=2,
         max=256,
-        help="Threads serving RPC requests in the agent (oslo.messaging "
-        "threading executor).",
+        help="Threads serving RPC requests in the agent (oslo.messaging threading executor).",
     ),
 ]
 

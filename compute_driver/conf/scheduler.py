@@ -54,8 +54,7 @@ OPTS = [
         default=10,
         min=1,
         max=3600,
-        help="Seconds between two runs of the scheduler's periodic checks "
-        "(hosts gone down).",
+        help="Seconds between two runs of the scheduler's periodic checks (hosts gone down).",
     ),
 ]
 

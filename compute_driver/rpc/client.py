@@ -38,24 +38,29 @@ class RPCClientBase:
 
     # NOTE: the payload is a dict, not **kwargs: payload fields such as
     # "server" must never be mistaken for the routing arguments.
-    def _call(self, method: str, payload: dict[str, Any], host: str | None = None,
-              version: str = "1.0") -> Any:
+    def _call(
+        self, method: str, payload: dict[str, Any], host: str | None = None, version: str = "1.0"
+    ) -> Any:
         prepared = self._client.prepare(server=host, version=version)
         try:
             return prepared.call(self._context(), method, **payload)
         except messaging.MessagingTimeout as exc:
-            raise exception.MessagingTimeout(service=self._service(host), timeout=self.timeout) from exc
+            raise exception.MessagingTimeout(
+                service=self._service(host), timeout=self.timeout
+            ) from exc
         except messaging.RemoteError as exc:
             # Not one of our errors (an older peer, or a dispatcher error such
             # as an unknown method): still one typed error for the caller.
-            raise exception.MessagingError(service=self._service(host),
-                                           reason="%s: %s" % (exc.exc_type, exc.value)) from exc
+            raise exception.MessagingError(
+                service=self._service(host), reason="%s: %s" % (exc.exc_type, exc.value)
+            ) from exc
         except messaging.MessagingException as exc:
             raise exception.MessagingError(service=self._service(host), reason=str(exc)) from exc
 
     def _service(self, host: str | None) -> str:
         return "%s%s" % (self.TOPIC, "." + host if host else "")
 
-    def _cast(self, method: str, payload: dict[str, Any], host: str | None = None,
-              version: str = "1.0") -> None:
+    def _cast(
+        self, method: str, payload: dict[str, Any], host: str | None = None, version: str = "1.0"
+    ) -> None:
         self._client.prepare(server=host, version=version).cast(self._context(), method, **payload)

@@ -42,8 +42,9 @@ def rpc_method(api: str, methods: dict[str, dict[str, Any]]) -> Callable:
                 request_id = (ctxt or {}).get("request_id", "?")
                 LOG.exception("%s.%s failed (request %s)", api, func.__name__, request_id)
                 try:
-                    raise exception.InternalError(method="%s.%s" % (api, func.__name__),
-                                                  request_id=request_id) from None
+                    raise exception.InternalError(
+                        method="%s.%s" % (api, func.__name__), request_id=request_id
+                    ) from None
                 except exception.InternalError:
                     raise messaging.ExpectedException() from None
 

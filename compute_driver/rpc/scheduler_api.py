@@ -33,11 +33,24 @@ class SchedulerAPI(RPCClientBase):
     # Agent side: reports are casts, so a slow scheduler never stalls an agent.
     def report_host(self, host: str, resources: dict, capabilities: dict, instances: list) -> None:
         """Cast: this host's resources, capabilities and instance power states."""
-        self._cast("report_host", {"host": host, "resources": resources,
-                                   "capabilities": capabilities, "instances": instances})
+        self._cast(
+            "report_host",
+            {
+                "host": host,
+                "resources": resources,
+                "capabilities": capabilities,
+                "instances": instances,
+            },
+        )
 
-    def instance_update(self, host: str, uuid: str, vm_state: str, power_state: str | None = None,
-                        fault: str | None = None) -> None:
+    def instance_update(
+        self,
+        host: str,
+        uuid: str,
+        vm_state: str,
+        power_state: str | None = None,
+        fault: str | None = None,
+    ) -> None:
         """Cast: an instance reached ``vm_state`` on ``host``."""
         payload: dict[str, Any] = {"host": host, "uuid": uuid, "vm_state": vm_state}
         if power_state is not None:

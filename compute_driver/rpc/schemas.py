@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import reprlib
+
 import jsonschema
 
 from compute_driver import exception
@@ -19,10 +21,30 @@ UUID = {
     "pattern": "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$",
 }
 #: Names of servers, flavors, images, hosts: printable, no path or XML metacharacters.
-NAME = {"type": "string", "minLength": 1, "maxLength": 63, "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*$"}
-HOST = {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*$"}
-NAME_OR_UUID = {"type": "string", "minLength": 1, "maxLength": 63, "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*$"}
-PROJECT = {"type": "string", "minLength": 1, "maxLength": 64, "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*$"}
+NAME = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": 63,
+    "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*$",
+}
+HOST = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": 255,
+    "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*$",
+}
+NAME_OR_UUID = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": 63,
+    "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*$",
+}
+PROJECT = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": 64,
+    "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*$",
+}
 ABS_PATH = {"type": "string", "minLength": 2, "maxLength": 4096, "pattern": "^/[^\\x00]*$"}
 CMDLINE = {"type": "string", "maxLength": 2048, "pattern": "^[^\\x00\\n]*$"}
 TIMESTAMP = {"type": "string", "maxLength": 40}
@@ -180,17 +202,40 @@ COMPUTE_METHODS: dict[str, dict[str, Any]] = {
 }
 
 
+_SHORT = reprlib.Repr()
+_SHORT.maxstring = 60
+_SHORT.maxother = 60
+
+_validators: dict[tuple[str, str], jsonschema.Draft202012Validator] = {}
+
+
+def _validator(api: str, method: str, schema: dict[str, Any]) -> jsonschema.Draft202012Validator:
+    # NOTE: building a validator costs far more than using one; RPC methods
+    # are few and their schemas fixed, so each is built once.
+    key = (api, method)
+    validator = _validators.get(key)
+    if validator is None:
+        validator = _validators[key] = jsonschema.Draft202012Validator(schema)
+    return validator
+
+
 def validate(api: str, method: str, schema: dict[str, Any], payload: dict[str, Any]) -> None:
     """Check ``payload`` against ``schema``.
 
     :raises InvalidPayload: naming the method and the first offending field.
     """
-    validator = jsonschema.Draft202012Validator(schema)
+    validator = _validator(api, method, schema)
+    if validator.is_valid(payload):
+        return
     error = jsonschema.exceptions.best_match(validator.iter_errors(payload))
     if error is None:
         return
     where = "/".join(str(p) for p in error.absolute_path) or "(payload)"
     message = error.message
-    if len(message) > 200:
-        message = message[:200] + "..."
-    raise exception.InvalidPayload(method="%s.%s" % (api, method), reason="%s: %s" % (where, message))
+    if len(repr(error.instance)) > 60:
+        # NOTE: jsonschema's message starts with the value; a huge value
+        # would push the reason out of any sane message length.
+        message = message.replace(repr(error.instance), _SHORT.repr(error.instance))
+    raise exception.InvalidPayload(
+        method="%s.%s" % (api, method), reason="%s: %s" % (where, message)
+    )

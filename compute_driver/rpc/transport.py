@@ -13,7 +13,11 @@ from oslo_config import cfg
 CONTROL_EXCHANGE = "compute_driver"
 
 #: Modules whose exceptions are rebuilt as the same class on the client side.
-ALLOWED_EXMODS = ["compute_driver.exception"]
+ALLOWED_EXMODS = [
+    "compute_driver.exception",
+    "storage_backends.exception",
+    "network_plugins.exception",
+]
 
 # NOTE: the default must be set before the transport options are first
 # read, so it is done when this module is imported.

@@ -30,7 +30,10 @@ def inspect_disk(path: str) -> dict[str, Any]:
     try:
         out = subprocess.run(
             ["qemu-img", "info", "--output=json", "--force-share", path],
-            check=True, capture_output=True, text=True, timeout=60,
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=60,
         ).stdout
     except FileNotFoundError as exc:
         raise exception.InvalidImage(image=path, reason="qemu-img is not installed") from exc
@@ -66,11 +69,13 @@ class ImageStore:
     def image_dir(self, uuid: str) -> str:
         return os.path.join(self.root, uuid)
 
-    def import_files(self, uuid: str, name: str, disk: str, kernel: str | None = None,
-                     initrd: str | None = None) -> dict[str, Any]:
+    def import_files(
+        self, uuid: str, name: str, disk: str, kernel: str | None = None, initrd: str | None = None
+    ) -> dict[str, Any]:
         """Copy an image's files into the store.
 
-        :returns: the fields of the image record (path, format, sizes, checksum, kernel/initrd paths).
+        :returns: the fields of the image record (path, format, sizes, checksum,
+            kernel and initrd paths).
         :raises InvalidImage: missing files, an unknown format, a backing file, too large.
         """
         for path in (disk, kernel, initrd):
@@ -89,7 +94,9 @@ class ImageStore:
                 % (disk_format, ", ".join(ACCEPTED_FORMATS)),
             )
         if info.get("backing-filename"):
-            raise exception.InvalidImage(image=name, reason="qcow2 images with a backing file are refused")
+            raise exception.InvalidImage(
+                image=name, reason="qcow2 images with a backing file are refused"
+            )
         os.makedirs(self.root, mode=0o755, exist_ok=True)
         final = self.image_dir(uuid)
         work = tempfile.mkdtemp(prefix=".import-", dir=self.root)

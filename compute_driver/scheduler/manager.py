@@ -64,29 +64,52 @@ class SchedulerManager:
     # --- servers -------------------------------------------------------------
 
     @scheduler_method
-    def create_server(self, ctxt: dict, uuid: str, name: str, flavor: str, image: str, project: str,
-                      host: str | None = None, user_data: str | None = None) -> dict[str, Any]:
+    def create_server(
+        self,
+        ctxt: dict,
+        uuid: str,
+        name: str,
+        flavor: str,
+        image: str,
+        project: str,
+        host: str | None = None,
+        user_data: str | None = None,
+    ) -> dict[str, Any]:
         flavor_rec = self.store.get_flavor(flavor)
         image_rec = self.store.get_image(image)
         if host is not None:
             self.store.get_host(host, self._down_after)  # HostNotFound before anything is stored
         record, created = self.store.create_instance(
-            uuid=uuid, name=name, project=project, flavor_name=flavor_rec["name"],
-            vcpus=flavor_rec["vcpus"], memory_mb=flavor_rec["memory_mb"], root_gb=flavor_rec["root_gb"],
-            image_uuid=image_rec["uuid"], user_data=user_data,
+            uuid=uuid,
+            name=name,
+            project=project,
+            flavor_name=flavor_rec["name"],
+            vcpus=flavor_rec["vcpus"],
+            memory_mb=flavor_rec["memory_mb"],
+            root_gb=flavor_rec["root_gb"],
+            image_uuid=image_rec["uuid"],
+            user_data=user_data,
         )
         if not created:
             LOG.info("create_server %s repeated: returning the existing record", uuid)
             return record
-        need = placement.ResourceRequest(flavor_rec["vcpus"], flavor_rec["memory_mb"], flavor_rec["root_gb"])
+        need = placement.ResourceRequest(
+            flavor_rec["vcpus"], flavor_rec["memory_mb"], flavor_rec["root_gb"]
+        )
         hosts = self.store.list_hosts(self._down_after)
         if host is not None:
             hosts = [h for h in hosts if h["name"] == host]
         candidates, reasons = placement.rank_hosts(hosts, need, self._limits())
         chosen = None
         for candidate in candidates:
-            if self.store.claim(candidate["name"], need.vcpus, need.memory_mb, need.disk_gb,
-                                self._limits().as_dict(), uuid):
+            if self.store.claim(
+                candidate["name"],
+                need.vcpus,
+                need.memory_mb,
+                need.disk_gb,
+                self._limits().as_dict(),
+                uuid,
+            ):
                 chosen = candidate["name"]
                 break
             reasons.append("%s: filled up by a concurrent claim" % candidate["name"])
@@ -101,10 +124,14 @@ class SchedulerManager:
             self.compute.build_instance(chosen, self._build_payload(uuid, image_rec, flavor_rec))
         except Exception as exc:
             self.store.fail_instance(uuid, "cannot reach the agent on %s: %s" % (chosen, exc))
-            raise exception.BuildFailed(instance=name, reason="cannot reach %s: %s" % (chosen, exc)) from exc
+            raise exception.BuildFailed(
+                instance=name, reason="cannot reach %s: %s" % (chosen, exc)
+            ) from exc
         return self.store.get_instance(uuid)
 
-    def _build_payload(self, uuid: str, image: dict[str, Any], flavor: dict[str, Any]) -> dict[str, Any]:
+    def _build_payload(
+        self, uuid: str, image: dict[str, Any], flavor: dict[str, Any]
+    ) -> dict[str, Any]:
         instance = self.store.get_instance(uuid)
         payload: dict[str, Any] = {
             "uuid": uuid,
@@ -113,8 +140,16 @@ class SchedulerManager:
             "flavor": {k: flavor[k] for k in ("name", "vcpus", "memory_mb", "root_gb")},
             "image": {
                 k: image[k]
-                for k in ("uuid", "name", "disk_format", "path", "virtual_size", "kernel_path",
-                          "initrd_path", "cmdline")
+                for k in (
+                    "uuid",
+                    "name",
+                    "disk_format",
+                    "path",
+                    "virtual_size",
+                    "kernel_path",
+                    "initrd_path",
+                    "cmdline",
+                )
             },
             "created_at": instance["created_at"],
         }
@@ -166,7 +201,9 @@ class SchedulerManager:
         return self.store.list_flavors()
 
     @scheduler_method
-    def create_flavor(self, ctxt: dict, name: str, vcpus: int, memory_mb: int, root_gb: int) -> dict:
+    def create_flavor(
+        self, ctxt: dict, name: str, vcpus: int, memory_mb: int, root_gb: int
+    ) -> dict:
         return self.store.create_flavor(name, vcpus, memory_mb, root_gb)
 
     @scheduler_method
@@ -176,8 +213,16 @@ class SchedulerManager:
     # --- images ----------------------------------------------------------------
 
     @scheduler_method
-    def import_image(self, ctxt: dict, uuid: str, name: str, file: str, kernel: str | None = None,
-                     initrd: str | None = None, cmdline: str | None = None) -> dict[str, Any]:
+    def import_image(
+        self,
+        ctxt: dict,
+        uuid: str,
+        name: str,
+        file: str,
+        kernel: str | None = None,
+        initrd: str | None = None,
+        cmdline: str | None = None,
+    ) -> dict[str, Any]:
         if (kernel is None) != (initrd is None):
             raise exception.InvalidImage(image=name, reason="--kernel and --initrd go together")
         if cmdline is not None and kernel is None:
@@ -214,8 +259,9 @@ class SchedulerManager:
     # --- from the agents -------------------------------------------------------
 
     @scheduler_method
-    def report_host(self, ctxt: dict, host: str, resources: dict, capabilities: dict,
-                    instances: list) -> None:
+    def report_host(
+        self, ctxt: dict, host: str, resources: dict, capabilities: dict, instances: list
+    ) -> None:
         if self.store.report_host(host, resources, capabilities):
             LOG.info("New compute host %s: %s", host, resources)
         with self._lock:
@@ -225,8 +271,15 @@ class SchedulerManager:
         self.store.set_power_states(host, {i["uuid"]: i["power_state"] for i in instances})
 
     @scheduler_method
-    def instance_update(self, ctxt: dict, host: str, uuid: str, vm_state: str,
-                        power_state: str | None = None, fault: str | None = None) -> None:
+    def instance_update(
+        self,
+        ctxt: dict,
+        host: str,
+        uuid: str,
+        vm_state: str,
+        power_state: str | None = None,
+        fault: str | None = None,
+    ) -> None:
         if vm_state == "error":
             LOG.warning("Server %s failed on %s: %s", uuid, host, fault)
             self.store.fail_instance(uuid, fault or "failed on %s" % host)
@@ -254,7 +307,9 @@ class SchedulerManager:
             with self._lock:
                 if host["state"] == "down" and host["name"] not in self._known_down:
                     self._known_down.add(host["name"])
-                    LOG.warning("Host %s is down: no report since %s", host["name"], host["reported_at"])
+                    LOG.warning(
+                        "Host %s is down: no report since %s", host["name"], host["reported_at"]
+                    )
 
 
 def ensure_state_dirs(conf: cfg.ConfigOpts) -> None:

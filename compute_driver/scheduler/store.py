@@ -132,15 +132,15 @@ class Store:
 
     # --- hosts -------------------------------------------------------------
 
-    def report_host(self, name: str, resources: dict[str, int], capabilities: dict[str, Any]) -> bool:
+    def report_host(
+        self, name: str, resources: dict[str, int], capabilities: dict[str, Any]
+    ) -> bool:
         """Record an agent's report; returns True when the host is new."""
         with self.session() as session:
             host = session.get(Host, name)
             created = host is None
             if host is None:
-                host = Host(
-                    name=name, enabled=True, vcpus_used=0, memory_mb_used=0, disk_gb_used=0
-                )
+                host = Host(name=name, enabled=True, vcpus_used=0, memory_mb_used=0, disk_gb_used=0)
                 session.add(host)
             host.vcpus = resources["vcpus"]
             host.memory_mb = resources["memory_mb"]
@@ -161,8 +161,15 @@ class Store:
             hosts = session.scalars(select(Host).order_by(Host.name))
             return [host_dict(h, down_after) for h in hosts]
 
-    def claim(self, host: str, vcpus: int, memory_mb: int, disk_gb: int, limits: dict[str, float],
-              instance_uuid: str) -> bool:
+    def claim(
+        self,
+        host: str,
+        vcpus: int,
+        memory_mb: int,
+        disk_gb: int,
+        limits: dict[str, float],
+        instance_uuid: str,
+    ) -> bool:
         """Atomically claim resources on ``host`` for an instance and place it there.
 
         The claim is one conditional UPDATE: it succeeds only if the host
@@ -221,7 +228,9 @@ class Store:
 
     def list_flavors(self) -> list[dict[str, Any]]:
         with self.session() as session:
-            return [flavor_dict(f) for f in session.scalars(select(Flavor).order_by(Flavor.memory_mb))]
+            return [
+                flavor_dict(f) for f in session.scalars(select(Flavor).order_by(Flavor.memory_mb))
+            ]
 
     def get_flavor(self, name: str) -> dict[str, Any]:
         with self.session() as session:
@@ -234,7 +243,11 @@ class Store:
         with self.session() as session:
             existing = session.get(Flavor, name)
             if existing is not None:
-                same = (existing.vcpus, existing.memory_mb, existing.root_gb) == (vcpus, memory_mb, root_gb)
+                same = (existing.vcpus, existing.memory_mb, existing.root_gb) == (
+                    vcpus,
+                    memory_mb,
+                    root_gb,
+                )
                 if same:
                     return flavor_dict(existing)  # a repeated create changes nothing
                 raise exception.DuplicateName(what="Flavor", name=name)
@@ -276,6 +289,7 @@ class Store:
                 raise exception.DuplicateName(what="Image", name=fields["name"])
             image = Image(**fields)
             session.add(image)
+            session.flush()
             return image_dict(image)
 
     def delete_image(self, ref: str) -> dict[str, Any]:
@@ -283,11 +297,15 @@ class Store:
         with self.session() as session:
             image = self._find_image(session, ref)
             users = session.scalars(
-                select(Instance.name).where(Instance.image_uuid == image.uuid, Instance.deleted.is_(False))
+                select(Instance.name).where(
+                    Instance.image_uuid == image.uuid, Instance.deleted.is_(False)
+                )
             ).all()
             if users:
                 raise exception.InUse(
-                    what="Image", name=image.name, reason="used by server(s) %s" % ", ".join(users[:5])
+                    what="Image",
+                    name=image.name,
+                    reason="used by server(s) %s" % ", ".join(users[:5]),
                 )
             gone = image_dict(image)
             session.delete(image)
@@ -304,8 +322,13 @@ class Store:
             existing = session.get(Instance, fields["uuid"])
             if existing is not None:
                 return instance_dict(existing), False
-            instance = Instance(vm_state="building", task_state="scheduling", power_state="nostate",
-                                deleted=False, **fields)
+            instance = Instance(
+                vm_state="building",
+                task_state="scheduling",
+                power_state="nostate",
+                deleted=False,
+                **fields,
+            )
             session.add(instance)
             session.flush()
             return instance_dict(instance), True
@@ -317,7 +340,9 @@ class Store:
                 select(Instance).where(Instance.name == ref, Instance.deleted.is_(False))
             ).all()
             if len(matches) > 1:
-                raise exception.Conflict(reason="%d servers are named %s; use a UUID" % (len(matches), ref))
+                raise exception.Conflict(
+                    reason="%d servers are named %s; use a UUID" % (len(matches), ref)
+                )
             instance = matches[0] if matches else None
         if instance is None or (instance.deleted and not include_deleted):
             raise exception.InstanceNotFound(instance=ref)
@@ -336,9 +361,13 @@ class Store:
             instance = session.get(Instance, uuid)
             return instance is not None and instance.deleted
 
-    def list_instances(self, project: str | None = None, host: str | None = None) -> list[dict[str, Any]]:
+    def list_instances(
+        self, project: str | None = None, host: str | None = None
+    ) -> list[dict[str, Any]]:
         with self.session() as session:
-            query = select(Instance).where(Instance.deleted.is_(False)).order_by(Instance.created_at)
+            query = (
+                select(Instance).where(Instance.deleted.is_(False)).order_by(Instance.created_at)
+            )
             if project:
                 query = query.where(Instance.project == project)
             if host:
@@ -352,6 +381,10 @@ class Store:
             if instance is None or instance.deleted:
                 return False
             if expected_host is not None and instance.host != expected_host:
+                return False
+            if instance.vm_state == "error":
+                # NOTE: ERROR released the claim (fail_instance); a late
+                # report must not bring the server back without one.
                 return False
             for key, value in values.items():
                 setattr(instance, key, value)
@@ -379,7 +412,9 @@ class Store:
         with self.session() as session:
             instances = session.scalars(
                 select(Instance).where(
-                    Instance.host == host, Instance.deleted.is_(False), Instance.uuid.in_(list(states))
+                    Instance.host == host,
+                    Instance.deleted.is_(False),
+                    Instance.uuid.in_(list(states)),
                 )
             )
             for instance in instances:

@@ -121,8 +121,9 @@ class ComputeDriver(abc.ABC):
         """
 
     @abc.abstractmethod
-    def spawn(self, instance: InstanceSpec, disks: list, interfaces: list,
-              volumes: list[VolumeRef]) -> None:
+    def spawn(
+        self, instance: InstanceSpec, disks: list, interfaces: list, volumes: list[VolumeRef]
+    ) -> None:
         """Create and start the guest.
 
         :param instance: what to build.

@@ -125,16 +125,19 @@ class ConfigDriveContents:
 
 
 def _has_control(text: str) -> bool:
-    return any(ord(ch) < 0x20 or 0x7F <= ord(ch) <= 0x9F or ch in "\u2028\u2029\ufeff"
-               for ch in text)
+    return any(
+        ord(ch) < 0x20 or 0x7F <= ord(ch) <= 0x9F or ch in "\u2028\u2029\ufeff" for ch in text
+    )
 
 
 def _check_instance_id(instance_id: object) -> str:
     if not isinstance(instance_id, str) or not instance_id.strip():
         raise ConfigDriveError("instance_id must be a non-empty string, got %r" % (instance_id,))
     if len(instance_id) > _MAX_INSTANCE_ID:
-        raise ConfigDriveError("instance_id is %d characters long, above the limit of %d"
-                               % (len(instance_id), _MAX_INSTANCE_ID))
+        raise ConfigDriveError(
+            "instance_id is %d characters long, above the limit of %d"
+            % (len(instance_id), _MAX_INSTANCE_ID)
+        )
     if _has_control(instance_id):
         raise ConfigDriveError("instance_id %r contains control characters" % (instance_id,))
     return instance_id
@@ -149,7 +152,8 @@ def _check_hostname(hostname: object) -> str:
         if not _LABEL_RE.fullmatch(label):
             raise ConfigDriveError(
                 "invalid hostname %r: each dot-separated label must be 1-63 letters, digits "
-                "or hyphens, not starting or ending with a hyphen" % (hostname,))
+                "or hyphens, not starting or ending with a hyphen" % (hostname,)
+            )
     return hostname
 
 
@@ -163,8 +167,9 @@ def _check_user_data(user_data: object, max_bytes: int) -> bytes:
     else:
         raise ConfigDriveError("user_data must be bytes, got %s" % type(user_data).__name__)
     if len(data) > max_bytes:
-        raise ConfigDriveError("user-data is %d bytes, above the limit of %d bytes"
-                               % (len(data), max_bytes))
+        raise ConfigDriveError(
+            "user-data is %d bytes, above the limit of %d bytes" % (len(data), max_bytes)
+        )
     return data
 
 
@@ -177,22 +182,28 @@ def _check_public_keys(keys: object) -> tuple[str, ...]:
             raise ConfigDriveError("each public key must be a non-empty string, got %r" % (key,))
         key = key.strip()
         if _has_control(key):
-            raise ConfigDriveError("public key %r... must be a single line without control "
-                                   "characters" % (key[:40],))
+            raise ConfigDriveError(
+                "public key %r... must be a single line without control characters" % (key[:40],)
+            )
         if len(key) > _MAX_PUBLIC_KEY:
-            raise ConfigDriveError("public key %r... is longer than %d characters"
-                                   % (key[:40], _MAX_PUBLIC_KEY))
+            raise ConfigDriveError(
+                "public key %r... is longer than %d characters" % (key[:40], _MAX_PUBLIC_KEY)
+            )
         checked.append(key)
     return tuple(checked)
 
 
 def _check_mac(mac: object) -> str:
     if not isinstance(mac, str) or not _MAC_RE.fullmatch(mac):
-        raise ConfigDriveError("invalid MAC address %r: expected six colon-separated hex "
-                               "octets such as 52:54:00:12:34:56" % (mac,))
+        raise ConfigDriveError(
+            "invalid MAC address %r: expected six colon-separated hex "
+            "octets such as 52:54:00:12:34:56" % (mac,)
+        )
     if int(mac[:2], 16) & 1:
-        raise ConfigDriveError("invalid MAC address %r: a NIC needs a unicast MAC (the first "
-                               "octet must be even)" % (mac,))
+        raise ConfigDriveError(
+            "invalid MAC address %r: a NIC needs a unicast MAC (the first "
+            "octet must be even)" % (mac,)
+        )
     return mac.lower()
 
 
@@ -207,8 +218,9 @@ def _check_ip(value: object, what: str) -> ipaddress.IPv4Address | ipaddress.IPv
 
 def _check_address(address: object) -> ipaddress.IPv4Interface | ipaddress.IPv6Interface:
     if not isinstance(address, str) or "/" not in address:
-        raise ConfigDriveError("invalid address %r: expected CIDR notation such as "
-                               "10.0.0.5/24" % (address,))
+        raise ConfigDriveError(
+            "invalid address %r: expected CIDR notation such as 10.0.0.5/24" % (address,)
+        )
     try:
         return ipaddress.ip_interface(address)
     except ValueError as exc:
@@ -225,15 +237,17 @@ class _Port:
 
 def _check_interfaces(interfaces: object) -> tuple[list[_Port], list[str]]:
     if not isinstance(interfaces, (tuple, list)):
-        raise ConfigDriveError("interfaces must be a tuple of NetworkInterfaceConfig, got %r"
-                               % (interfaces,))
+        raise ConfigDriveError(
+            "interfaces must be a tuple of NetworkInterfaceConfig, got %r" % (interfaces,)
+        )
     ports: list[_Port] = []
     nameservers: list[str] = []
     seen_macs: set[str] = set()
     for index, nic in enumerate(interfaces):
         if not isinstance(nic, NetworkInterfaceConfig):
-            raise ConfigDriveError("interfaces[%d] is %r, not a NetworkInterfaceConfig"
-                                   % (index, nic))
+            raise ConfigDriveError(
+                "interfaces[%d] is %r, not a NetworkInterfaceConfig" % (index, nic)
+            )
         mac = _check_mac(nic.mac)
         if mac in seen_macs:
             raise ConfigDriveError("MAC address %s is used by more than one interface" % mac)
@@ -245,17 +259,21 @@ def _check_interfaces(interfaces: object) -> tuple[list[_Port], list[str]]:
             if nic.gateway is not None:
                 gw = _check_ip(nic.gateway, "gateway")
                 if gw.version != iface.version:
-                    raise ConfigDriveError("gateway %s is IPv%d but address %s is IPv%d"
-                                           % (gw, gw.version, address, iface.version))
+                    raise ConfigDriveError(
+                        "gateway %s is IPv%d but address %s is IPv%d"
+                        % (gw, gw.version, address, iface.version)
+                    )
                 if gw == iface.ip:
                     raise ConfigDriveError("gateway %s is the interface's own address" % gw)
                 gateway = str(gw)
         elif nic.gateway is not None:
-            raise ConfigDriveError("interface %s has a gateway (%s) but no address"
-                                   % (mac, nic.gateway))
+            raise ConfigDriveError(
+                "interface %s has a gateway (%s) but no address" % (mac, nic.gateway)
+            )
         if isinstance(nic.nameservers, str) or not isinstance(nic.nameservers, (tuple, list)):
-            raise ConfigDriveError("nameservers must be a tuple of IP addresses, got %r"
-                                   % (nic.nameservers,))
+            raise ConfigDriveError(
+                "nameservers must be a tuple of IP addresses, got %r" % (nic.nameservers,)
+            )
         for ns in nic.nameservers:
             text = str(_check_ip(ns, "nameserver"))
             if text not in nameservers:
@@ -331,18 +349,24 @@ def render_network_config(interfaces: tuple[NetworkInterfaceConfig, ...]) -> str
     return "\n".join(lines) + "\n"
 
 
-def render_files(contents: ConfigDriveContents,
-                 max_user_data_bytes: int = DEFAULT_MAX_USER_DATA_BYTES) -> dict[str, bytes]:
+def render_files(
+    contents: ConfigDriveContents, max_user_data_bytes: int = DEFAULT_MAX_USER_DATA_BYTES
+) -> dict[str, bytes]:
     """Validate ``contents`` and return the drive's files (name -> bytes)."""
     if not isinstance(contents, ConfigDriveContents):
         raise ConfigDriveError("contents must be a ConfigDriveContents, got %r" % (contents,))
-    if isinstance(max_user_data_bytes, bool) or not isinstance(max_user_data_bytes, int) \
-            or max_user_data_bytes < 0:
-        raise ConfigDriveError("max_user_data_bytes must be a non-negative int, got %r"
-                               % (max_user_data_bytes,))
+    if (
+        isinstance(max_user_data_bytes, bool)
+        or not isinstance(max_user_data_bytes, int)
+        or max_user_data_bytes < 0
+    ):
+        raise ConfigDriveError(
+            "max_user_data_bytes must be a non-negative int, got %r" % (max_user_data_bytes,)
+        )
     files = {
-        META_DATA: render_meta_data(contents.instance_id, contents.hostname,
-                                    contents.public_keys).encode("utf-8"),
+        META_DATA: render_meta_data(
+            contents.instance_id, contents.hostname, contents.public_keys
+        ).encode("utf-8"),
         USER_DATA: _check_user_data(contents.user_data, max_user_data_bytes),
     }
     network = render_network_config(contents.interfaces)
@@ -369,8 +393,9 @@ def sanitize_hostname(name: str, default: str = "instance") -> str:
 # --- ISO ---------------------------------------------------------------------
 
 
-def build_iso(contents: ConfigDriveContents, path: str,
-              max_user_data_bytes: int = DEFAULT_MAX_USER_DATA_BYTES) -> None:
+def build_iso(
+    contents: ConfigDriveContents, path: str, max_user_data_bytes: int = DEFAULT_MAX_USER_DATA_BYTES
+) -> None:
     """Write the config drive for ``contents`` to ``path`` (mode 0644).
 
     The image is written to a temporary file in the same directory and
@@ -380,16 +405,29 @@ def build_iso(contents: ConfigDriveContents, path: str,
     """
     files = render_files(contents, max_user_data_bytes)
     iso = pycdlib.PyCdlib()
-    iso.new(interchange_level=1, sys_ident="LINUX", vol_ident=VOLUME_LABEL,
-            app_ident_str="compute-driver", joliet=3, rock_ridge="1.09")
+    iso.new(
+        interchange_level=1,
+        sys_ident="LINUX",
+        vol_ident=VOLUME_LABEL,
+        app_ident_str="compute-driver",
+        joliet=3,
+        rock_ridge="1.09",
+    )
     for name, data in files.items():
-        iso.add_fp(io.BytesIO(data), len(data), _ISO9660_NAMES[name],
-                   rr_name=name, joliet_path="/" + name, file_mode=0o100444)
+        iso.add_fp(
+            io.BytesIO(data),
+            len(data),
+            _ISO9660_NAMES[name],
+            rr_name=name,
+            joliet_path="/" + name,
+            file_mode=0o100444,
+        )
 
     target = os.path.abspath(path)
     directory = os.path.dirname(target)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(target) + ".", suffix=".tmp",
-                               dir=directory)
+    fd, tmp = tempfile.mkstemp(
+        prefix="." + os.path.basename(target) + ".", suffix=".tmp", dir=directory
+    )
     try:
         with os.fdopen(fd, "w+b") as out:
             iso.write_fp(out)

@@ -70,12 +70,19 @@ class LibvirtDriver(base.ComputeDriver):
         }
 
     def init_host(self, host: str) -> None:
-        self.virt_type = choose_virt_type(self.opts.uri, self.opts.virt_type, self.opts.kvm_probe_timeout)
+        self.virt_type = choose_virt_type(
+            self.opts.uri, self.opts.virt_type, self.opts.kvm_probe_timeout
+        )
         conn = self.host.get_connection()
         # NOTE: asked once: getVersion() can take seconds on qemu:///system.
         self._hypervisor = (conn.getType(), _version_string(conn.getVersion()))
-        LOG.info("Connected to %s (libvirt %s, %s %s), guests are type=%s", self.opts.uri,
-                 _version_string(conn.getLibVersion()), *self._hypervisor, self.virt_type)
+        LOG.info(
+            "Connected to %s (libvirt %s, %s %s), guests are type=%s",
+            self.opts.uri,
+            _version_string(conn.getLibVersion()),
+            *self._hypervisor,
+            self.virt_type,
+        )
         os.makedirs(self.opts.instances_path, mode=0o755, exist_ok=True)
 
     # --- paths ---------------------------------------------------------------
@@ -88,52 +95,99 @@ class LibvirtDriver(base.ComputeDriver):
 
     # --- build ---------------------------------------------------------------
 
-    def build_domain(self, instance: base.InstanceSpec, disks: list, interfaces: list,
-                     volumes: list[base.VolumeRef], config_drive: str) -> lvxml.Domain:
+    def build_domain(
+        self,
+        instance: base.InstanceSpec,
+        disks: list,
+        interfaces: list,
+        volumes: list[base.VolumeRef],
+        config_drive: str,
+    ) -> lvxml.Domain:
         """The domain of ``instance`` as a typed builder (no I/O)."""
         image, flavor = instance.image, instance.flavor
         domain = lvxml.Domain(
-            type=self.virt_type, name=domain_name(instance.uuid), uuid=instance.uuid,
-            memory_kib=flavor.memory_mb * 1024, vcpus=flavor.vcpus,
-            on_poweroff="destroy", on_reboot="restart", on_crash="destroy",
+            type=self.virt_type,
+            name=domain_name(instance.uuid),
+            uuid=instance.uuid,
+            memory_kib=flavor.memory_mb * 1024,
+            vcpus=flavor.vcpus,
+            on_poweroff="destroy",
+            on_reboot="restart",
+            on_crash="destroy",
         )
         domain.title = instance.name
         if image.kernel_path:
-            domain.os = lvxml.OS(type="hvm", arch="x86_64", machine="pc", kernel=image.kernel_path,
-                                 initrd=image.initrd_path, cmdline=image.cmdline)
+            domain.os = lvxml.OS(
+                type="hvm",
+                arch="x86_64",
+                machine="pc",
+                kernel=image.kernel_path,
+                initrd=image.initrd_path,
+                cmdline=image.cmdline,
+            )
         else:
             domain.os = lvxml.OS(type="hvm", arch="x86_64", machine="pc", boot_devices=["hd"])
         domain.features = lvxml.Features(acpi=True, apic=True)
         if self.virt_type == "kvm":
             domain.cpu = lvxml.CPU(mode="host-model")
         domain.metadata = lvxml.InstanceMetadata(
-            uuid=instance.uuid, name=instance.name, project=instance.project,
+            uuid=instance.uuid,
+            name=instance.name,
+            project=instance.project,
             user_data_size=len(instance.user_data),
-            flavor=lvxml.FlavorRef(name=flavor.name, vcpus=flavor.vcpus, memory_mb=flavor.memory_mb,
-                                   root_gb=flavor.root_gb),
-            image_uuid=image.uuid, created_at=instance.created_at, ports=[],
-            volumes=[lvxml.VolumeRef(id=v.id, backend=v.backend, target_dev=v.target_dev) for v in volumes],
+            flavor=lvxml.FlavorRef(
+                name=flavor.name,
+                vcpus=flavor.vcpus,
+                memory_mb=flavor.memory_mb,
+                root_gb=flavor.root_gb,
+            ),
+            image_uuid=image.uuid,
+            created_at=instance.created_at,
+            ports=[],
+            volumes=[
+                lvxml.VolumeRef(id=v.id, backend=v.backend, target_dev=v.target_dev)
+                for v in volumes
+            ],
         )
         for disk in disks:
             domain.devices.append(disk)
-        domain.devices.append(lvxml.Disk(
-            type="file", device="cdrom", driver_name="qemu", driver_type="raw", source_file=config_drive,
-            target_dev=CONFIG_DRIVE_DEV, target_bus="ide", readonly=True,
-        ))
+        domain.devices.append(
+            lvxml.Disk(
+                type="file",
+                device="cdrom",
+                driver_name="qemu",
+                driver_type="raw",
+                source_file=config_drive,
+                target_dev=CONFIG_DRIVE_DEV,
+                target_bus="ide",
+                readonly=True,
+            )
+        )
         for interface in interfaces:
             domain.devices.append(interface)
         if self.virt_type != "test":
-            domain.devices.append(lvxml.Serial(type="pty", target_port=0,
-                                               log_file=self.console_log_path(instance.uuid),
-                                               log_append=False))
+            domain.devices.append(
+                lvxml.Serial(
+                    type="pty",
+                    target_port=0,
+                    log_file=self.console_log_path(instance.uuid),
+                    log_append=False,
+                )
+            )
             domain.devices.append(lvxml.Console(type="pty", target_type="serial", target_port=0))
-            domain.devices.append(lvxml.Rng(model="virtio", backend_model="random",
-                                            backend_path="/dev/urandom"))
+            domain.devices.append(
+                lvxml.Rng(model="virtio", backend_model="random", backend_path="/dev/urandom")
+            )
             domain.devices.append(lvxml.MemBalloon(model="virtio", stats_period=10))
         return domain
 
-    def spawn(self, instance: base.InstanceSpec, disks: list, interfaces: list,
-              volumes: list[base.VolumeRef]) -> None:
+    def spawn(
+        self,
+        instance: base.InstanceSpec,
+        disks: list,
+        interfaces: list,
+        volumes: list[base.VolumeRef],
+    ) -> None:
         conn = self.host.get_connection()
         workdir = self.instance_dir(instance.uuid)
         os.makedirs(workdir, mode=0o755, exist_ok=True)
@@ -141,7 +195,8 @@ class LibvirtDriver(base.ComputeDriver):
         try:
             configdrive.build_iso(
                 configdrive.ConfigDriveContents(
-                    instance_id=instance.uuid, hostname=configdrive.sanitize_hostname(instance.name),
+                    instance_id=instance.uuid,
+                    hostname=configdrive.sanitize_hostname(instance.name),
                     user_data=instance.user_data,
                 ),
                 config_drive,
@@ -157,8 +212,9 @@ class LibvirtDriver(base.ComputeDriver):
                 raise
         except libvirt.libvirtError as exc:
             shutil.rmtree(workdir, ignore_errors=True)
-            raise exception.VirtError(operation="spawn", instance=instance.uuid,
-                                      reason=exc.get_error_message()) from exc
+            raise exception.VirtError(
+                operation="spawn", instance=instance.uuid, reason=exc.get_error_message()
+            ) from exc
         except Exception:
             shutil.rmtree(workdir, ignore_errors=True)
             raise
@@ -171,8 +227,9 @@ class LibvirtDriver(base.ComputeDriver):
         except libvirt.libvirtError as exc:
             if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
                 return None
-            raise exception.VirtError(operation="lookup", instance=uuid,
-                                      reason=exc.get_error_message()) from exc
+            raise exception.VirtError(
+                operation="lookup", instance=uuid, reason=exc.get_error_message()
+            ) from exc
 
     @staticmethod
     def _metadata(virt_dom: libvirt.virDomain) -> lvxml.InstanceMetadata | None:
@@ -185,8 +242,11 @@ class LibvirtDriver(base.ComputeDriver):
     def _info(self, virt_dom: libvirt.virDomain, meta: lvxml.InstanceMetadata) -> base.InstanceInfo:
         state, _max_mem, memory_kib, vcpus, _cpu_time = virt_dom.info()
         return base.InstanceInfo(
-            uuid=meta.uuid, name=meta.name, power_state=_POWER_STATES.get(state, "nostate"),
-            vcpus=vcpus, memory_mb=memory_kib // 1024,
+            uuid=meta.uuid,
+            name=meta.name,
+            power_state=_POWER_STATES.get(state, "nostate"),
+            vcpus=vcpus,
+            memory_mb=memory_kib // 1024,
             volumes=tuple(base.VolumeRef(v.id, v.backend, v.target_dev) for v in meta.volumes),
         )
 
@@ -223,14 +283,16 @@ class LibvirtDriver(base.ComputeDriver):
                     virt_dom.destroy()
             except libvirt.libvirtError as exc:
                 if exc.get_error_code() != libvirt.VIR_ERR_OPERATION_INVALID:  # already stopped
-                    raise exception.VirtError(operation="destroy", instance=uuid,
-                                              reason=exc.get_error_message()) from exc
+                    raise exception.VirtError(
+                        operation="destroy", instance=uuid, reason=exc.get_error_message()
+                    ) from exc
             try:
                 virt_dom.undefineFlags(UNDEFINE_FLAGS)
             except libvirt.libvirtError as exc:
                 if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
-                    raise exception.VirtError(operation="undefine", instance=uuid,
-                                              reason=exc.get_error_message()) from exc
+                    raise exception.VirtError(
+                        operation="undefine", instance=uuid, reason=exc.get_error_message()
+                    ) from exc
         shutil.rmtree(self.instance_dir(uuid), ignore_errors=True)
         return info
 
@@ -240,8 +302,12 @@ class LibvirtDriver(base.ComputeDriver):
         conn = self.host.get_connection()
         arch, memory_mb, cpus = conn.getInfo()[:3]
         return base.HostResources(
-            vcpus=cpus, memory_mb=memory_mb, arch=arch, virt_type=self.virt_type,
-            hypervisor=self._hypervisor[0], hypervisor_version=self._hypervisor[1],
+            vcpus=cpus,
+            memory_mb=memory_mb,
+            arch=arch,
+            virt_type=self.virt_type,
+            hypervisor=self._hypervisor[0],
+            hypervisor_version=self._hypervisor[1],
         )
 
     def console_output(self, uuid: str, lines: int) -> str:

@@ -59,7 +59,9 @@ class LibvirtHost:
             try:
                 self._conn = libvirt.open(self.uri)
             except libvirt.libvirtError as exc:
-                raise exception.HypervisorUnavailable(uri=self.uri, reason=exc.get_error_message()) from exc
+                raise exception.HypervisorUnavailable(
+                    uri=self.uri, reason=exc.get_error_message()
+                ) from exc
             return self._conn
 
     def close(self) -> None:

@@ -64,7 +64,7 @@ def run_probe_in_process(device: str = "/dev/kvm") -> None:
         raise RuntimeError("unexpected KVM API version")
     vm = fcntl.ioctl(kvm, KVM_CREATE_VM, 0)
     memory = mmap.mmap(-1, 0x4000)
-    memory[CODE_ADDR:CODE_ADDR + len(GUEST_CODE)] = GUEST_CODE
+    memory[CODE_ADDR : CODE_ADDR + len(GUEST_CODE)] = GUEST_CODE
     address = ctypes.addressof(ctypes.c_char.from_buffer(memory))
     region = struct.pack("IIQQQ", 0, 0, 0, len(memory), address)
     fcntl.ioctl(vm, KVM_SET_USER_MEMORY_REGION, region)
@@ -97,7 +97,9 @@ def kvm_usable(timeout: float, device: str = "/dev/kvm") -> tuple[bool, str]:
     try:
         result = subprocess.run(
             [sys.executable, "-m", __name__, device],
-            capture_output=True, text=True, timeout=timeout,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
         )
     except subprocess.TimeoutExpired:
         return False, "the KVM probe guest made no progress in %s s" % timeout

@@ -10,7 +10,7 @@ Parsing reads only what is declared and skips the rest, so the output of
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from lxml import etree
 
@@ -53,7 +53,6 @@ class XMLMember:
         parts = [p for p in self.path.split("/") if p not in ("", ".")]
         self.attr = parts.pop()[1:] if parts and parts[-1].startswith("@") else None
         self.names = [f"{{{ns}}}{p}" if ns else p for p in parts]
-        self.presence = getattr(self, "kind", None) is bool and self.attr is None
 
     def __get__(self, obj: Any, objtype: Any = None) -> Any:
         return self if obj is None else obj.__dict__[self.name]
@@ -108,6 +107,10 @@ class XMLProperty(XMLMember):
         super().__init__(path, required)
         self.kind, self.choices, self.minimum, self.maximum = kind, choices, minimum, maximum
         self.validator, self.multi = check, multi
+
+    @property
+    def presence(self) -> bool:
+        return self.kind is bool and self.attr is None
 
     def default(self) -> Any:
         return [] if self.multi else False if self.presence else None
@@ -266,16 +269,17 @@ class XMLBuilder:
     XML_NAME: ClassVar[str] = ""
     XML_NS: ClassVar[tuple[str, str] | None] = None  # (prefix, uri)
     _members: ClassVar[tuple[XMLMember, ...]] = ()
+    _names: ClassVar[frozenset[str]] = frozenset()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         members: dict[str, XMLMember] = {}
         for klass in reversed(cls.__mro__):
             members.update((k, v) for k, v in vars(klass).items() if isinstance(v, XMLMember))
-        cls._members = tuple(members.values())
+        cls._members, cls._names = tuple(members.values()), frozenset(members)
 
     def __init__(self, **kwargs: Any) -> None:
-        unknown = sorted(set(kwargs) - set(self.declared()))
+        unknown = sorted(set(kwargs) - self._names)
         if unknown:
             raise TypeError(
                 f"{type(self).__name__}() got unexpected arguments: {', '.join(unknown)}"
@@ -284,6 +288,14 @@ class XMLBuilder:
             self.__dict__[member.name] = member.default()
         for name, value in kwargs.items():
             setattr(self, name, value)
+
+    if not TYPE_CHECKING:  # NOTE: hidden from mypy so it still flags unknown attributes.
+
+        def __setattr__(self, name: str, value: Any) -> None:
+            # An undeclared attribute would be silently left out of the XML.
+            if not name.startswith("_") and name not in self._names:
+                raise AttributeError(f"{type(self).__name__} has no XML member {name!r}")
+            super().__setattr__(name, value)
 
     @classmethod
     def declared(cls) -> tuple[str, ...]:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from .base import XMLBuilder, check_uuid, xml_children, xml_property
+from .base import XMLBuilder, xml_children, xml_property
+from .checks import check_uuid
 
 
 class DiskHost(XMLBuilder):

@@ -7,8 +7,9 @@ from typing import Any, TypeVar
 
 from lxml import etree
 
-from .base import XMLBuilder, XMLProperty, check_uuid, xml_child, xml_children, xml_property
+from .base import XMLBuilder, XMLProperty, xml_child, xml_children, xml_property
 from .chardev import Channel, Console, Serial
+from .checks import check_uuid
 from .devices import MemBalloon, Rng, Watchdog
 from .disk import Disk
 from .interface import Interface
@@ -23,6 +24,10 @@ def _check_name(value: str) -> str | None:
     if not value or "/" in value or "\n" in value:
         return "is not a domain name libvirt accepts (non-empty, no '/' or newline)"
     return None
+
+
+def _check_title(value: str) -> str | None:
+    return "must be one line (libvirt rejects newlines in a title)" if "\n" in value else None
 
 
 class _MemoryKiB(XMLProperty):
@@ -110,9 +115,11 @@ class Domain(XMLBuilder):
 
     XML_NAME = "domain"
 
+    # NOTE: "test" is for libvirt's in-process test:///default driver (unit tests).
     type: str | None = xml_property("./@type", required=True, choices=("qemu", "kvm", "test"))
     name: str | None = xml_property("./name", required=True, check=_check_name)
     uuid: str | None = xml_property("./uuid", check=check_uuid)
+    title: str | None = xml_property("./title", check=_check_title)
     metadata: InstanceMetadata | None = xml_child(InstanceMetadata, "./metadata")
     memory_kib: int | None = _memory_kib()
     vcpus: int | None = xml_property("./vcpu", int, required=True, minimum=1)

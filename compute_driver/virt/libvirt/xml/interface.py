@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .base import XMLBuilder, check_mac, check_uuid, xml_property
+from .base import XMLBuilder, xml_property
+from .checks import check_mac, check_uuid
 
 
 def _check_ifname(value: str) -> str | None:

@@ -14,13 +14,12 @@ from lxml import etree
 
 from .base import (
     XMLBuilder,
-    check_mac,
-    check_uuid,
     parse_xml,
     xml_child,
     xml_children,
     xml_property,
 )
+from .checks import check_mac, check_uuid
 
 METADATA_NAMESPACE = "https://compute-driver.dev/xmlns/instance/1.0"
 METADATA_PREFIX = "cd"

@@ -20,10 +20,15 @@ SAMPLE = ConfigDriveContents(
     user_data=b"#!/bin/sh\necho hello from user-data\n",
     public_keys=("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB3 user@host",),
     interfaces=(
-        NetworkInterfaceConfig(mac="52:54:00:AB:CD:01", address="10.251.0.21/24",
-                               gateway="10.251.0.1", nameservers=("10.251.0.2",)),
-        NetworkInterfaceConfig(mac="52:54:00:ab:cd:02", address="fd00::21/64",
-                               nameservers=("10.251.0.2", "fd00::2")),
+        NetworkInterfaceConfig(
+            mac="52:54:00:AB:CD:01",
+            address="10.251.0.21/24",
+            gateway="10.251.0.1",
+            nameservers=("10.251.0.2",),
+        ),
+        NetworkInterfaceConfig(
+            mac="52:54:00:ab:cd:02", address="fd00::21/64", nameservers=("10.251.0.2", "fd00::2")
+        ),
         NetworkInterfaceConfig(mac="52:54:00:ab:cd:03"),
     ),
 )
@@ -98,9 +103,11 @@ def test_iso_has_joliet_and_rock_ridge(tmp_path):
     try:
         assert iso.has_rock_ridge()
         assert iso.has_joliet()
-        names = sorted(child.file_identifier().decode("utf-16_be")
-                       for child in iso.list_children(joliet_path="/")
-                       if not child.is_dot() and not child.is_dotdot())
+        names = sorted(
+            child.file_identifier().decode("utf-16_be")
+            for child in iso.list_children(joliet_path="/")
+            if not child.is_dot() and not child.is_dotdot()
+        )
         assert names == ["meta-data", "network-config", "user-data"]
     finally:
         iso.close()
@@ -123,8 +130,10 @@ def test_minimal_drive_has_no_network_config(tmp_path):
 def test_yaml_parses_back_as_strings():
     yaml = pytest.importorskip("yaml")
     contents = ConfigDriveContents(
-        instance_id="0123", hostname="yes",
-        interfaces=(NetworkInterfaceConfig(mac="52:54:00:12:34:56", address="10.0.0.5/24"),))
+        instance_id="0123",
+        hostname="yes",
+        interfaces=(NetworkInterfaceConfig(mac="52:54:00:12:34:56", address="10.0.0.5/24"),),
+    )
     files = configdrive.render_files(contents)
     meta = yaml.safe_load(files["meta-data"])
     assert meta == {"instance-id": "0123", "local-hostname": "yes"}
@@ -134,22 +143,53 @@ def test_yaml_parses_back_as_strings():
     assert yaml.safe_load(configdrive.render_network_config(SAMPLE.interfaces)) == {
         "version": 1,
         "config": [
-            {"type": "physical", "name": "eth0", "mac_address": "52:54:00:ab:cd:01",
-             "subnets": [{"type": "static", "address": "10.251.0.21/24",
-                          "gateway": "10.251.0.1"}]},
-            {"type": "physical", "name": "eth1", "mac_address": "52:54:00:ab:cd:02",
-             "subnets": [{"type": "static", "address": "fd00::21/64"}]},
+            {
+                "type": "physical",
+                "name": "eth0",
+                "mac_address": "52:54:00:ab:cd:01",
+                "subnets": [
+                    {"type": "static", "address": "10.251.0.21/24", "gateway": "10.251.0.1"}
+                ],
+            },
+            {
+                "type": "physical",
+                "name": "eth1",
+                "mac_address": "52:54:00:ab:cd:02",
+                "subnets": [{"type": "static", "address": "fd00::21/64"}],
+            },
             {"type": "physical", "name": "eth2", "mac_address": "52:54:00:ab:cd:03"},
             {"type": "nameserver", "address": ["10.251.0.2", "fd00::2"]},
         ],
     }
 
 
-@pytest.mark.parametrize("value", [
-    "plain", "iid-1", "yes", "No", "null", "~", "0123", "1.5", "0x1f", "12:30",
-    "a: b", "- x", "#c", "with space", 'q"uote', "back\\slash", "new\nline", "tab\t",
-    "\x01", "caf\u00e9", "\u2028", "",
-])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "plain",
+        "iid-1",
+        "yes",
+        "No",
+        "null",
+        "~",
+        "0123",
+        "1.5",
+        "0x1f",
+        "12:30",
+        "a: b",
+        "- x",
+        "#c",
+        "with space",
+        'q"uote',
+        "back\\slash",
+        "new\nline",
+        "tab\t",
+        "\x01",
+        "caf\u00e9",
+        "\u2028",
+        "",
+    ],
+)
 def test_yaml_quoting_round_trips(value):
     yaml = pytest.importorskip("yaml")
     assert yaml.safe_load("k: %s\n" % configdrive._yaml_str(value)) == {"k": value}
@@ -206,10 +246,17 @@ def test_error_is_a_value_error():
     assert issubclass(ConfigDriveError, ValueError)
 
 
-@pytest.mark.parametrize("mac", [
-    "52:54:00:12:34", "52:54:00:12:34:5g", "52-54-00-12-34-56", "525400123456", "",
-    "01:00:5e:00:00:01",  # multicast
-])
+@pytest.mark.parametrize(
+    "mac",
+    [
+        "52:54:00:12:34",
+        "52:54:00:12:34:5g",
+        "52-54-00-12-34-56",
+        "525400123456",
+        "",
+        "01:00:5e:00:00:01",  # multicast
+    ],
+)
 def test_bad_mac(tmp_path, mac):
     nic = NetworkInterfaceConfig(mac=mac, address="10.0.0.5/24")
     contents = ConfigDriveContents(instance_id="i", hostname="h", interfaces=(nic,))
@@ -225,51 +272,83 @@ def test_duplicate_mac(tmp_path):
         _build(tmp_path, contents)
 
 
-@pytest.mark.parametrize("address", [
-    "10.0.0.256/24", "10.0.0.5/33", "10.0.0.5", "not-an-ip/24", "fd00::zz/64", "",
-])
+@pytest.mark.parametrize(
+    "address",
+    [
+        "10.0.0.256/24",
+        "10.0.0.5/33",
+        "10.0.0.5",
+        "not-an-ip/24",
+        "fd00::zz/64",
+        "",
+    ],
+)
 def test_bad_address(tmp_path, address):
     contents = ConfigDriveContents(
-        instance_id="i", hostname="h",
-        interfaces=(NetworkInterfaceConfig(mac="52:54:00:12:34:56", address=address),))
+        instance_id="i",
+        hostname="h",
+        interfaces=(NetworkInterfaceConfig(mac="52:54:00:12:34:56", address=address),),
+    )
     with pytest.raises(ConfigDriveError, match="invalid address"):
         _build(tmp_path, contents)
 
 
-@pytest.mark.parametrize("gateway, match", [
-    ("10.0.0.300", "invalid gateway"),
-    ("fd00::1", "IPv6 but address"),
-    ("10.0.0.5", "own address"),
-])
+@pytest.mark.parametrize(
+    "gateway, match",
+    [
+        ("10.0.0.300", "invalid gateway"),
+        ("fd00::1", "IPv6 but address"),
+        ("10.0.0.5", "own address"),
+    ],
+)
 def test_bad_gateway(tmp_path, gateway, match):
     contents = ConfigDriveContents(
-        instance_id="i", hostname="h",
-        interfaces=(NetworkInterfaceConfig(mac="52:54:00:12:34:56", address="10.0.0.5/24",
-                                           gateway=gateway),))
+        instance_id="i",
+        hostname="h",
+        interfaces=(
+            NetworkInterfaceConfig(mac="52:54:00:12:34:56", address="10.0.0.5/24", gateway=gateway),
+        ),
+    )
     with pytest.raises(ConfigDriveError, match=match):
         _build(tmp_path, contents)
 
 
 def test_gateway_without_address(tmp_path):
     contents = ConfigDriveContents(
-        instance_id="i", hostname="h",
-        interfaces=(NetworkInterfaceConfig(mac="52:54:00:12:34:56", gateway="10.0.0.1"),))
+        instance_id="i",
+        hostname="h",
+        interfaces=(NetworkInterfaceConfig(mac="52:54:00:12:34:56", gateway="10.0.0.1"),),
+    )
     with pytest.raises(ConfigDriveError, match="no address"):
         _build(tmp_path, contents)
 
 
 def test_bad_nameserver(tmp_path):
     contents = ConfigDriveContents(
-        instance_id="i", hostname="h",
-        interfaces=(NetworkInterfaceConfig(mac="52:54:00:12:34:56", nameservers=("8.8.8",)),))
+        instance_id="i",
+        hostname="h",
+        interfaces=(NetworkInterfaceConfig(mac="52:54:00:12:34:56", nameservers=("8.8.8",)),),
+    )
     with pytest.raises(ConfigDriveError, match="invalid nameserver"):
         _build(tmp_path, contents)
 
 
-@pytest.mark.parametrize("hostname", [
-    "", "bad_name", "-lead", "trail-", "has space", "a..b", "dot.", "x" * 64, "é",
-    "a\nb", ("a" * 63 + ".") * 4 + "a",
-])
+@pytest.mark.parametrize(
+    "hostname",
+    [
+        "",
+        "bad_name",
+        "-lead",
+        "trail-",
+        "has space",
+        "a..b",
+        "dot.",
+        "x" * 64,
+        "é",
+        "a\nb",
+        ("a" * 63 + ".") * 4 + "a",
+    ],
+)
 def test_bad_hostname(tmp_path, hostname):
     with pytest.raises(ConfigDriveError, match="hostname"):
         _build(tmp_path, ConfigDriveContents(instance_id="i", hostname=hostname))
@@ -302,10 +381,17 @@ def test_read_iso_rejects_non_iso(tmp_path):
         configdrive.read_volume_label(str(path))
 
 
-@pytest.mark.parametrize("name, expected", [
-    ("web_1", "web-1"), ("My VM!", "My-VM"), ("-x-", "x"), ("***", "instance"),
-    ("a" * 80, "a" * 63), ("node..one", "node.one"),
-])
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("web_1", "web-1"),
+        ("My VM!", "My-VM"),
+        ("-x-", "x"),
+        ("***", "instance"),
+        ("a" * 80, "a" * 63),
+        ("node..one", "node.one"),
+    ],
+)
 def test_sanitize_hostname(name, expected):
     assert configdrive.sanitize_hostname(name) == expected
     configdrive.render_meta_data("i", configdrive.sanitize_hostname(name))

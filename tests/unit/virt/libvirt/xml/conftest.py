@@ -36,6 +36,7 @@ def tiny_guest() -> lvxml.Domain:
         type="qemu",
         name="cd-0b0c3a4e",
         uuid=INSTANCE,
+        title="web1",
         memory_kib=262144,
         vcpus=1,
         on_poweroff="destroy",

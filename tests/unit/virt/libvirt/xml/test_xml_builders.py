@@ -27,6 +27,7 @@ def _dom(**kwargs: Any) -> lvxml.Domain:
         (lvxml.Domain, dict(name="a/b"), r"Domain\.name"),
         (lvxml.Domain, dict(type="xen"), r"Domain\.type: 'xen' is not one of 'qemu', 'kvm'"),
         (lvxml.Domain, dict(uuid="nope"), r"is not a UUID"),
+        (lvxml.Domain, dict(title="two\nlines"), r"Domain\.title"),
         (lvxml.Domain, dict(vcpus="two"), r"is not an integer"),
         (lvxml.Disk, dict(type="volume"), r"Disk\.type"),
         (lvxml.Disk, dict(readonly="yes"), r"is not a bool"),
@@ -51,9 +52,11 @@ def test_errors_are_value_errors_and_assignment_is_checked() -> None:
         dom.vcpus = -1
 
 
-def test_unknown_keyword_is_a_type_error() -> None:
+def test_unknown_keyword_or_attribute_is_refused() -> None:
     with pytest.raises(TypeError, match="memory_mb"):
         lvxml.Domain(memory_mb=1)
+    with pytest.raises(AttributeError, match="descrption"):
+        _dom().descrption = "typo"  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,394 @@
+"""RPC payload schemas refuse what a hostile or buggy caller sends, naming method and field."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from typing import Any
+
+import jsonschema
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from compute_driver import exception
+from compute_driver.rpc import schemas
+
+UUID = "0b0c3a4e-1b6e-4a55-9d0e-2f9f3c1d7a10"
+IMAGE_UUID = "9e8d7c6b-5a49-4382-b1c0-d9e8f7a6b5c4"
+
+FLAVOR = {"name": "m1.tiny", "vcpus": 1, "memory_mb": 512, "root_gb": 1}
+IMAGE = {
+    "uuid": IMAGE_UUID,
+    "name": "cirros-0.6",
+    "disk_format": "qcow2",
+    "path": "/var/lib/compute-driver/images/%s/disk" % IMAGE_UUID,
+    "virtual_size": 117440512,
+    "kernel_path": "/var/lib/compute-driver/images/k",
+    "initrd_path": "/var/lib/compute-driver/images/i",
+    "cmdline": "console=ttyS0 root=/dev/vda",
+}
+
+#: One payload per method with every field set (optional ones included).
+FULL: dict[str, dict[str, dict[str, Any]]] = {
+    "scheduler": {
+        "ping": {},
+        "create_server": {
+            "uuid": UUID,
+            "name": "web-1",
+            "flavor": "m1.tiny",
+            "image": "cirros",
+            "project": "demo",
+            "host": "compute-1.example",
+            "user_data": "aGVsbG8K",
+        },
+        "list_servers": {"project": "demo", "host": "compute-1"},
+        "show_server": {"server": "web-1"},
+        "delete_server": {"server": UUID},
+        "server_console_log": {"server": "web-1", "lines": 10},
+        "list_hosts": {},
+        "show_host": {"host": "compute-1"},
+        "list_flavors": {},
+        "create_flavor": dict(FLAVOR),
+        "delete_flavor": {"flavor": "m1.tiny"},
+        "import_image": {
+            "uuid": IMAGE_UUID,
+            "name": "cirros",
+            "file": "/tmp/disk.qcow2",
+            "kernel": "/tmp/vmlinuz",
+            "initrd": "/tmp/initrd",
+            "cmdline": "console=ttyS0",
+        },
+        "list_images": {},
+        "show_image": {"image": "cirros"},
+        "delete_image": {"image": IMAGE_UUID},
+        "report_host": {
+            "host": "compute-1",
+            "resources": {"vcpus": 8, "memory_mb": 16384, "disk_gb": 200},
+            "capabilities": {
+                "virt_type": "kvm",
+                "arch": "x86_64",
+                "hypervisor": "QEMU",
+                "hypervisor_version": "8.2.0",
+                "network_plugins": ["noop"],
+                "storage_backends": ["dir"],
+            },
+            "instances": [{"uuid": UUID, "power_state": "running"}],
+        },
+        "instance_update": {
+            "host": "compute-1",
+            "uuid": UUID,
+            "vm_state": "error",
+            "power_state": "shutdown",
+            "fault": "disk full",
+        },
+        "instance_deleted": {"host": "compute-1", "uuid": UUID},
+        "host_instances": {"host": "compute-1"},
+    },
+    "compute": {
+        "ping": {},
+        "build_instance": {
+            "instance": {
+                "uuid": UUID,
+                "name": "web-1",
+                "project": "demo",
+                "flavor": dict(FLAVOR),
+                "image": dict(IMAGE),
+                "user_data": "aGVsbG8K",
+                "created_at": "2026-01-02T03:04:05Z",
+            }
+        },
+        "delete_instance": {"uuid": UUID},
+        "get_console_output": {"uuid": UUID, "lines": 100},
+        "get_instance_info": {"uuid": UUID},
+    },
+}
+
+METHODS = {"scheduler": schemas.SCHEDULER_METHODS, "compute": schemas.COMPUTE_METHODS}
+ALL = [(api, method) for api, methods in METHODS.items() for method in methods]
+
+NAME_PATTERN = schemas.NAME["pattern"]
+BAD_NAMES = [
+    "a/b",
+    "..",
+    "../etc/passwd",
+    "a\x00b",
+    "a<b",
+    "a&b",
+    "<x>",
+    "",
+    " a",
+    ".hidden",
+    "-rf",
+    "a b",
+    "a\nb",
+    "caf\u00e9",
+]
+BAD_PATHS = ["relative/disk", "/a\x00b", "", "/"]
+
+
+def _ids(case: tuple) -> str:
+    return ".".join(str(part) for part in case)
+
+
+def _validate(api: str, method: str, payload: dict[str, Any]) -> None:
+    schemas.validate(api, method, METHODS[api][method], payload)
+
+
+def _refused(api: str, method: str, payload: dict[str, Any], *mentions: str) -> str:
+    with pytest.raises(exception.InvalidPayload) as exc:
+        _validate(api, method, payload)
+    message = exc.value.message
+    assert "%s.%s" % (api, method) in message, message
+    for text in mentions:
+        assert text in message, (text, message)
+    assert exc.value.code == "invalid_payload"
+    return message
+
+
+# --- walking a schema beside a valid payload ---------------------------------------
+
+
+def _branch(schema: dict[str, Any]) -> dict[str, Any]:
+    """The non-null branch of an ``anyOf: [X, null]``."""
+    if "anyOf" in schema:
+        return next(s for s in schema["anyOf"] if s.get("type") != "null")
+    return schema
+
+
+def _walk(
+    schema: dict[str, Any], value: Any, path: tuple = ()
+) -> Iterator[tuple[tuple, dict, Any]]:
+    """(path, schema, value) of every node of ``value``, objects and arrays included."""
+    schema = _branch(schema)
+    yield path, schema, value
+    if schema.get("type") == "object":
+        for key, sub in schema["properties"].items():
+            if key in value:
+                yield from _walk(sub, value[key], path + (key,))
+    elif schema.get("type") == "array":
+        for i, item in enumerate(value):
+            yield from _walk(schema["items"], item, path + (i,))
+
+
+def _replace(payload: dict[str, Any], path: tuple, new: Any) -> dict[str, Any]:
+    payload = copy.deepcopy(payload)
+    node = payload
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = new
+    return payload
+
+
+def _nodes(kind: str) -> list[tuple]:
+    cases = []
+    for api, method in ALL:
+        for path, schema, value in _walk(METHODS[api][method], FULL[api][method]):
+            if kind == "object" and schema.get("type") == "object":
+                cases.append((api, method, path, schema, value))
+            elif kind == "leaf" and path and schema.get("type") not in ("object", "array"):
+                cases.append((api, method, path, schema, value))
+            elif kind == "field" and path and not isinstance(path[-1], int):
+                cases.append((api, method, path, schema, value))
+    return cases
+
+
+def _case_id(case: tuple) -> str:
+    api, method, path = case[:3]
+    return "%s.%s:%s" % (api, method, "/".join(str(p) for p in path) or "(payload)")
+
+
+def _where(path: tuple) -> str:
+    return "/".join(str(p) for p in path)
+
+
+# --- the schemas themselves --------------------------------------------------------
+
+
+def test_every_method_has_an_example():
+    assert {api: sorted(methods) for api, methods in METHODS.items()} == {
+        api: sorted(FULL[api]) for api in FULL
+    }
+
+
+@pytest.mark.parametrize(("api", "method"), ALL, ids=_ids)
+def test_schema_is_valid_draft_2020_12(api, method):
+    jsonschema.Draft202012Validator.check_schema(METHODS[api][method])
+
+
+@pytest.mark.parametrize(("api", "method"), ALL, ids=_ids)
+def test_full_and_minimal_payloads_pass(api, method):
+    schema = METHODS[api][method]
+    _validate(api, method, FULL[api][method])
+    minimal = {k: v for k, v in FULL[api][method].items() if k in schema["required"]}
+    _validate(api, method, minimal)
+
+
+@pytest.mark.parametrize("case", _nodes("object"), ids=_case_id)
+def test_every_object_is_closed(case):
+    api, method, path, schema, _value = case
+    assert schema.get("additionalProperties") is False
+
+
+# --- what is refused -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("case", _nodes("object"), ids=_case_id)
+def test_unknown_field_is_refused(case):
+    api, method, path, _schema, value = case
+    widened = dict(value, zz_unknown=1)
+    payload = _replace(FULL[api][method], path, widened) if path else widened
+    _refused(api, method, payload, "'zz_unknown'", _where(path) or "(payload)")
+
+
+@pytest.mark.parametrize(
+    ("api", "method"), [c for c in ALL if METHODS[c[0]][c[1]]["required"]], ids=_ids
+)
+def test_missing_required_field_is_refused(api, method):
+    field = METHODS[api][method]["required"][0]
+    payload = {k: v for k, v in FULL[api][method].items() if k != field}
+    _refused(api, method, payload, "'%s'" % field)
+
+
+def _wrong_type(schema: dict[str, Any]) -> list[Any]:
+    kind = schema.get("type")
+    if kind == "string":
+        return [12345, None, ["x"]]
+    if kind == "integer":
+        return ["1", 1.5, True, None]
+    if kind == "array":
+        return ["noop", {"0": "x"}]
+    if kind == "object":
+        return ["{}", []]
+    return [12345, "no-such-value"]  # enums
+
+
+@pytest.mark.parametrize("case", _nodes("field"), ids=_case_id)
+def test_wrong_type_is_refused(case):
+    api, method, path, schema, _value = case
+    for wrong in _wrong_type(schema):
+        if "anyOf" in _parent_schema(api, method, path) and wrong is None:
+            continue  # null is allowed there
+        _refused(api, method, _replace(FULL[api][method], path, wrong), _where(path))
+
+
+def _parent_schema(api: str, method: str, path: tuple) -> dict[str, Any]:
+    """The schema of ``path`` as written (before taking an anyOf branch)."""
+    schema = METHODS[api][method]
+    for key in path:
+        schema = _branch(schema)
+        schema = schema["items"] if isinstance(key, int) else schema["properties"][key]
+    return schema
+
+
+@pytest.mark.parametrize("case", [c for c in _nodes("leaf") if "maxLength" in c[3]], ids=_case_id)
+def test_too_long_string_is_refused(case):
+    api, method, path, schema, value = case
+    too_long = value + "a" * (schema["maxLength"] + 1 - len(value))
+    _refused(api, method, _replace(FULL[api][method], path, too_long), _where(path))
+
+
+@pytest.mark.parametrize(
+    ("method", "field", "length"), [("show_host", "host", 256), ("instance_update", "fault", 1025)]
+)
+def test_too_long_string_message_says_why(method, field, length):
+    payload = dict(FULL["scheduler"][method], **{field: "a" * length})
+    _refused("scheduler", method, payload, field + ": ", "too long")
+
+
+@pytest.mark.parametrize(
+    "case", [c for c in _nodes("leaf") if c[3].get("pattern") == NAME_PATTERN], ids=_case_id
+)
+def test_unsafe_name_is_refused(case):
+    api, method, path, _schema, _value = case
+    for bad in BAD_NAMES:
+        _refused(api, method, _replace(FULL[api][method], path, bad), _where(path))
+
+
+@pytest.mark.parametrize(
+    "case", [c for c in _nodes("leaf") if c[3] is schemas.ABS_PATH], ids=_case_id
+)
+def test_relative_or_nul_path_is_refused(case):
+    api, method, path, _schema, _value = case
+    for bad in BAD_PATHS:
+        _refused(api, method, _replace(FULL[api][method], path, bad), _where(path))
+
+
+@pytest.mark.parametrize(
+    "case", [c for c in _nodes("leaf") if c[3] is schemas.CMDLINE], ids=_case_id
+)
+def test_cmdline_with_nul_or_newline_is_refused(case):
+    api, method, path, _schema, _value = case
+    for bad in ["console=ttyS0\x00init=/bin/sh", "console=ttyS0\ninit=/bin/sh"]:
+        _refused(api, method, _replace(FULL[api][method], path, bad), _where(path))
+
+
+@pytest.mark.parametrize("case", [c for c in _nodes("leaf") if "minimum" in c[3]], ids=_case_id)
+def test_negative_or_below_minimum_number_is_refused(case):
+    api, method, path, schema, _value = case
+    for bad in sorted({-1, schema["minimum"] - 1}):
+        _refused(api, method, _replace(FULL[api][method], path, bad), _where(path))
+
+
+@pytest.mark.parametrize("case", [c for c in _nodes("leaf") if "maximum" in c[3]], ids=_case_id)
+def test_above_maximum_number_is_refused(case):
+    api, method, path, schema, _value = case
+    _refused(api, method, _replace(FULL[api][method], path, schema["maximum"] + 1), _where(path))
+
+
+@pytest.mark.parametrize("case", [c for c in _nodes("leaf") if c[3] is schemas.UUID], ids=_case_id)
+def test_malformed_uuid_is_refused(case):
+    api, method, path, _schema, value = case
+    for bad in [value.upper(), value.replace("-", ""), value + "0", "../" + value[3:], ""]:
+        _refused(api, method, _replace(FULL[api][method], path, bad), _where(path))
+
+
+def test_long_value_is_cut_in_the_message():
+    payload = dict(FULL["scheduler"]["create_server"], user_data="A" * 100000)
+    message = _refused("scheduler", "create_server", payload, "user_data")
+    assert len(message) < 400
+
+
+# --- anything at all -----------------------------------------------------------------
+
+JSON_SCALARS = (
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=80)
+)
+JSON = st.recursive(
+    JSON_SCALARS,
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4)
+    ),
+    max_leaves=20,
+)
+FIELD_NAMES = sorted(
+    {
+        key
+        for api, method in ALL
+        for path, _s, _v in _walk(METHODS[api][method], FULL[api][method])
+        for key in path
+        if isinstance(key, str)
+    }
+)
+KEYS = st.sampled_from(FIELD_NAMES) | st.text(max_size=12)
+
+
+@st.composite
+def payloads(draw: st.DrawFn) -> tuple[str, str, dict[str, Any]]:
+    api, method = draw(st.sampled_from(ALL))
+    start: dict[str, Any] = copy.deepcopy(FULL[api][method]) if draw(st.booleans()) else {}
+    start.update(draw(st.dictionaries(KEYS, JSON, max_size=6)))
+    return api, method, start
+
+
+@settings(
+    max_examples=200, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
+)
+@given(payloads())
+def test_random_payload_passes_or_raises_invalid_payload(case):
+    api, method, payload = case
+    try:
+        _validate(api, method, payload)
+    except exception.InvalidPayload as exc:
+        assert "%s.%s" % (api, method) in exc.message
+        assert "\n" not in exc.message.split(": ", 1)[0]
