@@ -20,7 +20,9 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def table(rows: Sequence[dict[str, Any]], columns: Sequence[str], out: TextIO | None = None) -> None:
+def table(
+    rows: Sequence[dict[str, Any]], columns: Sequence[str], out: TextIO | None = None
+) -> None:
     """A plain-text table of ``columns`` of each row."""
     out = out or sys.stdout
     cells = [[_cell(row.get(col)) for col in columns] for row in rows]

@@ -8,9 +8,8 @@ that hostile payloads cannot make us store or log megabytes.
 
 from __future__ import annotations
 
-from typing import Any
-
 import reprlib
+from typing import Any
 
 import jsonschema
 
