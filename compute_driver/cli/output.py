@@ -69,7 +69,7 @@ class Progress:
 
     def __init__(self, out: TextIO | None = None) -> None:
         self.out = out or sys.stderr
-        self.enabled = out.isatty()
+        self.enabled = self.out.isatty()
         self._shown = False
 
     def update(self, text: str) -> None:

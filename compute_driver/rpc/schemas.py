@@ -188,6 +188,9 @@ SCHEDULER_METHODS: dict[str, dict[str, Any]] = {
     "host_instances": obj({"host": HOST}, ("host",)),
 }
 
+#: Scheduler methods sent as casts (no answer); all others are calls.
+SCHEDULER_CASTS = frozenset({"report_host", "instance_update", "instance_deleted"})
+
 #: Compute API (topic "compute", server = host), version 1.0.
 COMPUTE_METHODS: dict[str, dict[str, Any]] = {
     "ping": obj({}),
@@ -216,6 +219,10 @@ def _validator(api: str, method: str, schema: dict[str, Any]) -> jsonschema.Draf
     if validator is None:
         validator = _validators[key] = jsonschema.Draft202012Validator(schema)
     return validator
+
+
+#: Compute methods sent as casts (no answer); all others are calls.
+COMPUTE_CASTS = frozenset({"build_instance", "delete_instance"})
 
 
 def validate(api: str, method: str, schema: dict[str, Any], payload: dict[str, Any]) -> None:

@@ -360,3 +360,13 @@ def test_output_follows_sys_stdout(fake_client):
             pytest.fail("main() wrote to a stale sys.stdout: %s" % exc)
     assert status == 0
     assert "| Field" in buffer.getvalue()
+
+
+def test_progress_is_silent_when_piped() -> None:
+    """Progress writes nothing when its stream is not a terminal."""
+    stream = io.StringIO()
+    progress = output.Progress(stream)
+    progress.update("Building web: spawning (3 s)")
+    progress.done()
+    assert stream.getvalue() == ""
+    assert output.Progress().out is sys.stderr

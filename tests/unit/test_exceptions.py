@@ -9,7 +9,7 @@ import oslo_messaging
 import pytest
 from oslo_messaging._drivers import common as rpc_common
 
-import network_plugins
+import network_plugins.exception  # noqa: F401 - its classes join all_error_classes()
 import storage_backends.exception  # noqa: F401 - its classes join all_error_classes()
 from compute_driver import exception
 from compute_driver.rpc import transport
@@ -33,9 +33,11 @@ def _sample(cls: type[exception.ComputeDriverError]) -> exception.ComputeDriverE
 
 def test_classes_of_every_package_are_found():
     modules = {cls.__module__ for cls in CLASSES}
-    assert modules >= {"compute_driver.exception", "storage_backends.exception"}
-    # network_plugins has no exception module yet; when it gets one, import it above.
-    assert not hasattr(network_plugins, "exception")
+    assert modules >= {
+        "compute_driver.exception",
+        "storage_backends.exception",
+        "network_plugins.exception",
+    }
 
 
 def test_codes_are_unique():
@@ -107,12 +109,8 @@ def test_survives_the_message_bus(cls):
     _same_error(error, _round_trip(error, transport.ALLOWED_EXMODS))
 
 
-@pytest.mark.parametrize("cls", OTHER_CLASSES, ids=_id)
-def test_plugin_errors_survive_the_message_bus(cls):
-    error = _sample(cls)
-    remote = _round_trip(error, transport.ALLOWED_EXMODS)
-    assert not isinstance(remote, oslo_messaging.RemoteError), remote
-    _same_error(error, remote)
+def test_every_error_module_may_cross_the_bus():
+    assert OTHER_CLASSES == [], "add their modules to transport.ALLOWED_EXMODS"
 
 
 def test_foreign_module_is_not_rebuilt():

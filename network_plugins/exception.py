@@ -1,0 +1,8 @@
+"""Errors of the network plugins."""
+
+from compute_driver import exception
+
+
+class NetworkTypeNotSupported(exception.Invalid):
+    msg_fmt = "Network plugin %(plugin)s does not offer %(network_type)s networks"
+    code = "network_type_not_supported"
