@@ -6,6 +6,16 @@ GROUP = cfg.OptGroup("rpc", title="RPC", help="compute-driver's use of the messa
 
 OPTS = [
     cfg.IntOpt(
+        "connection_retries",
+        default=2,
+        min=0,
+        max=100,
+        help="How many times a call or cast retries connecting to the "
+        "broker before it fails with a messaging_error (oslo.messaging "
+        "alone would retry forever, and a command would hang while the "
+        "broker is down).",
+    ),
+    cfg.IntOpt(
         "call_timeout",
         default=60,
         min=1,

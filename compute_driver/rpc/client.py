@@ -28,6 +28,8 @@ class RPCClientBase:
         cap = getattr(conf.upgrade_levels, self.CAP_OPTION) or self.API_VERSION
         target = messaging.Target(topic=self.TOPIC, version=self.API_VERSION)
         self.timeout = timeout if timeout is not None else conf.rpc.call_timeout
+        self.retries = conf.rpc.connection_retries
+        self._broker_checked = False
         self._client = messaging.get_rpc_client(
             transport.get_transport(conf), target, version_cap=cap, timeout=self.timeout
         )
@@ -41,7 +43,10 @@ class RPCClientBase:
     def _call(
         self, method: str, payload: dict[str, Any], host: str | None = None, version: str = "1.0"
     ) -> Any:
-        prepared = self._client.prepare(server=host, version=version)
+        if not self._broker_checked:
+            transport.check_broker(self.conf, self.retries)
+            self._broker_checked = True
+        prepared = self._client.prepare(server=host, version=version, retry=self.retries)
         try:
             return prepared.call(self._context(), method, **payload)
         except messaging.MessagingTimeout as exc:
@@ -63,4 +68,8 @@ class RPCClientBase:
     def _cast(
         self, method: str, payload: dict[str, Any], host: str | None = None, version: str = "1.0"
     ) -> None:
-        self._client.prepare(server=host, version=version).cast(self._context(), method, **payload)
+        prepared = self._client.prepare(server=host, version=version, retry=self.retries)
+        try:
+            prepared.cast(self._context(), method, **payload)
+        except messaging.MessagingException as exc:
+            raise exception.MessagingError(service=self._service(host), reason=str(exc)) from exc

@@ -7,8 +7,11 @@ modules may be rebuilt from remote errors, and the threading executor
 
 from __future__ import annotations
 
+import kombu
 import oslo_messaging as messaging
 from oslo_config import cfg
+
+from compute_driver import exception
 
 CONTROL_EXCHANGE = "compute_driver"
 
@@ -32,6 +35,40 @@ def get_transport(conf: cfg.ConfigOpts = cfg.CONF) -> messaging.Transport:
     if key not in _transports:
         _transports[key] = messaging.get_rpc_transport(conf, allowed_remote_exmods=ALLOWED_EXMODS)
     return _transports[key]
+
+
+def check_broker(conf: cfg.ConfigOpts, retries: int) -> None:
+    """Fail fast when no AMQP broker of ``transport_url`` answers.
+
+    NOTE: oslo.messaging opens the reply queue of a first call with no retry
+    limit, so a client would hang for as long as the broker is down.
+    Checking first turns that into one clear error.
+
+    :raises MessagingError: none of the brokers accepted a connection.
+    """
+    url = messaging.TransportURL.parse(conf, conf.transport_url)
+    if url.transport not in ("rabbit", "amqp") or not url.hosts:
+        return  # in-process transports (kombu+memory://, fake://) are always there
+    errors = []
+    for host in url.hosts:
+        connection = kombu.Connection(
+            hostname=host.hostname or "localhost",
+            port=host.port or 5672,
+            userid=host.username or "guest",
+            password=host.password or "guest",
+            virtual_host=url.virtual_host or "/",
+            connect_timeout=5,
+        )
+        try:
+            connection.ensure_connection(
+                max_retries=retries, interval_start=1, interval_step=1, interval_max=2
+            )
+            return
+        except Exception as exc:  # noqa: BLE001 - any failure means "not this broker"
+            errors.append("%s:%s: %s" % (host.hostname, host.port or 5672, exc))
+        finally:
+            connection.release()
+    raise exception.MessagingError(service="the broker", reason="; ".join(errors))
 
 
 def get_notification_transport(conf: cfg.ConfigOpts = cfg.CONF) -> messaging.Transport:

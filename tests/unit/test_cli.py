@@ -370,3 +370,23 @@ def test_progress_is_silent_when_piped() -> None:
     progress.done()
     assert stream.getvalue() == ""
     assert output.Progress().out is sys.stderr
+
+
+def test_unreachable_broker_fails_fast_with_one_line(tmp_path, bin_dir) -> None:
+    """oslo.messaging alone would retry forever; computectl says so and exits."""
+    import subprocess
+    import time
+
+    conf_file = tmp_path / "c.conf"
+    conf_file.write_text("[DEFAULT]\ntransport_url = rabbit://guest:guest@127.0.0.1:1/\n")
+    start = time.monotonic()
+    done = subprocess.run(
+        [str(bin_dir / "computectl"), "--config-file", str(conf_file), "host", "list"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1
+    assert done.stderr.startswith("computectl: messaging_error: ")
+    assert "127.0.0.1:1" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    assert time.monotonic() - start < 30
