@@ -173,6 +173,11 @@ class NetworkError(ComputeDriverError):
     code = "network_error"
 
 
+class DatabaseUnavailable(ComputeDriverError):
+    msg_fmt = "The scheduler database is unavailable: %(reason)s"
+    code = "database_unavailable"
+
+
 class InternalError(ComputeDriverError):
     msg_fmt = "Internal error in %(method)s (see the service log for request %(request_id)s)"
     code = "internal_error"

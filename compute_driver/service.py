@@ -7,6 +7,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Sequence
+from typing import Protocol
 
 from oslo_config import cfg
 from oslo_log import log as oslo_log
@@ -50,6 +51,42 @@ class Periodic(threading.Thread):
 
     def stop(self) -> None:
         self.stopped.set()
+
+
+class Service(Protocol):
+    """What :func:`run` drives: a service that starts and stops."""
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+def run(
+    prog: str, argv: Sequence[str] | None, factory: Callable[[cfg.ConfigOpts], Service]
+) -> None:
+    """Main loop of a service: configure, build, start, wait for a signal, stop.
+
+    Exits 2 with one line for a configuration error, 1 when the service
+    cannot start (its hypervisor or database is unusable), 0 after a clean stop.
+    """
+    from compute_driver.rpc import transport
+
+    conf = prepare(prog, argv)
+    try:
+        svc = factory(conf)
+    except exception.InvalidConfig as exc:
+        print("%s: configuration error: %s" % (prog, exc), file=sys.stderr)
+        sys.exit(2)
+    except exception.ComputeDriverError as exc:
+        print("%s: cannot start: %s" % (prog, exc), file=sys.stderr)
+        sys.exit(1)
+    svc.start()
+    try:
+        wait_for_signal()
+    finally:
+        svc.stop()
+        transport.cleanup()
+    sys.exit(0)
 
 
 def wait_for_signal() -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import sys
 import threading
 from collections.abc import Sequence
 
@@ -93,19 +92,4 @@ class AgentService:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    conf = service.prepare("compute-agent", argv)
-    try:
-        svc = AgentService(conf)
-    except exception.InvalidConfig as exc:
-        print("compute-agent: configuration error: %s" % exc, file=sys.stderr)
-        sys.exit(2)
-    except exception.ComputeDriverError as exc:
-        print("compute-agent: cannot start: %s" % exc, file=sys.stderr)
-        sys.exit(1)
-    svc.start()
-    try:
-        service.wait_for_signal()
-    finally:
-        svc.stop()
-        transport.cleanup()
-    sys.exit(0)
+    service.run("compute-agent", argv, AgentService)

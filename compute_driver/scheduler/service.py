@@ -3,18 +3,37 @@
 from __future__ import annotations
 
 import logging
-import sys
 from collections.abc import Sequence
 
 import oslo_messaging as messaging
 from oslo_config import cfg
+from sqlalchemy import exc as sa_exc
 
-from compute_driver import service
+from compute_driver import config, exception, service
 from compute_driver.rpc import compute_api, scheduler_api, transport
 from compute_driver.scheduler.manager import SchedulerManager, ensure_state_dirs
 from compute_driver.scheduler.store import Store
 
 LOG = logging.getLogger(__name__)
+
+
+def open_store(conf: cfg.ConfigOpts) -> Store:
+    """The store at ``[database] connection``, migrated to the newest schema.
+
+    :raises InvalidConfig: the URL is malformed or names an unknown driver.
+    :raises DatabaseUnavailable: the database cannot be reached or migrated.
+    """
+    try:
+        store = Store(conf.database.connection, conf.database.busy_timeout)
+        store.upgrade()
+    except (sa_exc.ArgumentError, sa_exc.NoSuchModuleError, ImportError) as exc:
+        raise exception.InvalidConfig(
+            reason="%s: [database] connection is invalid: %s"
+            % (config.option_location(conf, "database", "connection"), exc)
+        ) from exc
+    except (sa_exc.SQLAlchemyError, OSError) as exc:
+        raise exception.DatabaseUnavailable(reason=str(exc).splitlines()[0]) from exc
+    return store
 
 
 class SchedulerService:
@@ -23,8 +42,7 @@ class SchedulerService:
     def __init__(self, conf: cfg.ConfigOpts) -> None:
         self.conf = conf
         ensure_state_dirs(conf)
-        self.store = Store(conf.database.connection, conf.database.busy_timeout)
-        self.store.upgrade()
+        self.store = open_store(conf)
         self.manager = SchedulerManager(conf, self.store, compute_api.ComputeAPI(conf))
         target = messaging.Target(topic=scheduler_api.TOPIC, server=conf.host)
         self.server = transport.get_server(conf, target, [self.manager], conf.scheduler.rpc_workers)
@@ -45,12 +63,4 @@ class SchedulerService:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    conf = service.prepare("compute-scheduler", argv)
-    svc = SchedulerService(conf)
-    svc.start()
-    try:
-        service.wait_for_signal()
-    finally:
-        svc.stop()
-        transport.cleanup()
-    sys.exit(0)
+    service.run("compute-scheduler", argv, SchedulerService)

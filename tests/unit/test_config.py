@@ -236,3 +236,33 @@ def test_service_stderr_has_no_warning(write_conf, bin_dir, repo_dir, program):
     result = _run_service(bin_dir, repo_dir, program, str(path))
     assert result.returncode == 2
     assert len(result.stderr.splitlines()) == 1, result.stderr
+
+
+@pytest.mark.parametrize(
+    "url, status, words",
+    [
+        ("nosuchdb://x/y", 2, ["[database] connection is invalid", "nosuchdb"]),
+        ("postgresql+nosuchdriver://u:p@127.0.0.1:1/db", 2, ["[database] connection is invalid"]),
+        ("sqlite:////proc/no/such/dir/db.sqlite", 1, ["cannot start", "database is unavailable"]),
+    ],
+)
+def test_scheduler_with_unusable_database_exits_with_one_line(
+    tmp_path, bin_dir, url, status, words
+):
+    import subprocess
+
+    conf_file = tmp_path / "s.conf"
+    conf_file.write_text(
+        "[DEFAULT]\nstate_path = %s\n[database]\nconnection = %s\n" % (tmp_path, url)
+    )
+    done = subprocess.run(
+        [str(bin_dir / "compute-scheduler"), "--config-file", str(conf_file)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == status, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    for word in words:
+        assert word in lines[0]
