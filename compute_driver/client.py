@@ -74,6 +74,33 @@ class Client:
     def delete_server(self, server: str) -> dict[str, Any]:
         return self._api.call("delete_server", server=server)
 
+    def server_action(self, server: str, action: str) -> dict[str, Any]:
+        """Start ``action`` (stop, start, reboot, hard-reboot, pause, unpause,
+        suspend, resume); returns the record with its task in flight.
+
+        :raises InstanceStateConflict: another task is in flight, or the
+            server's state does not allow the action.
+        """
+        return self._api.call("server_action", server=server, action=action)
+
+    def wait_for_action(
+        self,
+        server: str,
+        action: str,
+        timeout: float = 300,
+        progress: ProgressCallback | None = None,
+    ) -> dict[str, Any]:
+        """Wait for the task of an action to end.
+
+        :raises ActionFailed: the agent reported that the action failed.
+        """
+        record = self.wait_for_server(server, timeout=timeout, progress=progress)
+        if record["fault"]:
+            raise exception.ActionFailed(
+                action=action, instance=record["name"], reason=record["fault"]
+            )
+        return record
+
     def console_log(self, server: str, lines: int | None = None) -> str:
         return self._api.call("server_console_log", server=server, lines=lines)
 

@@ -148,6 +148,11 @@ class BuildFailed(ComputeDriverError):
     code = "build_failed"
 
 
+class ActionFailed(ComputeDriverError):
+    msg_fmt = "%(action)s of server %(instance)s failed: %(reason)s"
+    code = "action_failed"
+
+
 class DeleteFailed(ComputeDriverError):
     msg_fmt = "Delete of server %(instance)s failed: %(reason)s"
     code = "delete_failed"

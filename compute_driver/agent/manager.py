@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import oslo_messaging as messaging
@@ -25,6 +26,16 @@ LOG = logging.getLogger(__name__)
 API = "compute"
 ROOT_TARGET_DEV = "vda"
 DEFAULT_CONSOLE_LINES = 100
+
+#: The vm_state a server is in when libvirt shows this power state.
+VM_STATE_OF_POWER = {
+    "running": "active",
+    "paused": "paused",
+    "suspended": "suspended",
+    "shutdown": "stopped",
+    "crashed": "stopped",
+    "nostate": "stopped",
+}
 
 
 def compute_method(func):
@@ -84,7 +95,9 @@ class ComputeManager:
                 info = None
             if info is not None:
                 LOG.info("Build of %s repeated: it exists, reporting its state", spec.uuid)
-                self.scheduler.instance_update(self.host, spec.uuid, "active", info.power_state)
+                self.scheduler.instance_update(
+                    self.host, spec.uuid, VM_STATE_OF_POWER[info.power_state], info.power_state
+                )
                 return
             try:
                 self._spawn(spec)
@@ -123,6 +136,9 @@ class ComputeManager:
 
     @compute_method
     def delete_instance(self, ctxt: dict, uuid: str) -> None:
+        self._delete(uuid)
+
+    def _delete(self, uuid: str) -> None:
         with self._instance_lock(uuid):
             try:
                 info = self.driver.destroy(uuid)
@@ -142,6 +158,70 @@ class ComputeManager:
         self._forget_lock(uuid)
         LOG.info("Server %s deleted", uuid)
         self.scheduler.instance_deleted(self.host, uuid)
+
+    # --- power actions ----------------------------------------------------------
+
+    def _act(self, uuid: str, action: str, func: Callable[[], Any]) -> None:
+        """Run one power action, then report the state libvirt shows, and any fault."""
+        fault = None
+        with self._instance_lock(uuid):
+            try:
+                func()
+            except exception.ComputeDriverError as exc:
+                LOG.warning("%s of server %s failed: %s", action, uuid, exc)
+                fault = "%s failed: %s" % (action, exc.message)
+            try:
+                info = self.driver.get_info(uuid)
+            except exception.InstanceNotFound:
+                LOG.warning("%s of server %s: no such domain here", action, uuid)
+                self.scheduler.instance_update(
+                    self.host,
+                    uuid,
+                    "error",
+                    fault="%s: the domain is missing on %s" % (action, self.host),
+                )
+                return
+        LOG.info("Server %s after %s: %s", uuid, action, info.power_state)
+        self.scheduler.instance_update(
+            self.host, uuid, VM_STATE_OF_POWER[info.power_state], info.power_state, fault=fault
+        )
+
+    @compute_method
+    def stop_instance(self, ctxt: dict, uuid: str, timeout: int | None = None) -> None:
+        opts = self.conf.libvirt
+        wait = opts.shutdown_timeout if timeout is None else timeout
+        self._act(
+            uuid, "stop", lambda: self.driver.power_off(uuid, wait, opts.shutdown_retry_interval)
+        )
+
+    @compute_method
+    def start_instance(self, ctxt: dict, uuid: str) -> None:
+        self._act(uuid, "start", lambda: self.driver.power_on(uuid))
+
+    @compute_method
+    def reboot_instance(self, ctxt: dict, uuid: str, hard: bool) -> None:
+        timeout = self.conf.libvirt.shutdown_timeout
+        self._act(
+            uuid,
+            "hard reboot" if hard else "reboot",
+            lambda: self.driver.reboot(uuid, hard, timeout),
+        )
+
+    @compute_method
+    def pause_instance(self, ctxt: dict, uuid: str) -> None:
+        self._act(uuid, "pause", lambda: self.driver.pause(uuid))
+
+    @compute_method
+    def unpause_instance(self, ctxt: dict, uuid: str) -> None:
+        self._act(uuid, "unpause", lambda: self.driver.unpause(uuid))
+
+    @compute_method
+    def suspend_instance(self, ctxt: dict, uuid: str) -> None:
+        self._act(uuid, "suspend", lambda: self.driver.suspend(uuid))
+
+    @compute_method
+    def resume_instance(self, ctxt: dict, uuid: str) -> None:
+        self._act(uuid, "resume", lambda: self.driver.power_on(uuid))
 
     @compute_method
     def get_console_output(self, ctxt: dict, uuid: str, lines: int = DEFAULT_CONSOLE_LINES) -> str:
@@ -190,13 +270,14 @@ class ComputeManager:
         here = {i.uuid: i for i in self.driver.list_instances()}
         expected = {i["uuid"]: i for i in self._reconcile_scheduler.host_instances(self.host)}
         for uuid, record in expected.items():
-            if uuid in here:
-                if record["task_state"] == "spawning":
-                    self.scheduler.instance_update(
-                        self.host, uuid, "active", here[uuid].power_state
-                    )
-            elif record["task_state"] == "deleting":
-                self.scheduler.instance_deleted(self.host, uuid)
+            task = record["task_state"]
+            if task == "deleting":
+                # The delete may have died with the old agent: finish it.
+                self._delete(uuid)
+            elif uuid in here and task:
+                # A build or action in flight when the agent stopped: say where it got to.
+                power = here[uuid].power_state
+                self.scheduler.instance_update(self.host, uuid, VM_STATE_OF_POWER[power], power)
             elif record["vm_state"] != "error":
                 LOG.warning(
                     "Server %s is expected on this host but libvirt has no such domain", uuid

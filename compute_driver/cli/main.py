@@ -52,6 +52,17 @@ FLAVOR_COLUMNS = ["name", "vcpus", "memory_mb", "root_gb"]
 IMAGE_COLUMNS = ["name", "uuid", "disk_format", "size_bytes", "virtual_size", "kernel_path"]
 
 
+ACTION_HELP = {
+    "stop": "shut the guest down (ACPI), forced off after [libvirt] shutdown_timeout",
+    "start": "start a stopped server",
+    "reboot": "reboot (ACPI shutdown and start; falls back to --hard)",
+    "pause": "freeze the guest's vCPUs",
+    "unpause": "let a paused guest run again",
+    "suspend": "save the guest's memory to disk and stop it",
+    "resume": "restore a suspended server",
+}
+
+
 class ArgumentParser(argparse.ArgumentParser):
     """argparse, with usage errors as one line and exit status 2."""
 
@@ -127,6 +138,17 @@ def build_parser() -> ArgumentParser:
     delete = server.add_parser("delete", help="delete a server")
     delete.add_argument("server")
     delete.add_argument("--wait", action="store_true", help="wait until it is gone")
+    for action, text in ACTION_HELP.items():
+        act = server.add_parser(action, help=text)
+        act.add_argument("server")
+        if action == "reboot":
+            act.add_argument(
+                "--hard",
+                action="store_true",
+                help="stop at once instead of asking the guest (ACPI)",
+            )
+        act.add_argument("--wait", action="store_true", help="wait until it is done")
+        act.add_argument("--wait-timeout", type=int, default=600, metavar="S")
     console = server.add_parser("console-log", help="the last lines of the serial console")
     console.add_argument("server")
     console.add_argument("--lines", type=int, default=100)
@@ -220,6 +242,21 @@ def run_command(args: argparse.Namespace, client: Any) -> tuple[Any, list[str] |
                 finally:
                     progress.done()
             return None, None
+        if action in ACTION_HELP:
+            name = "hard-reboot" if action == "reboot" and args.hard else action
+            record = client.server_action(args.server, name)
+            if args.wait:
+                progress = Progress()
+                try:
+                    record = client.wait_for_action(
+                        record["uuid"],
+                        name,
+                        timeout=args.wait_timeout,
+                        progress=_progress_printer(progress, name.capitalize()),
+                    )
+                finally:
+                    progress.done()
+            return record, None
         return client.console_log(args.server, args.lines), None
     raise exception.Invalid(reason="unknown command %s" % group)
 

@@ -36,6 +36,23 @@ OPTS = [
         help="Bytes of the serial console log that console-log returns at most.",
     ),
     cfg.IntOpt(
+        "shutdown_timeout",
+        default=60,
+        min=0,
+        max=3600,
+        help="Seconds a stop or soft reboot waits for the guest to shut "
+        "down after an ACPI request before the guest is forced off. "
+        "Related options: shutdown_retry_interval.",
+    ),
+    cfg.IntOpt(
+        "shutdown_retry_interval",
+        default=10,
+        min=1,
+        max=600,
+        help="Seconds between repeated ACPI shutdown requests while a stop "
+        "waits (a guest may miss the first one while it boots).",
+    ),
+    cfg.IntOpt(
         "kvm_probe_timeout",
         default=5,
         min=1,

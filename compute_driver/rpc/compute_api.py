@@ -2,7 +2,8 @@
 
 Version history:
   1.0 - build_instance, delete_instance, get_console_output,
-        get_instance_info, ping.
+        get_instance_info, ping; stop/start/reboot/pause/unpause/
+        suspend/resume_instance.
 """
 
 from __future__ import annotations
@@ -32,6 +33,21 @@ class ComputeAPI(RPCClientBase):
     def delete_instance(self, host: str, uuid: str) -> None:
         """Cast: destroy the instance and everything made for it (idempotent)."""
         self._cast("delete_instance", {"uuid": uuid}, host=host)
+
+    def stop_instance(self, host: str, uuid: str, timeout: int | None = None) -> None:
+        """Cast: ACPI shutdown, forced off after ``timeout`` s (default: the agent's option)."""
+        payload: dict[str, Any] = {"uuid": uuid}
+        if timeout is not None:
+            payload["timeout"] = timeout
+        self._cast("stop_instance", payload, host=host)
+
+    def reboot_instance(self, host: str, uuid: str, hard: bool) -> None:
+        """Cast: soft (ACPI, falling back to hard) or hard reboot."""
+        self._cast("reboot_instance", {"uuid": uuid, "hard": hard}, host=host)
+
+    def instance_action(self, host: str, uuid: str, method: str) -> None:
+        """Cast one of start/pause/unpause/suspend/resume ``_instance``."""
+        self._cast(method, {"uuid": uuid}, host=host)
 
     def get_console_output(self, host: str, uuid: str, lines: int | None = None) -> str:
         """Call: the last ``lines`` lines of the serial console log."""

@@ -1,7 +1,7 @@
 """Client side of the scheduler API (topic ``scheduler``).
 
 Version history:
-  1.0 - servers (create, list, show, delete, console log), hosts, flavors,
+  1.0 - servers (create, list, show, delete, actions, console log), hosts, flavors,
         images; agent reports (report_host, instance_update,
         instance_deleted, host_instances).
 """

@@ -123,6 +123,18 @@ HOST_CAPABILITIES = obj(
 
 INSTANCE_POWER = obj({"uuid": UUID, "power_state": POWER_STATE}, ("uuid", "power_state"))
 
+#: The actions of ``server_action`` (the table is SERVER_ACTIONS below).
+SERVER_ACTION_NAMES = (
+    "stop",
+    "start",
+    "reboot",
+    "hard-reboot",
+    "pause",
+    "unpause",
+    "suspend",
+    "resume",
+)
+
 #: Scheduler API (topic "scheduler"), version 1.0.
 SCHEDULER_METHODS: dict[str, dict[str, Any]] = {
     "ping": obj({}),
@@ -144,6 +156,10 @@ SCHEDULER_METHODS: dict[str, dict[str, Any]] = {
     "server_console_log": obj(
         {"server": NAME_OR_UUID, "lines": {"type": "integer", "minimum": 1, "maximum": 100000}},
         ("server",),
+    ),
+    "server_action": obj(
+        {"server": NAME_OR_UUID, "action": {"enum": sorted(SERVER_ACTION_NAMES)}},
+        ("server", "action"),
     ),
     "list_hosts": obj({}),
     "show_host": obj({"host": HOST}, ("host",)),
@@ -201,6 +217,15 @@ COMPUTE_METHODS: dict[str, dict[str, Any]] = {
         ("uuid",),
     ),
     "get_instance_info": obj({"uuid": UUID}, ("uuid",)),
+    "stop_instance": obj(
+        {"uuid": UUID, "timeout": {"type": "integer", "minimum": 0, "maximum": 3600}}, ("uuid",)
+    ),
+    "start_instance": obj({"uuid": UUID}, ("uuid",)),
+    "reboot_instance": obj({"uuid": UUID, "hard": {"type": "boolean"}}, ("uuid", "hard")),
+    "pause_instance": obj({"uuid": UUID}, ("uuid",)),
+    "unpause_instance": obj({"uuid": UUID}, ("uuid",)),
+    "suspend_instance": obj({"uuid": UUID}, ("uuid",)),
+    "resume_instance": obj({"uuid": UUID}, ("uuid",)),
 }
 
 
@@ -222,7 +247,31 @@ def _validator(api: str, method: str, schema: dict[str, Any]) -> jsonschema.Draf
 
 
 #: Compute methods sent as casts (no answer); all others are calls.
-COMPUTE_CASTS = frozenset({"build_instance", "delete_instance"})
+COMPUTE_CASTS = frozenset(
+    {
+        "build_instance",
+        "delete_instance",
+        "stop_instance",
+        "start_instance",
+        "reboot_instance",
+        "pause_instance",
+        "unpause_instance",
+        "suspend_instance",
+        "resume_instance",
+    }
+)
+
+#: Server actions: the vm_states each is allowed from, and the task it sets.
+SERVER_ACTIONS: dict[str, tuple[frozenset[str], str]] = {
+    "stop": (frozenset({"active", "paused"}), "powering-off"),
+    "start": (frozenset({"stopped"}), "powering-on"),
+    "reboot": (frozenset({"active"}), "rebooting"),
+    "hard-reboot": (frozenset({"active", "stopped", "paused", "suspended"}), "rebooting-hard"),
+    "pause": (frozenset({"active"}), "pausing"),
+    "unpause": (frozenset({"paused"}), "unpausing"),
+    "suspend": (frozenset({"active"}), "suspending"),
+    "resume": (frozenset({"suspended"}), "resuming"),
+}
 
 
 def validate(api: str, method: str, schema: dict[str, Any], payload: dict[str, Any]) -> None:

@@ -174,6 +174,23 @@ class SchedulerManager:
         return record
 
     @scheduler_method
+    def server_action(self, ctxt: dict, server: str, action: str) -> dict[str, Any]:
+        allowed, task = schemas.SERVER_ACTIONS[action]
+        record = self.store.begin_task(server, allowed, task)
+        host, uuid = record["host"], record["uuid"]
+        try:
+            if action == "stop":
+                self.compute.stop_instance(host, uuid)
+            elif action in ("reboot", "hard-reboot"):
+                self.compute.reboot_instance(host, uuid, hard=action == "hard-reboot")
+            else:
+                self.compute.instance_action(host, uuid, "%s_instance" % action)
+        except exception.ComputeDriverError:
+            self.store.update_instance(uuid, task_state=None)
+            raise
+        return record
+
+    @scheduler_method
     def server_console_log(self, ctxt: dict, server: str, lines: int | None = None) -> str:
         record = self.store.get_instance(server)
         if not record["host"]:
@@ -284,7 +301,9 @@ class SchedulerManager:
             LOG.warning("Server %s failed on %s: %s", uuid, host, fault)
             self.store.fail_instance(uuid, fault or "failed on %s" % host)
             return
-        values: dict[str, Any] = {"vm_state": vm_state, "task_state": None, "fault": None}
+        # NOTE: fault is what this update says went wrong (an action that
+        # failed while the server stays usable), and None clears the last one.
+        values: dict[str, Any] = {"vm_state": vm_state, "task_state": None, "fault": fault}
         if power_state is not None:
             values["power_state"] = power_state
         if not self.store.update_instance(uuid, expected_host=host, **values):

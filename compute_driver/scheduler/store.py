@@ -390,6 +390,40 @@ class Store:
                 setattr(instance, key, value)
             return True
 
+    def begin_task(self, ref: str, allowed_states: frozenset[str], task: str) -> dict[str, Any]:
+        """Compare-and-swap a server into ``task``.
+
+        :raises InstanceStateConflict: another task is in flight, or the
+            server's state does not allow this one (nothing is changed).
+        """
+        with self.session() as session:
+            instance = self._find_instance(session, ref)
+            result = session.execute(
+                update(Instance)
+                .where(
+                    Instance.uuid == instance.uuid,
+                    Instance.deleted.is_(False),
+                    Instance.task_state.is_(None),
+                    Instance.vm_state.in_(sorted(allowed_states)),
+                )
+                .values(task_state=task, updated_at=utcnow())
+                .execution_options(synchronize_session=False)
+            )
+            if result.rowcount != 1:
+                session.refresh(instance)
+                if instance.task_state:
+                    reason = "task %s is in flight" % instance.task_state
+                else:
+                    reason = "%s needs the server to be %s" % (
+                        task,
+                        " or ".join(sorted(allowed_states)),
+                    )
+                raise exception.InstanceStateConflict(
+                    instance=instance.name, state=instance.vm_state, reason=reason
+                )
+            session.refresh(instance)
+            return instance_dict(instance)
+
     def fail_instance(self, uuid: str, fault: str) -> None:
         """Mark a server ERROR with ``fault`` and release its claim.
 

@@ -159,6 +159,51 @@ class ComputeDriver(abc.ABC):
         """The host's CPUs, memory and hypervisor identity."""
 
     @abc.abstractmethod
+    def power_off(self, uuid: str, timeout: float, retry_interval: float) -> bool:
+        """Stop the guest: ask it to shut down (ACPI), then force after ``timeout`` s.
+
+        Idempotent: a stopped guest stays stopped.
+
+        :param retry_interval: seconds between repeated shutdown requests.
+        :returns: True when the guest shut down by itself, False when forced.
+        :raises InstanceNotFound: no such guest here.
+        :raises VirtError: the hypervisor refused.
+        """
+
+    @abc.abstractmethod
+    def power_on(self, uuid: str) -> None:
+        """Start a stopped guest (restoring a suspended one). Idempotent.
+
+        :raises InstanceNotFound: no such guest here.
+        :raises VirtError: the hypervisor refused.
+        """
+
+    @abc.abstractmethod
+    def reboot(self, uuid: str, hard: bool, timeout: float) -> bool:
+        """Restart the guest.
+
+        Soft: shut down through ACPI and start again, falling back to hard
+        when the guest has not stopped within ``timeout`` s. Hard: stop at
+        once and start again.
+
+        :returns: True when the soft path succeeded (False when hard was used).
+        :raises InstanceNotFound: no such guest here.
+        :raises VirtError: the hypervisor refused.
+        """
+
+    @abc.abstractmethod
+    def pause(self, uuid: str) -> None:
+        """Freeze the guest's vCPUs (memory stays in RAM). Idempotent."""
+
+    @abc.abstractmethod
+    def unpause(self, uuid: str) -> None:
+        """Let a paused guest run again. Idempotent."""
+
+    @abc.abstractmethod
+    def suspend(self, uuid: str) -> None:
+        """Save the guest's memory to disk and stop it (managed save). Idempotent."""
+
+    @abc.abstractmethod
     def console_output(self, uuid: str, lines: int) -> str:
         """The last ``lines`` lines of the guest's serial console ('' when the
         driver keeps no console log; see ``describe()['console_log']``).

@@ -46,6 +46,7 @@ FULL: dict[str, dict[str, dict[str, Any]]] = {
         "show_server": {"server": "web-1"},
         "delete_server": {"server": UUID},
         "server_console_log": {"server": "web-1", "lines": 10},
+        "server_action": {"server": "web-1", "action": "hard-reboot"},
         "list_hosts": {},
         "show_host": {"host": "compute-1"},
         "list_flavors": {},
@@ -101,6 +102,13 @@ FULL: dict[str, dict[str, dict[str, Any]]] = {
         "delete_instance": {"uuid": UUID},
         "get_console_output": {"uuid": UUID, "lines": 100},
         "get_instance_info": {"uuid": UUID},
+        "stop_instance": {"uuid": UUID, "timeout": 30},
+        "start_instance": {"uuid": UUID},
+        "reboot_instance": {"uuid": UUID, "hard": False},
+        "pause_instance": {"uuid": UUID},
+        "unpause_instance": {"uuid": UUID},
+        "suspend_instance": {"uuid": UUID},
+        "resume_instance": {"uuid": UUID},
     },
 }
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import time
 from collections import deque
 from typing import Any
 
@@ -40,6 +41,8 @@ _POWER_STATES = {
 }
 
 CONFIG_DRIVE_DEV = "hdc"
+#: Seconds between two looks at a guest that is shutting down.
+POLL_INTERVAL = 0.25
 # NOTE: no VIR_DOMAIN_UNDEFINE_NVRAM: we boot no UEFI guests, and the test
 # driver refuses the flag.
 UNDEFINE_FLAGS = libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
@@ -241,10 +244,13 @@ class LibvirtDriver(base.ComputeDriver):
 
     def _info(self, virt_dom: libvirt.virDomain, meta: lvxml.InstanceMetadata) -> base.InstanceInfo:
         state, _max_mem, memory_kib, vcpus, _cpu_time = virt_dom.info()
+        power_state = _POWER_STATES.get(state, "nostate")
+        if state == libvirt.VIR_DOMAIN_SHUTOFF and virt_dom.hasManagedSaveImage():
+            power_state = "suspended"
         return base.InstanceInfo(
             uuid=meta.uuid,
             name=meta.name,
-            power_state=_POWER_STATES.get(state, "nostate"),
+            power_state=power_state,
             vcpus=vcpus,
             memory_mb=memory_kib // 1024,
             volumes=tuple(base.VolumeRef(v.id, v.backend, v.target_dev) for v in meta.volumes),
@@ -295,6 +301,104 @@ class LibvirtDriver(base.ComputeDriver):
                     ) from exc
         shutil.rmtree(self.instance_dir(uuid), ignore_errors=True)
         return info
+
+    # --- power -----------------------------------------------------------------
+
+    def _require(self, uuid: str) -> libvirt.virDomain:
+        virt_dom = self._lookup(uuid)
+        if virt_dom is None or self._metadata(virt_dom) is None:
+            raise exception.InstanceNotFound(instance=uuid)
+        return virt_dom
+
+    @staticmethod
+    def _state(virt_dom: libvirt.virDomain) -> int:
+        return virt_dom.state()[0]
+
+    def _do(self, operation: str, uuid: str, call, *args) -> None:
+        try:
+            call(*args)
+        except libvirt.libvirtError as exc:
+            raise exception.VirtError(
+                operation=operation, instance=uuid, reason=exc.get_error_message()
+            ) from exc
+
+    def _wait_for_shutoff(
+        self, virt_dom: libvirt.virDomain, uuid: str, timeout: float, retry_interval: float
+    ) -> bool:
+        """ACPI shutdown requests every ``retry_interval`` s until off or ``timeout``."""
+        deadline = time.monotonic() + timeout
+        next_request = 0.0
+        while time.monotonic() < deadline:
+            if not virt_dom.isActive():
+                return True
+            if time.monotonic() >= next_request:
+                try:
+                    virt_dom.shutdown()
+                except libvirt.libvirtError as exc:
+                    if virt_dom.isActive():
+                        LOG.debug("Shutdown request to %s refused: %s", uuid, exc)
+                next_request = time.monotonic() + retry_interval
+            time.sleep(POLL_INTERVAL)
+        return not virt_dom.isActive()
+
+    def power_off(self, uuid: str, timeout: float, retry_interval: float) -> bool:
+        virt_dom = self._require(uuid)
+        if not virt_dom.isActive():
+            return True
+        if self._state(virt_dom) == libvirt.VIR_DOMAIN_PAUSED or timeout <= 0:
+            clean = False  # a paused guest cannot hear ACPI
+        else:
+            clean = self._wait_for_shutoff(virt_dom, uuid, timeout, retry_interval)
+        if not clean:
+            LOG.warning("Server %s did not shut down within %s s; forcing it off", uuid, timeout)
+            try:
+                virt_dom.destroy()
+            except libvirt.libvirtError as exc:
+                if virt_dom.isActive():
+                    raise exception.VirtError(
+                        operation="power_off", instance=uuid, reason=exc.get_error_message()
+                    ) from exc
+        return clean
+
+    def power_on(self, uuid: str) -> None:
+        virt_dom = self._require(uuid)
+        if virt_dom.isActive():
+            return
+        # NOTE: starting a domain that has a managed-save image restores it,
+        # so this also resumes a suspended server.
+        self._do("power_on", uuid, virt_dom.create)
+
+    def reboot(self, uuid: str, hard: bool, timeout: float) -> bool:
+        virt_dom = self._require(uuid)
+        soft_ok = False
+        if not hard and self._state(virt_dom) == libvirt.VIR_DOMAIN_RUNNING:
+            soft_ok = self._wait_for_shutoff(virt_dom, uuid, timeout, max(timeout, 1.0))
+            if not soft_ok:
+                LOG.warning(
+                    "Server %s ignored the ACPI shutdown for %s s; rebooting hard", uuid, timeout
+                )
+        if virt_dom.isActive():
+            self._do("reboot", uuid, virt_dom.destroy)
+        if virt_dom.hasManagedSaveImage():
+            # A hard reboot of a suspended server boots it afresh.
+            self._do("reboot", uuid, virt_dom.managedSaveRemove)
+        self._do("reboot", uuid, virt_dom.create)
+        return soft_ok
+
+    def pause(self, uuid: str) -> None:
+        virt_dom = self._require(uuid)
+        if self._state(virt_dom) != libvirt.VIR_DOMAIN_PAUSED:
+            self._do("pause", uuid, virt_dom.suspend)
+
+    def unpause(self, uuid: str) -> None:
+        virt_dom = self._require(uuid)
+        if self._state(virt_dom) == libvirt.VIR_DOMAIN_PAUSED:
+            self._do("unpause", uuid, virt_dom.resume)
+
+    def suspend(self, uuid: str) -> None:
+        virt_dom = self._require(uuid)
+        if virt_dom.isActive():
+            self._do("suspend", uuid, virt_dom.managedSave)
 
     # --- host and console ----------------------------------------------------
 

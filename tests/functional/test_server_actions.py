@@ -1,0 +1,75 @@
+"""Power actions on one real TCG guest: each through the bus, each checked in libvirt."""
+
+from __future__ import annotations
+
+import libvirt
+from conftest import Cloud, wait_for_console
+
+
+def _state(conn: libvirt.virConnect, uuid: str) -> int:
+    return conn.lookupByUUIDString(uuid).state()[0]
+
+
+def _act(cloud: Cloud, action: str, server: str, *extra: str) -> dict:
+    return cloud.ok("server", action, server, *extra, "--wait", "--wait-timeout", "180")
+
+
+def test_power_actions_on_a_real_guest(cloud: Cloud, guest_image: dict, libvirt_conn) -> None:
+    server = cloud.ok(
+        "server",
+        "create",
+        "ft-actions",
+        "--flavor",
+        "m1.tiny",
+        "--image",
+        guest_image["uuid"],
+        "--project",
+        "ft",
+        "--wait",
+    )
+    uuid = server["uuid"]
+    try:
+        wait_for_console(cloud, uuid, "CD-GUEST ready")
+
+        record = _act(cloud, "pause", uuid)
+        assert (record["vm_state"], record["power_state"]) == ("paused", "paused")
+        assert _state(libvirt_conn, uuid) == libvirt.VIR_DOMAIN_PAUSED
+        # Not allowed while paused: a clear conflict (exit 4), nothing changes.
+        refused = cloud.ctl("server", "suspend", uuid)
+        assert refused.rc == 4 and "instance_state_conflict" in refused.stderr
+        record = _act(cloud, "unpause", uuid)
+        assert (record["vm_state"], record["power_state"]) == ("active", "running")
+
+        # A clean stop: the guest hears ACPI and powers itself off.
+        record = _act(cloud, "stop", uuid)
+        assert (record["vm_state"], record["power_state"]) == ("stopped", "shutdown")
+        assert record["fault"] is None
+        assert "CD-GUEST acpi-poweroff" in cloud.ok("server", "console-log", uuid, "--lines", "50")
+
+        record = _act(cloud, "start", uuid)
+        assert (record["vm_state"], record["power_state"]) == ("active", "running")
+        wait_for_console(cloud, uuid, "CD-GUEST ready")
+
+        # Soft reboot goes through ACPI: the guest logs its power-off, then boots again.
+        record = _act(cloud, "reboot", uuid)
+        assert record["vm_state"] == "active" and record["fault"] is None
+        console = wait_for_console(cloud, uuid, "CD-GUEST ready")
+        assert "CD-GUEST cidata instance-id=%s" % uuid in console
+
+        record = _act(cloud, "reboot", uuid, "--hard")
+        assert (record["vm_state"], record["power_state"]) == ("active", "running")
+
+        # Suspend writes a managed-save image; resume restores the same guest.
+        record = _act(cloud, "suspend", uuid)
+        assert (record["vm_state"], record["power_state"]) == ("suspended", "suspended")
+        dom = libvirt_conn.lookupByUUIDString(uuid)
+        assert not dom.isActive() and dom.hasManagedSaveImage()
+        record = _act(cloud, "resume", uuid)
+        assert (record["vm_state"], record["power_state"]) == ("active", "running")
+        assert not dom.hasManagedSaveImage()
+
+        # Starting a running server is refused, not queued.
+        refused = cloud.ctl("server", "start", uuid)
+        assert refused.rc == 4 and "needs the server to be stopped" in refused.stderr
+    finally:
+        cloud.ok("server", "delete", uuid, "--wait")
