@@ -168,9 +168,22 @@ class Client:
     def list_flavors(self) -> list[dict[str, Any]]:
         return self._api.call("list_flavors")
 
-    def create_flavor(self, name: str, vcpus: int, memory_mb: int, root_gb: int) -> dict[str, Any]:
+    def create_flavor(
+        self,
+        name: str,
+        vcpus: int,
+        memory_mb: int,
+        root_gb: int,
+        extra_specs: dict[str, str] | None = None,
+    ) -> dict[str, Any]:
+        """Create a flavor; ``extra_specs`` shape the guest (see docs/guest-properties.md)."""
         return self._api.call(
-            "create_flavor", name=name, vcpus=vcpus, memory_mb=memory_mb, root_gb=root_gb
+            "create_flavor",
+            name=name,
+            vcpus=vcpus,
+            memory_mb=memory_mb,
+            root_gb=root_gb,
+            extra_specs=extra_specs or None,
         )
 
     def delete_flavor(self, name: str) -> None:
@@ -184,8 +197,12 @@ class Client:
         initrd: str | None = None,
         cmdline: str | None = None,
         uuid: str | None = None,
+        properties: dict[str, str] | None = None,
     ) -> dict[str, Any]:
-        """Register an image; the files must be readable by the scheduler at these paths."""
+        """Register an image; the files must be readable by the scheduler at these paths.
+
+        ``properties`` shape the guests booted from it (``hw_disk_bus`` ...).
+        """
 
         def absolute(path: str | None) -> str | None:
             return os.path.abspath(path) if path else None
@@ -198,6 +215,7 @@ class Client:
             kernel=absolute(kernel),
             initrd=absolute(initrd),
             cmdline=cmdline,
+            properties=properties or None,
         )
 
     def list_images(self) -> list[dict[str, Any]]:

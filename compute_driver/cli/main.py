@@ -63,6 +63,14 @@ ACTION_HELP = {
 }
 
 
+def key_value(text: str) -> tuple[str, str]:
+    """argparse type of --property: KEY=VALUE."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError("%r is not KEY=VALUE" % text)
+    return key, value
+
+
 class ArgumentParser(argparse.ArgumentParser):
     """argparse, with usage errors as one line and exit status 2."""
 
@@ -104,6 +112,14 @@ def build_parser() -> ArgumentParser:
     create.add_argument("--vcpus", type=int, required=True)
     create.add_argument("--ram", type=int, required=True, metavar="MIB", dest="memory_mb")
     create.add_argument("--disk", type=int, required=True, metavar="GIB", dest="root_gb")
+    create.add_argument(
+        "--property",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        type=key_value,
+        help="an extra spec (repeatable), e.g. hw:cpu_policy=dedicated",
+    )
     flavor.add_parser("delete", help="delete a flavor").add_argument("name")
 
     image = groups.add_parser("image", help="images").add_subparsers(dest="action", required=True)
@@ -115,6 +131,14 @@ def build_parser() -> ArgumentParser:
     imp.add_argument("--kernel", help="kernel for direct kernel boot")
     imp.add_argument("--initrd", help="initrd for direct kernel boot")
     imp.add_argument("--cmdline", help="kernel command line")
+    imp.add_argument(
+        "--property",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        type=key_value,
+        help="an image property (repeatable), e.g. hw_disk_bus=scsi",
+    )
     image.add_parser("list", help="list images")
     image.add_parser("show", help="show one image").add_argument("image")
     image.add_parser("delete", help="delete an image").add_argument("image")
@@ -189,13 +213,20 @@ def run_command(args: argparse.Namespace, client: Any) -> tuple[Any, list[str] |
         if action == "list":
             return client.list_flavors(), FLAVOR_COLUMNS
         if action == "create":
-            return client.create_flavor(args.name, args.vcpus, args.memory_mb, args.root_gb), None
+            return client.create_flavor(
+                args.name, args.vcpus, args.memory_mb, args.root_gb, dict(args.property)
+            ), None
         client.delete_flavor(args.name)
         return None, None
     if group == "image":
         if action == "import":
             return client.import_image(
-                args.name, args.file, args.kernel, args.initrd, args.cmdline
+                args.name,
+                args.file,
+                args.kernel,
+                args.initrd,
+                args.cmdline,
+                properties=dict(args.property),
             ), None
         if action == "list":
             return client.list_images(), IMAGE_COLUMNS

@@ -53,6 +53,15 @@ REASON = {"type": "string", "maxLength": 1024}
 POWER_STATE = {"enum": ["running", "paused", "shutdown", "crashed", "suspended", "nostate"]}
 
 
+#: Flavor extra specs and image properties: short keys, string values.
+PROPERTIES = {
+    "type": "object",
+    "maxProperties": 64,
+    "propertyNames": {"pattern": "^[a-z][a-z0-9_:.-]{0,63}$"},
+    "additionalProperties": {"type": "string", "maxLength": 255, "pattern": "^[^\\x00]*$"},
+}
+
+
 def obj(properties: dict[str, Any], required: tuple[str, ...] = ()) -> dict[str, Any]:
     """A closed object schema."""
     return {
@@ -69,6 +78,7 @@ FLAVOR = obj(
         "vcpus": {"type": "integer", "minimum": 1, "maximum": 256},
         "memory_mb": {"type": "integer", "minimum": 16, "maximum": 4 * 1024 * 1024},
         "root_gb": {"type": "integer", "minimum": 0, "maximum": 65536},
+        "extra_specs": PROPERTIES,
     },
     ("name", "vcpus", "memory_mb", "root_gb"),
 )
@@ -83,6 +93,7 @@ IMAGE = obj(
         "kernel_path": {"anyOf": [ABS_PATH, {"type": "null"}]},
         "initrd_path": {"anyOf": [ABS_PATH, {"type": "null"}]},
         "cmdline": {"anyOf": [CMDLINE, {"type": "null"}]},
+        "properties": PROPERTIES,
     },
     ("uuid", "name", "disk_format", "path"),
 )
@@ -174,6 +185,7 @@ SCHEDULER_METHODS: dict[str, dict[str, Any]] = {
             "kernel": ABS_PATH,
             "initrd": ABS_PATH,
             "cmdline": CMDLINE,
+            "properties": PROPERTIES,
         },
         ("uuid", "name", "file"),
     ),

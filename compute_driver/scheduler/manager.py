@@ -87,6 +87,7 @@ class SchedulerManager:
             vcpus=flavor_rec["vcpus"],
             memory_mb=flavor_rec["memory_mb"],
             root_gb=flavor_rec["root_gb"],
+            extra_specs=flavor_rec["extra_specs"],
             image_uuid=image_rec["uuid"],
             user_data=user_data,
         )
@@ -121,7 +122,7 @@ class SchedulerManager:
             raise exception.NoValidHost(instance=name, reason=why)
         LOG.info("Server %s (%s) placed on %s", name, uuid, chosen)
         try:
-            self.compute.build_instance(chosen, self._build_payload(uuid, image_rec, flavor_rec))
+            self.compute.build_instance(chosen, self._build_payload(uuid, image_rec))
         except Exception as exc:
             self.store.fail_instance(uuid, "cannot reach the agent on %s: %s" % (chosen, exc))
             raise exception.BuildFailed(
@@ -129,15 +130,20 @@ class SchedulerManager:
             ) from exc
         return self.store.get_instance(uuid)
 
-    def _build_payload(
-        self, uuid: str, image: dict[str, Any], flavor: dict[str, Any]
-    ) -> dict[str, Any]:
+    def _build_payload(self, uuid: str, image: dict[str, Any]) -> dict[str, Any]:
         instance = self.store.get_instance(uuid)
+        # NOTE: the flavor as copied into the server at create time.
         payload: dict[str, Any] = {
             "uuid": uuid,
             "name": instance["name"],
             "project": instance["project"],
-            "flavor": {k: flavor[k] for k in ("name", "vcpus", "memory_mb", "root_gb")},
+            "flavor": {
+                "name": instance["flavor"],
+                "vcpus": instance["vcpus"],
+                "memory_mb": instance["memory_mb"],
+                "root_gb": instance["root_gb"],
+                "extra_specs": instance["extra_specs"],
+            },
             "image": {
                 k: image[k]
                 for k in (
@@ -149,6 +155,7 @@ class SchedulerManager:
                     "kernel_path",
                     "initrd_path",
                     "cmdline",
+                    "properties",
                 )
             },
             "created_at": instance["created_at"],
@@ -219,9 +226,15 @@ class SchedulerManager:
 
     @scheduler_method
     def create_flavor(
-        self, ctxt: dict, name: str, vcpus: int, memory_mb: int, root_gb: int
+        self,
+        ctxt: dict,
+        name: str,
+        vcpus: int,
+        memory_mb: int,
+        root_gb: int,
+        extra_specs: dict[str, str] | None = None,
     ) -> dict:
-        return self.store.create_flavor(name, vcpus, memory_mb, root_gb)
+        return self.store.create_flavor(name, vcpus, memory_mb, root_gb, extra_specs)
 
     @scheduler_method
     def delete_flavor(self, ctxt: dict, flavor: str) -> None:
@@ -239,6 +252,7 @@ class SchedulerManager:
         kernel: str | None = None,
         initrd: str | None = None,
         cmdline: str | None = None,
+        properties: dict[str, str] | None = None,
     ) -> dict[str, Any]:
         if (kernel is None) != (initrd is None):
             raise exception.InvalidImage(image=name, reason="--kernel and --initrd go together")
@@ -254,7 +268,9 @@ class SchedulerManager:
             raise exception.DuplicateName(what="Image", name=name)
         fields = self.images.import_files(uuid, name, file, kernel, initrd)
         try:
-            return self.store.create_image(uuid=uuid, name=name, cmdline=cmdline, **fields)
+            return self.store.create_image(
+                uuid=uuid, name=name, cmdline=cmdline, properties=properties or {}, **fields
+            )
         except Exception:
             self.images.remove(uuid)
             raise

@@ -51,6 +51,7 @@ class Flavor(Base):
     vcpus: Mapped[int] = mapped_column(Integer)
     memory_mb: Mapped[int] = mapped_column(Integer)
     root_gb: Mapped[int] = mapped_column(Integer)
+    extra_specs: Mapped[dict] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime.datetime] = mapped_column(DateTime, default=utcnow)
 
 
@@ -69,6 +70,7 @@ class Image(Base):
     kernel_path: Mapped[str | None] = mapped_column(String(4096))
     initrd_path: Mapped[str | None] = mapped_column(String(4096))
     cmdline: Mapped[str | None] = mapped_column(String(2048))
+    properties: Mapped[dict] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime.datetime] = mapped_column(DateTime, default=utcnow)
 
 
@@ -86,6 +88,7 @@ class Instance(Base):
     vcpus: Mapped[int] = mapped_column(Integer)
     memory_mb: Mapped[int] = mapped_column(Integer)
     root_gb: Mapped[int] = mapped_column(Integer)
+    extra_specs: Mapped[dict] = mapped_column(JSON, default=dict)
     # NOTE: no foreign key: an image may be deleted once no live server uses
     # it, while deleted servers keep naming it.
     image_uuid: Mapped[str] = mapped_column(String(36))

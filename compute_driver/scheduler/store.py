@@ -59,6 +59,7 @@ def flavor_dict(flavor: Flavor) -> dict[str, Any]:
         "vcpus": flavor.vcpus,
         "memory_mb": flavor.memory_mb,
         "root_gb": flavor.root_gb,
+        "extra_specs": dict(flavor.extra_specs or {}),
     }
 
 
@@ -75,6 +76,7 @@ def image_dict(image: Image) -> dict[str, Any]:
         "kernel_path": image.kernel_path,
         "initrd_path": image.initrd_path,
         "cmdline": image.cmdline,
+        "properties": dict(image.properties or {}),
         "created_at": _iso(image.created_at),
     }
 
@@ -89,6 +91,7 @@ def instance_dict(instance: Instance) -> dict[str, Any]:
         "vcpus": instance.vcpus,
         "memory_mb": instance.memory_mb,
         "root_gb": instance.root_gb,
+        "extra_specs": dict(instance.extra_specs or {}),
         "image": instance.image_uuid,
         "host": instance.host,
         "vm_state": instance.vm_state,
@@ -239,19 +242,33 @@ class Store:
                 raise exception.FlavorNotFound(flavor=name)
             return flavor_dict(flavor)
 
-    def create_flavor(self, name: str, vcpus: int, memory_mb: int, root_gb: int) -> dict[str, Any]:
+    def create_flavor(
+        self,
+        name: str,
+        vcpus: int,
+        memory_mb: int,
+        root_gb: int,
+        extra_specs: dict[str, str] | None = None,
+    ) -> dict[str, Any]:
         with self.session() as session:
             existing = session.get(Flavor, name)
             if existing is not None:
-                same = (existing.vcpus, existing.memory_mb, existing.root_gb) == (
-                    vcpus,
-                    memory_mb,
-                    root_gb,
-                )
+                same = (
+                    existing.vcpus,
+                    existing.memory_mb,
+                    existing.root_gb,
+                    dict(existing.extra_specs or {}),
+                ) == (vcpus, memory_mb, root_gb, extra_specs or {})
                 if same:
                     return flavor_dict(existing)  # a repeated create changes nothing
                 raise exception.DuplicateName(what="Flavor", name=name)
-            flavor = Flavor(name=name, vcpus=vcpus, memory_mb=memory_mb, root_gb=root_gb)
+            flavor = Flavor(
+                name=name,
+                vcpus=vcpus,
+                memory_mb=memory_mb,
+                root_gb=root_gb,
+                extra_specs=extra_specs or {},
+            )
             session.add(flavor)
             return flavor_dict(flavor)
 

@@ -25,6 +25,7 @@ class FlavorSpec:
     vcpus: int
     memory_mb: int
     root_gb: int
+    extra_specs: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,7 @@ class ImageSpec:
     kernel_path: str | None = None
     initrd_path: str | None = None
     cmdline: str | None = None
+    properties: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

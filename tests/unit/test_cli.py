@@ -390,3 +390,34 @@ def test_unreachable_broker_fails_fast_with_one_line(tmp_path, bin_dir) -> None:
     assert done.stderr.startswith("computectl: messaging_error: ")
     assert "127.0.0.1:1" in done.stderr and len(done.stderr.strip().splitlines()) == 1
     assert time.monotonic() - start < 30
+
+
+def test_property_options_parse_into_pairs() -> None:
+    parser = cli.build_parser()
+    args = parser.parse_args(
+        [
+            "flavor",
+            "create",
+            "f1",
+            "--vcpus",
+            "2",
+            "--ram",
+            "512",
+            "--disk",
+            "1",
+            "--property",
+            "hw:cpu_policy=dedicated",
+            "--property",
+            "hw:numa_nodes=1",
+        ]
+    )
+    assert dict(args.property) == {"hw:cpu_policy": "dedicated", "hw:numa_nodes": "1"}
+    args = parser.parse_args(["image", "import", "i", "/f", "--property", "hw_disk_bus=scsi"])
+    assert dict(args.property) == {"hw_disk_bus": "scsi"}
+
+
+def test_property_without_equals_is_a_usage_error(capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        cli.build_parser().parse_args(["image", "import", "i", "/f", "--property", "novalue"])
+    assert exit_info.value.code == 2
+    assert "is not KEY=VALUE" in capsys.readouterr().err

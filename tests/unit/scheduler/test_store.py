@@ -90,8 +90,20 @@ def test_upgrade_seeds_default_flavors_and_is_idempotent(store):
     store.upgrade()
     flavors = {f["name"]: f for f in store.list_flavors()}
     assert list(flavors) == ["m1.nano", "m1.tiny", "m1.small", "m1.medium", "m1.large"]
-    assert flavors["m1.nano"] == {"name": "m1.nano", "vcpus": 1, "memory_mb": 128, "root_gb": 1}
-    assert flavors["m1.large"] == {"name": "m1.large", "vcpus": 4, "memory_mb": 8192, "root_gb": 80}
+    assert flavors["m1.nano"] == {
+        "name": "m1.nano",
+        "vcpus": 1,
+        "memory_mb": 128,
+        "root_gb": 1,
+        "extra_specs": {},
+    }
+    assert flavors["m1.large"] == {
+        "name": "m1.large",
+        "vcpus": 4,
+        "memory_mb": 8192,
+        "root_gb": 80,
+        "extra_specs": {},
+    }
 
 
 def test_new_store_on_missing_directory(tmp_path):
@@ -380,3 +392,12 @@ def test_host_report_and_state(store):
     assert host["capabilities"] == {"virt_type": "test"}
     assert store.get_host(HOST, down_after=-1)["state"] == "down"
     assert [h["name"] for h in store.list_hosts(60)] == [HOST]
+
+
+def test_flavor_extra_specs_and_image_properties_round_trip(store):
+    store.upgrade()
+    flavor = store.create_flavor("pinned", 2, 512, 1, {"hw:cpu_policy": "dedicated"})
+    assert flavor["extra_specs"] == {"hw:cpu_policy": "dedicated"}
+    assert store.create_flavor("pinned", 2, 512, 1, {"hw:cpu_policy": "dedicated"}) == flavor
+    with pytest.raises(exception.DuplicateName):
+        store.create_flavor("pinned", 2, 512, 1, {"hw:cpu_policy": "shared"})
