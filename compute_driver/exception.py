@@ -207,3 +207,31 @@ def all_error_classes() -> list[type[ComputeDriverError]]:
         found.append(cls)
         pending.extend(cls.__subclasses__())
     return found
+
+
+# --- instance snapshots ---------------------------------------------------
+
+
+class InvalidSnapshot(Invalid):
+    msg_fmt = "Invalid snapshot %(name)r of server %(instance)s: %(reason)s"
+    code = "invalid_instance_snapshot"
+
+
+class SnapshotNotFound(NotFound):
+    msg_fmt = "Server %(instance)s has no snapshot named %(name)s"
+    code = "instance_snapshot_not_found"
+
+
+class SnapshotExists(Conflict):
+    msg_fmt = "Server %(instance)s already has a snapshot named %(name)s"
+    code = "instance_snapshot_exists"
+
+
+class SnapshotLimitReached(Conflict):
+    msg_fmt = "Server %(instance)s already has %(count)s snapshots, the most allowed (%(limit)s)"
+    code = "instance_snapshot_limit_reached"
+
+
+class SnapshotConflict(Conflict):
+    msg_fmt = "Cannot %(action)s snapshot %(name)s of server %(instance)s: %(reason)s"
+    code = "instance_snapshot_conflict"

@@ -21,6 +21,9 @@ class Network:
     type: str
     segment: int | None = None
     mtu: int = 1500
+    # NOTE: flat and vlan networks name the physical network they ride on;
+    # None means "the only one this host maps" (plugins refuse when ambiguous).
+    physical_network: str | None = None
 
 
 @dataclass(frozen=True)

@@ -21,3 +21,31 @@ class BackendUnavailable(exception.StorageError):
 class NoSpace(exception.StorageError):
     msg_fmt = "Backend %(backend)s has no room for %(volume)s: needs %(needed)s, %(free)s free"
     code = "storage_no_space"
+
+
+class PermissionDenied(exception.StorageError):
+    msg_fmt = "Storage backend %(backend)s refused %(operation)s on %(volume)s: %(reason)s"
+    code = "storage_permission_denied"
+
+
+class VolumeHasClones(exception.Conflict):
+    msg_fmt = (
+        "Volume %(volume)s on backend %(backend)s has linked clones (%(clones)s): "
+        "delete or flatten them first"
+    )
+    code = "volume_has_clones"
+
+
+class VolumeBusy(exception.Conflict):
+    msg_fmt = "Volume %(volume)s on backend %(backend)s is busy: %(reason)s"
+    code = "volume_busy"
+
+
+class InvalidVolumeSize(exception.Invalid):
+    msg_fmt = "Volume %(volume)s cannot become %(size_gb)s GiB: %(reason)s"
+    code = "invalid_volume_size"
+
+
+class VolumeSnapshotNotFound(exception.NotFound):
+    msg_fmt = "Snapshot %(snapshot)s of volume %(volume)s not found on backend %(backend)s"
+    code = "volume_snapshot_not_found"

@@ -58,6 +58,11 @@ PACKAGES=(
     # venv sees them through --system-site-packages
     python3-rados
     python3-rbd
+    # A throw-away single-node Ceph (mon + memstore OSD) for the rbd tests
+    # and bench; nothing is started by installing them
+    ceph-mon
+    ceph-osd
+    ceph-common
 )
 
 # ---------------------------------------------------------------------------

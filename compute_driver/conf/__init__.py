@@ -17,13 +17,25 @@ from compute_driver.conf import (
     libvirt,
     rpc,
     scheduler,
+    snapshots,
     storage,
     upgrade_levels,
 )
 
 CONF = cfg.CONF
 
-CORE_MODULES = (default, agent, scheduler, database, libvirt, image, storage, upgrade_levels, rpc)
+CORE_MODULES = (
+    default,
+    agent,
+    scheduler,
+    database,
+    libvirt,
+    snapshots,
+    image,
+    storage,
+    upgrade_levels,
+    rpc,
+)
 
 
 def register_opts(conf: cfg.ConfigOpts) -> None:
@@ -46,10 +58,12 @@ def register_opts(conf: cfg.ConfigOpts) -> None:
 def _plugin_option_modules() -> list:
     # NOTE: imported here, not at the top, so that reading the core options
     # never pays for a plugin's imports.
+    from network_plugins import linux_bridge as linux_bridge_network
     from network_plugins import noop as noop_network
     from storage_backends import dir as dir_storage
+    from storage_backends import rbd as rbd_storage
 
-    return [noop_network, dir_storage]
+    return [noop_network, linux_bridge_network, dir_storage, rbd_storage]
 
 
 def list_opts() -> list:

@@ -1,0 +1,293 @@
+"""Plugging through pyroute2 (network_plugins/netlink.py) against the ``ip``/``bridge`` commands.
+
+The same ``LinuxBridgePlugin`` runs the same workload twice per round, once
+on :class:`netlink.Netlink` (one rtnetlink socket) and once on
+:class:`IpCommands`, a subclass that replaces only the kernel-facing
+primitives with the equivalent ``ip -n NS ...`` / ``bridge -n NS ...``
+processes. So both sides make the same decisions and the same kernel
+changes; only the transport differs.
+
+Workload, in a throwaway network namespace ``cdtbench<random>`` (removed at
+the end; nothing outside it is touched): 100 VXLAN networks, each told two
+remote VTEPs, with 5 ports plugged on each (500 plugs: the first plug of a
+network makes its bridge and VXLAN device, the others check them), then
+every port unplugged (the last unplug of a network removes both devices).
+Rounds alternate which side goes first.
+
+Run as root::
+
+    .venv/bin/python bench/lb_plug.py [--networks 100] [--ports-per-network 5] [--rounds 2]
+
+The last line of the output is one JSON object with ``speedup_vs_subprocess``
+(median subprocess time / median pyroute2 time, whole workload) and the
+figures behind it, per phase too. NOTE: the unplug phase is mostly kernel
+time, the same for both sides: deleting a net device waits for RCU (about
+25-30 ms per device on a 2-vCPU VM), and each network has two.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from typing import Any
+
+from oslo_config import cfg
+from pyroute2 import NetNS, netns
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from network_plugins import base, linux_bridge, netlink  # noqa: E402
+
+LOCAL_IP = "10.250.0.1"
+REMOTES = ["10.250.0.2", "10.250.0.3"]
+INSTANCE = "0b6f2c5e-7a41-4c1e-9d2a-5b1f0e3c8a01"
+
+
+class IpCommands(netlink.Netlink):
+    """:class:`netlink.Netlink` with every primitive done by an ``ip``/``bridge`` process."""
+
+    def __init__(self, netns_name: str) -> None:
+        # NOTE: no socket to open, so Netlink.__init__ is not called.
+        self.netns = netns_name
+        self.ns = netns_name
+        self._lock = threading.RLock()
+        self.processes = 0
+
+    def close(self) -> None:
+        pass
+
+    def _run(self, action: str, name: str, *args: str) -> str:
+        self.processes += 1
+        tool, rest = args[0], args[1:]
+        result = subprocess.run(
+            [tool, "-n", self.ns, *rest], capture_output=True, text=True, check=False
+        )
+        if result.returncode != 0:
+            raise netlink.LinkError(action, name, result.stderr.strip())
+        return result.stdout
+
+    def _get(self, name: str) -> netlink.Link | None:
+        self.processes += 1
+        result = subprocess.run(
+            ["ip", "-n", self.ns, "-j", "-d", "link", "show", "dev", name],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if result.returncode != 0:
+            return None
+        (item,) = json.loads(result.stdout)
+        info = item.get("linkinfo", {})
+        data: dict[str, Any] = {}
+        kind = info.get("info_kind")
+        if kind == "vxlan":
+            d = info["info_data"]
+            data = {
+                "id": d["id"],
+                "local": d.get("local"),
+                "port": d["port"],
+                "learning": d["learning"],
+            }
+        elif kind == "vlan":
+            data = {"id": info["info_data"]["id"]}
+        return netlink.Link(
+            name=item["ifname"],
+            index=item["ifindex"],
+            kind=kind,
+            mtu=item["mtu"],
+            up="UP" in item["flags"],
+            master=item.get("master"),
+            parent=item.get("link") if kind == "vlan" else None,
+            data=data,
+        )
+
+    def _create(self, name: str, kind: str, **spec: Any) -> None:
+        args = ["ip", "link", "add"]
+        if kind == "bridge":
+            args += [name, "type", "bridge", "stp_state", "0", "forward_delay", "0"]
+        elif kind == "vxlan":
+            args += [name, "type", "vxlan", "id", str(spec["vni"]), "local", spec["local"]]
+            args += ["dstport", str(spec["port"]), "nolearning"]
+        else:
+            args += [
+                "link",
+                spec["parent"].name,
+                "name",
+                name,
+                "type",
+                "vlan",
+                "id",
+                str(spec["vid"]),
+            ]
+        self._run("create " + kind, name, *args)
+
+    def _set(
+        self,
+        link: netlink.Link,
+        mtu: int | None = None,
+        master: netlink.Link | None = None,
+        up: bool | None = None,
+        no_ipv6: bool = False,
+    ) -> None:
+        if no_ipv6:
+            self._run(
+                "disable IPv6 on", link.name, "ip", "link", "set", link.name, "addrgenmode", "none"
+            )
+        args: list[str] = []
+        if mtu is not None:
+            args += ["mtu", str(mtu)]
+        if master is not None:
+            args += ["master", master.name]
+        if up is not None:
+            args += ["up" if up else "down"]
+        if args:
+            self._run("set", link.name, "ip", "link", "set", link.name, *args)
+
+    def _delete(self, link: netlink.Link) -> None:
+        self._run("delete", link.name, "ip", "link", "del", link.name)
+
+    def _ports(self, bridge: netlink.Link) -> list[str]:
+        out = self._run(
+            "list ports of", bridge.name, "ip", "-j", "link", "show", "master", bridge.name
+        )
+        return [item["ifname"] for item in json.loads(out or "[]")]
+
+    def _fdb_dump(self, link: netlink.Link) -> set[tuple[str, str]]:
+        out = self._run("read fdb of", link.name, "bridge", "-j", "fdb", "show", "dev", link.name)
+        return {(item["mac"], item["dst"]) for item in json.loads(out or "[]") if item.get("dst")}
+
+    def _fdb(self, command: str, link: netlink.Link, mac: str, dst: str) -> None:
+        self._run(
+            command + " fdb", link.name, "bridge", "fdb", command, mac, "dev", link.name, "dst", dst
+        )
+
+    def _addresses(self) -> set[str]:
+        out = self._run("list", "addresses", "ip", "-j", "addr", "show")
+        return {a["local"] for item in json.loads(out) for a in item.get("addr_info", [])}
+
+
+def make_plugin(ns: str, api: netlink.Netlink) -> linux_bridge.LinuxBridgePlugin:
+    conf = cfg.ConfigOpts()
+    conf([], project="bench", default_config_files=[])
+    conf.register_opts(linux_bridge.OPTS, group=linux_bridge.GROUP)
+    conf.set_override("netns", ns, group="linux_bridge")
+    conf.set_override("local_ip", LOCAL_IP, group="linux_bridge")
+    return linux_bridge.LinuxBridgePlugin(conf, netlink_api=api)
+
+
+def workload(plugin: linux_bridge.LinuxBridgePlugin, networks: int, per_network: int) -> dict:
+    nets = [
+        base.Network(id=str(uuid.uuid4()), name=f"bench-{i}", type="vxlan", segment=1000 + i)
+        for i in range(networks)
+    ]
+    ports = [
+        base.Port(
+            id=str(uuid.uuid4()), network=net, mac="fa:16:3e:%02x:%02x:%02x" % (i >> 8, i & 255, j)
+        )
+        for i, net in enumerate(nets)
+        for j in range(per_network)
+    ]
+    start = time.perf_counter()
+    for net in nets:
+        plugin.update_topology(net, REMOTES)
+    for port in ports:
+        plugin.plug(port, INSTANCE)
+    plugged = time.perf_counter()
+    for port in ports:
+        plugin.unplug(port, INSTANCE)
+    done = time.perf_counter()
+    return {"plug_s": plugged - start, "unplug_s": done - plugged, "total_s": done - start}
+
+
+def setup_namespace(name: str) -> None:
+    netns.create(name)
+    with NetNS(name, flags=0) as ipr:
+        ipr.link("add", ifname="ul0", kind="veth", peer="ul1")
+        for ifname in ("lo", "ul0", "ul1"):
+            ipr.link("set", index=ipr.link_lookup(ifname=ifname)[0], state="up")
+        ipr.addr("add", index=ipr.link_lookup(ifname="ul0")[0], address=LOCAL_IP, prefixlen=24)
+
+
+def leftovers(name: str) -> list[str]:
+    with NetNS(name, flags=0) as ipr:
+        names = [msg.get_attr("IFLA_IFNAME") for msg in ipr.get_links()]
+    return [n for n in names if n not in ("lo", "ul0", "ul1")]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--networks", type=int, default=100)
+    parser.add_argument("--ports-per-network", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=2)
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        print("lb_plug: needs root (network namespaces)", file=sys.stderr)
+        return 1
+    ns = "cdtbench" + secrets.token_hex(3)
+    setup_namespace(ns)
+    results: dict[str, list[dict]] = {"pyroute2": [], "subprocess": []}
+    processes = 0
+    try:
+        for round_no in range(args.rounds):
+            order = ["pyroute2", "subprocess"] if round_no % 2 == 0 else ["subprocess", "pyroute2"]
+            for side in order:
+                api = netlink.Netlink(ns) if side == "pyroute2" else IpCommands(ns)
+                plugin = make_plugin(ns, api)
+                try:
+                    figures = workload(plugin, args.networks, args.ports_per_network)
+                finally:
+                    plugin.close()
+                if isinstance(api, IpCommands):
+                    processes = api.processes
+                left = leftovers(ns)
+                assert not left, f"{side} left devices behind: {left[:5]}"
+                results[side].append(figures)
+                print(
+                    "round %d %-10s plug %.3f s  unplug %.3f s  total %.3f s"
+                    % (
+                        round_no + 1,
+                        side,
+                        figures["plug_s"],
+                        figures["unplug_s"],
+                        figures["total_s"],
+                    ),
+                    flush=True,
+                )
+    finally:
+        netns.remove(ns)
+
+    def median(side: str, key: str) -> float:
+        return statistics.median(r[key] for r in results[side])
+
+    ports = args.networks * args.ports_per_network
+    summary = {
+        "networks": args.networks,
+        "ports": ports,
+        "rounds": args.rounds,
+        "pyroute2_s": round(median("pyroute2", "total_s"), 3),
+        "subprocess_s": round(median("subprocess", "total_s"), 3),
+        "pyroute2_plug_ms_per_port": round(1000 * median("pyroute2", "plug_s") / ports, 3),
+        "subprocess_plug_ms_per_port": round(1000 * median("subprocess", "plug_s") / ports, 3),
+        "subprocess_processes_per_run": processes,
+        "plug_speedup": round(median("subprocess", "plug_s") / median("pyroute2", "plug_s"), 1),
+        "unplug_speedup": round(
+            median("subprocess", "unplug_s") / median("pyroute2", "unplug_s"), 1
+        ),
+        "speedup_vs_subprocess": round(
+            median("subprocess", "total_s") / median("pyroute2", "total_s"), 1
+        ),
+    }
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,29 @@
+"""Fixtures of the functional network tests: a :class:`Lab` of namespaces, two hosts.
+
+Needs root; not the compute-driver services. See netns_lab.py for the layout.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+from netns_lab import Host, Lab
+
+
+@pytest.fixture
+def lab() -> Iterator[Lab]:
+    if os.geteuid() != 0:
+        pytest.skip("needs root (network namespaces)")
+    lab = Lab()
+    try:
+        yield lab
+    finally:
+        lab.cleanup()
+
+
+@pytest.fixture
+def hosts(lab: Lab) -> tuple[Host, Host]:
+    """Hosts A and B joined by the underlay (ul0) and physnet1 (ph0) veths."""
+    return lab.build_hosts()
