@@ -165,6 +165,12 @@ class Client:
     def show_host(self, host: str) -> dict[str, Any]:
         return self._api.call("show_host", host=host)
 
+    def set_host_enabled(
+        self, host: str, enabled: bool, reason: str | None = None
+    ) -> dict[str, Any]:
+        """Let the scheduler place servers on ``host`` again, or stop it doing so."""
+        return self._api.call("set_host_enabled", host=host, enabled=enabled, reason=reason)
+
     def list_flavors(self) -> list[dict[str, Any]]:
         return self._api.call("list_flavors")
 

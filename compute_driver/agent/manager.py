@@ -19,23 +19,13 @@ from compute_driver import exception
 from compute_driver.rpc import schemas
 from compute_driver.rpc.endpoint import rpc_method
 from compute_driver.rpc.scheduler_api import SchedulerAPI
-from compute_driver.virt.base import ComputeDriver, InstanceSpec, VolumeRef
+from compute_driver.virt.base import VM_STATE_OF_POWER, ComputeDriver, InstanceSpec, VolumeRef
 
 LOG = logging.getLogger(__name__)
 
 API = "compute"
 ROOT_TARGET_DEV = "vda"
 DEFAULT_CONSOLE_LINES = 100
-
-#: The vm_state a server is in when libvirt shows this power state.
-VM_STATE_OF_POWER = {
-    "running": "active",
-    "paused": "paused",
-    "suspended": "suspended",
-    "shutdown": "stopped",
-    "crashed": "stopped",
-    "nostate": "stopped",
-}
 
 
 def compute_method(func):
@@ -238,14 +228,41 @@ class ComputeManager:
             "memory_mb": info.memory_mb,
         }
 
+    # --- hypervisor events --------------------------------------------------------
+
+    def handle_virt_event(self, event: Any) -> None:
+        """A guest changed power state by itself (or an operator used virsh)."""
+        power_state = getattr(event, "power_state", None)
+        if power_state is None:
+            return  # device events serve the driver's own waiters
+        lock = self._instance_lock(event.uuid)
+        if not lock.acquire(blocking=False):
+            return  # a build or action in flight reports the state itself when it ends
+        lock.release()
+        self.scheduler.instance_power_changed(self.host, event.uuid, power_state)
+
+    def handle_host_state(self, available: bool, reason: str) -> None:
+        """The hypervisor went away or came back: disable or re-enable this host."""
+        if not available:
+            LOG.warning("Hypervisor unavailable (%s): disabling host %s", reason, self.host)
+            self.scheduler.set_host_enabled_automatically(self.host, False, "hypervisor: " + reason)
+            return
+        LOG.info("Hypervisor available again: re-enabling host %s", self.host)
+        self.scheduler.set_host_enabled_automatically(self.host, True, reason)
+        # Events were lost while it was away: say what every guest is now.
+        for uuid, power_state in self.driver.power_states().items():
+            self.scheduler.instance_power_changed(self.host, uuid, power_state)
+
     # --- periodic --------------------------------------------------------------
 
     def report(self) -> None:
         """Send this host's resources, capabilities and instance states to the scheduler."""
         resources = self.driver.get_host_resources()
         disk_gb = self._root_backend().capacity().total // 1024**3
+        # NOTE: one bulk hypervisor call, not one per guest.
         instances = [
-            {"uuid": i.uuid, "power_state": i.power_state} for i in self.driver.list_instances()
+            {"uuid": uuid, "power_state": state}
+            for uuid, state in self.driver.power_states().items()
         ]
         self.scheduler.report_host(
             self.host,

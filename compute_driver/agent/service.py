@@ -59,11 +59,15 @@ class AgentService:
             SchedulerAPI(conf),
             SchedulerAPI(conf, timeout=RECONCILE_CALL_TIMEOUT),
         )
+        self.driver = driver
+        driver.register_event_callback(self.manager.handle_virt_event)
+        driver.register_host_state_callback(self.manager.handle_host_state)
         target = messaging.Target(topic=compute_api.TOPIC, server=conf.host)
         self.server = transport.get_server(conf, target, [self.manager], conf.agent.rpc_workers)
         self.reporter = service.Periodic("report", conf.agent.report_interval, self.manager.report)
 
     def start(self) -> None:
+        self.driver.start_events()
         self.server.start()
         self.reporter.start()
         # NOTE: the scheduler may start after us (its queue does not exist
@@ -86,6 +90,7 @@ class AgentService:
             delay = min(delay * 2, 60.0)
 
     def stop(self) -> None:
+        self.driver.stop_events()
         self.reporter.stop()
         self.server.stop()
         self.server.wait()

@@ -102,6 +102,10 @@ def build_parser() -> ArgumentParser:
     )
     host.add_parser("list", help="list hosts")
     host.add_parser("show", help="show one host").add_argument("host")
+    disable = host.add_parser("disable", help="place no new servers on a host")
+    disable.add_argument("host")
+    disable.add_argument("--reason", help="why (shown in host show)")
+    host.add_parser("enable", help="place servers on a host again").add_argument("host")
 
     flavor = groups.add_parser("flavor", help="server sizes").add_subparsers(
         dest="action", required=True
@@ -208,6 +212,9 @@ def run_command(args: argparse.Namespace, client: Any) -> tuple[Any, list[str] |
     if group == "host":
         if action == "list":
             return client.list_hosts(), HOST_COLUMNS
+        if action in ("enable", "disable"):
+            reason = getattr(args, "reason", None)
+            return client.set_host_enabled(args.host, action == "enable", reason), None
         return client.show_host(args.host), None
     if group == "flavor":
         if action == "list":

@@ -35,6 +35,14 @@ OPTS = [
         max=16 * 1024 * 1024,
         help="Bytes of the serial console log that console-log returns at most.",
     ),
+    cfg.StrOpt(
+        "cpu_dedicated_set",
+        default="",
+        help="Host CPUs (a cpuset such as '2-5,8') reserved for guests whose "
+        "flavor asks hw:cpu_policy=dedicated; each such vCPU is pinned to one "
+        "of them, and other guests keep off them. Empty: no dedicated CPUs, "
+        "and dedicated flavors cannot be built on this host.",
+    ),
     cfg.IntOpt(
         "shutdown_timeout",
         default=60,
@@ -51,6 +59,15 @@ OPTS = [
         max=600,
         help="Seconds between repeated ACPI shutdown requests while a stop "
         "waits (a guest may miss the first one while it boots).",
+    ),
+    cfg.FloatOpt(
+        "stopped_event_delay",
+        default=15.0,
+        min=0.0,
+        max=300.0,
+        help="Seconds a guest's 'stopped' event is held back before the "
+        "scheduler hears of it; a start within that time cancels it, so a "
+        "reboot does not show the server as stopped for a moment.",
     ),
     cfg.IntOpt(
         "kvm_probe_timeout",

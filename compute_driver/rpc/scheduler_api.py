@@ -59,6 +59,19 @@ class SchedulerAPI(RPCClientBase):
             payload["fault"] = fault[:1024]
         self._cast("instance_update", payload)
 
+    def set_host_enabled_automatically(self, host: str, enabled: bool, reason: str) -> None:
+        """Cast: the agent's hypervisor went away (or came back)."""
+        self._cast(
+            "set_host_enabled",
+            {"host": host, "enabled": enabled, "reason": reason[:1024], "automatic": True},
+        )
+
+    def instance_power_changed(self, host: str, uuid: str, power_state: str) -> None:
+        """Cast: a guest changed power state with no task of ours in flight."""
+        self._cast(
+            "instance_power_changed", {"host": host, "uuid": uuid, "power_state": power_state}
+        )
+
     def instance_deleted(self, host: str, uuid: str) -> None:
         """Cast: the instance is gone from ``host``."""
         self._cast("instance_deleted", {"host": host, "uuid": uuid})

@@ -172,6 +172,15 @@ SCHEDULER_METHODS: dict[str, dict[str, Any]] = {
         {"server": NAME_OR_UUID, "action": {"enum": sorted(SERVER_ACTION_NAMES)}},
         ("server", "action"),
     ),
+    "set_host_enabled": obj(
+        {
+            "host": HOST,
+            "enabled": {"type": "boolean"},
+            "reason": REASON,
+            "automatic": {"type": "boolean"},
+        },
+        ("host", "enabled"),
+    ),
     "list_hosts": obj({}),
     "show_host": obj({"host": HOST}, ("host",)),
     "list_flavors": obj({}),
@@ -213,11 +222,16 @@ SCHEDULER_METHODS: dict[str, dict[str, Any]] = {
         ("host", "uuid", "vm_state"),
     ),
     "instance_deleted": obj({"host": HOST, "uuid": UUID}, ("host", "uuid")),
+    "instance_power_changed": obj(
+        {"host": HOST, "uuid": UUID, "power_state": POWER_STATE}, ("host", "uuid", "power_state")
+    ),
     "host_instances": obj({"host": HOST}, ("host",)),
 }
 
 #: Scheduler methods sent as casts (no answer); all others are calls.
-SCHEDULER_CASTS = frozenset({"report_host", "instance_update", "instance_deleted"})
+SCHEDULER_CASTS = frozenset(
+    {"report_host", "instance_update", "instance_deleted", "instance_power_changed"}
+)
 
 #: Compute API (topic "compute", server = host), version 1.0.
 COMPUTE_METHODS: dict[str, dict[str, Any]] = {

@@ -20,6 +20,7 @@ ALLOWED_EXMODS = [
     "compute_driver.exception",
     "storage_backends.exception",
     "network_plugins.exception",
+    "compute_driver.virt.libvirt.guest_config",
 ]
 
 # NOTE: the default must be set before the transport options are first

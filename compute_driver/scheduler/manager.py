@@ -21,6 +21,8 @@ from compute_driver.rpc.endpoint import rpc_method
 from compute_driver.scheduler import placement
 from compute_driver.scheduler.imagestore import ImageStore
 from compute_driver.scheduler.store import Store
+from compute_driver.virt.base import VM_STATE_OF_POWER
+from compute_driver.virt.libvirt import guest_config
 
 LOG = logging.getLogger(__name__)
 
@@ -209,6 +211,21 @@ class SchedulerManager:
     # --- hosts -----------------------------------------------------------------
 
     @scheduler_method
+    def set_host_enabled(
+        self,
+        ctxt: dict,
+        host: str,
+        enabled: bool,
+        reason: str | None = None,
+        automatic: bool = False,
+    ) -> dict[str, Any]:
+        record = self.store.set_host_enabled(host, enabled, reason, automatic, self._down_after)
+        LOG.info(
+            "Host %s: enabled=%s (%s)", host, record["enabled"], record["disabled_reason"] or "-"
+        )
+        return record
+
+    @scheduler_method
     def list_hosts(self, ctxt: dict) -> list:
         return self.store.list_hosts(self._down_after)
 
@@ -234,6 +251,7 @@ class SchedulerManager:
         root_gb: int,
         extra_specs: dict[str, str] | None = None,
     ) -> dict:
+        guest_config.check_property_names(extra_specs=extra_specs)
         return self.store.create_flavor(name, vcpus, memory_mb, root_gb, extra_specs)
 
     @scheduler_method
@@ -254,6 +272,7 @@ class SchedulerManager:
         cmdline: str | None = None,
         properties: dict[str, str] | None = None,
     ) -> dict[str, Any]:
+        guest_config.check_property_names(image_properties=properties)
         if (kernel is None) != (initrd is None):
             raise exception.InvalidImage(image=name, reason="--kernel and --initrd go together")
         if cmdline is not None and kernel is None:
@@ -324,6 +343,11 @@ class SchedulerManager:
             values["power_state"] = power_state
         if not self.store.update_instance(uuid, expected_host=host, **values):
             LOG.info("Ignoring update of %s from %s: deleted or placed elsewhere", uuid, host)
+
+    @scheduler_method
+    def instance_power_changed(self, ctxt: dict, host: str, uuid: str, power_state: str) -> None:
+        if self.store.power_changed(uuid, host, power_state, VM_STATE_OF_POWER[power_state]):
+            LOG.info("Server %s is now %s (seen on %s)", uuid, power_state, host)
 
     @scheduler_method
     def instance_deleted(self, ctxt: dict, host: str, uuid: str) -> None:

@@ -25,6 +25,9 @@ from compute_driver.scheduler.models import Flavor, Host, Image, Instance, utcno
 
 LOG = logging.getLogger(__name__)
 
+#: Marks a disable made by an agent, which that agent may lift again.
+AUTO_DISABLED_PREFIX = "AUTO: "
+
 MIGRATIONS = os.path.join(os.path.dirname(__file__), "migrations")
 
 
@@ -163,6 +166,28 @@ class Store:
         with self.session() as session:
             hosts = session.scalars(select(Host).order_by(Host.name))
             return [host_dict(h, down_after) for h in hosts]
+
+    def set_host_enabled(
+        self, name: str, enabled: bool, reason: str | None, automatic: bool, down_after: int
+    ) -> dict[str, Any]:
+        """Enable or disable a host.
+
+        ``automatic`` changes come from the agent (its hypervisor went away or
+        came back). NOTE: they never override an operator: an automatic
+        enable only lifts an automatic disable.
+        """
+        with self.session() as session:
+            host = session.get(Host, name)
+            if host is None:
+                raise exception.HostNotFound(host=name)
+            auto_disabled = (host.disabled_reason or "").startswith(AUTO_DISABLED_PREFIX)
+            if enabled:
+                if not automatic or auto_disabled or host.enabled:
+                    host.enabled, host.disabled_reason = True, None
+            elif not automatic or host.enabled:
+                prefix = AUTO_DISABLED_PREFIX if automatic else ""
+                host.enabled, host.disabled_reason = False, prefix + (reason or "no reason given")
+            return host_dict(host, down_after)
 
     def claim(
         self,
@@ -455,6 +480,27 @@ class Store:
             instance.vm_state = "error"
             instance.task_state = None
             instance.fault = fault[:1024]
+
+    def power_changed(self, uuid: str, host: str, power_state: str, vm_state: str) -> bool:
+        """Follow a guest's own power change, unless a task of ours is in flight.
+
+        :returns: True when the record changed.
+        """
+        with self.session() as session:
+            result = session.execute(
+                update(Instance)
+                .where(
+                    Instance.uuid == uuid,
+                    Instance.host == host,
+                    Instance.deleted.is_(False),
+                    Instance.task_state.is_(None),
+                    Instance.vm_state != "error",
+                    sa.or_(Instance.power_state != power_state, Instance.vm_state != vm_state),
+                )
+                .values(power_state=power_state, vm_state=vm_state, updated_at=utcnow())
+                .execution_options(synchronize_session=False)
+            )
+            return result.rowcount == 1
 
     def set_power_states(self, host: str, states: dict[str, str]) -> None:
         """Record the power states an agent reported for its instances."""

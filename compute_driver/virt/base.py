@@ -11,10 +11,21 @@ from __future__ import annotations
 
 import abc
 import base64
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 POWER_STATES = ("running", "paused", "shutdown", "crashed", "suspended", "nostate")
+
+#: The vm_state a server is in when its hypervisor shows this power state.
+VM_STATE_OF_POWER = {
+    "running": "active",
+    "paused": "paused",
+    "suspended": "suspended",
+    "shutdown": "stopped",
+    "crashed": "stopped",
+    "nostate": "stopped",
+}
 
 
 @dataclass(frozen=True)
@@ -212,3 +223,126 @@ class ComputeDriver(abc.ABC):
 
         :raises InstanceNotFound: no such guest here.
         """
+
+    @abc.abstractmethod
+    def power_states(self) -> dict[str, str]:
+        """The power state of every guest of ours, in as few hypervisor calls as possible.
+
+        A guest missing from the answer is unknown this time (it vanished,
+        or the hypervisor could not answer for it at once), not deleted.
+
+        :returns: instance UUID -> one of :data:`POWER_STATES`.
+        :raises HypervisorUnavailable: the hypervisor cannot be reached.
+        :raises VirtError: the hypervisor refused.
+        """
+
+    @abc.abstractmethod
+    def register_event_callback(self, callback: Callable[[Any], None]) -> None:
+        """Call ``callback(event)`` for each event of a guest of ours, once started.
+
+        Events are the driver's typed events (for libvirt: ``LifecycleEvent``
+        with ``uuid`` and ``power_state``, ``DeviceRemovedEvent`` and
+        ``DeviceRemovalFailedEvent`` with ``uuid`` and ``alias``). Callbacks
+        run one at a time on a thread of the driver, in arrival order, except
+        that a stop is held back briefly and dropped if the guest starts again.
+
+        :param callback: must not block for long; exceptions are logged.
+        """
+
+    @abc.abstractmethod
+    def register_host_state_callback(self, callback: Callable[[bool, str], None]) -> None:
+        """Call ``callback(available, reason)`` when the hypervisor goes away or comes back.
+
+        The driver reconnects by itself; after ``True`` the caller should
+        resynchronise (events were lost while it was away).
+        """
+
+    @abc.abstractmethod
+    def start_events(self) -> None:
+        """Start delivering events to the registered callbacks (again after reconnects).
+
+        :raises HypervisorUnavailable: the hypervisor cannot be reached now;
+            events start once it is back.
+        """
+
+    @abc.abstractmethod
+    def stop_events(self) -> None:
+        """Stop delivering events; held-back events are dropped."""
+
+    @abc.abstractmethod
+    def snapshot_create(
+        self, uuid: str, name: str, kind: str, quiesce: bool = False, description: str = ""
+    ) -> SnapshotInfo:
+        """Snapshot the guest's disks (and its memory, for an internal snapshot
+        of a running guest). All disks are taken at the same instant or none is.
+
+        :param name: unique per server; letters, digits, '-', '_', '.', at most
+            64 characters, starting with a letter or digit.
+        :param kind: ``internal`` (inside the qcow2 files) or ``external``
+            (a new qcow2 overlay per disk; disks only).
+        :param quiesce: freeze the guest's file systems through the QEMU guest
+            agent while an external snapshot of a running guest is taken.
+        :raises InstanceNotFound: no such guest here.
+        :raises InvalidSnapshot: bad name, kind or combination of options.
+        :raises SnapshotExists: the server has a snapshot of that name.
+        :raises SnapshotLimitReached: ``[snapshots] max_snapshots_per_instance``.
+        :raises SnapshotConflict: the server cannot take this snapshot now
+            (suspended, no guest agent, other kind of snapshots, disks that
+            are not local qcow2 files).
+        :raises VirtError: the hypervisor refused; no part of the snapshot is left.
+        """
+
+    @abc.abstractmethod
+    def snapshot_list(self, uuid: str) -> list[SnapshotInfo]:
+        """The guest's snapshots, oldest first, with their tree relations.
+
+        :raises InstanceNotFound: no such guest here.
+        """
+
+    @abc.abstractmethod
+    def snapshot_revert(self, uuid: str, name: str) -> None:
+        """Bring the guest's disks (and memory, when saved) back to a snapshot.
+
+        The guest ends in the snapshot's state: running for a snapshot of a
+        running guest with memory, stopped otherwise. Data written after the
+        snapshot is lost.
+
+        :raises InstanceNotFound: no such guest here.
+        :raises SnapshotNotFound: no such snapshot.
+        :raises SnapshotConflict: the revert is not possible in this state
+            (e.g. an external snapshot of a running guest).
+        :raises VirtError: the hypervisor refused.
+        """
+
+    @abc.abstractmethod
+    def snapshot_delete(self, uuid: str, name: str) -> None:
+        """Delete a snapshot, keeping the guest's current data.
+
+        :raises InstanceNotFound: no such guest here.
+        :raises SnapshotNotFound: no such snapshot.
+        :raises SnapshotConflict: it cannot be deleted now (e.g. an external
+            snapshot that has children).
+        :raises VirtError: the hypervisor refused.
+        """
+
+
+SNAPSHOT_KINDS = ("internal", "external")
+
+
+@dataclass(frozen=True)
+class SnapshotInfo:
+    """One snapshot of a server, as the hypervisor keeps it.
+
+    ``state`` is the server's state the snapshot captured (libvirt's words):
+    ``running`` or ``paused`` with memory, ``shutoff`` for disks of a stopped
+    server, ``disk-snapshot`` for the disks only of a running one.
+    ``created_at`` is ISO 8601 UTC.
+    """
+
+    name: str
+    kind: str
+    created_at: str
+    parent: str | None
+    children: tuple[str, ...]
+    state: str
+    description: str = ""

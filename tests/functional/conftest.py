@@ -7,180 +7,30 @@ removed at the end, domains included.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import signal
-import socket
-import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import libvirt
 import pytest
-
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-BIN = os.path.dirname(sys.executable)
-STATE_ROOT = "/var/lib/compute-driver"
-GUEST_DIR = os.environ.get("CD_TEST_GUEST_DIR", os.path.join(STATE_ROOT, "test-guest"))
-TRANSPORT_URL = os.environ.get("CD_TEST_TRANSPORT_URL", "rabbit://guest:guest@127.0.0.1:5672/")
-LIBVIRT_URI = "qemu:///system"
-
-CONFIG = """\
-[DEFAULT]
-host = {host}
-state_path = {state}
-transport_url = {transport_url}
-control_exchange = {exchange}
-debug = true
-
-[database]
-connection = sqlite:///{state}/scheduler.sqlite
-
-[agent]
-report_interval = 1
-
-[scheduler]
-service_down_time = 5
-periodic_interval = 1
-
-[libvirt]
-uri = {uri}
-"""
-
-
-def _require_services() -> None:
-    if os.geteuid() != 0:
-        pytest.fail("functional tests run as root (they drive qemu:///system); use `make test`")
-    try:
-        socket.create_connection(("127.0.0.1", 5672), timeout=3).close()
-    except OSError:
-        pytest.fail("RabbitMQ is not listening on 127.0.0.1:5672; run tools/start-services.sh")
-    try:
-        libvirt.open(LIBVIRT_URI).close()
-    except libvirt.libvirtError as exc:
-        pytest.fail(
-            "libvirtd does not answer on %s (%s); run tools/start-services.sh" % (LIBVIRT_URI, exc)
-        )
-
-
-@dataclass
-class Result:
-    """What one computectl run did."""
-
-    rc: int
-    stdout: str
-    stderr: str
-
-    def json(self) -> Any:
-        return json.loads(self.stdout)
-
-
-@dataclass
-class Cloud:
-    """A scheduler and an agent on this machine, and the means to drive them."""
-
-    state: str
-    host: str
-    config_file: str
-    procs: dict[str, subprocess.Popen] = field(default_factory=dict)
-
-    def log_path(self, service: str) -> str:
-        return os.path.join(self.state, service + ".log")
-
-    def start(self, service: str) -> None:
-        """Start compute-scheduler or compute-agent in the background."""
-        log = open(self.log_path(service), "ab")  # noqa: SIM115 - kept open by the child
-        self.procs[service] = subprocess.Popen(
-            [os.path.join(BIN, service), "--config-file", self.config_file],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-    def stop(self, service: str, sig: int = signal.SIGTERM) -> None:
-        proc = self.procs.pop(service, None)
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(sig)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-
-    def ctl(self, *args: str, timeout: float = 300) -> Result:
-        """Run ``computectl -f json ARGS`` against this cloud."""
-        done = subprocess.run(
-            [
-                os.path.join(BIN, "computectl"),
-                "--config-file",
-                self.config_file,
-                "-f",
-                "json",
-                *args,
-            ],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
-        return Result(done.returncode, done.stdout, done.stderr)
-
-    def ok(self, *args: str, timeout: float = 300) -> Any:
-        """Run computectl, require exit 0, return its JSON (or None)."""
-        result = self.ctl(*args, timeout=timeout)
-        assert result.rc == 0, "computectl %s failed (%d): %s" % (
-            " ".join(args),
-            result.rc,
-            result.stderr,
-        )
-        return result.json() if result.stdout.strip() else None
-
-    def wait_for_host(self, state: str = "up", timeout: float = 60) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        result = None
-        while time.monotonic() < deadline:
-            # NOTE: a short timeout: a call sent before the scheduler has
-            # declared its queue is dropped by the broker, not delayed.
-            result = self.ctl("--timeout", "5", "host", "list")
-            if result.rc == 0:
-                for host in result.json():
-                    if host["name"] == self.host and host["state"] == state:
-                        return host
-            time.sleep(0.5)
-        raise AssertionError(
-            "host %s not %s within %d s; last answer %s; agent log:\n%s"
-            % (self.host, state, timeout, result, self.tail("compute-agent"))
-        )
-
-    def tail(self, service: str, lines: int = 40) -> str:
-        try:
-            with open(self.log_path(service), errors="replace") as f:
-                return "".join(f.readlines()[-lines:])
-        except OSError:
-            return "(no log)"
-
-
-def _remove_domains_of(state: str) -> None:
-    """Destroy and undefine domains whose files live under ``state`` (debris of failed tests)."""
-    conn = libvirt.open(LIBVIRT_URI)
-    try:
-        for dom in conn.listAllDomains():
-            if state in dom.XMLDesc():
-                if dom.isActive():
-                    dom.destroy()
-                dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE)
-    finally:
-        conn.close()
+from cloud_env import (
+    CONFIG,
+    GUEST_DIR,
+    LIBVIRT_URI,
+    STATE_ROOT,
+    TRANSPORT_URL,
+    Cloud,
+    ensure_test_guest,
+    remove_domains_of,
+    require_services,
+)
 
 
 @pytest.fixture(scope="session")
 def cloud() -> Iterator[Cloud]:
-    _require_services()
+    require_services()
     tag = uuid.uuid4().hex[:8]
     os.makedirs(STATE_ROOT, mode=0o755, exist_ok=True)
     state = os.path.join(STATE_ROOT, "functional-" + tag)
@@ -209,25 +59,15 @@ def cloud() -> Iterator[Cloud]:
             env.ctl("server", "delete", server["uuid"], "--wait", timeout=120)
         env.stop("compute-agent")
         env.stop("compute-scheduler")
-        _remove_domains_of(state)
+        remove_domains_of(state)
         if not os.environ.get("CD_TEST_KEEP_STATE"):
             shutil.rmtree(state, ignore_errors=True)
-
-
-def _ensure_test_guest() -> dict[str, str]:
-    manifest = os.path.join(GUEST_DIR, "guest.json")
-    if not os.path.exists(manifest):
-        subprocess.run(
-            ["bash", os.path.join(REPO, "tools", "build-test-guest.sh"), GUEST_DIR], check=True
-        )
-    with open(manifest) as f:
-        return json.load(f)
 
 
 @pytest.fixture(scope="session")
 def guest_image(cloud: Cloud) -> dict[str, Any]:
     """The tiny test guest, imported once per session."""
-    manifest = _ensure_test_guest()
+    manifest = ensure_test_guest()
     image = cloud.ok(
         "image",
         "import",
@@ -248,19 +88,3 @@ def libvirt_conn() -> Iterator[libvirt.virConnect]:
     conn = libvirt.open(LIBVIRT_URI)
     yield conn
     conn.close()
-
-
-def wait_for_console(cloud: Cloud, server: str, marker: str, timeout: float = 120) -> str:
-    """Poll the server's console log until ``marker`` appears; return the log."""
-    deadline = time.monotonic() + timeout
-    text = ""
-    while time.monotonic() < deadline:
-        result = cloud.ctl("server", "console-log", server, "--lines", "2000")
-        if result.rc == 0:
-            text = result.json()
-            if marker in text:
-                return text
-        time.sleep(1)
-    raise AssertionError(
-        "%r not in the console of %s within %d s:\n%s" % (marker, server, timeout, text[-3000:])
-    )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import libvirt
-from conftest import Cloud, wait_for_console
+from cloud_env import Cloud, wait_for_console
 
 
 def _state(conn: libvirt.virConnect, uuid: str) -> int:
@@ -71,5 +71,40 @@ def test_power_actions_on_a_real_guest(cloud: Cloud, guest_image: dict, libvirt_
         # Starting a running server is refused, not queued.
         refused = cloud.ctl("server", "start", uuid)
         assert refused.rc == 4 and "needs the server to be stopped" in refused.stderr
+    finally:
+        cloud.ok("server", "delete", uuid, "--wait")
+
+
+def test_guest_powering_itself_off_is_seen_through_events(
+    cloud: Cloud, guest_image: dict, libvirt_conn
+) -> None:
+    import time
+
+    server = cloud.ok(
+        "server",
+        "create",
+        "ft-events",
+        "--flavor",
+        "m1.tiny",
+        "--image",
+        guest_image["uuid"],
+        "--project",
+        "ft",
+        "--wait",
+    )
+    uuid = server["uuid"]
+    try:
+        wait_for_console(cloud, uuid, "CD-GUEST ready")
+        # Behind our back, as an operator with virsh would: the guest hears ACPI and powers off.
+        libvirt_conn.lookupByUUIDString(uuid).shutdown()
+        deadline = time.monotonic() + 30
+        record = server
+        while time.monotonic() < deadline:
+            record = cloud.ok("server", "show", uuid)
+            if record["vm_state"] == "stopped":
+                break
+            time.sleep(0.5)
+        assert (record["vm_state"], record["power_state"]) == ("stopped", "shutdown")
+        assert record["task_state"] is None
     finally:
         cloud.ok("server", "delete", uuid, "--wait")

@@ -9,7 +9,7 @@ import time
 import uuid
 
 import libvirt
-from conftest import Cloud, wait_for_console
+from cloud_env import Cloud, wait_for_console
 
 from compute_driver.virt.libvirt import xml as lvxml
 

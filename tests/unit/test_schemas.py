@@ -47,6 +47,12 @@ FULL: dict[str, dict[str, dict[str, Any]]] = {
         "delete_server": {"server": UUID},
         "server_console_log": {"server": "web-1", "lines": 10},
         "server_action": {"server": "web-1", "action": "hard-reboot"},
+        "set_host_enabled": {
+            "host": "compute-1",
+            "enabled": False,
+            "reason": "maintenance",
+            "automatic": False,
+        },
         "list_hosts": {},
         "show_host": {"host": "compute-1"},
         "list_flavors": {},
@@ -84,6 +90,7 @@ FULL: dict[str, dict[str, dict[str, Any]]] = {
             "fault": "disk full",
         },
         "instance_deleted": {"host": "compute-1", "uuid": UUID},
+        "instance_power_changed": {"host": "compute-1", "uuid": UUID, "power_state": "shutdown"},
         "host_instances": {"host": "compute-1"},
     },
     "compute": {

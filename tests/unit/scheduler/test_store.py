@@ -401,3 +401,52 @@ def test_flavor_extra_specs_and_image_properties_round_trip(store):
     assert store.create_flavor("pinned", 2, 512, 1, {"hw:cpu_policy": "dedicated"}) == flavor
     with pytest.raises(exception.DuplicateName):
         store.create_flavor("pinned", 2, 512, 1, {"hw:cpu_policy": "shared"})
+
+
+def _reported_host(store, name="h1"):
+    store.upgrade()
+    store.report_host(name, {"vcpus": 4, "memory_mb": 4096, "disk_gb": 40}, {})
+    return name
+
+
+def test_automatic_enable_never_overrides_an_operator(store):
+    host = _reported_host(store)
+    record = store.set_host_enabled(host, False, "maintenance", automatic=False, down_after=60)
+    assert (record["enabled"], record["disabled_reason"]) == (False, "maintenance")
+    record = store.set_host_enabled(host, True, "libvirt is back", automatic=True, down_after=60)
+    assert (record["enabled"], record["disabled_reason"]) == (False, "maintenance")
+    record = store.set_host_enabled(host, True, None, automatic=False, down_after=60)
+    assert record["enabled"] is True
+
+
+def test_automatic_disable_is_lifted_automatically(store):
+    host = _reported_host(store)
+    record = store.set_host_enabled(host, False, "hypervisor: gone", automatic=True, down_after=60)
+    assert record["enabled"] is False and record["disabled_reason"].startswith("AUTO: ")
+    record = store.set_host_enabled(host, True, "back", automatic=True, down_after=60)
+    assert record["enabled"] is True and record["disabled_reason"] is None
+
+
+def test_power_change_is_ignored_while_a_task_is_in_flight(store):
+    host = _reported_host(store)
+    image = _image(store)
+    UUID = str(uuidlib.uuid4())
+    store.create_instance(
+        uuid=UUID,
+        name="vm",
+        project="p",
+        flavor_name="f",
+        vcpus=1,
+        memory_mb=128,
+        root_gb=1,
+        image_uuid=image["uuid"],
+        user_data=None,
+    )
+    assert store.claim(host, 1, 128, 1, LIMITS, UUID)
+    store.update_instance(UUID, vm_state="active", task_state=None, power_state="running")
+    assert store.power_changed(UUID, host, "shutdown", "stopped") is True
+    assert store.get_instance(UUID)["vm_state"] == "stopped"
+    assert store.power_changed(UUID, host, "shutdown", "stopped") is False  # nothing new
+    store.begin_task(UUID, frozenset({"stopped"}), "powering-on")
+    assert store.power_changed(UUID, host, "running", "active") is False
+    assert store.get_instance(UUID)["task_state"] == "powering-on"

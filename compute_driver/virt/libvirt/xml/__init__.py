@@ -12,7 +12,7 @@ Usage::
 
 from .base import XMLBuilder, XMLBuilderError
 from .chardev import Channel, CharDevice, Console, Serial
-from .devices import MemBalloon, Rng, Watchdog
+from .devices import Controller, MemBalloon, Rng, Watchdog
 from .disk import Disk, DiskHost
 from .domain import CPU, OS, Clock, Domain, Features
 from .interface import Interface
@@ -24,13 +24,16 @@ from .metadata import (
     PortRef,
     VolumeRef,
 )
+from .numa import CPUTune, MemoryBacking, NUMACell, NUMAMemNode, NUMATune, VCPUPin
 
 __all__ = [
     "CPU",
+    "CPUTune",
     "Channel",
     "CharDevice",
     "Clock",
     "Console",
+    "Controller",
     "Disk",
     "DiskHost",
     "Domain",
@@ -41,10 +44,15 @@ __all__ = [
     "METADATA_NAMESPACE",
     "METADATA_PREFIX",
     "MemBalloon",
+    "MemoryBacking",
+    "NUMACell",
+    "NUMAMemNode",
+    "NUMATune",
     "OS",
     "PortRef",
     "Rng",
     "Serial",
+    "VCPUPin",
     "VolumeRef",
     "Watchdog",
     "XMLBuilder",

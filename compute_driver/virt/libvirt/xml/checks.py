@@ -1,10 +1,21 @@
-"""Value checks shared by the element modules: each returns why a value is bad, or None."""
+"""Shared value checks (each returns why a value is bad, or None) and memory units."""
 
 from __future__ import annotations
 
 import re
 import uuid as uuidlib
 
+# libvirt's binary memory units, as KiB multipliers (what the builders read back).
+KIB_PER_UNIT = {
+    "KiB": 1,
+    "k": 1,
+    "MiB": 1024,
+    "M": 1024,
+    "GiB": 1024**2,
+    "G": 1024**2,
+    "TiB": 1024**3,
+    "T": 1024**3,
+}
 _MAC_RE = re.compile(r"^([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}$")
 
 
@@ -21,4 +32,18 @@ def check_uuid(value: str) -> str | None:
         uuidlib.UUID(value)
     except ValueError:
         return "is not a UUID"
+    return None
+
+
+_CPUSET_RE = re.compile(r"^\^?\d+(-\d+)?(,\^?\d+(-\d+)?)*$")
+
+
+def check_cpuset(value: str) -> str | None:
+    """Return why ``value`` is not a libvirt cpuset (``0-3,^2,8``), or None."""
+    if not _CPUSET_RE.match(value):
+        return "is not a cpuset (comma-separated numbers and ranges, e.g. '0-3,8')"
+    for part in value.replace("^", "").split(","):
+        low, _, high = part.partition("-")
+        if high and int(high) < int(low):
+            return f"has a descending range {part!r}"
     return None

@@ -1,8 +1,27 @@
-"""Small devices: ``<memballoon>``, ``<rng>`` and ``<watchdog>``."""
+"""Small devices: ``<controller>``, ``<memballoon>``, ``<rng>`` and ``<watchdog>``."""
 
 from __future__ import annotations
 
 from .base import XMLBuilder, xml_property
+
+
+class Controller(XMLBuilder):
+    """``<controller type index model>``: e.g. the virtio-scsi HBA that ``bus='scsi'`` disks need.
+
+    NOTE: without one, libvirt adds an lsilogic HBA for SCSI disks on ``pc``
+    machines, a device many QEMU builds leave out.
+    """
+
+    XML_NAME = "controller"
+
+    # NOTE: every type libvirt has, so the controllers it adds parse and write back.
+    type: str | None = xml_property(
+        "./@type",
+        required=True,
+        choices=("scsi", "sata", "ide", "fdc", "usb", "pci", "virtio-serial", "ccid", "isa"),
+    )
+    index: int | None = xml_property("./@index", int, minimum=0)
+    model: str | None = xml_property("./@model")
 
 
 class MemBalloon(XMLBuilder):
@@ -19,11 +38,17 @@ class MemBalloon(XMLBuilder):
 
 
 class Rng(XMLBuilder):
-    """``<rng>``: a virtio RNG fed from ``backend_path`` on the host."""
+    """``<rng>``: a virtio RNG fed from ``backend_path`` on the host.
+
+    ``rate_bytes`` per ``rate_period`` milliseconds (libvirt's default period
+    is 1000) caps how fast the guest may drain the host's entropy.
+    """
 
     XML_NAME = "rng"
 
     model: str | None = xml_property("./@model", required=True, choices=("virtio",))
+    rate_bytes: int | None = xml_property("./rate/@bytes", int, minimum=1)
+    rate_period: int | None = xml_property("./rate/@period", int, minimum=1)
     backend_model: str | None = xml_property(
         "./backend/@model", required=True, choices=("random", "builtin")
     )
@@ -32,6 +57,8 @@ class Rng(XMLBuilder):
     def _validate(self) -> None:
         if self.backend_model == "builtin" and self.backend_path is not None:
             raise self.error("backend_path needs backend_model 'random'")
+        if self.rate_period is not None and self.rate_bytes is None:
+            raise self.error("rate_period needs rate_bytes")
 
 
 class Watchdog(XMLBuilder):

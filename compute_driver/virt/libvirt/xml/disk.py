@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from .base import XMLBuilder, xml_children, xml_property
 from .checks import check_uuid
+
+
+def _iotune(name: str) -> Any:
+    return xml_property(f"./iotune/{name}", int, minimum=0)
 
 
 class DiskHost(XMLBuilder):
@@ -22,6 +28,8 @@ class Disk(XMLBuilder):
     ``source_dev`` for ``block``, ``source_protocol``/``source_name``/``hosts``
     for ``network``. ``source_identity_*`` is for nfs, ``source_initiator_iqn``
     for iscsi. ``auth_*`` is the ``<auth><secret>`` of rbd and iscsi.
+    The ``*_bytes_sec``/``*_iops_sec`` limits are its ``<iotune>``: a total
+    limit excludes the read and write limits of the same kind.
     """
 
     XML_NAME = "disk"
@@ -36,6 +44,9 @@ class Disk(XMLBuilder):
     )
     io: str | None = xml_property("./driver/@io", choices=("threads", "native", "io_uring"))
     discard: str | None = xml_property("./driver/@discard", choices=("unmap", "ignore"))
+    detect_zeroes: str | None = xml_property(
+        "./driver/@detect_zeroes", choices=("off", "on", "unmap")
+    )
     source_file: str | None = xml_property("./source/@file")
     source_dev: str | None = xml_property("./source/@dev")
     source_protocol: str | None = xml_property(
@@ -57,8 +68,23 @@ class Disk(XMLBuilder):
     readonly: bool = xml_property("./readonly", bool)
     shareable: bool = xml_property("./shareable", bool)
     serial: str | None = xml_property("./serial")
+    total_bytes_sec: int | None = _iotune("total_bytes_sec")
+    read_bytes_sec: int | None = _iotune("read_bytes_sec")
+    write_bytes_sec: int | None = _iotune("write_bytes_sec")
+    total_iops_sec: int | None = _iotune("total_iops_sec")
+    read_iops_sec: int | None = _iotune("read_iops_sec")
+    write_iops_sec: int | None = _iotune("write_iops_sec")
 
     def _validate(self) -> None:
+        # NOTE: QEMU refuses aio=native unless the cache mode opens with O_DIRECT.
+        if self.io == "native" and self.cache not in ("none", "directsync"):
+            raise self.error(f"io 'native' needs cache 'none' or 'directsync', not {self.cache!r}")
+        for kind in ("bytes", "iops"):
+            total, read, write = (
+                getattr(self, f"{part}_{kind}_sec") for part in ("total", "read", "write")
+            )
+            if total is not None and (read is not None or write is not None):
+                raise self.error(f"total_{kind}_sec excludes read_{kind}_sec and write_{kind}_sec")
         network = (
             self.source_protocol,
             self.source_name,

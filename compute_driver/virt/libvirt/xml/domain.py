@@ -1,4 +1,8 @@
-"""``<domain>`` and its fixed sections: ``<os>``, ``<features>``, ``<cpu>``, ``<clock>``."""
+"""``<domain>`` and its fixed sections: ``<os>``, ``<features>``, ``<cpu>``, ``<clock>``.
+
+Placement and tuning sections (``<cputune>``, ``<numatune>``, ``<memoryBacking>``)
+are in :mod:`.numa`.
+"""
 
 from __future__ import annotations
 
@@ -9,15 +13,15 @@ from lxml import etree
 
 from .base import XMLBuilder, XMLProperty, xml_child, xml_children, xml_property
 from .chardev import Channel, Console, Serial
-from .checks import check_uuid
-from .devices import MemBalloon, Rng, Watchdog
+from .checks import KIB_PER_UNIT, check_cpuset, check_uuid
+from .devices import Controller, MemBalloon, Rng, Watchdog
 from .disk import Disk
 from .interface import Interface
 from .metadata import InstanceMetadata
+from .numa import CPUTune, MemoryBacking, NUMACell, NUMATune
 
 _D = TypeVar("_D", bound=XMLBuilder)
 _LIFECYCLE = ("destroy", "restart", "preserve", "rename-restart")
-_KIB_PER_UNIT = {"KiB": 1, "k": 1, "MiB": 1024, "M": 1024, "GiB": 1024**2, "G": 1024**2}
 
 
 def _check_name(value: str) -> str | None:
@@ -38,9 +42,9 @@ class _MemoryKiB(XMLProperty):
         if el is None or el.text is None:
             return None
         unit = el.get("unit", "KiB")
-        if unit not in _KIB_PER_UNIT:
+        if unit not in KIB_PER_UNIT:
             raise self.fail(unit, "is not a memory unit this builder reads")
-        return self.from_text(el.text) * _KIB_PER_UNIT[unit]
+        return self.from_text(el.text) * KIB_PER_UNIT[unit]
 
     def write(self, node: etree._Element, value: Any) -> None:
         if value is not None:
@@ -83,18 +87,35 @@ class Features(XMLBuilder):
 
 
 class CPU(XMLBuilder):
-    """``<cpu mode=...>``; ``model`` goes with mode ``custom``."""
+    """``<cpu>``: the guest CPU model, its topology and its NUMA cells.
+
+    ``mode`` None writes no mode (libvirt's hypervisor default), for a ``<cpu>``
+    that only carries topology or NUMA cells. ``model`` goes with ``custom``.
+    The topology needs all three of sockets, cores and threads.
+    """
 
     XML_NAME = "cpu"
 
     mode: str | None = xml_property(
-        "./@mode", required=True, choices=("host-model", "host-passthrough", "custom", "maximum")
+        "./@mode", choices=("host-model", "host-passthrough", "custom", "maximum")
     )
     model: str | None = xml_property("./model")
+    topology_sockets: int | None = xml_property("./topology/@sockets", int, minimum=1)
+    topology_cores: int | None = xml_property("./topology/@cores", int, minimum=1)
+    topology_threads: int | None = xml_property("./topology/@threads", int, minimum=1)
+    numa_cells: list[NUMACell] = xml_children(NUMACell, path="./numa")
 
     def _validate(self) -> None:
         if self.mode == "custom" and self.model is None:
             raise self.error("mode 'custom' needs model")
+        if self.model is not None and self.mode not in (None, "custom"):
+            raise self.error(f"model needs mode 'custom', not {self.mode!r}")
+        parts = (self.topology_sockets, self.topology_cores, self.topology_threads)
+        if any(p is not None for p in parts) and None in parts:
+            raise self.error("topology needs sockets, cores and threads together")
+        ids = [cell.id for cell in self.numa_cells]
+        if ids != list(range(len(ids))):
+            raise self.error(f"NUMA cell ids must be 0, 1, ... in order, not {ids}")
 
 
 class Clock(XMLBuilder):
@@ -110,7 +131,9 @@ class Clock(XMLBuilder):
 class Domain(XMLBuilder):
     """A whole ``<domain>``: identity, sizing, sections and ``devices`` in order.
 
-    ``memory_kib`` sets both ``<memory>`` and ``<currentMemory>``.
+    ``memory_kib`` sets both ``<memory>`` and ``<currentMemory>``; with NUMA
+    cells it must equal their sum (libvirt recomputes it from the cells).
+    ``vcpu_cpuset`` is the host CPUs unpinned vCPUs float on.
     """
 
     XML_NAME = "domain"
@@ -122,7 +145,11 @@ class Domain(XMLBuilder):
     title: str | None = xml_property("./title", check=_check_title)
     metadata: InstanceMetadata | None = xml_child(InstanceMetadata, "./metadata")
     memory_kib: int | None = _memory_kib()
+    memory_backing: MemoryBacking | None = xml_child(MemoryBacking)
     vcpus: int | None = xml_property("./vcpu", int, required=True, minimum=1)
+    vcpu_cpuset: str | None = xml_property("./vcpu/@cpuset", check=check_cpuset)
+    cputune: CPUTune | None = xml_child(CPUTune)
+    numatune: NUMATune | None = xml_child(NUMATune)
     os: OS | None = xml_child(OS, required=True)
     features: Features | None = xml_child(Features)
     cpu: CPU | None = xml_child(CPU)
@@ -133,8 +160,27 @@ class Domain(XMLBuilder):
         "./on_crash", choices=_LIFECYCLE + ("coredump-destroy", "coredump-restart")
     )
     devices: list[XMLBuilder] = xml_children(
-        Disk, Interface, Serial, Console, Channel, MemBalloon, Rng, Watchdog, path="./devices"
+        Disk,
+        Controller,
+        Interface,
+        Serial,
+        Console,
+        Channel,
+        MemBalloon,
+        Rng,
+        Watchdog,
+        path="./devices",
     )
+
+    def _validate(self) -> None:
+        cells = self.cpu.numa_cells if self.cpu is not None else []
+        if cells and self.memory_kib != sum(cell.memory_kib or 0 for cell in cells):
+            raise self.error(
+                f"memory_kib {self.memory_kib} is not the sum of the NUMA cells' memory"
+            )
+        pins = self.cputune.vcpupins if self.cputune is not None else []
+        if self.vcpus is not None and any((pin.vcpu or 0) >= self.vcpus for pin in pins):
+            raise self.error(f"a vcpupin names a vCPU beyond the {self.vcpus} vCPUs")
 
     def devices_of(self, cls: builtins.type[_D]) -> list[_D]:
         """The devices that are ``cls`` instances, in document order."""

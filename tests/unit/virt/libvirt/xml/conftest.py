@@ -248,6 +248,111 @@ def storage_kinds() -> lvxml.Domain:
     )
 
 
+def maximal() -> lvxml.Domain:
+    """Everything guest_config can turn on (kvm, dedicated, 2 NUMA cells, 1 GiB pages, scsi).
+
+    NOTE: test_guest_config checks that guest_config.apply() writes exactly this.
+    """
+    root = lvxml.Disk(
+        type="file",
+        device="disk",
+        driver_name="qemu",
+        driver_type="qcow2",
+        cache="directsync",
+        io="native",
+        discard="unmap",
+        detect_zeroes="unmap",
+        source_file=f"{GUEST_DIR}/disk.qcow2",
+        target_dev="sda",
+        target_bus="scsi",
+        total_bytes_sec=10485760,
+        read_iops_sec=500,
+        write_iops_sec=400,
+    )
+    return lvxml.Domain(
+        type="kvm",
+        name="cd-maximal",
+        uuid=INSTANCE,
+        metadata=lvxml.InstanceMetadata(
+            uuid=INSTANCE,
+            name="maximal",
+            volumes=[lvxml.VolumeRef(id="root", backend="dir", target_dev="sda")],
+        ),
+        memory_kib=2097152,
+        memory_backing=lvxml.MemoryBacking(hugepage_kib=1048576),
+        vcpus=4,
+        cputune=lvxml.CPUTune(
+            vcpupins=[lvxml.VCPUPin(vcpu=v, cpuset=str(v + 2)) for v in range(4)],
+            emulatorpin_cpuset="2-5",
+        ),
+        numatune=lvxml.NUMATune(
+            memory_mode="strict",
+            memory_nodeset="0-1",
+            memnodes=[
+                lvxml.NUMAMemNode(cellid=0, mode="strict", nodeset="0"),
+                lvxml.NUMAMemNode(cellid=1, mode="strict", nodeset="1"),
+            ],
+        ),
+        os=lvxml.OS(type="hvm", arch="x86_64", machine="pc", boot_devices=["hd"]),
+        cpu=lvxml.CPU(
+            mode="custom",
+            model="qemu64",
+            topology_sockets=2,
+            topology_cores=2,
+            topology_threads=1,
+            numa_cells=[
+                lvxml.NUMACell(id=0, cpus="0-1", memory_kib=1048576),
+                lvxml.NUMACell(id=1, cpus="2-3", memory_kib=1048576),
+            ],
+        ),
+        devices=[
+            root,
+            lvxml.Controller(type="scsi", index=0, model="virtio-scsi"),
+            lvxml.Channel(type="unix", target_type="virtio", target_name="org.qemu.guest_agent.0"),
+            lvxml.Rng(
+                model="virtio",
+                rate_bytes=1024,
+                rate_period=2000,
+                backend_model="random",
+                backend_path="/dev/urandom",
+            ),
+            lvxml.Watchdog(model="i6300esb", action="poweroff"),
+            lvxml.MemBalloon(model="virtio", stats_period=5),
+        ],
+    )
+
+
+def shared_cpus() -> lvxml.Domain:
+    """An unpinned guest kept off the dedicated CPUs: <cpu> with only a topology, 2 MiB pages."""
+    return _domain(
+        "cd-shared",
+        memory_kib=262144,
+        memory_backing=lvxml.MemoryBacking(hugepage_kib=2048),
+        vcpus=2,
+        vcpu_cpuset="0-1,6-7",
+        cpu=lvxml.CPU(topology_sockets=1, topology_cores=1, topology_threads=2),
+        devices=[
+            lvxml.Disk(
+                type="file",
+                device="disk",
+                driver_name="qemu",
+                driver_type="qcow2",
+                cache="writeback",
+                io="threads",
+                discard="ignore",
+                detect_zeroes="on",
+                source_file="/var/lib/cd/root.qcow2",
+                target_dev="sda",
+                target_bus="sata",
+                read_bytes_sec=20971520,
+                write_bytes_sec=10485760,
+                total_iops_sec=1000,
+            ),
+            lvxml.MemBalloon(model="none"),
+        ],
+    )
+
+
 CASES: dict[str, Callable[[], lvxml.Domain]] = {
     "tiny-guest": tiny_guest,
     "ovs-interface": ovs_interface,
@@ -255,6 +360,8 @@ CASES: dict[str, Callable[[], lvxml.Domain]] = {
     "interface-kinds": interface_kinds,
     "rbd-disk": rbd_disk,
     "storage-kinds": storage_kinds,
+    "maximal": maximal,
+    "shared-cpus": shared_cpus,
 }
 
 

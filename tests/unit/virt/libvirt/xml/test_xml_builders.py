@@ -39,6 +39,16 @@ def _dom(**kwargs: Any) -> lvxml.Domain:
         (lvxml.DiskHost, dict(port=70000), r"greater than 65535"),
         (lvxml.OS, dict(boot_devices=["hd", "usb"]), r"'usb' is not one of"),
         (lvxml.PortRef, dict(mac="zz"), r"PortRef\.mac"),
+        (lvxml.CPU, dict(topology_cores=0), r"CPU\.topology_cores: 0 is less than 1"),
+        (lvxml.VCPUPin, dict(cpuset="2-1"), r"descending range"),
+        (lvxml.VCPUPin, dict(cpuset="two"), r"is not a cpuset"),
+        (lvxml.NUMATune, dict(memory_mode="bind"), r"NUMATune\.memory_mode"),
+        (lvxml.Disk, dict(detect_zeroes="yes"), r"Disk\.detect_zeroes"),
+        (lvxml.Disk, dict(total_iops_sec=-1), r"less than 0"),
+        (lvxml.Rng, dict(rate_bytes=0), r"Rng\.rate_bytes"),
+        (lvxml.Controller, dict(type="nvme"), r"Controller\.type"),
+        (lvxml.MemoryBacking, dict(hugepage_kib=0), r"MemoryBacking\.hugepage_kib"),
+        (lvxml.Domain, dict(vcpu_cpuset="0,,1"), r"Domain\.vcpu_cpuset"),
     ],
 )
 def test_constructor_rejects_invalid_values(cls: type, kwargs: dict[str, Any], match: str) -> None:
@@ -104,6 +114,60 @@ def test_unknown_keyword_or_attribute_is_refused() -> None:
         (lambda: _dom(cpu=lvxml.CPU(mode="custom")), "needs model"),
         (lambda: _dom(os=lvxml.OS(type="hvm", cmdline="x")), "need kernel"),
         (lambda: _dom(devices=[lvxml.MemBalloon(model="none", stats_period=5)]), "stats_period"),
+        (lambda: _dom(cpu=lvxml.CPU(topology_sockets=2)), "sockets, cores and threads together"),
+        (lambda: _dom(cpu=lvxml.CPU(mode="host-model", model="qemu64")), "model needs mode"),
+        (
+            lambda: _dom(
+                cpu=lvxml.CPU(numa_cells=[lvxml.NUMACell(id=1, cpus="0", memory_kib=65536)])
+            ),
+            "cell ids must be 0, 1",
+        ),
+        (
+            lambda: _dom(
+                vcpus=2,
+                cpu=lvxml.CPU(
+                    numa_cells=[
+                        lvxml.NUMACell(id=0, cpus="0", memory_kib=16384),
+                        lvxml.NUMACell(id=1, cpus="1", memory_kib=16384),
+                    ]
+                ),
+            ),
+            "not the sum of the NUMA cells",
+        ),
+        (
+            lambda: _dom(cputune=lvxml.CPUTune(vcpupins=[lvxml.VCPUPin(vcpu=1, cpuset="0")])),
+            "beyond the 1 vCPUs",
+        ),
+        (
+            lambda: _dom(
+                vcpus=2,
+                cputune=lvxml.CPUTune(
+                    vcpupins=[lvxml.VCPUPin(vcpu=0, cpuset="0"), lvxml.VCPUPin(vcpu=0, cpuset="1")]
+                ),
+            ),
+            "pinned twice",
+        ),
+        (lambda: _dom(numatune=lvxml.NUMATune(memory_mode="strict")), "needs memory_nodeset"),
+        (
+            lambda: _dom(
+                devices=[lvxml.Disk(type="file", target_dev="vda", io="native", cache="writeback")]
+            ),
+            "io 'native' needs cache 'none' or 'directsync'",
+        ),
+        (
+            lambda: _dom(
+                devices=[
+                    lvxml.Disk(type="file", target_dev="vda", total_bytes_sec=1, read_bytes_sec=1)
+                ]
+            ),
+            "total_bytes_sec excludes",
+        ),
+        (
+            lambda: _dom(
+                devices=[lvxml.Rng(model="virtio", backend_model="builtin", rate_period=10)]
+            ),
+            "rate_period needs rate_bytes",
+        ),
     ],
 )
 def test_serialization_rejects_inconsistent_objects(build: Any, match: str) -> None:
@@ -181,3 +245,30 @@ def test_parse_errors_are_builder_errors() -> None:
 def test_parse_accepts_an_xml_declaration() -> None:
     text = "<?xml version='1.0' encoding='UTF-8'?>\n" + _dom().to_string()
     assert lvxml.Domain.parse(text) == _dom()
+
+
+def test_cpu_without_mode_writes_only_what_is_set() -> None:
+    cpu = lvxml.CPU(topology_sockets=1, topology_cores=2, topology_threads=1)
+    assert cpu.to_string().splitlines()[0] == "<cpu>"
+    assert lvxml.CPU.parse(cpu.to_string()) == cpu
+
+
+def test_sizes_in_kib_are_written_with_their_unit_and_read_from_other_units() -> None:
+    cell = lvxml.NUMACell(id=0, cpus="0-1", memory_kib=1048576)
+    assert 'memory="1048576" unit="KiB"' in cell.to_string()
+    assert lvxml.NUMACell.parse("<cell id='0' cpus='0' memory='1' unit='GiB'/>").memory_kib == (
+        1048576
+    )
+    assert lvxml.NUMACell.parse("<cell id='0' cpus='0' memory='512'/>").memory_kib == 512
+    page = lvxml.MemoryBacking.parse(
+        "<memoryBacking><hugepages><page size='2' unit='M'/></hugepages></memoryBacking>"
+    )
+    assert page.hugepage_kib == 2048
+    with pytest.raises(lvxml.XMLBuilderError, match="not a memory unit"):
+        lvxml.NUMACell.parse("<cell id='0' cpus='0' memory='1' unit='KB'/>")
+
+
+def test_vcpu_cpuset_shares_the_vcpu_element() -> None:
+    text = _dom(vcpus=2, vcpu_cpuset="0-1").to_string()
+    assert '<vcpu cpuset="0-1">2</vcpu>' in text
+    assert lvxml.Domain.parse(text).vcpu_cpuset == "0-1"

@@ -82,6 +82,11 @@ def _expected_running() -> lvxml.Domain:
                 target_bus="ide",
                 readonly=True,
             ),
+            # libvirt adds these itself: they parse, and write back valid.
+            lvxml.Controller(type="usb", index=0, model="piix3-uhci"),
+            lvxml.Controller(type="pci", index=0, model="pci-root"),
+            lvxml.Controller(type="ide", index=0),
+            lvxml.Controller(type="virtio-serial", index=0),
             lvxml.Interface(
                 type="bridge",
                 mac="52:54:00:00:00:01",

@@ -1,0 +1,179 @@
+"""A private, privileged libvirtd for tests that must kill or restart it.
+
+The system libvirtd is shared with other tests and people: it is never
+stopped. This one runs in its own mount namespace, where its compiled-in
+directories (/etc/libvirt, /run/libvirt, /var/lib/libvirt,
+/var/cache/libvirt, /var/log/libvirt) are bind mounts of directories under
+``root``, and it listens on a unix socket under ``root/sock`` (outside the
+bind mounts, so clients in our namespace reach it). See
+docs of the recipe: /work/shared/recipes/migration-two-hosts.md.
+
+Restarting it with the same ``root`` keeps its state: a daemon killed with
+SIGKILL leaves its QEMU processes running, and the next one reconnects to them.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+
+import libvirt
+
+_DIRS = {
+    "etc": "/etc/libvirt",
+    "run": "/run/libvirt",
+    "lib": "/var/lib/libvirt",
+    "cache": "/var/cache/libvirt",
+    "log": "/var/log/libvirt",
+}
+
+LIBVIRTD_CONF = """\
+unix_sock_dir = "{root}/sock"
+unix_sock_rw_perms = "0700"
+auth_unix_rw = "none"
+auth_unix_ro = "none"
+listen_tls = 0
+listen_tcp = 0
+log_outputs = "3:file:{root}/libvirtd.log"
+"""
+
+# NOTE: stdio_handler "file": the system virtlogd socket is hidden by the
+# bind mount of /run/libvirt. No cgroup controllers: both daemons would put
+# their guests in the same /machine cgroups.
+QEMU_CONF = """\
+stdio_handler = "file"
+cgroup_controllers = [ ]
+"""
+
+
+def usable() -> str | None:
+    """Why a private libvirtd cannot run here, or None when it can."""
+    if os.geteuid() != 0:
+        return "needs root (privileged libvirtd, mount namespace)"
+    for tool in ("unshare", "libvirtd"):
+        if shutil.which(tool) is None:
+            return "%s is not installed" % tool
+    return None
+
+
+class PrivateLibvirtd:
+    """One privileged libvirtd in a private mount namespace; kill it by its PID only."""
+
+    def __init__(self) -> None:
+        self.root = tempfile.mkdtemp(prefix="cd-libvirtd-")
+        # NOTE: QEMU runs as libvirt-qemu and must traverse these directories.
+        os.chmod(self.root, 0o755)
+        for name in [*_DIRS, "sock"]:
+            os.makedirs(os.path.join(self.root, name), mode=0o755)
+        with open(os.path.join(self.root, "etc", "libvirtd.conf"), "w") as f:
+            f.write(LIBVIRTD_CONF.format(root=self.root))
+        with open(os.path.join(self.root, "etc", "qemu.conf"), "w") as f:
+            f.write(QEMU_CONF)
+        self.socket = os.path.join(self.root, "sock", "libvirt-sock")
+        self.uri = "qemu+unix:///system?socket=" + self.socket
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 30) -> None:
+        """Start the daemon and wait until it answers on its socket."""
+        script = "".join(
+            "mount --bind %s %s\n" % (os.path.join(self.root, name), target)
+            for name, target in _DIRS.items()
+        )
+        script += 'exec libvirtd -f "$1" -p "$2"\n'
+        log = open(os.path.join(self.root, "stdout.log"), "ab")  # noqa: SIM115 - the child keeps it
+        # NOTE: unshare without --fork and bash's exec: the PID we hold is libvirtd's.
+        self.proc = subprocess.Popen(
+            [
+                "unshare",
+                "--mount",
+                "--propagation",
+                "private",
+                "--",
+                "bash",
+                "-ec",
+                script,
+                "bash",
+                os.path.join(self.root, "etc", "libvirtd.conf"),
+                os.path.join(self.root, "libvirtd.pid"),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(
+                    "private libvirtd exited (%s):\n%s" % (self.proc.returncode, self.log_tail())
+                )
+            try:
+                libvirt.open(self.uri).close()
+                return
+            except libvirt.libvirtError:
+                time.sleep(0.1)
+        raise RuntimeError(
+            "private libvirtd did not answer within %s s:\n%s" % (timeout, self.log_tail())
+        )
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        """Signal the daemon (by PID) and wait for it to exit."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.proc = None
+
+    def cleanup(self) -> None:
+        """Stop its guests and the daemon, and remove every file of it."""
+        if self.proc is not None and self.proc.poll() is None:
+            try:
+                conn = libvirt.open(self.uri)
+            except libvirt.libvirtError:
+                conn = None
+            for dom in conn.listAllDomains() if conn is not None else []:
+                try:
+                    if dom.isActive():
+                        dom.destroy()
+                    dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE)
+                except libvirt.libvirtError:
+                    pass  # the QEMU is killed by PID below
+            if conn is not None:
+                conn.close()
+        self.kill(signal.SIGTERM)
+        # Guests of a daemon that died: their QEMU PIDs are in its state directory.
+        for pidfile in glob.glob(os.path.join(self.root, "run", "qemu", "*.pid")):
+            name = os.path.basename(pidfile)[: -len(".pid")]
+            try:
+                with open(pidfile) as f:
+                    pid = int(f.read().strip())
+                with open("/proc/%d/cmdline" % pid, "rb") as f:
+                    cmdline = f.read()
+                # NOTE: only a QEMU of that guest: the PID may have been reused.
+                if b"qemu-system" in cmdline and ("guest=%s," % name).encode() in cmdline:
+                    os.kill(pid, signal.SIGKILL)
+            except (OSError, ValueError):
+                pass
+        # NOTE: the bind mounts live only in the daemon's namespace, which
+        # went away with its last process; nothing to unmount here.
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def log_tail(self, lines: int = 30) -> str:
+        text = ""
+        for name in ("stdout.log", "libvirtd.log"):
+            try:
+                with open(os.path.join(self.root, name), errors="replace") as f:
+                    text += "--- %s\n%s" % (name, "".join(f.readlines()[-lines:]))
+            except OSError:
+                pass
+        return text

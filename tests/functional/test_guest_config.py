@@ -1,0 +1,163 @@
+"""Flavor extra specs and image properties shape real guests, and bad ones are refused."""
+
+from __future__ import annotations
+
+import os
+
+import libvirt
+from cloud_env import GUEST_DIR, Cloud, wait_for_console
+
+from compute_driver.virt.libvirt import xml as lvxml
+
+
+def test_properties_reach_the_domain_and_the_guest_boots(cloud: Cloud, libvirt_conn) -> None:
+    import json
+
+    with open(os.path.join(GUEST_DIR, "guest.json")) as f:
+        manifest = json.load(f)
+    image = cloud.ok(
+        "image",
+        "import",
+        "ft-scsi-guest",
+        os.path.join(GUEST_DIR, manifest["disk"]),
+        "--kernel",
+        os.path.join(GUEST_DIR, manifest["kernel"]),
+        "--initrd",
+        os.path.join(GUEST_DIR, manifest["initrd"]),
+        "--cmdline",
+        manifest["cmdline"],
+        "--property",
+        "hw_qemu_guest_agent=yes",
+        "--property",
+        "hw_watchdog_action=reset",
+        "--property",
+        "hw_disk_cache=writeback",
+    )
+    assert image["properties"]["hw_watchdog_action"] == "reset"
+    cloud.ok(
+        "flavor",
+        "create",
+        "ft.shaped",
+        "--vcpus",
+        "2",
+        "--ram",
+        "256",
+        "--disk",
+        "1",
+        "--property",
+        "hw:cpu_sockets=1",
+        "--property",
+        "hw:cpu_cores=2",
+        "--property",
+        "quota:disk_total_iops_sec=5000",
+    )
+    server = None
+    try:
+        server = cloud.ok(
+            "server",
+            "create",
+            "ft-shaped",
+            "--flavor",
+            "ft.shaped",
+            "--image",
+            image["uuid"],
+            "--project",
+            "ft",
+            "--wait",
+        )
+        dom = lvxml.Domain.parse(libvirt_conn.lookupByUUIDString(server["uuid"]).XMLDesc())
+        assert dom.vcpus == 2
+        assert (dom.cpu.topology_sockets, dom.cpu.topology_cores, dom.cpu.topology_threads) == (
+            1,
+            2,
+            1,
+        )
+        root = [d for d in dom.devices_of(lvxml.Disk) if d.device == "disk"][0]
+        assert root.cache == "writeback" and root.total_iops_sec == 5000
+        assert any(c.target_name == "org.qemu.guest_agent.0" for c in dom.devices_of(lvxml.Channel))
+        assert [w.action for w in dom.devices_of(lvxml.Watchdog)] == ["reset"]
+        wait_for_console(cloud, server["uuid"], "CD-GUEST ready")
+    finally:
+        if server:
+            cloud.ok("server", "delete", server["uuid"], "--wait")
+        cloud.ok("flavor", "delete", "ft.shaped")
+        cloud.ok("image", "delete", image["uuid"])
+
+
+def test_unknown_or_misplaced_keys_are_refused_at_once(cloud: Cloud, guest_image: dict) -> None:
+    typo = cloud.ctl(
+        "flavor",
+        "create",
+        "ft.typo",
+        "--vcpus",
+        "1",
+        "--ram",
+        "128",
+        "--disk",
+        "1",
+        "--property",
+        "hw:cpu_polcy=dedicated",
+    )
+    assert typo.rc == 2 and "invalid_guest_config" in typo.stderr and "hw:cpu_polcy" in typo.stderr
+    misplaced = cloud.ctl(
+        "flavor",
+        "create",
+        "ft.misplaced",
+        "--vcpus",
+        "1",
+        "--ram",
+        "128",
+        "--disk",
+        "1",
+        "--property",
+        "hw_disk_bus=scsi",
+    )
+    assert misplaced.rc == 2 and "belongs on the image" in misplaced.stderr
+    names = [f["name"] for f in cloud.ok("flavor", "list")]
+    assert "ft.typo" not in names and "ft.misplaced" not in names
+
+
+def test_impossible_request_fails_the_build_before_anything_is_defined(
+    cloud: Cloud, guest_image: dict, libvirt_conn
+) -> None:
+    # This host has no [libvirt] cpu_dedicated_set: dedicated CPUs cannot be had here.
+    cloud.ok(
+        "flavor",
+        "create",
+        "ft.pinned",
+        "--vcpus",
+        "1",
+        "--ram",
+        "128",
+        "--disk",
+        "1",
+        "--property",
+        "hw:cpu_policy=dedicated",
+    )
+    try:
+        result = cloud.ctl(
+            "server",
+            "create",
+            "ft-pinned",
+            "--flavor",
+            "ft.pinned",
+            "--image",
+            guest_image["uuid"],
+            "--project",
+            "ft",
+            "--wait",
+        )
+        assert result.rc == 1 and "hw:cpu_policy" in result.stderr
+        record = cloud.ok("server", "show", "ft-pinned")
+        assert record["vm_state"] == "error" and "dedicated" in record["fault"]
+        try:
+            libvirt_conn.lookupByUUIDString(record["uuid"])
+            raise AssertionError("a domain was defined for an impossible request")
+        except libvirt.libvirtError as exc:
+            assert exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN
+        assert not os.path.exists(
+            os.path.join(cloud.state, "volumes", record["uuid"] + "_root.qcow2")
+        )
+        cloud.ok("server", "delete", "ft-pinned", "--wait")
+    finally:
+        cloud.ok("flavor", "delete", "ft.pinned")
