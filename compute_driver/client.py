@@ -101,6 +101,33 @@ class Client:
             )
         return record
 
+    def create_snapshot(
+        self,
+        server: str,
+        name: str,
+        kind: str = "internal",
+        quiesce: bool = False,
+        description: str = "",
+    ) -> dict[str, Any]:
+        """Start a snapshot of ``server``; wait with :meth:`wait_for_action`."""
+        return self._api.call(
+            "create_server_snapshot",
+            server=server,
+            name=name,
+            kind=kind,
+            quiesce=quiesce,
+            description=description,
+        )
+
+    def list_snapshots(self, server: str) -> list[dict[str, Any]]:
+        return self._api.call("list_server_snapshots", server=server)
+
+    def revert_snapshot(self, server: str, name: str) -> dict[str, Any]:
+        return self._api.call("revert_server_snapshot", server=server, name=name)
+
+    def delete_snapshot(self, server: str, name: str) -> dict[str, Any]:
+        return self._api.call("delete_server_snapshot", server=server, name=name)
+
     def console_log(self, server: str, lines: int | None = None) -> str:
         return self._api.call("server_console_log", server=server, lines=lines)
 

@@ -7,6 +7,7 @@ idempotent by instance UUID.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from collections.abc import Callable
@@ -58,6 +59,7 @@ class ComputeManager:
         self.scheduler = scheduler
         self._reconcile_scheduler = reconcile_scheduler or scheduler
         self._builds = threading.BoundedSemaphore(conf.agent.max_concurrent_builds)
+        self._snapshots = threading.BoundedSemaphore(conf.snapshots.max_concurrent_snapshots)
         # NOTE: one lock per instance UUID, never one lock across libvirt
         # calls for the whole host: a slow build must not block others.
         self._locks: dict[str, threading.Lock] = {}
@@ -212,6 +214,47 @@ class ComputeManager:
     @compute_method
     def resume_instance(self, ctxt: dict, uuid: str) -> None:
         self._act(uuid, "resume", lambda: self.driver.power_on(uuid))
+
+    # --- snapshots ------------------------------------------------------------------
+
+    @compute_method
+    def snapshot_create_instance(
+        self,
+        ctxt: dict,
+        uuid: str,
+        name: str,
+        kind: str,
+        quiesce: bool = False,
+        description: str = "",
+    ) -> None:
+        with self._snapshots:
+            self._act(
+                uuid,
+                "snapshot %s" % name,
+                lambda: self.driver.snapshot_create(uuid, name, kind, quiesce, description),
+            )
+
+    @compute_method
+    def snapshot_revert_instance(self, ctxt: dict, uuid: str, name: str) -> None:
+        with self._snapshots:
+            self._act(
+                uuid,
+                "revert to snapshot %s" % name,
+                lambda: self.driver.snapshot_revert(uuid, name),
+            )
+
+    @compute_method
+    def snapshot_delete_instance(self, ctxt: dict, uuid: str, name: str) -> None:
+        with self._snapshots:
+            self._act(
+                uuid,
+                "delete of snapshot %s" % name,
+                lambda: self.driver.snapshot_delete(uuid, name),
+            )
+
+    @compute_method
+    def list_instance_snapshots(self, ctxt: dict, uuid: str) -> list[dict[str, Any]]:
+        return [dataclasses.asdict(s) for s in self.driver.snapshot_list(uuid)]
 
     @compute_method
     def get_console_output(self, ctxt: dict, uuid: str, lines: int = DEFAULT_CONSOLE_LINES) -> str:

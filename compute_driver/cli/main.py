@@ -177,6 +177,31 @@ def build_parser() -> ArgumentParser:
             )
         act.add_argument("--wait", action="store_true", help="wait until it is done")
         act.add_argument("--wait-timeout", type=int, default=600, metavar="S")
+    snapshot = server.add_parser("snapshot", help="snapshots of a server's disks (and memory)")
+    snap = snapshot.add_subparsers(dest="snapshot_action", metavar="ACTION", required=True)
+    snap_create = snap.add_parser("create", help="take a snapshot")
+    snap_create.add_argument("server")
+    snap_create.add_argument("name")
+    snap_create.add_argument(
+        "--kind",
+        choices=["internal", "external"],
+        default="internal",
+        help="internal: qcow2 snapshot (with memory when running); external: disk-only overlay",
+    )
+    snap_create.add_argument(
+        "--quiesce",
+        action="store_true",
+        help="freeze the guest's filesystems through its agent first",
+    )
+    snap_create.add_argument("--description", default="")
+    snap.add_parser("list", help="a server's snapshots").add_argument("server")
+    for verb, text in (("revert", "go back to a snapshot"), ("delete", "delete a snapshot")):
+        snap_verb = snap.add_parser(verb, help=text)
+        snap_verb.add_argument("server")
+        snap_verb.add_argument("name")
+    for snap_parser in (snap_create, snap.choices["revert"], snap.choices["delete"]):
+        snap_parser.add_argument("--wait", action="store_true", help="wait until it is done")
+        snap_parser.add_argument("--wait-timeout", type=int, default=600, metavar="S")
     console = server.add_parser("console-log", help="the last lines of the serial console")
     console.add_argument("server")
     console.add_argument("--lines", type=int, default=100)
@@ -202,6 +227,37 @@ def _progress_printer(progress: Any, what: str):
         progress.update("%s %s: %s (%.0f s)" % (what, record["name"], state, elapsed))
 
     return show
+
+
+SNAPSHOT_COLUMNS = ["name", "kind", "state", "created_at", "parent", "children", "description"]
+
+
+def _snapshot_command(args: argparse.Namespace, client: Any) -> tuple[Any, list[str] | None]:
+    from compute_driver.cli.output import Progress
+
+    verb = args.snapshot_action
+    if verb == "list":
+        return client.list_snapshots(args.server), SNAPSHOT_COLUMNS
+    if verb == "create":
+        record = client.create_snapshot(
+            args.server, args.name, args.kind, args.quiesce, args.description
+        )
+    elif verb == "revert":
+        record = client.revert_snapshot(args.server, args.name)
+    else:
+        record = client.delete_snapshot(args.server, args.name)
+    if args.wait:
+        progress = Progress()
+        try:
+            record = client.wait_for_action(
+                record["uuid"],
+                "snapshot %s" % verb,
+                timeout=args.wait_timeout,
+                progress=_progress_printer(progress, "Snapshot " + verb),
+            )
+        finally:
+            progress.done()
+    return record, None
 
 
 def run_command(args: argparse.Namespace, client: Any) -> tuple[Any, list[str] | None]:
@@ -280,6 +336,8 @@ def run_command(args: argparse.Namespace, client: Any) -> tuple[Any, list[str] |
                 finally:
                     progress.done()
             return None, None
+        if action == "snapshot":
+            return _snapshot_command(args, client)
         if action in ACTION_HELP:
             name = "hard-reboot" if action == "reboot" and args.hard else action
             record = client.server_action(args.server, name)

@@ -10,6 +10,15 @@ GROUP = cfg.OptGroup(
 
 OPTS = [
     cfg.IntOpt(
+        "max_concurrent_snapshots",
+        default=2,
+        min=1,
+        max=64,
+        help="How many snapshot creates, reverts and deletes one agent runs "
+        "at the same time; further ones wait their turn. A memory snapshot "
+        "writes the whole guest RAM to disk.",
+    ),
+    cfg.IntOpt(
         "max_snapshots_per_instance",
         default=10,
         min=1,

@@ -3,7 +3,8 @@
 Version history:
   1.0 - build_instance, delete_instance, get_console_output,
         get_instance_info, ping; stop/start/reboot/pause/unpause/
-        suspend/resume_instance.
+        suspend/resume_instance; snapshot_create/revert/delete_instance,
+        list_instance_snapshots.
 """
 
 from __future__ import annotations
@@ -48,6 +49,14 @@ class ComputeAPI(RPCClientBase):
     def instance_action(self, host: str, uuid: str, method: str) -> None:
         """Cast one of start/pause/unpause/suspend/resume ``_instance``."""
         self._cast(method, {"uuid": uuid}, host=host)
+
+    def snapshot_instance(self, host: str, method: str, uuid: str, **payload: Any) -> None:
+        """Cast one of snapshot_create/revert/delete_instance."""
+        self._cast(method, {"uuid": uuid, **payload}, host=host)
+
+    def list_instance_snapshots(self, host: str, uuid: str) -> list[dict[str, Any]]:
+        """Call: the server's snapshots, oldest first, with parents and children."""
+        return self._call("list_instance_snapshots", {"uuid": uuid}, host=host)
 
     def get_console_output(self, host: str, uuid: str, lines: int | None = None) -> str:
         """Call: the last ``lines`` lines of the serial console log."""

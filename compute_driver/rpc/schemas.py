@@ -50,6 +50,14 @@ TIMESTAMP = {"type": "string", "maxLength": 40}
 #: User data travels base64-encoded; 64 KiB of data is about 87,400 characters.
 USER_DATA_B64 = {"type": "string", "maxLength": 87400, "pattern": "^[A-Za-z0-9+/=]*$"}
 REASON = {"type": "string", "maxLength": 1024}
+SNAPSHOT_NAME = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": 64,
+    "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*$",
+}
+SNAPSHOT_KIND = {"enum": ["internal", "external"]}
+DESCRIPTION = {"type": "string", "maxLength": 255, "pattern": "^[^\\x00-\\x1f]*$"}
 POWER_STATE = {"enum": ["running", "paused", "shutdown", "crashed", "suspended", "nostate"]}
 
 
@@ -181,6 +189,23 @@ SCHEDULER_METHODS: dict[str, dict[str, Any]] = {
         },
         ("host", "enabled"),
     ),
+    "create_server_snapshot": obj(
+        {
+            "server": NAME_OR_UUID,
+            "name": SNAPSHOT_NAME,
+            "kind": SNAPSHOT_KIND,
+            "quiesce": {"type": "boolean"},
+            "description": DESCRIPTION,
+        },
+        ("server", "name"),
+    ),
+    "list_server_snapshots": obj({"server": NAME_OR_UUID}, ("server",)),
+    "revert_server_snapshot": obj(
+        {"server": NAME_OR_UUID, "name": SNAPSHOT_NAME}, ("server", "name")
+    ),
+    "delete_server_snapshot": obj(
+        {"server": NAME_OR_UUID, "name": SNAPSHOT_NAME}, ("server", "name")
+    ),
     "list_hosts": obj({}),
     "show_host": obj({"host": HOST}, ("host",)),
     "list_flavors": obj({}),
@@ -252,6 +277,19 @@ COMPUTE_METHODS: dict[str, dict[str, Any]] = {
     "unpause_instance": obj({"uuid": UUID}, ("uuid",)),
     "suspend_instance": obj({"uuid": UUID}, ("uuid",)),
     "resume_instance": obj({"uuid": UUID}, ("uuid",)),
+    "snapshot_create_instance": obj(
+        {
+            "uuid": UUID,
+            "name": SNAPSHOT_NAME,
+            "kind": SNAPSHOT_KIND,
+            "quiesce": {"type": "boolean"},
+            "description": DESCRIPTION,
+        },
+        ("uuid", "name", "kind"),
+    ),
+    "snapshot_revert_instance": obj({"uuid": UUID, "name": SNAPSHOT_NAME}, ("uuid", "name")),
+    "snapshot_delete_instance": obj({"uuid": UUID, "name": SNAPSHOT_NAME}, ("uuid", "name")),
+    "list_instance_snapshots": obj({"uuid": UUID}, ("uuid",)),
 }
 
 
@@ -284,8 +322,18 @@ COMPUTE_CASTS = frozenset(
         "unpause_instance",
         "suspend_instance",
         "resume_instance",
+        "snapshot_create_instance",
+        "snapshot_revert_instance",
+        "snapshot_delete_instance",
     }
 )
+
+#: Snapshot tasks: the vm_states each is allowed from, and the task it sets.
+SNAPSHOT_TASKS: dict[str, tuple[frozenset[str], str]] = {
+    "create": (frozenset({"active", "paused", "stopped"}), "snapshotting"),
+    "revert": (frozenset({"active", "stopped"}), "reverting"),
+    "delete": (frozenset({"active", "stopped"}), "deleting-snapshot"),
+}
 
 #: Server actions: the vm_states each is allowed from, and the task it sets.
 SERVER_ACTIONS: dict[str, tuple[frozenset[str], str]] = {

@@ -199,6 +199,53 @@ class SchedulerManager:
             raise
         return record
 
+    def _snapshot_task(self, server: str, task: str, method: str, **payload: Any) -> dict[str, Any]:
+        allowed, task_state = schemas.SNAPSHOT_TASKS[task]
+        record = self.store.begin_task(server, allowed, task_state)
+        try:
+            self.compute.snapshot_instance(record["host"], method, record["uuid"], **payload)
+        except exception.ComputeDriverError:
+            self.store.update_instance(record["uuid"], task_state=None)
+            raise
+        return record
+
+    @scheduler_method
+    def create_server_snapshot(
+        self,
+        ctxt: dict,
+        server: str,
+        name: str,
+        kind: str = "internal",
+        quiesce: bool = False,
+        description: str = "",
+    ) -> dict[str, Any]:
+        return self._snapshot_task(
+            server,
+            "create",
+            "snapshot_create_instance",
+            name=name,
+            kind=kind,
+            quiesce=quiesce,
+            description=description,
+        )
+
+    @scheduler_method
+    def revert_server_snapshot(self, ctxt: dict, server: str, name: str) -> dict[str, Any]:
+        return self._snapshot_task(server, "revert", "snapshot_revert_instance", name=name)
+
+    @scheduler_method
+    def delete_server_snapshot(self, ctxt: dict, server: str, name: str) -> dict[str, Any]:
+        return self._snapshot_task(server, "delete", "snapshot_delete_instance", name=name)
+
+    @scheduler_method
+    def list_server_snapshots(self, ctxt: dict, server: str) -> list[dict[str, Any]]:
+        record = self.store.get_instance(server)
+        if not record["host"]:
+            raise exception.InstanceStateConflict(
+                instance=server, state=record["vm_state"], reason="it never reached a host"
+            )
+        return self.compute.list_instance_snapshots(record["host"], record["uuid"])
+
     @scheduler_method
     def server_console_log(self, ctxt: dict, server: str, lines: int | None = None) -> str:
         record = self.store.get_instance(server)

@@ -1,6 +1,6 @@
 """What the functional tests share: our two services on the real daemons, and helpers.
 
-Every test session gets its own AMQP exchange, host name and state
+Every test session gets its own RabbitMQ vhost, host name and state
 directory, so it never sees another run's messages or files; all of it is
 removed at the end, domains included.
 """
@@ -161,6 +161,21 @@ class Cloud:
                 return "".join(f.readlines()[-lines:])
         except OSError:
             return "(no log)"
+
+
+def _rabbitmqctl(*args: str) -> None:
+    subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=60)
+
+
+def add_vhost(vhost: str) -> None:
+    """A RabbitMQ vhost for one test session, open to the guest user."""
+    _rabbitmqctl("add_vhost", vhost)
+    _rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+
+
+def delete_vhost(vhost: str) -> None:
+    """Remove a session's vhost, and with it every queue and exchange it made."""
+    subprocess.run(["rabbitmqctl", "-q", "delete_vhost", vhost], capture_output=True, timeout=60)
 
 
 def remove_domains_of(state: str) -> None:

@@ -1,6 +1,6 @@
 """Fixtures that run the real thing: RabbitMQ, libvirtd + QEMU, our two services.
 
-Every test session gets its own AMQP exchange, host name and state
+Every test session gets its own RabbitMQ vhost, host name and state
 directory, so it never sees another run's messages or files; all of it is
 removed at the end, domains included.
 """
@@ -22,6 +22,8 @@ from cloud_env import (
     STATE_ROOT,
     TRANSPORT_URL,
     Cloud,
+    add_vhost,
+    delete_vhost,
     ensure_test_guest,
     remove_domains_of,
     require_services,
@@ -38,13 +40,18 @@ def cloud() -> Iterator[Cloud]:
     # must reach the disks and config drives below this directory.
     os.makedirs(state, mode=0o755)
     config_file = os.path.join(state, "compute-driver.conf")
+    # NOTE: a vhost of its own, not just an exchange of its own: queue names
+    # are per vhost, so two sessions with different exchanges would still
+    # both consume the one "scheduler" queue and answer each other's calls.
+    vhost = "cdft-" + tag
+    add_vhost(vhost)
     with open(config_file, "w") as f:
         f.write(
             CONFIG.format(
                 host="ft-" + tag,
                 state=state,
-                transport_url=TRANSPORT_URL,
-                exchange="cdft-" + tag,
+                transport_url=TRANSPORT_URL.rstrip("/") + "/" + vhost,
+                exchange="compute_driver",
                 uri=LIBVIRT_URI,
             )
         )
@@ -59,6 +66,7 @@ def cloud() -> Iterator[Cloud]:
             env.ctl("server", "delete", server["uuid"], "--wait", timeout=120)
         env.stop("compute-agent")
         env.stop("compute-scheduler")
+        delete_vhost(vhost)
         remove_domains_of(state)
         if not os.environ.get("CD_TEST_KEEP_STATE"):
             shutil.rmtree(state, ignore_errors=True)

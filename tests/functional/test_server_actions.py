@@ -108,3 +108,53 @@ def test_guest_powering_itself_off_is_seen_through_events(
         assert record["task_state"] is None
     finally:
         cloud.ok("server", "delete", uuid, "--wait")
+
+
+def test_snapshots_through_the_bus(cloud: Cloud, guest_image: dict, libvirt_conn) -> None:
+    server = cloud.ok(
+        "server",
+        "create",
+        "ft-snap",
+        "--flavor",
+        "m1.tiny",
+        "--image",
+        guest_image["uuid"],
+        "--project",
+        "ft",
+        "--wait",
+    )
+    uuid = server["uuid"]
+    try:
+        wait_for_console(cloud, uuid, "CD-GUEST ready")
+        record = cloud.ok(
+            "server",
+            "snapshot",
+            "create",
+            uuid,
+            "first",
+            "--description",
+            "while running",
+            "--wait",
+        )
+        assert record["vm_state"] == "active" and record["fault"] is None
+        cloud.ok("server", "stop", uuid, "--wait")
+        cloud.ok("server", "snapshot", "create", uuid, "second", "--wait")
+        snaps = {s["name"]: s for s in cloud.ok("server", "snapshot", "list", uuid)}
+        assert snaps["first"]["children"] == ["second"] and snaps["second"]["parent"] == "first"
+        assert snaps["first"]["state"] == "running" and snaps["second"]["state"] == "shutoff"
+
+        # A bad name is refused before anything happens; a missing one fails with a reason.
+        bad = cloud.ctl("server", "snapshot", "create", uuid, "../etc")
+        assert bad.rc == 2 and "invalid_payload" in bad.stderr
+        missing = cloud.ctl("server", "snapshot", "revert", uuid, "nosuch", "--wait")
+        assert missing.rc == 1 and "action_failed" in missing.stderr and "nosuch" in missing.stderr
+
+        # Reverting to a snapshot of a running guest brings it back running.
+        record = cloud.ok("server", "snapshot", "revert", uuid, "first", "--wait")
+        assert (record["vm_state"], record["power_state"]) == ("active", "running")
+        assert libvirt_conn.lookupByUUIDString(uuid).isActive()
+        cloud.ok("server", "snapshot", "delete", uuid, "second", "--wait")
+        assert [s["name"] for s in cloud.ok("server", "snapshot", "list", uuid)] == ["first"]
+    finally:
+        # Delete copes with a server that still has snapshots.
+        cloud.ok("server", "delete", uuid, "--wait")

@@ -47,6 +47,16 @@ FULL: dict[str, dict[str, dict[str, Any]]] = {
         "delete_server": {"server": UUID},
         "server_console_log": {"server": "web-1", "lines": 10},
         "server_action": {"server": "web-1", "action": "hard-reboot"},
+        "create_server_snapshot": {
+            "server": "web-1",
+            "name": "before-upgrade",
+            "kind": "external",
+            "quiesce": True,
+            "description": "pre 2.0",
+        },
+        "list_server_snapshots": {"server": "web-1"},
+        "revert_server_snapshot": {"server": "web-1", "name": "before-upgrade"},
+        "delete_server_snapshot": {"server": "web-1", "name": "before-upgrade"},
         "set_host_enabled": {
             "host": "compute-1",
             "enabled": False,
@@ -116,6 +126,16 @@ FULL: dict[str, dict[str, dict[str, Any]]] = {
         "unpause_instance": {"uuid": UUID},
         "suspend_instance": {"uuid": UUID},
         "resume_instance": {"uuid": UUID},
+        "snapshot_create_instance": {
+            "uuid": UUID,
+            "name": "s1",
+            "kind": "internal",
+            "quiesce": False,
+            "description": "",
+        },
+        "snapshot_revert_instance": {"uuid": UUID, "name": "s1"},
+        "snapshot_delete_instance": {"uuid": UUID, "name": "s1"},
+        "list_instance_snapshots": {"uuid": UUID},
     },
 }
 

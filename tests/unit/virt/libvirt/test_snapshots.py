@@ -58,7 +58,8 @@ def test_max_snapshots_option_defaults_to_10_and_needs_at_least_1() -> None:
     with pytest.raises(ValueError):
         conf.set_override("max_snapshots_per_instance", 0, group="snapshots")
     assert [opt.name for opt in snapshots_conf.list_opts()[snapshots_conf.GROUP]] == [
-        "max_snapshots_per_instance"
+        "max_concurrent_snapshots",
+        "max_snapshots_per_instance",
     ]
 
 
