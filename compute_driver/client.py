@@ -128,6 +128,10 @@ class Client:
     def delete_snapshot(self, server: str, name: str) -> dict[str, Any]:
         return self._api.call("delete_server_snapshot", server=server, name=name)
 
+    def diagnostics(self, server: str) -> dict[str, Any]:
+        """CPU, memory, vCPU, disk and NIC counters of a server, from its host."""
+        return self._api.call("server_diagnostics", server=server)
+
     def console_log(self, server: str, lines: int | None = None) -> str:
         return self._api.call("server_console_log", server=server, lines=lines)
 

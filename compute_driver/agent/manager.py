@@ -257,6 +257,10 @@ class ComputeManager:
         return [dataclasses.asdict(s) for s in self.driver.snapshot_list(uuid)]
 
     @compute_method
+    def get_diagnostics(self, ctxt: dict, uuid: str) -> dict[str, Any]:
+        return self.driver.get_diagnostics(uuid)
+
+    @compute_method
     def get_console_output(self, ctxt: dict, uuid: str, lines: int = DEFAULT_CONSOLE_LINES) -> str:
         return self.driver.console_output(uuid, lines)
 
@@ -326,7 +330,12 @@ class ComputeManager:
         )
 
     def reconcile(self) -> None:
-        """At start: compare what libvirt runs with what the scheduler expects, and say so."""
+        """At start: compare what libvirt runs with what the scheduler expects.
+
+        Nothing is silent: a server the scheduler expects but libvirt lacks
+        goes to ERROR with the reason; a domain of ours the scheduler does
+        not know is handled by ``[agent] unknown_domain_policy``.
+        """
         here = {i.uuid: i for i in self.driver.list_instances()}
         expected = {i["uuid"]: i for i in self._reconcile_scheduler.host_instances(self.host)}
         for uuid, record in expected.items():
@@ -334,16 +343,37 @@ class ComputeManager:
             if task == "deleting":
                 # The delete may have died with the old agent: finish it.
                 self._delete(uuid)
-            elif uuid in here and task:
-                # A build or action in flight when the agent stopped: say where it got to.
-                power = here[uuid].power_state
-                self.scheduler.instance_update(self.host, uuid, VM_STATE_OF_POWER[power], power)
+            elif uuid in here:
+                if task:
+                    # A build or action in flight when the agent stopped: say where it got to.
+                    power = here[uuid].power_state
+                    self.scheduler.instance_update(self.host, uuid, VM_STATE_OF_POWER[power], power)
             elif record["vm_state"] != "error":
-                LOG.warning(
-                    "Server %s is expected on this host but libvirt has no such domain", uuid
-                )
-        for uuid in set(here) - set(expected):
-            LOG.warning(
-                "Domain of server %s runs here but the scheduler does not know it; left alone", uuid
-            )
+                if task == "spawning":
+                    fault = "the build was interrupted: the agent on %s restarted" % self.host
+                else:
+                    fault = "its domain is missing on %s" % self.host
+                LOG.warning("Server %s: %s", uuid, fault)
+                self.scheduler.instance_update(self.host, uuid, "error", fault=fault)
+        self._handle_unknown_domains(sorted(set(here) - set(expected)))
         LOG.info("Reconciled: %d instance(s) here, %d expected", len(here), len(expected))
+
+    def _handle_unknown_domains(self, uuids: list[str]) -> None:
+        policy = self.conf.agent.unknown_domain_policy
+        for uuid in uuids:
+            LOG.warning(
+                "Domain of server %s is ours but the scheduler does not know it; policy %s",
+                uuid,
+                policy,
+            )
+            try:
+                if policy == "stop":
+                    self.driver.power_off(
+                        uuid,
+                        self.conf.libvirt.shutdown_timeout,
+                        self.conf.libvirt.shutdown_retry_interval,
+                    )
+                elif policy == "reap":
+                    self._delete(uuid)
+            except exception.ComputeDriverError as exc:
+                LOG.error("Could not %s unknown server %s: %s", policy, uuid, exc)

@@ -202,6 +202,9 @@ def build_parser() -> ArgumentParser:
     for snap_parser in (snap_create, snap.choices["revert"], snap.choices["delete"]):
         snap_parser.add_argument("--wait", action="store_true", help="wait until it is done")
         snap_parser.add_argument("--wait-timeout", type=int, default=600, metavar="S")
+    server.add_parser("diagnostics", help="CPU, memory, disk and NIC counters").add_argument(
+        "server"
+    )
     console = server.add_parser("console-log", help="the last lines of the serial console")
     console.add_argument("server")
     console.add_argument("--lines", type=int, default=100)
@@ -336,6 +339,8 @@ def run_command(args: argparse.Namespace, client: Any) -> tuple[Any, list[str] |
                 finally:
                     progress.done()
             return None, None
+        if action == "diagnostics":
+            return client.diagnostics(args.server), None
         if action == "snapshot":
             return _snapshot_command(args, client)
         if action in ACTION_HELP:

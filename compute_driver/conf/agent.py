@@ -38,6 +38,20 @@ OPTS = [
         "Further build requests wait their turn. Under software emulation "
         "(virt_type=qemu) each boot takes a whole CPU for seconds.",
     ),
+    cfg.StrOpt(
+        "unknown_domain_policy",
+        default="log",
+        choices=[
+            ("log", "log a warning and leave the guest alone"),
+            ("stop", "shut the guest down (its disks stay)"),
+            ("reap", "destroy the guest and delete its disks"),
+        ],
+        help="What the agent does at start with a guest that carries our "
+        "metadata but that the scheduler does not know (left behind by a "
+        "lost database, or by a delete that never reached this host). "
+        "'reap' deletes data: use it only when the scheduler's database is "
+        "known to be right.",
+    ),
     cfg.IntOpt(
         "rpc_workers",
         default=16,

@@ -4,7 +4,7 @@ Version history:
   1.0 - build_instance, delete_instance, get_console_output,
         get_instance_info, ping; stop/start/reboot/pause/unpause/
         suspend/resume_instance; snapshot_create/revert/delete_instance,
-        list_instance_snapshots.
+        list_instance_snapshots, get_diagnostics.
 """
 
 from __future__ import annotations
@@ -57,6 +57,10 @@ class ComputeAPI(RPCClientBase):
     def list_instance_snapshots(self, host: str, uuid: str) -> list[dict[str, Any]]:
         """Call: the server's snapshots, oldest first, with parents and children."""
         return self._call("list_instance_snapshots", {"uuid": uuid}, host=host)
+
+    def get_diagnostics(self, host: str, uuid: str) -> dict[str, Any]:
+        """Call: CPU, memory, vCPU, disk and NIC counters of one instance."""
+        return self._call("get_diagnostics", {"uuid": uuid}, host=host)
 
     def get_console_output(self, host: str, uuid: str, lines: int | None = None) -> str:
         """Call: the last ``lines`` lines of the serial console log."""

@@ -206,6 +206,7 @@ SCHEDULER_METHODS: dict[str, dict[str, Any]] = {
     "delete_server_snapshot": obj(
         {"server": NAME_OR_UUID, "name": SNAPSHOT_NAME}, ("server", "name")
     ),
+    "server_diagnostics": obj({"server": NAME_OR_UUID}, ("server",)),
     "list_hosts": obj({}),
     "show_host": obj({"host": HOST}, ("host",)),
     "list_flavors": obj({}),
@@ -268,6 +269,7 @@ COMPUTE_METHODS: dict[str, dict[str, Any]] = {
         ("uuid",),
     ),
     "get_instance_info": obj({"uuid": UUID}, ("uuid",)),
+    "get_diagnostics": obj({"uuid": UUID}, ("uuid",)),
     "stop_instance": obj(
         {"uuid": UUID, "timeout": {"type": "integer", "minimum": 0, "maximum": 3600}}, ("uuid",)
     ),

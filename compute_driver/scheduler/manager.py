@@ -239,20 +239,26 @@ class SchedulerManager:
 
     @scheduler_method
     def list_server_snapshots(self, ctxt: dict, server: str) -> list[dict[str, Any]]:
-        record = self.store.get_instance(server)
-        if not record["host"]:
-            raise exception.InstanceStateConflict(
-                instance=server, state=record["vm_state"], reason="it never reached a host"
-            )
+        record = self._placed(server)
         return self.compute.list_instance_snapshots(record["host"], record["uuid"])
 
     @scheduler_method
-    def server_console_log(self, ctxt: dict, server: str, lines: int | None = None) -> str:
+    def server_diagnostics(self, ctxt: dict, server: str) -> dict[str, Any]:
+        record = self._placed(server)
+        return self.compute.get_diagnostics(record["host"], record["uuid"])
+
+    def _placed(self, server: str) -> dict[str, Any]:
+        """The record of a server that has a host to ask."""
         record = self.store.get_instance(server)
         if not record["host"]:
             raise exception.InstanceStateConflict(
                 instance=server, state=record["vm_state"], reason="it never reached a host"
             )
+        return record
+
+    @scheduler_method
+    def server_console_log(self, ctxt: dict, server: str, lines: int | None = None) -> str:
+        record = self._placed(server)
         return self.compute.get_console_output(record["host"], record["uuid"], lines)
 
     # --- hosts -----------------------------------------------------------------

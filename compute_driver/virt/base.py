@@ -217,6 +217,13 @@ class ComputeDriver(abc.ABC):
         """Save the guest's memory to disk and stop it (managed save). Idempotent."""
 
     @abc.abstractmethod
+    def get_diagnostics(self, uuid: str) -> dict[str, Any]:
+        """Counters of one guest: CPU time, memory, vCPUs, disk and NIC I/O.
+
+        :raises InstanceNotFound: no such guest here.
+        """
+
+    @abc.abstractmethod
     def console_output(self, uuid: str, lines: int) -> str:
         """The last ``lines`` lines of the guest's serial console ('' when the
         driver keeps no console log; see ``describe()['console_log']``).

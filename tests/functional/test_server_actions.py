@@ -31,6 +31,10 @@ def test_power_actions_on_a_real_guest(cloud: Cloud, guest_image: dict, libvirt_
     try:
         wait_for_console(cloud, uuid, "CD-GUEST ready")
 
+        diagnostics = cloud.ok("server", "diagnostics", uuid)
+        assert diagnostics["power_state"] == "running" and diagnostics["cpu.time"] > 0
+        assert diagnostics["block.0.name"] == "vda"
+
         record = _act(cloud, "pause", uuid)
         assert (record["vm_state"], record["power_state"]) == ("paused", "paused")
         assert _state(libvirt_conn, uuid) == libvirt.VIR_DOMAIN_PAUSED

@@ -55,6 +55,7 @@ FULL: dict[str, dict[str, dict[str, Any]]] = {
             "description": "pre 2.0",
         },
         "list_server_snapshots": {"server": "web-1"},
+        "server_diagnostics": {"server": "web-1"},
         "revert_server_snapshot": {"server": "web-1", "name": "before-upgrade"},
         "delete_server_snapshot": {"server": "web-1", "name": "before-upgrade"},
         "set_host_enabled": {
@@ -136,6 +137,7 @@ FULL: dict[str, dict[str, dict[str, Any]]] = {
         "snapshot_revert_instance": {"uuid": UUID, "name": "s1"},
         "snapshot_delete_instance": {"uuid": UUID, "name": "s1"},
         "list_instance_snapshots": {"uuid": UUID},
+        "get_diagnostics": {"uuid": UUID},
     },
 }
 

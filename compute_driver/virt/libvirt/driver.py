@@ -471,6 +471,35 @@ class LibvirtDriver(base.ComputeDriver):
             hypervisor_version=self._hypervisor[1],
         )
 
+    def get_diagnostics(self, uuid: str) -> dict[str, Any]:
+        virt_dom = self._require(uuid)
+        groups = (
+            libvirt.VIR_DOMAIN_STATS_STATE
+            | libvirt.VIR_DOMAIN_STATS_CPU_TOTAL
+            | libvirt.VIR_DOMAIN_STATS_BALLOON
+            | libvirt.VIR_DOMAIN_STATS_VCPU
+            | libvirt.VIR_DOMAIN_STATS_INTERFACE
+            | libvirt.VIR_DOMAIN_STATS_BLOCK
+        )
+        try:
+            # NOTE: one bulk-stats call for one domain instead of six getters.
+            ((_dom, stats),) = self.host.get_connection().domainListGetStats([virt_dom], groups)
+        except libvirt.libvirtError as exc:
+            raise exception.VirtError(
+                operation="diagnostics", instance=uuid, reason=exc.get_error_message()
+            ) from exc
+        diagnostics: dict[str, Any] = {
+            "power_state": self._info(virt_dom, self._metadata(virt_dom)).power_state
+        }
+        diagnostics.update(
+            {
+                key: value
+                for key, value in sorted(stats.items())
+                if isinstance(value, (int, float, str))
+            }
+        )
+        return diagnostics
+
     def console_output(self, uuid: str, lines: int) -> str:
         self.get_info(uuid)  # InstanceNotFound for strangers
         path = self.console_log_path(uuid)

@@ -225,3 +225,72 @@ def _spec_image(image_file: Path) -> ImageSpec:
         path=str(image_file),
         virtual_size=1024 * 1024,
     )
+
+
+class ReconcilingScheduler(RecordingScheduler):
+    """Also answers host_instances with what the scheduler believes."""
+
+    def __init__(self, records: list[dict[str, Any]]) -> None:
+        super().__init__()
+        self.records = records
+
+    def host_instances(self, host: str) -> list[dict[str, Any]]:
+        return self.records
+
+
+def _built(manager: ComputeManager, image_file: Path) -> str:
+    payload = _instance(image_file)
+    manager.build_instance(CTXT, instance=payload)
+    return payload["uuid"]
+
+
+def test_reconcile_reports_a_server_whose_domain_is_missing(agent_conf, driver, backend) -> None:
+    missing = str(uuidlib.uuid4())
+    scheduler = ReconcilingScheduler([{"uuid": missing, "task_state": None, "vm_state": "active"}])
+    manager = ComputeManager(agent_conf, driver, {"dir": backend}, {}, scheduler)
+    manager.reconcile()
+    assert scheduler.casts == [
+        (
+            "instance_update",
+            {
+                "host": HOST,
+                "uuid": missing,
+                "vm_state": "error",
+                "power_state": None,
+                "fault": "its domain is missing on %s" % HOST,
+            },
+        )
+    ]
+
+
+def test_reconcile_is_quiet_about_servers_that_are_where_expected(
+    agent_conf, driver, backend, image_file
+) -> None:
+    builder = ComputeManager(agent_conf, driver, {"dir": backend}, {}, RecordingScheduler())
+    uuid = _built(builder, image_file)
+    scheduler = ReconcilingScheduler([{"uuid": uuid, "task_state": None, "vm_state": "active"}])
+    ComputeManager(agent_conf, driver, {"dir": backend}, {}, scheduler).reconcile()
+    assert scheduler.casts == []
+    driver.destroy(uuid)
+
+
+@pytest.mark.parametrize("policy, power_state", [("log", "running"), ("stop", "shutdown")])
+def test_unknown_domains_follow_the_policy(
+    agent_conf, driver, backend, image_file, policy, power_state
+) -> None:
+    agent_conf.set_override("unknown_domain_policy", policy, group="agent")
+    agent_conf.set_override("shutdown_timeout", 1, group="libvirt")
+    builder = ComputeManager(agent_conf, driver, {"dir": backend}, {}, RecordingScheduler())
+    uuid = _built(builder, image_file)
+    ComputeManager(agent_conf, driver, {"dir": backend}, {}, ReconcilingScheduler([])).reconcile()
+    assert driver.get_info(uuid).power_state == power_state
+    driver.destroy(uuid)
+
+
+def test_reap_policy_removes_the_domain_and_its_disk(agent_conf, driver, backend, image_file):
+    agent_conf.set_override("unknown_domain_policy", "reap", group="agent")
+    builder = ComputeManager(agent_conf, driver, {"dir": backend}, {}, RecordingScheduler())
+    uuid = _built(builder, image_file)
+    ComputeManager(agent_conf, driver, {"dir": backend}, {}, ReconcilingScheduler([])).reconcile()
+    assert uuid not in {i.uuid for i in driver.list_instances()}
+    assert not (Path(agent_conf.dir.path) / (root_volume_id(uuid) + ".qcow2")).exists()

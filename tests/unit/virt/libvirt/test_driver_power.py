@@ -83,3 +83,11 @@ def test_paused_guest_is_forced_off_at_once(driver, server) -> None:
 def test_unknown_server_is_not_found(driver, action) -> None:
     with pytest.raises(exception.InstanceNotFound):
         getattr(driver, action)(str(uuidlib.uuid4()))
+
+
+def test_diagnostics_come_from_one_bulk_stats_call(driver, server) -> None:
+    diagnostics = driver.get_diagnostics(server)
+    assert diagnostics["power_state"] == "running"
+    # libvirt's test driver fills in only the state group; QEMU's are checked
+    # in tests/functional/test_server_actions.py.
+    assert diagnostics["state.state"] == 1
