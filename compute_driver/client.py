@@ -46,8 +46,12 @@ class Client:
         host: str | None = None,
         user_data: bytes | None = None,
         uuid: str | None = None,
+        full_clone: bool = False,
     ) -> dict[str, Any]:
         """Create a server; returns its record (vm_state ``building``).
+
+        ``full_clone`` makes the root disk an independent copy of the image
+        instead of a linked clone.
 
         :raises NoValidHost: no host can take it (the reason says why per host).
         """
@@ -61,6 +65,7 @@ class Client:
             project=project,
             host=host,
             user_data=encoded,
+            root_clone="full" if full_clone else None,
         )
 
     def list_servers(
@@ -253,6 +258,14 @@ class Client:
             initrd=absolute(initrd),
             cmdline=cmdline,
             properties=properties or None,
+        )
+
+    def create_image_from_server(
+        self, name: str, server: str, uuid: str | None = None
+    ) -> dict[str, Any]:
+        """Make an image (template) of a stopped server's root disk."""
+        return self._api.call(
+            "create_image_from_server", uuid=uuid or str(uuidlib.uuid4()), name=name, server=server
         )
 
     def list_images(self) -> list[dict[str, Any]]:

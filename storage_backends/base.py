@@ -70,12 +70,17 @@ class StorageBackend(abc.ABC):
         """
 
     @abc.abstractmethod
-    def create_from_image(self, volume_id: str, image: ImageSpec, size_gb: int) -> Volume:
-        """A new volume holding ``image``, as a linked clone where the backend can.
+    def create_from_image(
+        self, volume_id: str, image: ImageSpec, size_gb: int, linked: bool = True
+    ) -> Volume:
+        """A new volume holding ``image``.
 
         Idempotent: an existing volume of that id is returned as it is.
 
         :param size_gb: the volume's size; never smaller than the image.
+        :param linked: True for a linked clone (copy-on-write over the
+            image, where ``describe()["linked_clone"]``), False for a full,
+            independent copy.
         :raises InvalidVolumeName: unsafe ``volume_id``.
         :raises StorageError: the volume could not be made; nothing is left behind.
         """

@@ -83,6 +83,7 @@ class DirStorageBackend(base.StorageBackend):
 
     def describe(self) -> dict[str, Any]:
         return {
+            "export": True,
             "name": self.name,
             "shared": False,
             "formats": ["qcow2"],
@@ -121,7 +122,9 @@ class DirStorageBackend(base.StorageBackend):
             LOG.info("Cached image %s at %s", image.uuid, cached)
             return cached
 
-    def create_from_image(self, volume_id: str, image: ImageSpec, size_gb: int) -> base.Volume:
+    def create_from_image(
+        self, volume_id: str, image: ImageSpec, size_gb: int, linked: bool = True
+    ) -> base.Volume:
         path = self._volume_path(volume_id)
         if os.path.exists(path):
             return self._volume(volume_id, path, size_gb)
@@ -129,18 +132,23 @@ class DirStorageBackend(base.StorageBackend):
         size = max(size_gb * 1024**3, image.virtual_size)
         tmp = path + ".part"
         try:
-            _qemu_img(
-                "create",
-                "-q",
-                "-f",
-                "qcow2",
-                "-F",
-                image.disk_format,
-                "-b",
-                base_path,
-                tmp,
-                str(size),
-            )
+            if linked:
+                _qemu_img(
+                    "create",
+                    "-q",
+                    "-f",
+                    "qcow2",
+                    "-F",
+                    image.disk_format,
+                    "-b",
+                    base_path,
+                    tmp,
+                    str(size),
+                )
+            else:
+                # A full copy: the volume no longer needs the cached image.
+                _qemu_img("convert", "-q", "-f", image.disk_format, "-O", "qcow2", base_path, tmp)
+                _qemu_img("resize", "-q", "-f", "qcow2", tmp, str(size))
             os.chmod(tmp, 0o644)
             os.rename(tmp, path)
         except BaseException:
@@ -153,6 +161,20 @@ class DirStorageBackend(base.StorageBackend):
         return base.Volume(
             id=volume_id, backend=self.name, size_gb=size_gb, format="qcow2", location=path
         )
+
+    def export_volume(self, volume_id: str, dest: str) -> None:
+        """Write the volume as one standalone qcow2 file at ``dest`` (its
+        backing chain flattened), e.g. to make an image of a stopped server.
+
+        :raises StorageError: qemu-img failed; ``dest`` is removed.
+        """
+        try:
+            _qemu_img("convert", "-q", "-O", "qcow2", self._volume_path(volume_id), dest)
+            os.chmod(dest, 0o644)
+        except BaseException:
+            if os.path.exists(dest):
+                os.unlink(dest)
+            raise
 
     def delete_volume(self, volume_id: str) -> None:
         path = self._volume_path(volume_id)

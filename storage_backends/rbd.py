@@ -236,8 +236,12 @@ class RbdStorageBackend(base.StorageBackend):
 
     # --- volumes ------------------------------------------------------------
 
-    def create_from_image(self, volume_id: str, image: ImageSpec, size_gb: int) -> base.Volume:
+    def create_from_image(
+        self, volume_id: str, image: ImageSpec, size_gb: int, linked: bool = True
+    ) -> base.Volume:
         """A COW clone of the image's ``base`` snapshot, grown to ``size_gb``.
+
+        ``linked=False`` flattens the clone before it is named: a full copy.
 
         The image is imported on first use. The clone is made as
         ``<volume_id>.creating`` and renamed when complete, so a crash leaves
@@ -260,7 +264,10 @@ class RbdStorageBackend(base.StorageBackend):
                     if volume.size() < size:
                         volume.resize(size)
                     depth = len(rbd_utils.parent_chain(client, volume))
-                    if depth > self.opts.max_clone_depth:
+                    if not linked:
+                        LOG.info("Flattening %s: a full copy was asked for", name)
+                        volume.flatten()
+                    elif depth > self.opts.max_clone_depth:
                         LOG.info(
                             "Flattening %s: %d ancestors, [rbd] max_clone_depth is %d",
                             name,

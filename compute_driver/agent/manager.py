@@ -111,7 +111,9 @@ class ComputeManager:
         volume_id = root_volume_id(spec.uuid)
         volume = None
         try:
-            volume = backend.create_from_image(volume_id, spec.image, spec.flavor.root_gb)
+            volume = backend.create_from_image(
+                volume_id, spec.image, spec.flavor.root_gb, linked=spec.linked_root
+            )
             disk = backend.disk_config(volume)
             disk.target_dev = ROOT_TARGET_DEV
             disk.target_bus = "virtio"
@@ -255,6 +257,24 @@ class ComputeManager:
     @compute_method
     def list_instance_snapshots(self, ctxt: dict, uuid: str) -> list[dict[str, Any]]:
         return [dataclasses.asdict(s) for s in self.driver.snapshot_list(uuid)]
+
+    @compute_method
+    def export_root_disk(self, ctxt: dict, uuid: str, path: str) -> dict[str, Any]:
+        """Write the root disk of a stopped server, flattened, to ``path``."""
+        with self._instance_lock(uuid):
+            info = self.driver.get_info(uuid)
+            if info.power_state not in ("shutdown", "crashed"):
+                raise exception.InstanceStateConflict(
+                    instance=uuid, state=info.power_state, reason="stop it first"
+                )
+            root = next((v for v in info.volumes if v.id == root_volume_id(uuid)), None)
+            backend = self.storage.get(root.backend) if root else None
+            if backend is None or not backend.describe().get("export"):
+                raise exception.Invalid(
+                    reason="the root disk of %s is on a backend that cannot export volumes" % uuid
+                )
+            backend.export_volume(root.id, path)
+        return {"path": path}
 
     @compute_method
     def get_diagnostics(self, ctxt: dict, uuid: str) -> dict[str, Any]:

@@ -143,6 +143,11 @@ def build_parser() -> ArgumentParser:
         type=key_value,
         help="an image property (repeatable), e.g. hw_disk_bus=scsi",
     )
+    from_server = image.add_parser(
+        "create", help="make an image (template) of a stopped server's root disk"
+    )
+    from_server.add_argument("name")
+    from_server.add_argument("--server", required=True, help="the stopped server")
     image.add_parser("list", help="list images")
     image.add_parser("show", help="show one image").add_argument("image")
     image.add_parser("delete", help="delete an image").add_argument("image")
@@ -157,6 +162,11 @@ def build_parser() -> ArgumentParser:
     create.add_argument("--host", help="place on this host (operators)")
     create.add_argument("--project", default="default")
     create.add_argument("--user-data", metavar="FILE", help="user data for the guest (<= 64 KiB)")
+    create.add_argument(
+        "--full-clone",
+        action="store_true",
+        help="root disk as an independent copy of the image, not a linked clone",
+    )
     create.add_argument("--wait", action="store_true", help="wait until it is ACTIVE (or failed)")
     create.add_argument("--wait-timeout", type=int, default=600, metavar="S")
     lst = server.add_parser("list", help="list servers")
@@ -294,6 +304,8 @@ def run_command(args: argparse.Namespace, client: Any) -> tuple[Any, list[str] |
                 args.cmdline,
                 properties=dict(args.property),
             ), None
+        if action == "create":
+            return client.create_image_from_server(args.name, args.server), None
         if action == "list":
             return client.list_images(), IMAGE_COLUMNS
         if action == "show":
@@ -311,7 +323,13 @@ def run_command(args: argparse.Namespace, client: Any) -> tuple[Any, list[str] |
                         reason="cannot read --user-data %s: %s" % (args.user_data, exc.strerror)
                     ) from exc
             record = client.create_server(
-                args.name, args.flavor, args.image, args.project, args.host, user_data
+                args.name,
+                args.flavor,
+                args.image,
+                args.project,
+                args.host,
+                user_data,
+                full_clone=args.full_clone,
             )
             if args.wait:
                 progress = Progress()

@@ -16,6 +16,14 @@ OPTS = [
         "broker is down).",
     ),
     cfg.IntOpt(
+        "long_call_timeout",
+        default=1800,
+        min=1,
+        max=86400,
+        help="Seconds a call that copies data waits for its answer (making "
+        "an image of a server). Related options: call_timeout.",
+    ),
+    cfg.IntOpt(
         "call_timeout",
         default=60,
         min=1,

@@ -41,18 +41,24 @@ class RPCClientBase:
     # NOTE: the payload is a dict, not **kwargs: payload fields such as
     # "server" must never be mistaken for the routing arguments.
     def _call(
-        self, method: str, payload: dict[str, Any], host: str | None = None, version: str = "1.0"
+        self,
+        method: str,
+        payload: dict[str, Any],
+        host: str | None = None,
+        version: str = "1.0",
+        timeout: int | None = None,
     ) -> Any:
         if not self._broker_checked:
             transport.check_broker(self.conf, self.retries)
             self._broker_checked = True
-        prepared = self._client.prepare(server=host, version=version, retry=self.retries)
+        wait = timeout or self.timeout
+        prepared = self._client.prepare(
+            server=host, version=version, retry=self.retries, timeout=wait
+        )
         try:
             return prepared.call(self._context(), method, **payload)
         except messaging.MessagingTimeout as exc:
-            raise exception.MessagingTimeout(
-                service=self._service(host), timeout=self.timeout
-            ) from exc
+            raise exception.MessagingTimeout(service=self._service(host), timeout=wait) from exc
         except messaging.RemoteError as exc:
             # Not one of our errors (an older peer, or a dispatcher error such
             # as an unknown method): still one typed error for the caller.

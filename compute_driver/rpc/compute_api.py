@@ -4,7 +4,7 @@ Version history:
   1.0 - build_instance, delete_instance, get_console_output,
         get_instance_info, ping; stop/start/reboot/pause/unpause/
         suspend/resume_instance; snapshot_create/revert/delete_instance,
-        list_instance_snapshots, get_diagnostics.
+        list_instance_snapshots, get_diagnostics, export_root_disk.
 """
 
 from __future__ import annotations
@@ -57,6 +57,15 @@ class ComputeAPI(RPCClientBase):
     def list_instance_snapshots(self, host: str, uuid: str) -> list[dict[str, Any]]:
         """Call: the server's snapshots, oldest first, with parents and children."""
         return self._call("list_instance_snapshots", {"uuid": uuid}, host=host)
+
+    def export_root_disk(self, host: str, uuid: str, path: str) -> dict[str, Any]:
+        """Call (long): write a stopped instance's root disk, flattened, to ``path``."""
+        return self._call(
+            "export_root_disk",
+            {"uuid": uuid, "path": path},
+            host=host,
+            timeout=self.conf.rpc.long_call_timeout,
+        )
 
     def get_diagnostics(self, host: str, uuid: str) -> dict[str, Any]:
         """Call: CPU, memory, vCPU, disk and NIC counters of one instance."""

@@ -58,6 +58,8 @@ SNAPSHOT_NAME = {
 }
 SNAPSHOT_KIND = {"enum": ["internal", "external"]}
 DESCRIPTION = {"type": "string", "maxLength": 255, "pattern": "^[^\\x00-\\x1f]*$"}
+#: How a root disk is made from its image: a linked clone or a full copy.
+ROOT_CLONE = {"enum": ["linked", "full"]}
 POWER_STATE = {"enum": ["running", "paused", "shutdown", "crashed", "suspended", "nostate"]}
 
 
@@ -115,6 +117,7 @@ INSTANCE = obj(
         "flavor": FLAVOR,
         "image": IMAGE,
         "user_data": {"anyOf": [USER_DATA_B64, {"type": "null"}]},
+        "root_clone": ROOT_CLONE,
         "created_at": TIMESTAMP,
     },
     ("uuid", "name", "project", "flavor", "image", "created_at"),
@@ -166,6 +169,7 @@ SCHEDULER_METHODS: dict[str, dict[str, Any]] = {
             "project": PROJECT,
             "host": HOST,
             "user_data": USER_DATA_B64,
+            "root_clone": ROOT_CLONE,
         },
         ("uuid", "name", "flavor", "image", "project"),
     ),
@@ -224,6 +228,9 @@ SCHEDULER_METHODS: dict[str, dict[str, Any]] = {
         },
         ("uuid", "name", "file"),
     ),
+    "create_image_from_server": obj(
+        {"uuid": UUID, "name": NAME, "server": NAME_OR_UUID}, ("uuid", "name", "server")
+    ),
     "list_images": obj({}),
     "show_image": obj({"image": NAME_OR_UUID}, ("image",)),
     "delete_image": obj({"image": NAME_OR_UUID}, ("image",)),
@@ -270,6 +277,7 @@ COMPUTE_METHODS: dict[str, dict[str, Any]] = {
     ),
     "get_instance_info": obj({"uuid": UUID}, ("uuid",)),
     "get_diagnostics": obj({"uuid": UUID}, ("uuid",)),
+    "export_root_disk": obj({"uuid": UUID, "path": ABS_PATH}, ("uuid", "path")),
     "stop_instance": obj(
         {"uuid": UUID, "timeout": {"type": "integer", "minimum": 0, "maximum": 3600}}, ("uuid",)
     ),

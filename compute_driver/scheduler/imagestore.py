@@ -54,6 +54,14 @@ def _copy_with_checksum(src: str, dst: str) -> str:
     return digest.hexdigest()
 
 
+def _file_checksum(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(4 * 1024 * 1024):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def _readable_file(name: str, path: str | None) -> None:
     if path is not None and not os.path.isfile(path):
         raise exception.InvalidImage(image=name, reason="%s is not a readable file" % path)
@@ -122,6 +130,47 @@ class ImageStore:
             shutil.rmtree(work, ignore_errors=True)
             raise
         return fields
+
+    def begin_export(self, uuid: str) -> str:
+        """A fresh work directory for an image an agent writes (mode 0755)."""
+        os.makedirs(self.root, mode=0o755, exist_ok=True)
+        work = tempfile.mkdtemp(prefix=".export-%s-" % uuid, dir=self.root)
+        os.chmod(work, 0o755)
+        return work
+
+    def finish_export(self, uuid: str, work: str, source: dict[str, Any]) -> dict[str, Any]:
+        """Check the exported disk, copy the source image's kernel and initrd
+        beside it, and move the directory into place.
+
+        :returns: the fields of the image record.
+        """
+        disk = os.path.join(work, "disk.qcow2")
+        info = inspect_disk(disk)
+        if info.get("format") != "qcow2" or info.get("backing-filename"):
+            raise exception.InvalidImage(
+                image=uuid, reason="the exported disk is not standalone qcow2"
+            )
+        final = self.image_dir(uuid)
+        fields: dict[str, Any] = {
+            "disk_format": "qcow2",
+            "path": os.path.join(final, "disk.qcow2"),
+            "size_bytes": os.path.getsize(disk),
+            "virtual_size": int(info.get("virtual-size", 0)),
+            "checksum": _file_checksum(disk),
+            "kernel_path": None,
+            "initrd_path": None,
+        }
+        for key, name in (("kernel_path", "kernel"), ("initrd_path", "initrd")):
+            if source.get(key):
+                _copy_with_checksum(source[key], os.path.join(work, name))
+                fields[key] = os.path.join(final, name)
+        os.rename(work, final)
+        return fields
+
+    @staticmethod
+    def abandon(work: str) -> None:
+        """Remove a work directory of an export that failed."""
+        shutil.rmtree(work, ignore_errors=True)
 
     def remove(self, uuid: str) -> None:
         """Delete an image's files (missing files are fine)."""

@@ -76,6 +76,7 @@ class SchedulerManager:
         project: str,
         host: str | None = None,
         user_data: str | None = None,
+        root_clone: str = "linked",
     ) -> dict[str, Any]:
         flavor_rec = self.store.get_flavor(flavor)
         image_rec = self.store.get_image(image)
@@ -124,7 +125,9 @@ class SchedulerManager:
             raise exception.NoValidHost(instance=name, reason=why)
         LOG.info("Server %s (%s) placed on %s", name, uuid, chosen)
         try:
-            self.compute.build_instance(chosen, self._build_payload(uuid, image_rec))
+            payload = self._build_payload(uuid, image_rec)
+            payload["root_clone"] = root_clone
+            self.compute.build_instance(chosen, payload)
         except Exception as exc:
             self.store.fail_instance(uuid, "cannot reach the agent on %s: %s" % (chosen, exc))
             raise exception.BuildFailed(
@@ -346,6 +349,37 @@ class SchedulerManager:
         except Exception:
             self.images.remove(uuid)
             raise
+
+    @scheduler_method
+    def create_image_from_server(self, ctxt: dict, uuid: str, name: str, server: str) -> dict:
+        """An image (template) made of a stopped server's root disk, flattened."""
+        try:
+            return self.store.get_image(uuid)  # a repeated request changes nothing
+        except exception.ImageNotFound:
+            pass
+        if self.store.find_image_by_name(name) is not None:
+            raise exception.DuplicateName(what="Image", name=name)
+        record = self.store.begin_task(server, frozenset({"stopped"}), "imaging")
+        try:
+            source = self.store.get_image(record["image"])
+            work = self.images.begin_export(uuid)
+            try:
+                self.compute.export_root_disk(
+                    record["host"], record["uuid"], os.path.join(work, "disk.qcow2")
+                )
+                fields = self.images.finish_export(uuid, work, source)
+            except BaseException:
+                self.images.abandon(work)
+                raise
+            return self.store.create_image(
+                uuid=uuid,
+                name=name,
+                cmdline=source["cmdline"],
+                properties=source["properties"],
+                **fields,
+            )
+        finally:
+            self.store.update_instance(record["uuid"], task_state=None)
 
     @scheduler_method
     def list_images(self, ctxt: dict) -> list:

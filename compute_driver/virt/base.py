@@ -65,6 +65,8 @@ class InstanceSpec:
     image: ImageSpec
     created_at: str
     user_data: bytes = b""
+    #: False: the root disk is a full copy of the image, not a linked clone.
+    linked_root: bool = True
 
     @classmethod
     def from_payload(cls, payload: dict[str, Any]) -> InstanceSpec:
@@ -77,6 +79,7 @@ class InstanceSpec:
             image=ImageSpec(**payload["image"]),
             created_at=payload["created_at"],
             user_data=base64.b64decode(payload.get("user_data") or ""),
+            linked_root=payload.get("root_clone", "linked") == "linked",
         )
 
 

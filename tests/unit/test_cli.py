@@ -160,8 +160,8 @@ class FakeClient:
         self.timeout = timeout
 
     def __getattr__(self, name: str) -> Any:
-        def method(*args: Any) -> Any:
-            FakeClient.calls.append((name, args))
+        def method(*args: Any, **kwargs: Any) -> Any:
+            FakeClient.calls.append((name, args + tuple(sorted(kwargs.items()))))
             if FakeClient.error is not None:
                 raise FakeClient.error
             return {
@@ -285,7 +285,18 @@ def test_user_data_file_is_sent_as_bytes(capsys, printed, tmp_path):
     ]
     assert cli.main(printed + argv) == 0
     assert FakeClient.calls == [
-        ("create_server", ("web", "m1.tiny", "cirros", "demo", None, b"#!/bin/sh\necho hi\n"))
+        (
+            "create_server",
+            (
+                "web",
+                "m1.tiny",
+                "cirros",
+                "demo",
+                None,
+                b"#!/bin/sh\necho hi\n",
+                ("full_clone", False),
+            ),
+        )
     ]
 
 

@@ -41,6 +41,7 @@ FULL: dict[str, dict[str, dict[str, Any]]] = {
             "project": "demo",
             "host": "compute-1.example",
             "user_data": "aGVsbG8K",
+            "root_clone": "full",
         },
         "list_servers": {"project": "demo", "host": "compute-1"},
         "show_server": {"server": "web-1"},
@@ -56,6 +57,7 @@ FULL: dict[str, dict[str, dict[str, Any]]] = {
         },
         "list_server_snapshots": {"server": "web-1"},
         "server_diagnostics": {"server": "web-1"},
+        "create_image_from_server": {"uuid": IMAGE_UUID, "name": "golden", "server": "web-1"},
         "revert_server_snapshot": {"server": "web-1", "name": "before-upgrade"},
         "delete_server_snapshot": {"server": "web-1", "name": "before-upgrade"},
         "set_host_enabled": {
@@ -138,6 +140,7 @@ FULL: dict[str, dict[str, dict[str, Any]]] = {
         "snapshot_delete_instance": {"uuid": UUID, "name": "s1"},
         "list_instance_snapshots": {"uuid": UUID},
         "get_diagnostics": {"uuid": UUID},
+        "export_root_disk": {"uuid": UUID, "path": "/var/lib/compute-driver/images/x/disk.qcow2"},
     },
 }
 
