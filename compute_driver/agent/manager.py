@@ -105,27 +105,35 @@ class ComputeManager:
     def _root_backend(self):
         return self.storage[self.conf.storage.root_backend]
 
-    def _spawn(self, spec: InstanceSpec) -> None:
-        """Root disk, then the guest; on any failure, undo both."""
+    def _root_disk(self, spec: InstanceSpec) -> tuple[Any, VolumeRef]:
+        """The root volume of ``spec`` (made on first use) and its disk builder.
+
+        NOTE: create_from_image is idempotent: an existing root disk is
+        returned as it is, never recreated.
+        """
         backend = self._root_backend()
         volume_id = root_volume_id(spec.uuid)
-        volume = None
+        volume = backend.create_from_image(
+            volume_id, spec.image, spec.flavor.root_gb, linked=spec.linked_root
+        )
+        disk = backend.disk_config(volume)
+        disk.target_dev = ROOT_TARGET_DEV
+        disk.target_bus = "virtio"
+        return disk, VolumeRef(volume_id, backend.name, ROOT_TARGET_DEV)
+
+    def _spawn(self, spec: InstanceSpec) -> None:
+        """Root disk, then the guest; on any failure, undo both."""
+        made_disk = False
         try:
-            volume = backend.create_from_image(
-                volume_id, spec.image, spec.flavor.root_gb, linked=spec.linked_root
-            )
-            disk = backend.disk_config(volume)
-            disk.target_dev = ROOT_TARGET_DEV
-            disk.target_bus = "virtio"
-            self.driver.spawn(
-                spec, [disk], [], [VolumeRef(volume_id, backend.name, ROOT_TARGET_DEV)]
-            )
+            disk, volume = self._root_disk(spec)
+            made_disk = True
+            self.driver.spawn(spec, [disk], [], [volume])
         except Exception:
             try:
                 self.driver.destroy(spec.uuid)
             finally:
-                if volume is not None:
-                    backend.delete_volume(volume_id)
+                if made_disk:
+                    self._root_backend().delete_volume(root_volume_id(spec.uuid))
             raise
 
     @compute_method
@@ -193,13 +201,27 @@ class ComputeManager:
         self._act(uuid, "start", lambda: self.driver.power_on(uuid))
 
     @compute_method
-    def reboot_instance(self, ctxt: dict, uuid: str, hard: bool) -> None:
+    def reboot_instance(
+        self, ctxt: dict, uuid: str, hard: bool, instance: dict[str, Any] | None = None
+    ) -> None:
+        if hard and instance is not None:
+            spec = InstanceSpec.from_payload(instance)
+            self._act(uuid, "hard reboot", lambda: self._rebuild_and_start(spec))
+            return
         timeout = self.conf.libvirt.shutdown_timeout
         self._act(
             uuid,
             "hard reboot" if hard else "reboot",
             lambda: self.driver.reboot(uuid, hard, timeout),
         )
+
+    def _rebuild_and_start(self, spec: InstanceSpec) -> None:
+        """Hard reboot: stop at once, write the domain afresh from the
+        scheduler's record (repairing any drift), and start it."""
+        self.driver.power_off(spec.uuid, timeout=0, retry_interval=1)
+        disk, volume = self._root_disk(spec)
+        self.driver.redefine(spec, [disk], [], [volume])
+        self.driver.power_on(spec.uuid)
 
     @compute_method
     def pause_instance(self, ctxt: dict, uuid: str) -> None:

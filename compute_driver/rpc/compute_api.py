@@ -42,9 +42,15 @@ class ComputeAPI(RPCClientBase):
             payload["timeout"] = timeout
         self._cast("stop_instance", payload, host=host)
 
-    def reboot_instance(self, host: str, uuid: str, hard: bool) -> None:
-        """Cast: soft (ACPI, falling back to hard) or hard reboot."""
-        self._cast("reboot_instance", {"uuid": uuid, "hard": hard}, host=host)
+    def reboot_instance(
+        self, host: str, uuid: str, hard: bool, instance: dict[str, Any] | None = None
+    ) -> None:
+        """Cast: soft (ACPI, falling back to hard) or hard reboot; with
+        ``instance`` (the build payload), a hard reboot writes the domain afresh."""
+        payload: dict[str, Any] = {"uuid": uuid, "hard": hard}
+        if instance is not None:
+            payload["instance"] = instance
+        self._cast("reboot_instance", payload, host=host)
 
     def instance_action(self, host: str, uuid: str, method: str) -> None:
         """Cast one of start/pause/unpause/suspend/resume ``_instance``."""

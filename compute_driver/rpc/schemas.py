@@ -282,7 +282,9 @@ COMPUTE_METHODS: dict[str, dict[str, Any]] = {
         {"uuid": UUID, "timeout": {"type": "integer", "minimum": 0, "maximum": 3600}}, ("uuid",)
     ),
     "start_instance": obj({"uuid": UUID}, ("uuid",)),
-    "reboot_instance": obj({"uuid": UUID, "hard": {"type": "boolean"}}, ("uuid", "hard")),
+    "reboot_instance": obj(
+        {"uuid": UUID, "hard": {"type": "boolean"}, "instance": INSTANCE}, ("uuid", "hard")
+    ),
     "pause_instance": obj({"uuid": UUID}, ("uuid",)),
     "unpause_instance": obj({"uuid": UUID}, ("uuid",)),
     "suspend_instance": obj({"uuid": UUID}, ("uuid",)),

@@ -193,8 +193,15 @@ class SchedulerManager:
         try:
             if action == "stop":
                 self.compute.stop_instance(host, uuid)
-            elif action in ("reboot", "hard-reboot"):
-                self.compute.reboot_instance(host, uuid, hard=action == "hard-reboot")
+            elif action == "reboot":
+                self.compute.reboot_instance(host, uuid, hard=False)
+            elif action == "hard-reboot":
+                # NOTE: the whole record goes along: the agent keeps no
+                # database, and a hard reboot rebuilds the domain from it.
+                image = self.store.get_image(record["image"])
+                self.compute.reboot_instance(
+                    host, uuid, hard=True, instance=self._build_payload(uuid, image)
+                )
             else:
                 self.compute.instance_action(host, uuid, "%s_instance" % action)
         except exception.ComputeDriverError:

@@ -208,6 +208,15 @@ class ComputeDriver(abc.ABC):
         """
 
     @abc.abstractmethod
+    def redefine(
+        self, instance: InstanceSpec, disks: list, interfaces: list, volumes: list[VolumeRef]
+    ) -> None:
+        """Write a stopped guest's definition afresh from ``instance``.
+
+        :raises InstanceStateConflict: the guest is running.
+        """
+
+    @abc.abstractmethod
     def pause(self, uuid: str) -> None:
         """Freeze the guest's vCPUs (memory stays in RAM). Idempotent."""
 

@@ -60,8 +60,15 @@ def test_power_actions_on_a_real_guest(cloud: Cloud, guest_image: dict, libvirt_
         console = wait_for_console(cloud, uuid, "CD-GUEST ready")
         assert "CD-GUEST cidata instance-id=%s" % uuid in console
 
+        # Drift the definition behind our back; a hard reboot writes it afresh.
+        drifted = libvirt_conn.lookupByUUIDString(uuid).XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
+        drifted = drifted.replace("<title>ft-actions</title>", "<title>tampered</title>")
+        libvirt_conn.defineXML(drifted)
         record = _act(cloud, "reboot", uuid, "--hard")
         assert (record["vm_state"], record["power_state"]) == ("active", "running")
+        dom = libvirt_conn.lookupByUUIDString(uuid)
+        assert "<title>ft-actions</title>" in dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
+        wait_for_console(cloud, uuid, "CD-GUEST ready")
 
         # Suspend writes a managed-save image; resume restores the same guest.
         record = _act(cloud, "suspend", uuid)

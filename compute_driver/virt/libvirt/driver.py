@@ -227,14 +227,7 @@ class LibvirtDriver(base.ComputeDriver):
         os.makedirs(workdir, mode=0o755, exist_ok=True)
         config_drive = os.path.join(workdir, "config.iso")
         try:
-            configdrive.build_iso(
-                configdrive.ConfigDriveContents(
-                    instance_id=instance.uuid,
-                    hostname=configdrive.sanitize_hostname(instance.name),
-                    user_data=instance.user_data,
-                ),
-                config_drive,
-            )
+            self._write_config_drive(instance, config_drive)
             if instance.flavor.extra_specs.get("hw:cpu_policy") == "dedicated":
                 with self._pinning_lock:
                     self._refresh_pinned_cpus(conn)
@@ -254,6 +247,17 @@ class LibvirtDriver(base.ComputeDriver):
         except Exception:
             shutil.rmtree(workdir, ignore_errors=True)
             raise
+
+    @staticmethod
+    def _write_config_drive(instance: base.InstanceSpec, path: str) -> None:
+        configdrive.build_iso(
+            configdrive.ConfigDriveContents(
+                instance_id=instance.uuid,
+                hostname=configdrive.sanitize_hostname(instance.name),
+                user_data=instance.user_data,
+            ),
+            path,
+        )
 
     def _define(
         self,
@@ -441,6 +445,41 @@ class LibvirtDriver(base.ComputeDriver):
             self._do("reboot", uuid, virt_dom.managedSaveRemove)
         self._do("reboot", uuid, virt_dom.create)
         return soft_ok
+
+    def redefine(
+        self,
+        instance: base.InstanceSpec,
+        disks: list,
+        interfaces: list,
+        volumes: list[base.VolumeRef],
+    ) -> None:
+        """Write the stopped guest's domain afresh from ``instance`` (and a new
+        config drive), as a hard reboot does to repair a drifted definition.
+
+        :raises InstanceStateConflict: the guest is running.
+        :raises GuestConfigError, VirtError: nothing was changed.
+        """
+        virt_dom = self._require(instance.uuid)
+        if virt_dom.isActive():
+            raise exception.InstanceStateConflict(
+                instance=instance.uuid, state="running", reason="stop it before redefining it"
+            )
+        config_drive = os.path.join(self.instance_dir(instance.uuid), "config.iso")
+        self._write_config_drive(instance, config_drive)
+        if virt_dom.hasManagedSaveImage():
+            # Saved memory belongs to the old definition: a fresh boot follows.
+            self._do("redefine", instance.uuid, virt_dom.managedSaveRemove)
+        try:
+            if instance.flavor.extra_specs.get("hw:cpu_policy") == "dedicated":
+                with self._pinning_lock:
+                    self._refresh_pinned_cpus(self.host.get_connection())
+                    self._define(instance, disks, interfaces, volumes, config_drive)
+            else:
+                self._define(instance, disks, interfaces, volumes, config_drive)
+        except libvirt.libvirtError as exc:
+            raise exception.VirtError(
+                operation="redefine", instance=instance.uuid, reason=exc.get_error_message()
+            ) from exc
 
     def pause(self, uuid: str) -> None:
         virt_dom = self._require(uuid)
