@@ -218,7 +218,8 @@ class Client:
         root_gb: int,
         extra_specs: dict[str, str] | None = None,
     ) -> dict[str, Any]:
-        """Create a flavor; ``extra_specs`` shape the guest (see docs/guest-properties.md)."""
+        """Create a flavor; ``extra_specs`` shape the guest (the table is in
+        ``compute_driver/virt/libvirt/guest_config.py``)."""
         return self._api.call(
             "create_flavor",
             name=name,
