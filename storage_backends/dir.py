@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import subprocess
 import tempfile
 import threading
 from typing import Any
@@ -19,7 +18,7 @@ from oslo_config import cfg
 from compute_driver import exception as cd_exception
 from compute_driver.virt.base import ImageSpec
 from compute_driver.virt.libvirt import xml as lvxml
-from storage_backends import base
+from storage_backends import base, qemu_img
 
 LOG = logging.getLogger(__name__)
 
@@ -42,30 +41,9 @@ OPTS = [
     ),
 ]
 
-QEMU_IMG_TIMEOUT = 600
-
 
 def list_opts() -> dict:
     return {GROUP: OPTS}
-
-
-def _qemu_img(*args: str) -> None:
-    try:
-        subprocess.run(
-            ["qemu-img", *args],
-            check=True,
-            capture_output=True,
-            text=True,
-            timeout=QEMU_IMG_TIMEOUT,
-        )
-    except FileNotFoundError as exc:
-        raise cd_exception.StorageError(
-            operation="qemu-img", volume=args[-1], reason="qemu-img is not installed"
-        ) from exc
-    except subprocess.CalledProcessError as exc:
-        raise cd_exception.StorageError(
-            operation="qemu-img " + args[0], volume=args[-1], reason=exc.stderr.strip()[:300]
-        ) from exc
 
 
 class DirStorageBackend(base.StorageBackend):
@@ -133,7 +111,7 @@ class DirStorageBackend(base.StorageBackend):
         tmp = path + ".part"
         try:
             if linked:
-                _qemu_img(
+                qemu_img.run(
                     "create",
                     "-q",
                     "-f",
@@ -147,8 +125,10 @@ class DirStorageBackend(base.StorageBackend):
                 )
             else:
                 # A full copy: the volume no longer needs the cached image.
-                _qemu_img("convert", "-q", "-f", image.disk_format, "-O", "qcow2", base_path, tmp)
-                _qemu_img("resize", "-q", "-f", "qcow2", tmp, str(size))
+                qemu_img.run(
+                    "convert", "-q", "-f", image.disk_format, "-O", "qcow2", base_path, tmp
+                )
+                qemu_img.run("resize", "-q", "-f", "qcow2", tmp, str(size))
             os.chmod(tmp, 0o644)
             os.rename(tmp, path)
         except BaseException:
@@ -169,7 +149,7 @@ class DirStorageBackend(base.StorageBackend):
         :raises StorageError: qemu-img failed; ``dest`` is removed.
         """
         try:
-            _qemu_img("convert", "-q", "-O", "qcow2", self._volume_path(volume_id), dest)
+            qemu_img.run("convert", "-q", "-O", "qcow2", self._volume_path(volume_id), dest)
             os.chmod(dest, 0o644)
         except BaseException:
             if os.path.exists(dest):

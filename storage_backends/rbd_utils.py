@@ -17,14 +17,13 @@ import errno
 import json
 import logging
 import os
-import subprocess
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from compute_driver import exception as cd_exception
-from storage_backends import exception
+from storage_backends import exception, qemu_img
 
 try:
     import rados
@@ -38,7 +37,6 @@ LOG = logging.getLogger(__name__)
 #: Bytes read and written at a time when importing: one RBD object (order 22).
 CHUNK = 4 * 1024 * 1024
 _ZERO_CHUNK = bytes(CHUNK)
-QEMU_IMG_TIMEOUT = 3600
 
 _PERMISSION = {errno.EPERM, errno.EACCES}
 _UNAVAILABLE = {
@@ -282,32 +280,6 @@ def other_watchers(client: Any, image: Any) -> list[str]:
     return [w["addr"] for w in image.watchers_list() if w["id"] != me]
 
 
-def _qemu_img(*args: str) -> str:
-    try:
-        done = subprocess.run(
-            ["qemu-img", *args],
-            check=True,
-            capture_output=True,
-            text=True,
-            timeout=QEMU_IMG_TIMEOUT,
-        )
-    except FileNotFoundError as exc:
-        raise cd_exception.StorageError(
-            operation="qemu-img", volume=args[-1], reason="qemu-img is not installed"
-        ) from exc
-    except subprocess.CalledProcessError as exc:
-        raise cd_exception.StorageError(
-            operation="qemu-img " + args[0], volume=args[-1], reason=exc.stderr.strip()[:300]
-        ) from exc
-    except subprocess.TimeoutExpired as exc:
-        raise cd_exception.StorageError(
-            operation="qemu-img " + args[0],
-            volume=args[-1],
-            reason="took more than %d s" % QEMU_IMG_TIMEOUT,
-        ) from exc
-    return done.stdout
-
-
 @contextlib.contextmanager
 def raw_file(path: str, disk_format: str, workdir: str) -> Iterator[str]:
     """A raw copy of the image file at ``path`` (itself if it is raw already).
@@ -324,7 +296,7 @@ def raw_file(path: str, disk_format: str, workdir: str) -> Iterator[str]:
         raise cd_exception.InvalidImage(
             image=path, reason="format %r cannot go to RBD (raw and qcow2 can)" % disk_format
         )
-    info = json.loads(_qemu_img("info", "--output=json", "-f", disk_format, path))
+    info = json.loads(qemu_img.run("info", "--output=json", "-f", disk_format, path))
     data_file = info.get("format-specific", {}).get("data", {}).get("data-file")
     if info.get("backing-filename") or data_file:
         raise cd_exception.InvalidImage(
@@ -337,7 +309,7 @@ def raw_file(path: str, disk_format: str, workdir: str) -> Iterator[str]:
     fd, tmp = tempfile.mkstemp(prefix=".convert-", suffix=".raw", dir=workdir)
     os.close(fd)
     try:
-        _qemu_img("convert", "-q", "-f", disk_format, "-O", "raw", path, tmp)
+        qemu_img.run("convert", "-q", "-f", disk_format, "-O", "raw", path, tmp)
         yield tmp
     finally:
         with contextlib.suppress(FileNotFoundError):
