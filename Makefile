@@ -35,7 +35,7 @@ help:
 	@echo "make test        venv + services + test-guest, then tools/run-tests.sh (root; what CI runs)"
 	@echo "make demo        venv + services + test-guest, then tools/demo.sh (root)"
 	@echo "make genconfig   generate the sample config with oslo-config-generator"
-	@echo "make lint        ruff check + ruff format --check"
+	@echo "make lint        ruff check + ruff format --check + mypy"
 	@echo "make clean       remove $(VENV) and caches (no system state)"
 
 venv:
@@ -55,7 +55,7 @@ functional:
 	$(need-venv)
 	$(VENV)/bin/pytest tests/functional
 
-test: venv services test-guest
+test: venv services test-guest lint
 	tools/run-tests.sh
 
 demo: venv services test-guest
@@ -68,6 +68,7 @@ genconfig:
 lint:
 	$(need-venv)
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy compute_driver network_plugins storage_backends
 
 clean:
 	rm -rf -- "$(VENV)" .pytest_cache .ruff_cache .mypy_cache .hypothesis .tox build dist

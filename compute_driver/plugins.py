@@ -48,7 +48,9 @@ def load(namespace: str, name: str, conf: cfg.ConfigOpts, group: str, option: st
             )
         )
     try:
-        manager = driver.DriverManager(namespace, name, invoke_on_load=True, invoke_args=(conf,))
+        manager: driver.DriverManager = driver.DriverManager(
+            namespace, name, invoke_on_load=True, invoke_args=(conf,)
+        )
     except Exception as exc:
         LOG.exception("Plugin %s of %s failed to load", name, namespace)
         raise exception.InvalidConfig(

@@ -291,7 +291,7 @@ class ComputeManager:
                 )
             root = next((v for v in info.volumes if v.id == root_volume_id(uuid)), None)
             backend = self.storage.get(root.backend) if root else None
-            if backend is None or not backend.describe().get("export"):
+            if root is None or backend is None or not backend.describe().get("export"):
                 raise exception.Invalid(
                     reason="the root disk of %s is on a backend that cannot export volumes" % uuid
                 )

@@ -29,7 +29,7 @@ exception modules: `compute_driver.exception`, `storage_backends.exception`,
 
 def _api_section(title: str, module, methods: dict, casts: frozenset) -> list[str]:
     lines = ["", "## %s" % title, ""]
-    lines += [line.rstrip() for line in inspect.getdoc(module).splitlines()]
+    lines += [line.rstrip() for line in (inspect.getdoc(module) or "").splitlines()]
     for name in sorted(methods):
         kind = "cast" if name in casts else "call"
         lines += ["", "### `%s` (%s)" % (name, kind), "", "```json"]

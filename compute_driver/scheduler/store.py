@@ -224,7 +224,7 @@ class Store:
                 )
                 .execution_options(synchronize_session=False)
             )
-            if result.rowcount != 1:
+            if _rowcount(result) != 1:
                 return False
             session.execute(
                 update(Instance)
@@ -451,7 +451,7 @@ class Store:
                 .values(task_state=task, updated_at=utcnow())
                 .execution_options(synchronize_session=False)
             )
-            if result.rowcount != 1:
+            if _rowcount(result) != 1:
                 session.refresh(instance)
                 if instance.task_state:
                     reason = "task %s is in flight" % instance.task_state
@@ -500,7 +500,7 @@ class Store:
                 .values(power_state=power_state, vm_state=vm_state, updated_at=utcnow())
                 .execution_options(synchronize_session=False)
             )
-            return result.rowcount == 1
+            return _rowcount(result) == 1
 
     def set_power_states(self, host: str, states: dict[str, str]) -> None:
         """Record the power states an agent reported for its instances."""
@@ -550,6 +550,11 @@ class Store:
         instance.vm_state = "deleted"
         instance.task_state = None
         instance.power_state = "nostate"
+
+
+def _rowcount(result: Any) -> int:
+    """Rows an UPDATE changed (execute() returns a CursorResult for DML)."""
+    return int(result.rowcount)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -304,13 +304,16 @@ class LibvirtDriver(base.ComputeDriver):
         power_state = _POWER_STATES.get(state, "nostate")
         if state == libvirt.VIR_DOMAIN_SHUTOFF and virt_dom.hasManagedSaveImage():
             power_state = "suspended"
+        # NOTE: our own metadata always carries these; str() keeps the types honest.
         return base.InstanceInfo(
-            uuid=meta.uuid,
-            name=meta.name,
+            uuid=str(meta.uuid),
+            name=str(meta.name),
             power_state=power_state,
             vcpus=vcpus,
             memory_mb=memory_kib // 1024,
-            volumes=tuple(base.VolumeRef(v.id, v.backend, v.target_dev) for v in meta.volumes),
+            volumes=tuple(
+                base.VolumeRef(str(v.id), str(v.backend), str(v.target_dev)) for v in meta.volumes
+            ),
         )
 
     def get_info(self, uuid: str) -> base.InstanceInfo:
@@ -527,9 +530,7 @@ class LibvirtDriver(base.ComputeDriver):
             raise exception.VirtError(
                 operation="diagnostics", instance=uuid, reason=exc.get_error_message()
             ) from exc
-        diagnostics: dict[str, Any] = {
-            "power_state": self._info(virt_dom, self._metadata(virt_dom)).power_state
-        }
+        diagnostics: dict[str, Any] = {"power_state": self.get_info(uuid).power_state}
         diagnostics.update(
             {
                 key: value
