@@ -124,8 +124,10 @@ class SchedulerManager:
             self.store.fail_instance(uuid, "No valid host: %s" % why)
             raise exception.NoValidHost(instance=name, reason=why)
         LOG.info("Server %s (%s) placed on %s", name, uuid, chosen)
+        # NOTE: built from the records in hand: no further reads on the hot path.
+        record = dict(record, host=chosen, task_state="spawning")
         try:
-            payload = self._build_payload(uuid, image_rec)
+            payload = self._payload(record, image_rec, user_data)
             payload["root_clone"] = root_clone
             self.compute.build_instance(chosen, payload)
         except Exception as exc:
@@ -133,13 +135,21 @@ class SchedulerManager:
             raise exception.BuildFailed(
                 instance=name, reason="cannot reach %s: %s" % (chosen, exc)
             ) from exc
-        return self.store.get_instance(uuid)
+        return record
 
     def _build_payload(self, uuid: str, image: dict[str, Any]) -> dict[str, Any]:
-        instance = self.store.get_instance(uuid)
-        # NOTE: the flavor as copied into the server at create time.
+        """The build payload of an existing server, read from the store."""
+        return self._payload(
+            self.store.get_instance(uuid), image, self.store.get_instance_user_data(uuid)
+        )
+
+    @staticmethod
+    def _payload(
+        instance: dict[str, Any], image: dict[str, Any], user_data: str | None
+    ) -> dict[str, Any]:
+        """What an agent needs to build ``instance`` (the flavor as copied at create time)."""
         payload: dict[str, Any] = {
-            "uuid": uuid,
+            "uuid": instance["uuid"],
             "name": instance["name"],
             "project": instance["project"],
             "flavor": {
@@ -165,7 +175,6 @@ class SchedulerManager:
             },
             "created_at": instance["created_at"],
         }
-        user_data = self.store.get_instance_user_data(uuid)
         if user_data:
             payload["user_data"] = user_data
         return payload
