@@ -72,11 +72,6 @@ def check_broker(conf: cfg.ConfigOpts, retries: int) -> None:
     raise exception.MessagingError(service="the broker", reason="; ".join(errors))
 
 
-def get_notification_transport(conf: cfg.ConfigOpts = cfg.CONF) -> messaging.Transport:
-    """The notification transport for ``conf``."""
-    return messaging.get_notification_transport(conf, allowed_remote_exmods=ALLOWED_EXMODS)
-
-
 def cleanup() -> None:
     """Close every transport this process opened."""
     for transport in _transports.values():
