@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -137,6 +138,30 @@ class Cloud:
             result.stderr,
         )
         return result.json() if result.stdout.strip() else None
+
+    def create_server(
+        self, name: str, image: str, *extra: str, user_data: bytes | None = None
+    ) -> dict[str, Any]:
+        """``server create NAME --flavor m1.tiny --image IMAGE --project ft --wait EXTRA``."""
+        args = [
+            "server",
+            "create",
+            name,
+            "--flavor",
+            "m1.tiny",
+            "--image",
+            image,
+            "--project",
+            "ft",
+            "--wait",
+            *extra,
+        ]
+        if user_data is None:
+            return self.ok(*args)
+        with tempfile.NamedTemporaryFile("wb", suffix=".sh") as f:
+            f.write(user_data)
+            f.flush()
+            return self.ok(*args, "--user-data", f.name)
 
     def wait_for_host(self, state: str = "up", timeout: float = 60) -> dict[str, Any]:
         deadline = time.monotonic() + timeout

@@ -15,18 +15,7 @@ def _act(cloud: Cloud, action: str, server: str, *extra: str) -> dict:
 
 
 def test_power_actions_on_a_real_guest(cloud: Cloud, guest_image: dict, libvirt_conn) -> None:
-    server = cloud.ok(
-        "server",
-        "create",
-        "ft-actions",
-        "--flavor",
-        "m1.tiny",
-        "--image",
-        guest_image["uuid"],
-        "--project",
-        "ft",
-        "--wait",
-    )
+    server = cloud.create_server("ft-actions", guest_image["uuid"])
     uuid = server["uuid"]
     try:
         wait_for_console(cloud, uuid, "CD-GUEST ready")
@@ -91,18 +80,7 @@ def test_guest_powering_itself_off_is_seen_through_events(
 ) -> None:
     import time
 
-    server = cloud.ok(
-        "server",
-        "create",
-        "ft-events",
-        "--flavor",
-        "m1.tiny",
-        "--image",
-        guest_image["uuid"],
-        "--project",
-        "ft",
-        "--wait",
-    )
+    server = cloud.create_server("ft-events", guest_image["uuid"])
     uuid = server["uuid"]
     try:
         wait_for_console(cloud, uuid, "CD-GUEST ready")
@@ -122,18 +100,7 @@ def test_guest_powering_itself_off_is_seen_through_events(
 
 
 def test_snapshots_through_the_bus(cloud: Cloud, guest_image: dict, libvirt_conn) -> None:
-    server = cloud.ok(
-        "server",
-        "create",
-        "ft-snap",
-        "--flavor",
-        "m1.tiny",
-        "--image",
-        guest_image["uuid"],
-        "--project",
-        "ft",
-        "--wait",
-    )
+    server = cloud.create_server("ft-snap", guest_image["uuid"])
     uuid = server["uuid"]
     try:
         wait_for_console(cloud, uuid, "CD-GUEST ready")

@@ -17,24 +17,7 @@ USER_DATA = b"#!/bin/sh\necho CD-TEST user-data ran\n"
 
 
 def _create(cloud: Cloud, name: str, image: dict, *extra: str) -> dict:
-    with tempfile.NamedTemporaryFile("wb", suffix=".sh") as f:
-        f.write(USER_DATA)
-        f.flush()
-        return cloud.ok(
-            "server",
-            "create",
-            name,
-            "--flavor",
-            "m1.tiny",
-            "--image",
-            image["uuid"],
-            "--project",
-            "ft",
-            "--user-data",
-            f.name,
-            "--wait",
-            *extra,
-        )
+    return cloud.create_server(name, image["uuid"], *extra, user_data=USER_DATA)
 
 
 def _domain_xml(conn: libvirt.virConnect, uuid_: str) -> str:

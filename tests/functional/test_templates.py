@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import tempfile
 
 from cloud_env import Cloud, wait_for_console
 
@@ -13,24 +12,7 @@ READ_MARK = b"#!/bin/sh\necho CD-TEST disk=$(head -c 16 /dev/vda)\n"
 
 
 def _create(cloud: Cloud, name: str, image: str, user_data: bytes, *extra: str) -> dict:
-    with tempfile.NamedTemporaryFile("wb", suffix=".sh") as f:
-        f.write(user_data)
-        f.flush()
-        return cloud.ok(
-            "server",
-            "create",
-            name,
-            "--flavor",
-            "m1.tiny",
-            "--image",
-            image,
-            "--project",
-            "ft",
-            "--user-data",
-            f.name,
-            "--wait",
-            *extra,
-        )
+    return cloud.create_server(name, image, *extra, user_data=user_data)
 
 
 def _backing_file(cloud: Cloud, server_uuid: str) -> str | None:

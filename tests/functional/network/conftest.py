@@ -15,7 +15,7 @@ from netns_lab import Host, Lab
 @pytest.fixture
 def lab() -> Iterator[Lab]:
     if os.geteuid() != 0:
-        pytest.skip("needs root (network namespaces)")
+        pytest.fail("functional network tests run as root (network namespaces); use `make test`")
     lab = Lab()
     try:
         yield lab

@@ -499,7 +499,9 @@ def libvirt_conn() -> Iterator[libvirt.virConnect]:
     try:
         conn = libvirt.open("qemu:///system")
     except libvirt.libvirtError as exc:
-        pytest.skip("libvirtd does not answer on qemu:///system: %s" % exc)
+        pytest.fail(
+            "libvirtd does not answer on qemu:///system (%s); run tools/start-services.sh" % exc
+        )
     yield conn
     conn.close()
 
