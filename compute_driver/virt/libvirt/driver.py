@@ -316,12 +316,19 @@ class LibvirtDriver(base.ComputeDriver):
             ),
         )
 
-    def get_info(self, uuid: str) -> base.InstanceInfo:
+    def _ours(self, uuid: str) -> tuple[libvirt.virDomain, lvxml.InstanceMetadata]:
+        """The domain of one of our instances, with its metadata.
+
+        :raises InstanceNotFound: no domain, or not one of ours.
+        """
         virt_dom = self._lookup(uuid)
         meta = self._metadata(virt_dom) if virt_dom is not None else None
         if virt_dom is None or meta is None:
             raise exception.InstanceNotFound(instance=uuid)
-        return self._info(virt_dom, meta)
+        return virt_dom, meta
+
+    def get_info(self, uuid: str) -> base.InstanceInfo:
+        return self._info(*self._ours(uuid))
 
     def list_instances(self) -> list[base.InstanceInfo]:
         found = []
@@ -369,10 +376,7 @@ class LibvirtDriver(base.ComputeDriver):
     # --- power -----------------------------------------------------------------
 
     def _require(self, uuid: str) -> libvirt.virDomain:
-        virt_dom = self._lookup(uuid)
-        if virt_dom is None or self._metadata(virt_dom) is None:
-            raise exception.InstanceNotFound(instance=uuid)
-        return virt_dom
+        return self._ours(uuid)[0]
 
     @staticmethod
     def _state(virt_dom: libvirt.virDomain) -> int:
@@ -514,7 +518,7 @@ class LibvirtDriver(base.ComputeDriver):
         )
 
     def get_diagnostics(self, uuid: str) -> dict[str, Any]:
-        virt_dom = self._require(uuid)
+        virt_dom, meta = self._ours(uuid)
         groups = (
             libvirt.VIR_DOMAIN_STATS_STATE
             | libvirt.VIR_DOMAIN_STATS_CPU_TOTAL
@@ -530,7 +534,7 @@ class LibvirtDriver(base.ComputeDriver):
             raise exception.VirtError(
                 operation="diagnostics", instance=uuid, reason=exc.get_error_message()
             ) from exc
-        diagnostics: dict[str, Any] = {"power_state": self.get_info(uuid).power_state}
+        diagnostics: dict[str, Any] = {"power_state": self._info(virt_dom, meta).power_state}
         diagnostics.update(
             {
                 key: value
