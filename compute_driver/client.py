@@ -47,11 +47,18 @@ class Client:
         user_data: bytes | None = None,
         uuid: str | None = None,
         full_clone: bool = False,
+        root_backend: str | None = None,
+        boot_volume: str | None = None,
+        networks: list[str] | None = None,
     ) -> dict[str, Any]:
         """Create a server; returns its record (vm_state ``building``).
 
+        ``networks`` gives it one port per network, in order (eth0, eth1...),
+        each with a MAC and a fixed IP handed to the guest on its config drive.
+
         ``full_clone`` makes the root disk an independent copy of the image
-        instead of a linked clone.
+        instead of a linked clone; ``root_backend`` puts it on that storage
+        backend; ``boot_volume`` boots from that (available) volume instead.
 
         :raises NoValidHost: no host can take it (the reason says why per host).
         """
@@ -66,6 +73,9 @@ class Client:
             host=host,
             user_data=encoded,
             root_clone="full" if full_clone else None,
+            root_backend=root_backend,
+            boot_volume=boot_volume,
+            networks=networks or None,
         )
 
     def list_servers(
@@ -277,3 +287,112 @@ class Client:
 
     def delete_image(self, image: str) -> dict[str, Any]:
         return self._api.call("delete_image", image=image)
+
+    # --- volumes ---------------------------------------------------------------
+
+    def create_volume(
+        self,
+        name: str,
+        size_gb: int,
+        backend: str,
+        project: str = "default",
+        image: str | None = None,
+        host: str | None = None,
+        uuid: str | None = None,
+    ) -> dict[str, Any]:
+        """Create a volume (empty, or holding ``image``); returns it ``available``.
+
+        :raises NoValidHost: no up host offers ``backend``.
+        :raises StorageError: the backend could not make it (it ends ``error``).
+        """
+        return self._api.call(
+            "create_volume",
+            uuid=uuid or str(uuidlib.uuid4()),
+            name=name,
+            size_gb=size_gb,
+            backend=backend,
+            project=project,
+            image=image,
+            host=host,
+        )
+
+    def list_volumes(self, project: str | None = None) -> list[dict[str, Any]]:
+        return self._api.call("list_volumes", project=project)
+
+    def show_volume(self, volume: str) -> dict[str, Any]:
+        return self._api.call("show_volume", volume=volume)
+
+    def delete_volume(self, volume: str) -> dict[str, Any]:
+        """Delete a volume that is not attached."""
+        return self._api.call("delete_volume", volume=volume)
+
+    def attach_volume(self, server: str, volume: str) -> dict[str, Any]:
+        """Attach a volume of the server's project; returns it ``in-use`` with its target_dev."""
+        return self._api.call("attach_volume", server=server, volume=volume)
+
+    def detach_volume(self, server: str, volume: str) -> dict[str, Any]:
+        """Detach a volume once the guest released it; returns it ``available``."""
+        return self._api.call("detach_volume", server=server, volume=volume)
+
+    def resize_volume(self, volume: str, size_gb: int) -> dict[str, Any]:
+        """Grow a volume (a running guest sees the new size)."""
+        return self._api.call("resize_volume", volume=volume, size_gb=size_gb)
+
+    def volume_snapshot(self, volume: str, action: str, name: str | None = None) -> Any:
+        """create, revert or delete snapshot ``name`` of a volume, or ``list`` them."""
+        return self._api.call("volume_snapshot", volume=volume, action=action, name=name)
+
+    # --- networks --------------------------------------------------------------
+
+    def create_network(
+        self,
+        name: str,
+        network_type: str,
+        cidr: str,
+        project: str = "default",
+        segment: int | None = None,
+        physnet: str | None = None,
+        gateway: str | None = None,
+        mtu: int | None = None,
+        uuid: str | None = None,
+    ) -> dict[str, Any]:
+        """Create a tenant network; the segment (VNI, VLAN ID) is allocated unless given.
+
+        :raises SegmentInUse: the segment is taken.
+        :raises InvalidNetwork: out-of-range segment, bad subnet, gateway or MTU.
+        """
+        return self._api.call(
+            "create_network",
+            uuid=uuid or str(uuidlib.uuid4()),
+            name=name,
+            type=network_type,
+            cidr=cidr,
+            project=project,
+            segment=segment,
+            physnet=physnet,
+            gateway=gateway,
+            mtu=mtu,
+        )
+
+    def list_networks(self, project: str | None = None) -> list[dict[str, Any]]:
+        return self._api.call("list_networks", project=project)
+
+    def show_network(self, network: str) -> dict[str, Any]:
+        """A network, with the hosts that have ports on it."""
+        return self._api.call("show_network", network=network)
+
+    def delete_network(self, network: str) -> dict[str, Any]:
+        """Delete a network that has no ports."""
+        return self._api.call("delete_network", network=network)
+
+    def attach_interface(self, server: str, network: str) -> dict[str, Any]:
+        """Give a server one more port on ``network`` (hot-plugged if it runs)."""
+        return self._api.call("attach_interface", server=server, network=network)
+
+    def detach_interface(self, server: str, port: str) -> dict[str, Any]:
+        """Remove a port of a server once the guest released its NIC."""
+        return self._api.call("detach_interface", server=server, port=port)
+
+    def list_interfaces(self, server: str) -> list[dict[str, Any]]:
+        """A server's ports, in device order (eth0 first)."""
+        return self._api.call("list_interfaces", server=server)

@@ -72,6 +72,11 @@ class InvalidImage(Invalid):
     code = "invalid_image"
 
 
+class InvalidNetwork(Invalid):
+    msg_fmt = "Invalid network %(network)s: %(reason)s"
+    code = "invalid_network"
+
+
 class InvalidFlavor(Invalid):
     msg_fmt = "Invalid flavor %(flavor)s: %(reason)s"
     code = "invalid_flavor"
@@ -106,6 +111,16 @@ class HostNotFound(NotFound):
     code = "host_not_found"
 
 
+class VolumeNotFound(NotFound):
+    msg_fmt = "Volume %(volume)s not found"
+    code = "volume_not_found"
+
+
+class NetworkNotFound(NotFound):
+    msg_fmt = "Network %(network)s not found"
+    code = "network_not_found"
+
+
 class PluginNotFound(NotFound):
     msg_fmt = "No %(family)s plugin named %(name)r; available: %(available)s"
     code = "plugin_not_found"
@@ -133,6 +148,31 @@ class InUse(Conflict):
 class InstanceStateConflict(Conflict):
     msg_fmt = "Server %(instance)s is %(state)s: %(reason)s"
     code = "instance_state_conflict"
+
+
+class SegmentInUse(Conflict):
+    msg_fmt = "Segment %(segment)s of type %(type)s is taken by another network"
+    code = "segment_in_use"
+
+
+class NetworkFull(Conflict):
+    msg_fmt = "Network %(network)s has no address left: %(reason)s"
+    code = "network_full"
+
+
+class VolumeNotAttached(Conflict):
+    msg_fmt = "Volume %(volume)s is not attached to server %(instance)s"
+    code = "volume_not_attached"
+
+
+class ProjectMismatch(Conflict):
+    msg_fmt = "%(what)s %(name)s belongs to another project than server %(instance)s"
+    code = "project_mismatch"
+
+
+class VolumeStateConflict(Conflict):
+    msg_fmt = "Volume %(volume)s is %(status)s: %(reason)s"
+    code = "volume_state_conflict"
 
 
 # --- failures -------------------------------------------------------------
@@ -166,6 +206,11 @@ class HypervisorUnavailable(ComputeDriverError):
 class VirtError(ComputeDriverError):
     msg_fmt = "Hypervisor operation %(operation)s on %(instance)s failed: %(reason)s"
     code = "virt_error"
+
+
+class DeviceDetachFailed(ComputeDriverError):
+    msg_fmt = "The %(device)s is still attached to server %(instance)s: %(reason)s"
+    code = "device_detach_failed"
 
 
 class StorageError(ComputeDriverError):

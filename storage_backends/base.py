@@ -49,6 +49,14 @@ class Capacity:
 
     total: int
     free: int
+    #: What the backend's volumes and cached images promise (thin volumes
+    #: may make this exceed ``total``).
+    provisioned: int = 0
+
+
+#: Abilities a backend may lack; ``describe()`` says which it has, and the
+#: default methods below refuse with :class:`~storage_backends.exception.Unsupported`.
+OPTIONAL_ABILITIES = ("snapshots", "resize", "linked_clone")
 
 
 class StorageBackend(abc.ABC):
@@ -59,8 +67,9 @@ class StorageBackend(abc.ABC):
 
     @abc.abstractmethod
     def describe(self) -> dict[str, Any]:
-        """Abilities: ``shared`` (all hosts see the same volumes), ``formats``,
-        ``linked_clone``, ``snapshots``."""
+        """Abilities: ``name``, ``shared`` (all hosts see the same volumes),
+        ``formats``, ``linked_clone``, ``snapshots``, ``resize`` (booleans
+        for the optional abilities of :data:`OPTIONAL_ABILITIES`)."""
 
     @abc.abstractmethod
     def capacity(self) -> Capacity:
@@ -86,6 +95,24 @@ class StorageBackend(abc.ABC):
         """
 
     @abc.abstractmethod
+    def create_volume(self, volume_id: str, size_gb: int) -> Volume:
+        """A new, empty volume of ``size_gb`` GiB.
+
+        Idempotent: an existing volume of that id is returned as it is.
+
+        :raises InvalidVolumeName: unsafe ``volume_id``.
+        :raises NoSpace: the backend has no room (nothing is left behind).
+        :raises StorageError: the volume could not be made; nothing is left behind.
+        """
+
+    @abc.abstractmethod
+    def get_volume(self, volume_id: str) -> Volume:
+        """The volume ``volume_id`` as it is on the backend (its real size).
+
+        :raises VolumeNotFound: no such volume.
+        """
+
+    @abc.abstractmethod
     def delete_volume(self, volume_id: str) -> None:
         """Remove a volume. Idempotent: a missing volume is not an error.
 
@@ -96,3 +123,54 @@ class StorageBackend(abc.ABC):
     @abc.abstractmethod
     def disk_config(self, volume: Volume):
         """The libvirt disk builder that attaches ``volume`` (target left to the caller)."""
+
+    # NOTE: a hook, not an ability: backends without an image cache need no import.
+    def import_image(self, image: ImageSpec) -> None:  # noqa: B027
+        """Make ``image`` ready to clone on this backend (idempotent).
+
+        Backends without an image cache need nothing: the default does nothing.
+        """
+
+    # --- optional abilities (declared by describe()) -------------------------
+
+    def resize_volume(self, volume_id: str, size_gb: int) -> Volume:
+        """Grow the volume to ``size_gb``; the same size is a no-op.
+
+        :raises InvalidVolumeSize: smaller than it is (shrinking loses data).
+        :raises VolumeNotFound: no such volume.
+        :raises Unsupported: ``describe()["resize"]`` is false.
+        """
+        raise exception.Unsupported(backend=self.name, ability="resize")
+
+    def create_snapshot(self, volume_id: str, snapshot: str) -> None:
+        """Snapshot the volume (crash-consistent if a guest is writing to it).
+
+        :raises DuplicateName: the volume has a snapshot of that name.
+        :raises VolumeNotFound: no such volume.
+        :raises Unsupported: ``describe()["snapshots"]`` is false.
+        """
+        raise exception.Unsupported(backend=self.name, ability="snapshots")
+
+    def list_snapshots(self, volume_id: str) -> list[dict[str, Any]]:
+        """The volume's snapshots, oldest first: ``name``, ``size_gb``, ``created_at``.
+
+        :raises VolumeNotFound: no such volume.
+        :raises Unsupported: ``describe()["snapshots"]`` is false.
+        """
+        raise exception.Unsupported(backend=self.name, ability="snapshots")
+
+    def revert_to_snapshot(self, volume_id: str, snapshot: str) -> None:
+        """Put the volume back as it was at ``snapshot``.
+
+        :raises VolumeBusy: a guest has the volume open.
+        :raises VolumeSnapshotNotFound, VolumeNotFound: no such snapshot or volume.
+        :raises Unsupported: ``describe()["snapshots"]`` is false.
+        """
+        raise exception.Unsupported(backend=self.name, ability="snapshots")
+
+    def delete_snapshot(self, volume_id: str, snapshot: str) -> None:
+        """Remove a snapshot. Idempotent (a missing snapshot or volume is not an error).
+
+        :raises Unsupported: ``describe()["snapshots"]`` is false.
+        """
+        raise exception.Unsupported(backend=self.name, ability="snapshots")

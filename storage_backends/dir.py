@@ -1,30 +1,105 @@
 """The ``dir`` backend: volumes are files in a local directory.
 
-Root disks are qcow2 overlays whose backing file is a cached copy of the
-image, so creating one costs the same whatever the image's size.
+Root disks are qcow2 overlays whose backing file is a cached qcow2 copy of
+the image (``<image_cache_path>/<image uuid>.qcow2``), so creating one costs
+the same whatever the image's size. Empty volumes are qcow2 (thin, or
+preallocated) or raw (sparse, or preallocated): ``[dir] volume_format`` and
+``preallocation``.
+
+The file logic lives in :class:`FileStore`, which works on a :class:`Files`
+(where the files are: :class:`LocalFiles` here; the ``nfs`` backend brings
+a mounted share or an NFS export reached by libnfs). Volume files are made
+as ``<name>.part`` and published under their final name only when complete
+(a crash leaves nothing that looks finished), and a cached image is never
+replaced once published: overlays of running guests read it.
+
+Reads of an image a guest may hold use ``qemu-img info -U``; writes
+(snapshots, resize, revert) take QEMU's image lock, so a running guest's
+volume is refused with :class:`~storage_backends.exception.VolumeBusy`.
+Snapshots of a running guest are the virt driver's job (through libvirt).
 """
 
 from __future__ import annotations
 
+import datetime
+import json
 import logging
+import math
 import os
-import shutil
-import tempfile
+import re
+import struct
 import threading
-from typing import Any
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from oslo_config import cfg
 
 from compute_driver import exception as cd_exception
 from compute_driver.virt.base import ImageSpec
 from compute_driver.virt.libvirt import xml as lvxml
-from storage_backends import base, qemu_img
+from storage_backends import base, exception, qemu_img
 
 LOG = logging.getLogger(__name__)
+
+GiB = 1024**3
+#: Suffix of a volume file while it is being made.
+PART = ".part"
+#: Prefix of a cached image while it is being converted.
+CACHING = ".caching-"
+VOLUME_FORMATS = ("qcow2", "raw")
+#: Image formats the cache converts from; never probed, the image store says which.
+IMAGE_FORMATS = ("raw", "qcow2", "vmdk", "vdi", "vhdx", "vpc", "qed")
+#: VMDK subformats whose data is in the one file (others name extent files,
+#: which could be any file of the host).
+SAFE_VMDK_TYPES = ("monolithicSparse", "streamOptimized", "monolithicFlat")
+PREALLOCATIONS = {"qcow2": ("off", "metadata", "falloc", "full"), "raw": ("off", "falloc", "full")}
+#: Files of this backend in the volume directory (other files there, such as
+#: the virt driver's snapshot overlays ``<vol>.snap-<x>.qcow2``, are not volumes).
+_VOLUME_FILE = re.compile(r"^(?P<id>[A-Za-z0-9][A-Za-z0-9_-]{0,127})\.(?P<fmt>qcow2|raw)(\.part)?$")
+_LOCK_ERROR = re.compile(r"Failed to get .*lock|Is another process using the image")
+_NO_SPACE_ERROR = re.compile(r"No space left on device|Disk quota exceeded")
 
 GROUP = cfg.OptGroup(
     "dir", title="dir storage backend", help="Volumes as files in a local directory."
 )
+
+
+def volume_opts(group: str) -> list[cfg.Opt]:
+    """The options of a file-based backend's volumes (new objects for each group)."""
+    return [
+        cfg.StrOpt(
+            "volume_format",
+            default="qcow2",
+            choices=VOLUME_FORMATS,
+            help="Format of new empty volumes and of full (not linked) copies of images. "
+            "qcow2 has snapshots and grows as it is written; raw is faster but has no "
+            "snapshots. Root disks made as linked clones are always qcow2 overlays. "
+            "Related options: [%s] preallocation." % group,
+        ),
+        cfg.StrOpt(
+            "preallocation",
+            default="off",
+            choices=("off", "metadata", "falloc", "full"),
+            help="Space reserved when a volume is made or grown. off: thin (qcow2) or "
+            "sparse (raw); metadata: qcow2 tables written ahead (qcow2 only); falloc: "
+            "blocks reserved but not written; full: zeros written (slow). Linked clones "
+            "stay thin. A volume that does not fit is refused with storage_no_space. "
+            "Related options: [%s] volume_format." % group,
+        ),
+        cfg.IntOpt(
+            "image_cache_min_age",
+            default=86400,
+            min=0,
+            help="Seconds a cached image must have gone unused (no volume made from it) "
+            "before cleanup_image_cache may remove it; a cached image any volume backs "
+            "onto is never removed. With volumes shared by several hosts, keep it longer "
+            "than the longest volume creation.",
+        ),
+    ]
+
 
 OPTS = [
     cfg.StrOpt(
@@ -37,8 +112,9 @@ OPTS = [
         default="$state_path/image-cache",
         help="Directory of cached image copies that root disks back onto. "
         "A cached image is the base of every root disk made from it: never "
-        "delete one by hand while any disk uses it.",
+        "delete one by hand while any disk uses it (cleanup_image_cache checks).",
     ),
+    *volume_opts("dir"),
 ]
 
 
@@ -46,101 +122,530 @@ def list_opts() -> dict:
     return {GROUP: OPTS}
 
 
-class DirStorageBackend(base.StorageBackend):
-    """Volumes as qcow2 files; root disks as overlays on cached images."""
+# --- qcow2 headers --------------------------------------------------------
 
-    name = "dir"
+_QCOW2_MAGIC = b"QFI\xfb"
+_HEADER = struct.Struct(">4sIQIIQIIQQIIQ")
+_SNAPSHOT = struct.Struct(">QIHHIIQII")
+#: Largest snapshot table read (about 10,000 snapshots).
+_MAX_SNAPSHOT_TABLE = 1024**2
 
-    def __init__(self, conf: cfg.ConfigOpts) -> None:
-        conf.register_group(GROUP)
-        conf.register_opts(OPTS, group=GROUP)
-        self.opts = conf.dir
-        self._cache_lock = threading.Lock()
-        for path in (self.opts.path, self.opts.image_cache_path):
+
+@dataclass(frozen=True)
+class Header:
+    """What a volume or cached image file says about itself."""
+
+    format: str
+    virtual_size: int
+    #: The backing file as written in the file ('' for none).
+    backing: str = ""
+    nb_snapshots: int = 0
+    snapshots_offset: int = 0
+
+
+def read_header(read: Callable[[int, int], bytes], file_size: int) -> Header:
+    """Header of a qcow2 file, or a raw one (``file_size`` bytes) if not qcow2.
+
+    :param read: ``read(offset, length)`` of the file.
+    """
+    head = read(0, _HEADER.size)
+    if len(head) < _HEADER.size or head[:4] != _QCOW2_MAGIC:
+        return Header(format="raw", virtual_size=file_size)
+    fields = _HEADER.unpack(head)
+    backing_offset, backing_size, size = fields[2], fields[3], fields[5]
+    backing = ""
+    if backing_offset and backing_size:
+        backing = read(backing_offset, min(backing_size, 4096)).decode("utf-8", "replace")
+    return Header(
+        format="qcow2",
+        virtual_size=size,
+        backing=backing,
+        nb_snapshots=fields[11],
+        snapshots_offset=fields[12],
+    )
+
+
+def read_snapshots(read: Callable[[int, int], bytes], header: Header) -> list[dict[str, Any]]:
+    """The internal snapshots of a qcow2 file: ``name``, ``size`` (its disk
+    size when taken), ``date`` (seconds), in table order (oldest first)."""
+    if header.format != "qcow2" or not header.nb_snapshots:
+        return []
+    table = read(header.snapshots_offset, min(_MAX_SNAPSHOT_TABLE, 64 * 1024))
+    found = []
+    pos = 0
+    for _ in range(header.nb_snapshots):
+        if pos + _SNAPSHOT.size > len(table) and len(table) < _MAX_SNAPSHOT_TABLE:
+            table = read(header.snapshots_offset, _MAX_SNAPSHOT_TABLE)
+        if pos + _SNAPSHOT.size > len(table):
+            break
+        (_, _, id_size, name_size, date_sec, date_nsec, _, _, extra_size) = _SNAPSHOT.unpack_from(
+            table, pos
+        )
+        start = pos
+        pos += _SNAPSHOT.size
+        extra = table[pos : pos + extra_size]
+        pos += extra_size + id_size
+        name = table[pos : pos + name_size].decode("utf-8", "replace")
+        pos += name_size
+        pos += -(pos - start) % 8
+        # NOTE: qcow2 v3 keeps the disk size of each snapshot in its extra
+        # data; older files do not (then the current size is the best guess).
+        size = struct.unpack(">Q", extra[8:16])[0] if len(extra) >= 16 else header.virtual_size
+        found.append({"name": name, "size": size, "date": date_sec + date_nsec / 1e9})
+    return found
+
+
+@dataclass(frozen=True)
+class ScannedFile:
+    name: str
+    #: Bytes in the file (its length), and bytes the storage keeps for it.
+    size: int
+    used: int
+    mtime: float
+    #: None if it could not be read.
+    header: Header | None
+
+
+# --- where the files are --------------------------------------------------
+
+
+class Files(Protocol):
+    """The two directories of a :class:`FileStore`: ``volumes`` and ``images``."""
+
+    #: Whether QEMU's image locks work here (a guest's use of a file is visible).
+    has_locks: bool
+
+    def check(self, operation: str) -> None:
+        """:raises BackendUnavailable: the storage cannot be reached."""
+
+    def location(self, area: str, name: str) -> str:
+        """What qemu-img and QEMU open for ``name`` (a path or a URL)."""
+
+    def stat(self, area: str, name: str) -> ScannedFile | None:
+        """The file ``name`` with its header, or None if there is none."""
+
+    def scan(self, area: str) -> list[ScannedFile]:
+        """Every file of ``area`` (headers read where possible)."""
+
+    def read(self, area: str, name: str, offset: int, length: int) -> bytes: ...
+
+    def publish(self, area: str, tmp: str, name: str) -> bool:
+        """Give ``tmp`` the name ``name`` unless that exists (then remove
+        ``tmp`` and return False). Never replaces a file."""
+
+    def unlink(self, area: str, name: str) -> bool:
+        """Remove ``name``; False if it was not there."""
+
+    def chmod(self, area: str, name: str, mode: int) -> None: ...
+
+    def touch(self, area: str, name: str) -> None: ...
+
+    def space(self) -> tuple[int, int]:
+        """(total, free) bytes where the volumes are."""
+
+    def unavailable(self, reason: str) -> Exception | None:
+        """The error for a qemu-img failure ``reason`` that means the storage
+        cannot be reached, or None."""
+
+    def timeout(self, copy: bool) -> float:
+        """Seconds a qemu-img run may take (``copy``: a conversion)."""
+
+
+class LocalFiles:
+    """Files in local directories (or on a file system mounted on the host)."""
+
+    has_locks = True
+
+    def __init__(self, volumes: str, images: str) -> None:
+        self.dirs = {"volumes": volumes, "images": images}
+
+    def check(self, operation: str) -> None:
+        for path in self.dirs.values():
             os.makedirs(path, mode=0o755, exist_ok=True)
 
-    def describe(self) -> dict[str, Any]:
-        return {
-            "export": True,
-            "name": self.name,
-            "shared": False,
-            "formats": ["qcow2"],
-            "linked_clone": True,
-            "snapshots": False,
-        }
+    def location(self, area: str, name: str) -> str:
+        return os.path.join(self.dirs[area], name)
 
-    def capacity(self) -> base.Capacity:
-        st = os.statvfs(self.opts.path)
-        return base.Capacity(total=st.f_blocks * st.f_frsize, free=st.f_bavail * st.f_frsize)
+    def stat(self, area: str, name: str) -> ScannedFile | None:
+        path = self.location(area, name)
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            return None
+        try:
+            header: Header | None = read_header(
+                lambda o, n: self.read(area, name, o, n), st.st_size
+            )
+        except OSError:
+            header = None
+        return ScannedFile(name, st.st_size, st.st_blocks * 512, st.st_mtime, header)
 
-    def _volume_path(self, volume_id: str) -> str:
-        return os.path.join(self.opts.path, base.check_volume_name(volume_id) + ".qcow2")
+    def scan(self, area: str) -> list[ScannedFile]:
+        found = []
+        for name in sorted(os.listdir(self.dirs[area])):
+            scanned = self.stat(area, name)
+            if scanned is not None and os.path.isfile(self.location(area, name)):
+                found.append(scanned)
+        return found
 
-    def cached_image(self, image: ImageSpec) -> str:
-        """The path of the cached copy of ``image``, copying it in on first use."""
-        cached = os.path.join(self.opts.image_cache_path, base.check_volume_name(image.uuid))
-        with self._cache_lock:
-            if os.path.exists(cached):
-                return cached
-            if not os.path.isfile(image.path):
-                raise cd_exception.StorageError(
-                    operation="cache image",
-                    volume=image.uuid,
-                    reason="%s is not in the image store" % image.path,
+    def read(self, area: str, name: str, offset: int, length: int) -> bytes:
+        with open(self.location(area, name), "rb") as f:
+            return os.pread(f.fileno(), length, offset)
+
+    def publish(self, area: str, tmp: str, name: str) -> bool:
+        try:
+            # NOTE: link, not rename: it fails if the name exists, where a
+            # rename would silently replace a file a guest may have open.
+            os.link(self.location(area, tmp), self.location(area, name))
+        except FileExistsError:
+            return False
+        finally:
+            self.unlink(area, tmp)
+        return True
+
+    def unlink(self, area: str, name: str) -> bool:
+        try:
+            os.unlink(self.location(area, name))
+        except FileNotFoundError:
+            return False
+        return True
+
+    def chmod(self, area: str, name: str, mode: int) -> None:
+        os.chmod(self.location(area, name), mode)
+
+    def touch(self, area: str, name: str) -> None:
+        os.utime(self.location(area, name))
+
+    def space(self) -> tuple[int, int]:
+        st = os.statvfs(self.dirs["volumes"])
+        return st.f_blocks * st.f_frsize, st.f_bavail * st.f_frsize
+
+    def unavailable(self, reason: str) -> Exception | None:
+        return None
+
+    def timeout(self, copy: bool) -> float:
+        return qemu_img.TIMEOUT
+
+
+# --- the volume logic -------------------------------------------------------
+
+
+class FileStore:
+    """Volumes as image files: the logic of every file-based backend.
+
+    :param backend: the backend's name, for errors.
+    :param files: where the files are.
+    :param opts: the backend's option group (the :func:`volume_opts`).
+    """
+
+    def __init__(self, backend: str, files: Files, opts: Any) -> None:
+        self.backend = backend
+        self.files = files
+        self.volume_format = opts.volume_format
+        self.preallocation = opts.preallocation
+        self.image_cache_min_age = opts.image_cache_min_age
+        if self.preallocation not in PREALLOCATIONS[self.volume_format]:
+            raise cd_exception.InvalidConfig(
+                reason="[%s] preallocation %s is not possible for volume_format %s (use one "
+                "of %s)"
+                % (
+                    backend,
+                    self.preallocation,
+                    self.volume_format,
+                    ", ".join(PREALLOCATIONS[self.volume_format]),
                 )
-            fd, tmp = tempfile.mkstemp(prefix=".caching-", dir=self.opts.image_cache_path)
-            os.close(fd)
+            )
+        self._locks_lock = threading.Lock()
+        # NOTE: reentrant: create_from_image holds it around import_image.
+        self._image_locks: dict[str, threading.RLock] = {}
+
+    # --- helpers --------------------------------------------------------------
+
+    def _image_lock(self, image_uuid: str) -> threading.RLock:
+        with self._locks_lock:
+            return self._image_locks.setdefault(image_uuid, threading.RLock())
+
+    def qemu_img(self, operation: str, volume: str, *args: str, copy: bool = False) -> str:
+        """``qemu-img ARGS`` with its failures turned into our typed errors.
+
+        :raises VolumeBusy: a guest holds the image's lock.
+        :raises NoSpace: the storage is full.
+        :raises BackendUnavailable: the storage cannot be reached (per ``files``).
+        :raises StorageError: any other failure.
+        """
+        try:
+            return qemu_img.run(*args, timeout=self.files.timeout(copy))
+        except cd_exception.StorageError as exc:
+            reason = str(exc.kwargs.get("reason", exc))
+            if _LOCK_ERROR.search(reason):
+                raise exception.VolumeBusy(
+                    backend=self.backend,
+                    volume=volume,
+                    reason="%s: a guest has it open (stop it, or let the virt driver do "
+                    "it through libvirt)" % operation,
+                ) from exc
+            if _NO_SPACE_ERROR.search(reason):
+                raise exception.NoSpace(
+                    backend=self.backend, volume=volume, needed="more", free="none (%s)" % reason
+                ) from exc
+            unavailable = self.files.unavailable(reason)
+            if unavailable is not None:
+                raise unavailable from exc
+            raise cd_exception.StorageError(
+                operation=operation, volume=volume, reason=reason
+            ) from exc
+
+    def _find(self, volume_id: str) -> ScannedFile | None:
+        base.check_volume_name(volume_id)
+        for fmt in VOLUME_FORMATS:
+            found = self.files.stat("volumes", "%s.%s" % (volume_id, fmt))
+            if found is not None:
+                return found
+        return None
+
+    def _require(self, volume_id: str) -> ScannedFile:
+        found = self._find(volume_id)
+        if found is None:
+            raise exception.VolumeNotFound(volume=volume_id, backend=self.backend)
+        if found.header is None:
+            raise cd_exception.StorageError(
+                operation="read", volume=volume_id, reason="its header cannot be read"
+            )
+        return found
+
+    def _volume(self, volume_id: str, found: ScannedFile) -> base.Volume:
+        assert found.header is not None
+        return base.Volume(
+            id=volume_id,
+            backend=self.backend,
+            size_gb=math.ceil(found.header.virtual_size / GiB),
+            format=found.header.format,
+            location=self.files.location("volumes", found.name),
+        )
+
+    def _preallocation_args(self, fmt: str, option: bool = True) -> list[str]:
+        mode = self.preallocation
+        if mode == "off" or mode not in PREALLOCATIONS[fmt]:
+            return []
+        return ["-o", "preallocation=" + mode] if option else ["--preallocation=" + mode]
+
+    def _check_room(self, volume: str, needed: int) -> None:
+        total, free = self.files.space()
+        if needed > free:
+            raise exception.NoSpace(
+                backend=self.backend, volume=volume, needed="%d bytes" % needed, free=free
+            )
+
+    def _needed(self, size: int) -> int:
+        """Bytes a new volume of ``size`` takes at once (thin: none)."""
+        return size if self.preallocation in ("falloc", "full") else 0
+
+    def _make(self, volume_id: str, fmt: str, build: Callable[[str, str], None]) -> base.Volume:
+        """Build ``<id>.<fmt>.part`` with ``build(location, part_name)``, then publish it."""
+        name = "%s.%s" % (volume_id, fmt)
+        part = name + PART
+        self.files.unlink("volumes", part)  # a crashed attempt's leftover
+        try:
+            build(self.files.location("volumes", part), part)
+            self.files.chmod("volumes", part, 0o644)
+            if not self.files.publish("volumes", part, name):
+                LOG.info("Volume %s was made meanwhile by another caller", volume_id)
+        except BaseException:
             try:
-                shutil.copyfile(image.path, tmp)
-                os.chmod(tmp, 0o644)
-                os.rename(tmp, cached)
-            except BaseException:
-                os.unlink(tmp)
-                raise
-            LOG.info("Cached image %s at %s", image.uuid, cached)
-            return cached
+                self.files.unlink("volumes", part)
+            except Exception:
+                LOG.exception("Could not remove %s", part)
+            raise
+        return self._volume(volume_id, self._require(volume_id))
+
+    # --- volumes --------------------------------------------------------------
+
+    def create_volume(self, volume_id: str, size_gb: int) -> base.Volume:
+        base.check_volume_name(volume_id)
+        if size_gb < 1:
+            raise exception.InvalidVolumeSize(
+                volume=volume_id, size_gb=size_gb, reason="a volume has at least 1 GiB"
+            )
+        self.files.check("create")
+        existing = self._find(volume_id)
+        if existing is not None:
+            return self._volume(volume_id, self._require(volume_id))
+        fmt, size = self.volume_format, size_gb * GiB
+        self._check_room(volume_id, self._needed(size))
+
+        def build(location: str, part: str) -> None:
+            self.qemu_img(
+                "create",
+                volume_id,
+                "create",
+                "-q",
+                "-f",
+                fmt,
+                *self._preallocation_args(fmt),
+                location,
+                str(size),
+                copy=self.preallocation == "full",
+            )
+
+        volume = self._make(volume_id, fmt, build)
+        LOG.info(
+            "Created %s volume %s (%d GiB, preallocation %s)",
+            fmt,
+            volume_id,
+            size_gb,
+            self.preallocation,
+        )
+        return volume
 
     def create_from_image(
         self, volume_id: str, image: ImageSpec, size_gb: int, linked: bool = True
     ) -> base.Volume:
-        path = self._volume_path(volume_id)
-        if os.path.exists(path):
-            return self._volume(volume_id, path, size_gb)
-        base_path = self.cached_image(image)
-        size = max(size_gb * 1024**3, image.virtual_size)
-        tmp = path + ".part"
-        try:
+        base.check_volume_name(volume_id)
+        self.files.check("create")
+        existing = self._find(volume_id)
+        if existing is not None:
+            return self._volume(volume_id, self._require(volume_id))
+        with self._image_lock(image.uuid):
+            cached = self.import_image(image)
+            # NOTE: the cached image's mtime says when it was last used:
+            # cleanup on another host sharing the cache leaves it alone.
+            self.files.touch("images", cached)
+            scanned = self.files.stat("images", cached)
+            image_size = scanned.header.virtual_size if scanned and scanned.header else 0
+            size = max(size_gb * GiB, image_size, image.virtual_size)
+            cached_location = self.files.location("images", cached)
             if linked:
-                qemu_img.run(
-                    "create",
-                    "-q",
-                    "-f",
-                    "qcow2",
-                    "-F",
-                    image.disk_format,
-                    "-b",
-                    base_path,
-                    tmp,
-                    str(size),
-                )
-            else:
-                # A full copy: the volume no longer needs the cached image.
-                qemu_img.run(
-                    "convert", "-q", "-f", image.disk_format, "-O", "qcow2", base_path, tmp
-                )
-                qemu_img.run("resize", "-q", "-f", "qcow2", tmp, str(size))
-            os.chmod(tmp, 0o644)
-            os.rename(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
-        return self._volume(volume_id, path, size_gb)
+                fmt = "qcow2"
+                backing = cached_location
 
-    def _volume(self, volume_id: str, path: str, size_gb: int) -> base.Volume:
-        return base.Volume(
-            id=volume_id, backend=self.name, size_gb=size_gb, format="qcow2", location=path
+                def build(location: str, part: str) -> None:
+                    self.qemu_img(
+                        "create",
+                        volume_id,
+                        "create",
+                        "-q",
+                        "-f",
+                        "qcow2",
+                        "-F",
+                        "qcow2",
+                        "-b",
+                        backing,
+                        location,
+                        str(size),
+                    )
+
+            else:
+                fmt = self.volume_format
+                self._check_room(volume_id, max(self._needed(size), scanned.used if scanned else 0))
+
+                def build(location: str, part: str) -> None:
+                    # A full copy: the volume no longer needs the cached image.
+                    self.qemu_img(
+                        "copy",
+                        volume_id,
+                        "convert",
+                        "-q",
+                        "-f",
+                        "qcow2",
+                        "-O",
+                        fmt,
+                        *self._preallocation_args(fmt),
+                        cached_location,
+                        location,
+                        copy=True,
+                    )
+                    self.qemu_img(
+                        "resize",
+                        volume_id,
+                        "resize",
+                        "-q",
+                        "-f",
+                        fmt,
+                        *self._preallocation_args(fmt, option=False),
+                        location,
+                        str(size),
+                        copy=self.preallocation == "full",
+                    )
+
+            volume = self._make(volume_id, fmt, build)
+        LOG.info(
+            "Created volume %s from image %s (%s)",
+            volume_id,
+            image.uuid,
+            "linked clone" if linked else "full copy",
         )
+        return volume
+
+    def get_volume(self, volume_id: str) -> base.Volume:
+        self.files.check("get")
+        return self._volume(volume_id, self._require(volume_id))
+
+    def delete_volume(self, volume_id: str) -> None:
+        base.check_volume_name(volume_id)
+        self.files.check("delete")
+        removed = False
+        for fmt in VOLUME_FORMATS:
+            name = "%s.%s" % (volume_id, fmt)
+            if self.files.has_locks and self.files.stat("volumes", name) is not None:
+                self._refuse_if_open(volume_id, name, "delete")
+            for candidate in (name, name + PART):
+                removed = self.files.unlink("volumes", candidate) or removed
+        if removed:
+            LOG.info("Deleted volume %s", volume_id)
+
+    def _refuse_if_open(self, volume_id: str, name: str, operation: str) -> None:
+        """:raises VolumeBusy: a guest holds the file's lock (only where locks work)."""
+        # NOTE: without -U, qemu-img asks for the shared lock a running guest
+        # denies; a damaged file that fails otherwise may still be deleted.
+        try:
+            fmt = name.rsplit(".", 1)[1]
+            location = self.files.location("volumes", name)
+            self.qemu_img(operation, volume_id, "info", "-f", fmt, location)
+        except exception.VolumeBusy:
+            raise
+        except cd_exception.StorageError:
+            pass
+
+    def resize_volume(self, volume_id: str, size_gb: int) -> base.Volume:
+        self.files.check("resize")
+        found = self._require(volume_id)
+        assert found.header is not None
+        size = found.header.virtual_size
+        if size_gb * GiB < size:
+            raise exception.InvalidVolumeSize(
+                volume=volume_id,
+                size_gb=size_gb,
+                reason="it is %g GiB and shrinking would lose data" % (size / GiB),
+            )
+        if size_gb * GiB == size:
+            return self._volume(volume_id, found)
+        fmt = found.header.format
+        self._check_room(volume_id, self._needed(size_gb * GiB - size))
+        self.qemu_img(
+            "resize",
+            volume_id,
+            "resize",
+            "-q",
+            "-f",
+            fmt,
+            *self._preallocation_args(fmt, option=False),
+            self.files.location("volumes", found.name),
+            str(size_gb * GiB),
+            copy=self.preallocation == "full",
+        )
+        LOG.info("Grew volume %s to %d GiB", volume_id, size_gb)
+        return self._volume(volume_id, self._require(volume_id))
+
+    def capacity(self) -> base.Capacity:
+        self.files.check("capacity")
+        total, free = self.files.space()
+        provisioned = 0
+        for area in ("volumes", "images"):
+            for scanned in self.files.scan(area):
+                ours = _VOLUME_FILE.match(scanned.name) if area == "volumes" else True
+                if ours and scanned.header is not None:
+                    provisioned += scanned.header.virtual_size
+        return base.Capacity(total=total, free=free, provisioned=provisioned)
 
     def export_volume(self, volume_id: str, dest: str) -> None:
         """Write the volume as one standalone qcow2 file at ``dest`` (its
@@ -148,29 +653,310 @@ class DirStorageBackend(base.StorageBackend):
 
         :raises StorageError: qemu-img failed; ``dest`` is removed.
         """
+        self.files.check("export")
+        found = self._require(volume_id)
         try:
-            qemu_img.run("convert", "-q", "-O", "qcow2", self._volume_path(volume_id), dest)
+            self.qemu_img(
+                "export",
+                volume_id,
+                "convert",
+                "-q",
+                "-O",
+                "qcow2",
+                self.files.location("volumes", found.name),
+                dest,
+                copy=True,
+            )
             os.chmod(dest, 0o644)
         except BaseException:
             if os.path.exists(dest):
                 os.unlink(dest)
             raise
 
-    def delete_volume(self, volume_id: str) -> None:
-        path = self._volume_path(volume_id)
-        for candidate in (path, path + ".part"):
-            try:
-                os.unlink(candidate)
-            except FileNotFoundError:
-                pass
+    # --- snapshots ------------------------------------------------------------
 
-    def disk_config(self, volume: base.Volume) -> lvxml.Disk:
+    def _snapshots(self, volume_id: str) -> tuple[ScannedFile, list[dict[str, Any]]]:
+        found = self._require(volume_id)
+        assert found.header is not None
+        if found.header.format != "qcow2":
+            raise exception.Unsupported(
+                backend=self.backend, ability="snapshots of %s volumes" % found.header.format
+            )
+        snaps = read_snapshots(
+            lambda o, n: self.files.read("volumes", found.name, o, n), found.header
+        )
+        return found, snaps
+
+    def create_snapshot(self, volume_id: str, snapshot: str) -> None:
+        base.check_volume_name(snapshot)
+        self.files.check("snapshot")
+        found, snaps = self._snapshots(volume_id)
+        if any(s["name"] == snapshot for s in snaps):
+            raise cd_exception.DuplicateName(what="Snapshot of " + volume_id, name=snapshot)
+        location = self.files.location("volumes", found.name)
+        self.qemu_img("snapshot", volume_id, "snapshot", "-c", snapshot, location)
+        LOG.info("Snapshot %s of volume %s created", snapshot, volume_id)
+
+    def list_snapshots(self, volume_id: str) -> list[dict[str, Any]]:
+        self.files.check("list snapshots")
+        _, snaps = self._snapshots(volume_id)
+        return [
+            {
+                "name": s["name"],
+                "size_gb": math.ceil(s["size"] / GiB),
+                "created_at": datetime.datetime.fromtimestamp(s["date"], datetime.UTC).isoformat(),
+            }
+            for s in snaps
+        ]
+
+    def revert_to_snapshot(self, volume_id: str, snapshot: str) -> None:
+        base.check_volume_name(snapshot)
+        self.files.check("revert")
+        found, snaps = self._snapshots(volume_id)
+        if not any(s["name"] == snapshot for s in snaps):
+            raise exception.VolumeSnapshotNotFound(
+                snapshot=snapshot, volume=volume_id, backend=self.backend
+            )
+        location = self.files.location("volumes", found.name)
+        self.qemu_img("revert", volume_id, "snapshot", "-a", snapshot, location)
+        LOG.info("Volume %s reverted to snapshot %s", volume_id, snapshot)
+
+    def delete_snapshot(self, volume_id: str, snapshot: str) -> None:
+        base.check_volume_name(snapshot)
+        self.files.check("delete snapshot")
+        if self._find(volume_id) is None:
+            return
+        found, snaps = self._snapshots(volume_id)
+        if not any(s["name"] == snapshot for s in snaps):
+            return
+        location = self.files.location("volumes", found.name)
+        self.qemu_img("delete snapshot", volume_id, "snapshot", "-d", snapshot, location)
+        LOG.info("Snapshot %s of volume %s deleted", snapshot, volume_id)
+
+    # --- the image cache ------------------------------------------------------
+
+    def import_image(self, image: ImageSpec) -> str:
+        """The name of the cached qcow2 copy of ``image``, converting it on first use.
+
+        The format is never probed: it is the image store's word. An image
+        with a backing or data file, or a VMDK whose data is in other files
+        (either could name any file of this host), is refused.
+
+        :raises InvalidImage: unknown format, or it names other files.
+        :raises NoSpace: the cache has no room for it.
+        :raises StorageError: it is not in the image store, or qemu-img failed.
+        """
+        base.check_volume_name(image.uuid)
+        name = image.uuid + ".qcow2"
+        self.files.check("import image")
+        if self.files.stat("images", name) is not None:
+            return name
+        with self._image_lock(image.uuid):
+            if self.files.stat("images", name) is not None:
+                return name
+            self._check_image(image)
+            self._check_room(image.uuid, os.path.getsize(image.path))
+            tmp = "%s%s-%s" % (CACHING, image.uuid, uuid.uuid4().hex[:8])
+            try:
+                self.qemu_img(
+                    "cache image",
+                    image.uuid,
+                    "convert",
+                    "-q",
+                    "-f",
+                    image.disk_format,
+                    "-O",
+                    "qcow2",
+                    image.path,
+                    self.files.location("images", tmp),
+                    copy=True,
+                )
+                # NOTE: world-readable: QEMU opens backing files as its own
+                # user (on NFS, without the disk's <identity>).
+                self.files.chmod("images", tmp, 0o644)
+                if not self.files.publish("images", tmp, name):
+                    LOG.info("Image %s was cached meanwhile by another host", image.uuid)
+                    return name
+            except BaseException:
+                try:
+                    self.files.unlink("images", tmp)
+                except Exception:
+                    LOG.exception("Could not remove %s", tmp)
+                raise
+        LOG.info("Cached image %s (%s) as %s", image.uuid, image.disk_format, name)
+        return name
+
+    def _check_image(self, image: ImageSpec) -> None:
+        if image.disk_format not in IMAGE_FORMATS:
+            raise cd_exception.InvalidImage(
+                image=image.uuid,
+                reason="format %r is not one of %s" % (image.disk_format, ", ".join(IMAGE_FORMATS)),
+            )
+        if not os.path.isfile(image.path):
+            raise cd_exception.StorageError(
+                operation="cache image",
+                volume=image.uuid,
+                reason="%s is not in the image store" % image.path,
+            )
+        info = json.loads(
+            self.qemu_img(
+                "cache image",
+                image.uuid,
+                "info",
+                "--output=json",
+                "-U",
+                "-f",
+                image.disk_format,
+                image.path,
+            )
+        )
+        specific = info.get("format-specific", {}).get("data", {})
+        if info.get("backing-filename") or specific.get("data-file"):
+            raise cd_exception.InvalidImage(
+                image=image.uuid,
+                reason="it has a backing or data file; the image store holds whole images",
+            )
+        if image.disk_format == "vmdk" and specific.get("create-type") not in SAFE_VMDK_TYPES:
+            raise cd_exception.InvalidImage(
+                image=image.uuid,
+                reason="VMDK type %r keeps its data in other files (allowed: %s)"
+                % (specific.get("create-type"), ", ".join(SAFE_VMDK_TYPES)),
+            )
+
+    def cleanup_image_cache(self, min_age: int | None = None) -> list[str]:
+        """Remove cached images no file backs onto and unused for ``min_age`` s.
+
+        Every file in both directories is read (volumes, the virt driver's
+        snapshot overlays, cached images), and any cached image named as a
+        backing file anywhere in their chains is kept; so is everything if
+        one volume file cannot be read. Leftovers of interrupted caching
+        older than ``min_age`` go too.
+
+        :param min_age: default ``image_cache_min_age``.
+        :returns: the names removed.
+        """
+        min_age = self.image_cache_min_age if min_age is None else min_age
+        self.files.check("clean image cache")
+        scanned = self.files.scan("volumes") + self.files.scan("images")
+        unreadable = [s.name for s in scanned if s.header is None]
+        if unreadable:
+            LOG.warning(
+                "Not cleaning the image cache: cannot read %s", ", ".join(sorted(unreadable))
+            )
+            return []
+        # NOTE: by base name: a backing file written as a path, a URL or a
+        # relative name all protect the cached image of that name.
+        backed = {
+            os.path.basename(s.header.backing) for s in scanned if s.header and s.header.backing
+        }
+        removed = []
+        for cached in self.files.scan("images"):
+            if cached.name in backed:
+                continue
+            image_uuid = cached.name.split(".")[0] if not cached.name.startswith(CACHING) else ""
+            lock = self._image_lock(image_uuid) if image_uuid else threading.RLock()
+            with lock:
+                now = self.files.stat("images", cached.name)
+                if now is None or time.time() - now.mtime < min_age:
+                    continue
+                if self.files.unlink("images", cached.name):
+                    removed.append(cached.name)
+        if removed:
+            LOG.info("Removed unused cached images: %s", ", ".join(removed))
+        return removed
+
+
+# --- the backend ------------------------------------------------------------
+
+
+class FileStoreBackend(base.StorageBackend):
+    """A backend whose volumes are files: every call goes to ``self.store``."""
+
+    store: FileStore
+    files: Files
+
+    def capacity(self) -> base.Capacity:
+        return self.store.capacity()
+
+    def cached_image(self, image: ImageSpec) -> str:
+        """Where the cached copy of ``image`` is, converting it in on first use."""
+        return self.files.location("images", self.store.import_image(image))
+
+    def import_image(self, image: ImageSpec) -> None:
+        self.store.import_image(image)
+
+    def cleanup_image_cache(self, min_age: int | None = None) -> list[str]:
+        """See :meth:`FileStore.cleanup_image_cache`."""
+        return self.store.cleanup_image_cache(min_age)
+
+    def create_from_image(
+        self, volume_id: str, image: ImageSpec, size_gb: int, linked: bool = True
+    ) -> base.Volume:
+        return self.store.create_from_image(volume_id, image, size_gb, linked)
+
+    def create_volume(self, volume_id: str, size_gb: int) -> base.Volume:
+        return self.store.create_volume(volume_id, size_gb)
+
+    def get_volume(self, volume_id: str) -> base.Volume:
+        return self.store.get_volume(volume_id)
+
+    def export_volume(self, volume_id: str, dest: str) -> None:
+        self.store.export_volume(volume_id, dest)
+
+    def delete_volume(self, volume_id: str) -> None:
+        self.store.delete_volume(volume_id)
+
+    def resize_volume(self, volume_id: str, size_gb: int) -> base.Volume:
+        return self.store.resize_volume(volume_id, size_gb)
+
+    def create_snapshot(self, volume_id: str, snapshot: str) -> None:
+        self.store.create_snapshot(volume_id, snapshot)
+
+    def list_snapshots(self, volume_id: str) -> list[dict[str, Any]]:
+        return self.store.list_snapshots(volume_id)
+
+    def revert_to_snapshot(self, volume_id: str, snapshot: str) -> None:
+        self.store.revert_to_snapshot(volume_id, snapshot)
+
+    def delete_snapshot(self, volume_id: str, snapshot: str) -> None:
+        self.store.delete_snapshot(volume_id, snapshot)
+
+    def file_disk(self, volume: base.Volume) -> lvxml.Disk:
+        """A ``type='file'`` disk of a volume file on a local or mounted file system."""
         return lvxml.Disk(
             type="file",
             device="disk",
             driver_name="qemu",
-            driver_type="qcow2",
+            driver_type=volume.format,
             source_file=volume.location,
             cache="none",
             discard="unmap",
         )
+
+
+class DirStorageBackend(FileStoreBackend):
+    """Volumes as qcow2 or raw files; root disks as overlays on cached images."""
+
+    name = "dir"
+
+    def __init__(self, conf: cfg.ConfigOpts) -> None:
+        conf.register_group(GROUP)
+        conf.register_opts(OPTS, group=GROUP)
+        self.opts = conf.dir
+        self.files = LocalFiles(self.opts.path, self.opts.image_cache_path)
+        self.files.check("start")
+        self.store = FileStore(self.name, self.files, self.opts)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "export": True,
+            "name": self.name,
+            "shared": False,
+            "formats": list(VOLUME_FORMATS),
+            "linked_clone": True,
+            "snapshots": True,
+            "resize": True,
+        }
+
+    def disk_config(self, volume: base.Volume) -> lvxml.Disk:
+        return self.file_disk(volume)

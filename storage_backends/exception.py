@@ -5,7 +5,7 @@ from compute_driver import exception
 
 class VolumeNotFound(exception.NotFound):
     msg_fmt = "Volume %(volume)s not found on backend %(backend)s"
-    code = "volume_not_found"
+    code = "backend_volume_not_found"
 
 
 class InvalidVolumeName(exception.Invalid):
@@ -49,3 +49,13 @@ class InvalidVolumeSize(exception.Invalid):
 class VolumeSnapshotNotFound(exception.NotFound):
     msg_fmt = "Snapshot %(snapshot)s of volume %(volume)s not found on backend %(backend)s"
     code = "volume_snapshot_not_found"
+
+
+class Unsupported(exception.Invalid):
+    msg_fmt = "Storage backend %(backend)s does not offer %(ability)s (see its describe())"
+    code = "storage_unsupported"
+
+
+class AuthenticationFailed(PermissionDenied):
+    msg_fmt = "Storage backend %(backend)s refused the credentials of %(user)s: %(reason)s"
+    code = "storage_authentication_failed"

@@ -27,7 +27,6 @@ import math
 import os
 import threading
 import uuid
-from dataclasses import dataclass
 from typing import Any
 
 from oslo_config import cfg
@@ -216,8 +215,8 @@ class RbdStorageBackend(base.StorageBackend):
         """Space of the pool, from the cluster (``ceph df``), and what volumes promise.
 
         ``total`` is the pool's stored bytes plus its ``max_avail`` (which
-        counts replication and quotas); ``provisioned`` (an
-        :class:`RbdCapacity` field) is the sum of the images' sizes.
+        counts replication and quotas); ``provisioned`` is the sum of the
+        images' sizes.
         A cluster without a ceph-mgr reports no space: total and free are 0.
         """
         with self._session("capacity", self.settings.pool) as client:
@@ -230,7 +229,7 @@ class RbdStorageBackend(base.StorageBackend):
             LOG.warning(
                 "Ceph reports no space for pool %s (is a ceph-mgr active?)", self.settings.pool
             )
-        return RbdCapacity(
+        return base.Capacity(
             total=total, free=free, provisioned=int(stats["image_provisioned_bytes"])
         )
 
@@ -284,6 +283,43 @@ class RbdStorageBackend(base.StorageBackend):
                 raise
         LOG.info("Created volume %s/%s from image %s", self.settings.pool, name, image.uuid)
         return self._volume(name, size)
+
+    def create_volume(self, volume_id: str, size_gb: int) -> base.Volume:
+        """An empty volume of ``size_gb`` (thin: RBD allocates on write). Idempotent."""
+        name = self._volume_name(volume_id)
+        with self._session("create", name) as client, self._ioctx(client, "create", name) as ioctx:
+            existing = self._open(ioctx, name, read_only=True)
+            if existing is not None:
+                with existing:
+                    return self._volume(name, existing.size())
+            tmp = name + CREATING
+            self._remove_image(client, ioctx, tmp)  # a crashed attempt's leftover
+            # NOTE: made under a temporary name and renamed, like a clone: a
+            # crash never leaves a volume that looks finished.
+            rbd_utils.rbd.RBD().create(ioctx, tmp, size_gb * GiB, old_format=False)
+            rbd_utils.rbd.RBD().rename(ioctx, tmp, name)
+        LOG.info("Created empty volume %s/%s (%d GiB)", self.settings.pool, name, size_gb)
+        return self._volume(name, size_gb * GiB)
+
+    def get_volume(self, volume_id: str) -> base.Volume:
+        """The volume with its current size.
+
+        :raises VolumeNotFound: no such volume.
+        """
+        name = self._volume_name(volume_id)
+        with self._session("get", name) as client, self._ioctx(client, "get", name) as ioctx:
+            volume = self._open(ioctx, name, read_only=True)
+            if volume is None:
+                raise exception.VolumeNotFound(volume=name, backend=self.name)
+            with volume:
+                return self._volume(name, volume.size())
+
+    def import_image(self, image: ImageSpec) -> None:
+        """Import ``image`` into the pool with its protected ``base`` snapshot (idempotent)."""
+        base.check_volume_name(image.uuid)
+        with self._session("import", image.uuid) as client:
+            with self._ioctx(client, "import", image.uuid) as ioctx:
+                self._ensure_image(ioctx, image)
 
     def _ensure_image(self, ioctx: Any, image: ImageSpec) -> tuple[str, int]:
         """Name and size of the imported ``image``, importing it on first use."""
@@ -549,11 +585,3 @@ class RbdStorageBackend(base.StorageBackend):
             raise exception.VolumeSnapshotNotFound(
                 snapshot=snapshot, volume=name, backend=self.name
             )
-
-
-@dataclass(frozen=True)
-class RbdCapacity(base.Capacity):
-    """:class:`~storage_backends.base.Capacity` plus what the pool's images promise."""
-
-    #: Sum of the sizes of the images in the pool (thin: may exceed ``total``).
-    provisioned: int = 0

@@ -7,17 +7,30 @@
 #   OUTDIR/initrd.img   a busybox initramfs whose /init reads a NoCloud
 #                       config drive (label "cidata") and prints
 #                       "CD-GUEST ..." marker lines on the serial console
-#   OUTDIR/disk.qcow2   a small empty qcow2 (the image's root disk; unused)
-#   OUTDIR/guest.json   manifest: file names, kernel cmdline, kernel version
+#   OUTDIR/disk.qcow2   a small qcow2 holding an empty ext4 file system
+#                       labelled "cd-data" (the image's root disk); /init
+#                       mounts it at /data ("CD-GUEST data dev=...")
+#   OUTDIR/guest.json   manifest: file names, kernel cmdline, kernel version,
+#                       build version
 #
 # Boot it with direct kernel boot, cmdline "console=ttyS0 panic=-1", and
 # <domain type='qemu'> (TCG): KVM guests hang on nested hosts.
 #
-# Idempotent: if OUTDIR already holds a complete build, nothing is rebuilt.
+# The guest runs the QEMU guest agent (Debian's qemu-guest-agent: qemu-ga,
+# its shared libraries and the dynamic loader, as the host resolves them)
+# when the domain has the virtio channel org.qemu.guest_agent.0, and prints
+# "CD-GUEST qga started pid=N".  The ext4 file system on /data gives
+# guest-fsfreeze-freeze something to freeze.  The first 1024 bytes of the
+# disk are outside the file system (ext4 boot block): tests may write raw
+# markers there.
+#
+# Idempotent: if OUTDIR already holds a complete build of this script's
+# BUILD version, nothing is rebuilt; an older build is replaced.
 # The build happens in a temporary directory next to OUTDIR and is moved into
 # place at the end (the manifest last), so a crash never leaves a build that
 # looks complete.  Runs as root on Debian 12 (it may run `apt-get update`, and
-# `apt-get install` of kmod/qemu-utils/cpio when they are missing).
+# `apt-get install` of kmod/qemu-utils/cpio/e2fsprogs, and of the shared
+# libraries qemu-guest-agent depends on, when they are missing).
 #
 # Environment knobs:
 #   CD_GUEST_KERNEL_PKG  kernel package to take the kernel from
@@ -38,6 +51,10 @@ KERNEL_PKG=${CD_GUEST_KERNEL_PKG:-linux-image-amd64}
 DISK_SIZE=${CD_GUEST_DISK_SIZE:-64M}
 CMDLINE="console=ttyS0 panic=-1"
 FILES="vmlinuz initrd.img disk.qcow2"
+# Bump when the guest changes, so that existing builds are replaced.
+#   1: busybox, config drive, network, user-data, acpid
+#   2: qemu-ga on org.qemu.guest_agent.0; ext4 "cd-data" on disk.qcow2 at /data
+BUILD=2
 
 OUT=$(realpath -m -- "$1")
 [ "$OUT" != "/" ] || die "refusing to build into /"
@@ -48,6 +65,7 @@ is_complete() {
     local d=$1 f
     [ -s "$d/guest.json" ] || return 1
     grep -q '"kernel_version"' "$d/guest.json" || return 1
+    grep -q "\"build\": ${BUILD}[,}]" "$d/guest.json" || return 1
     for f in $FILES; do
         [ -s "$d/$f" ] || return 1
     done
@@ -55,11 +73,20 @@ is_complete() {
 }
 
 if is_complete "$OUT"; then
-    log "$OUT already holds a complete guest ($(sed -n 's/.*"kernel_version": *"\([^"]*\)".*/\1/p' "$OUT/guest.json")); nothing to do"
+    log "$OUT already holds a complete guest, build $BUILD ($(sed -n 's/.*"kernel_version": *"\([^"]*\)".*/\1/p' "$OUT/guest.json")); nothing to do"
     exit 0
 fi
 
 # --- host tools -------------------------------------------------------------
+host_install() {  # host_install PKG...: apt-get install (as root), update and retry once
+    [ "$(id -u)" -eq 0 ] || die "missing host packages: $* (run as root to install them)"
+    log "installing missing host packages: $*"
+    if ! DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@"; then
+        log "apt-get install failed; running apt-get update and retrying"
+        apt-get update -q
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@"
+    fi
+}
 need_pkgs=""
 command -v apt-get >/dev/null || die "apt-get not found: this script needs Debian"
 command -v dpkg-deb >/dev/null || die "dpkg-deb not found: this script needs Debian"
@@ -67,18 +94,14 @@ command -v depmod >/dev/null || [ -x /sbin/depmod ] || need_pkgs="$need_pkgs kmo
 command -v qemu-img >/dev/null || need_pkgs="$need_pkgs qemu-utils"
 command -v cpio >/dev/null || need_pkgs="$need_pkgs cpio"
 command -v gzip >/dev/null || need_pkgs="$need_pkgs gzip"
+command -v ldd >/dev/null || need_pkgs="$need_pkgs libc-bin"
+command -v mke2fs >/dev/null || [ -x /sbin/mke2fs ] || need_pkgs="$need_pkgs e2fsprogs"
 if [ -n "$need_pkgs" ]; then
-    [ "$(id -u)" -eq 0 ] || die "missing host packages:$need_pkgs (run as root to install them)"
-    log "installing missing host packages:$need_pkgs"
     # shellcheck disable=SC2086
-    if ! DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $need_pkgs; then
-        log "apt-get install failed; running apt-get update and retrying"
-        apt-get update -q
-        # shellcheck disable=SC2086
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $need_pkgs
-    fi
+    host_install $need_pkgs
 fi
 DEPMOD=$(command -v depmod || echo /sbin/depmod)
+MKE2FS=$(command -v mke2fs || echo /sbin/mke2fs)
 
 # --- one build at a time per parent directory ----------------------------
 mkdir -p -- "$PARENT"
@@ -117,8 +140,8 @@ fetch() {
     fi
 }
 
-log "downloading $KERNEL_PKG busybox-static"
-fetch "$KERNEL_PKG" busybox-static
+log "downloading $KERNEL_PKG busybox-static qemu-guest-agent"
+fetch "$KERNEL_PKG" busybox-static qemu-guest-agent
 KDEB=$(ls "$WORK"/"${KERNEL_PKG}"_*.deb)
 # A meta package (linux-image-amd64) ships no kernel: follow its first Depends.
 # (awk reads the whole listing: grep -q would SIGPIPE dpkg-deb under pipefail)
@@ -135,6 +158,11 @@ dpkg-deb -x "$KDEB" "$WORK/k"
 log "unpacking $(basename "$WORK"/busybox-static_*.deb)"
 dpkg-deb -x "$WORK"/busybox-static_*.deb "$WORK/b"
 [ -x "$WORK/b/bin/busybox" ] || die "busybox-static did not contain /bin/busybox"
+QDEB=$(ls "$WORK"/qemu-guest-agent_*.deb)
+log "unpacking $(basename "$QDEB")"
+dpkg-deb -x "$QDEB" "$WORK/q"
+[ -x "$WORK/q/usr/sbin/qemu-ga" ] || die "qemu-guest-agent did not contain /usr/sbin/qemu-ga"
+QGA_VERSION=$(dpkg-deb -f "$QDEB" Version)
 
 # Debian keeps modules in /lib/modules (bookworm) or /usr/lib/modules (later).
 MODBASE=""
@@ -155,8 +183,9 @@ log "kernel $KVER: generating modules.dep with depmod"
 # --- root filesystem of the initramfs ---------------------------------------
 R="$WORK/root"
 mkdir -p "$R/bin" "$R/dev" "$R/proc" "$R/sys" "$R/mnt" "$R/etc/acpi/PWRF" \
-         "$R/lib/modules" "$R/tmp" "$R/root" "$R/run" "$R/var/log"
+         "$R/lib/modules" "$R/tmp" "$R/root" "$R/run" "$R/var/log" "$R/data" "$R/usr/sbin"
 chmod 1777 "$R/tmp"
+ln -s ../run "$R/var/run"
 cp "$WORK/b/bin/busybox" "$R/bin/busybox"
 ln -s busybox "$R/bin/sh"
 if [ "$(id -u)" -eq 0 ]; then
@@ -164,11 +193,35 @@ if [ "$(id -u)" -eq 0 ]; then
     mknod -m 666 "$R/dev/null" c 1 3
 fi
 
+# --- the QEMU guest agent ---------------------------------------------------
+# qemu-ga from the package, with the shared libraries and the loader that
+# ldd resolves on this (Debian) host: the same release, so the same ABI.
+# Missing libraries are installed from the package's Depends first.
+qga_libs_missing() { ldd "$WORK/q/usr/sbin/qemu-ga" 2>&1 | grep -q 'not found'; }
+if qga_libs_missing; then
+    qga_deps=$(dpkg-deb -f "$QDEB" Depends | tr ',' '\n' \
+        | sed -e 's/|.*//' -e 's/(.*//' -e 's/[[:space:]]//g' | grep -v '^$')
+    # shellcheck disable=SC2086
+    host_install $qga_deps
+    ! qga_libs_missing || die "qemu-ga needs libraries this host cannot provide: $(ldd "$WORK/q/usr/sbin/qemu-ga" 2>&1 | grep 'not found' | tr -s ' \t\n' ' ')"
+fi
+cp "$WORK/q/usr/sbin/qemu-ga" "$R/usr/sbin/qemu-ga"
+# ldd lines: "libx.so.N => /path (addr)" for libraries, "/path (addr)" for the loader.
+for lib in $(ldd "$WORK/q/usr/sbin/qemu-ga" | awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// { print $1 }'); do
+    mkdir -p "$R$(dirname "$lib")"
+    cp -L "$lib" "$R$lib"
+done
+[ -e "$R/lib64/ld-linux-x86-64.so.2" ] || die "ldd did not name the dynamic loader of qemu-ga"
+log "qemu-ga $QGA_VERSION with $(ldd "$WORK/q/usr/sbin/qemu-ga" | grep -c '/') shared objects"
+
 # Modules the guest loads, with their dependencies, in load order.
 # REQUIRED: virtio disk/NIC, IDE/ATA cdrom (the config drive), iso9660,
-# ACPI power button + evdev (acpid).  OPTIONAL: other buses tests may pick.
-REQUIRED_MODS="virtio_pci virtio_blk virtio_net ata_piix sr_mod isofs button evdev"
-OPTIONAL_MODS="virtio_scsi ahci ata_generic virtio_console virtio_rng"
+# ACPI power button + evdev (acpid), virtio_console (the guest agent's
+# port), ext4 for /data (crc32c_generic first: ext4 checksums need it and
+# the guest has no modprobe to load it on demand).  OPTIONAL: other buses
+# tests may pick.
+REQUIRED_MODS="virtio_pci virtio_blk virtio_net ata_piix sr_mod isofs button evdev virtio_console crc32c_generic ext4"
+OPTIONAL_MODS="virtio_scsi ahci ata_generic virtio_rng"
 MODLIST="$R/etc/cd-guest-modules"
 : > "$MODLIST"
 
@@ -228,6 +281,7 @@ cat > "$R/etc/acpi/PWRF/00000080" <<'ACPI'
 #!/bin/sh
 echo "CD-GUEST acpi-poweroff" > /dev/console
 sync
+umount /data 2>/dev/null
 poweroff -f
 ACPI
 chmod 755 "$R/etc/acpi/PWRF/00000080"
@@ -409,6 +463,53 @@ echo "${HN:-cd-guest}" > /etc/hostname
 printf '127.0.0.1 localhost\n127.0.1.1 %s\n' "${HN:-cd-guest}" > /etc/hosts
 [ "$HAVE_CD" = 1 ] && mark "cidata instance-id=$IID hostname=$HN"
 
+# --- /data: the ext4 file system on the image's disk -------------------------
+DATA=$(findfs LABEL=cd-data 2>/dev/null) || DATA=""
+if [ -n "$DATA" ]; then
+    # noinit_itable: no background writes to the disk after mounting.
+    if mount -t ext4 -o noinit_itable "$DATA" /data 2>/tmp/mount.err; then
+        mark "data dev=$DATA"
+    else
+        note "mount $DATA /data failed: $(cat /tmp/mount.err)"
+    fi
+fi
+
+# --- QEMU guest agent, when the domain has its channel ---------------------
+# No udev here: find the port by name and make udev's /dev/virtio-ports link.
+QGA_NAME=org.qemu.guest_agent.0
+qga_port() {
+    for p in /sys/class/virtio-ports/*; do
+        [ "$(cat "$p/name" 2>/dev/null)" = "$QGA_NAME" ] && { echo "/dev/${p##*/}"; return 0; }
+    done
+    return 1
+}
+QGA_DEV=""
+if [ -n "$(ls /sys/class/virtio-ports 2>/dev/null)" ]; then
+    # Port names arrive from the host shortly after the device: wait for them.
+    i=0
+    while [ $i -lt 30 ]; do
+        QGA_DEV=$(qga_port) && break
+        QGA_DEV=""
+        i=$((i + 1))
+        sleep 0.1
+    done
+fi
+if [ -n "$QGA_DEV" ]; then
+    mkdir -p /dev/virtio-ports
+    ln -sf "$QGA_DEV" "/dev/virtio-ports/$QGA_NAME"
+    # NOTE: in the background rather than -d: with -d the parent exits before
+    # the agent opens its port, so a failure there would go unseen.
+    /usr/sbin/qemu-ga -m virtio-serial -p "/dev/virtio-ports/$QGA_NAME" \
+        -l /var/log/qemu-ga.log -f /run/qemu-ga.pid -t /run </dev/null &
+    QGA_PID=$!
+    sleep 1
+    if kill -0 "$QGA_PID" 2>/dev/null; then
+        mark "qga started pid=$QGA_PID"
+    else
+        note "qemu-ga exited: $(tail -n 5 /var/log/qemu-ga.log 2>/dev/null)"
+    fi
+fi
+
 # --- network -------------------------------------------------------------
 ip link set lo up
 NET_DONE=0
@@ -487,10 +588,16 @@ chmod 755 "$R/init"
 log "packing initrd.img"
 (cd "$R" && find . -print | LC_ALL=C sort | cpio -o -H newc -R 0:0 --quiet) | gzip -9n > "$STAGE/initrd.img"
 cp "$VMLINUZ" "$STAGE/vmlinuz"
-log "creating disk.qcow2 ($DISK_SIZE)"
-qemu-img create -q -f qcow2 "$STAGE/disk.qcow2" "$DISK_SIZE"
+log "creating disk.qcow2 ($DISK_SIZE, ext4 labelled cd-data)"
+# NOTE: -T small gives 1 KiB blocks: the first 1024 bytes stay outside the
+# file system.  Inode tables and journal are zeroed here (not lazily by the
+# guest kernel), and the zeros cost nothing in the qcow2.
+qemu-img create -q -f raw "$WORK/disk.raw" "$DISK_SIZE"
+"$MKE2FS" -q -F -t ext4 -T small -L cd-data -m 0 \
+    -E lazy_itable_init=0,lazy_journal_init=0,nodiscard "$WORK/disk.raw"
+qemu-img convert -q -f raw -O qcow2 "$WORK/disk.raw" "$STAGE/disk.qcow2"
 cat > "$STAGE/guest.json" <<JSON
-{"kernel": "vmlinuz", "initrd": "initrd.img", "disk": "disk.qcow2", "cmdline": "$CMDLINE", "kernel_version": "$KVER"}
+{"kernel": "vmlinuz", "initrd": "initrd.img", "disk": "disk.qcow2", "cmdline": "$CMDLINE", "kernel_version": "$KVER", "qemu_guest_agent": "$QGA_VERSION", "build": $BUILD}
 JSON
 chmod 0644 "$STAGE"/*
 chmod 0755 "$STAGE"

@@ -54,6 +54,7 @@ PACKAGES=(
     cpio
     kmod
     xz-utils
+    e2fsprogs           # mke2fs for the guest's data disk, debugfs for the quiesce test
     # Ceph Python bindings: packaged by Debian only (PyPI has none); the
     # venv sees them through --system-site-packages
     python3-rados
@@ -63,6 +64,19 @@ PACKAGES=(
     ceph-mon
     ceph-osd
     ceph-common
+    # iSCSI: libiscsi (QEMU's client and the iscsi backend's, through ctypes)
+    # and tgt, the target the functional tests start
+    libiscsi7
+    tgt
+    # NFS: libnfs (QEMU's client and the nfs backend's, through ctypes) and
+    # nfs-ganesha, the userspace server the functional tests start
+    libnfs13
+    nfs-ganesha
+    nfs-ganesha-vfs
+    # PostgreSQL: the multi-scheduler store (psycopg2 for SQLAlchemy's
+    # postgresql+psycopg2 URLs) and the server the scheduler tests start
+    python3-psycopg2
+    postgresql-15
 )
 
 # ---------------------------------------------------------------------------

@@ -17,6 +17,8 @@ import oslo_messaging as messaging
 from oslo_config import cfg
 
 from compute_driver import exception
+from compute_driver.agent.ports import PortEndpoint
+from compute_driver.agent.volumes import VolumeEndpoint
 from compute_driver.rpc import schemas
 from compute_driver.rpc.endpoint import rpc_method
 from compute_driver.rpc.scheduler_api import SchedulerAPI
@@ -64,6 +66,10 @@ class ComputeManager:
         # calls for the whole host: a slow build must not block others.
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
+        #: The volume methods, a second endpoint on the same RPC server.
+        self.volumes = VolumeEndpoint(self)
+        #: Ports and topology; update_topology is a third endpoint.
+        self.ports = PortEndpoint(self)
 
     def _instance_lock(self, uuid: str) -> threading.Lock:
         with self._locks_guard:
@@ -79,7 +85,12 @@ class ComputeManager:
 
     @compute_method
     def build_instance(self, ctxt: dict, instance: dict[str, Any]) -> None:
-        spec = InstanceSpec.from_payload(instance)
+        try:
+            spec = InstanceSpec.from_payload(instance)
+        except exception.ComputeDriverError as exc:
+            # NOTE: a cast: the scheduler waits for this report, never for an answer.
+            self.scheduler.instance_update(self.host, instance["uuid"], "error", fault=exc.message)
+            raise
         with self._builds, self._instance_lock(spec.uuid):
             try:
                 info = self.driver.get_info(spec.uuid)
@@ -102,55 +113,82 @@ class ComputeManager:
             LOG.info("Server %s (%s) is %s", spec.name, spec.uuid, info.power_state)
             self.scheduler.instance_update(self.host, spec.uuid, "active", info.power_state)
 
-    def _root_backend(self):
-        return self.storage[self.conf.storage.root_backend]
+    def _root_backend(self, name: str | None = None) -> Any:
+        return self.volumes.backend(name or self.conf.storage.root_backend)
 
     def _root_disk(self, spec: InstanceSpec) -> tuple[Any, VolumeRef]:
-        """The root volume of ``spec`` (made on first use) and its disk builder.
+        """The root disk of ``spec`` and its disk builder: its boot volume, or
+        a root volume made from the image on first use.
 
         NOTE: create_from_image is idempotent: an existing root disk is
         returned as it is, never recreated.
         """
-        backend = self._root_backend()
-        volume_id = root_volume_id(spec.uuid)
-        volume = backend.create_from_image(
-            volume_id, spec.image, spec.flavor.root_gb, linked=spec.linked_root
-        )
-        disk = backend.disk_config(volume)
+        if spec.boot_volume is not None:
+            disk = self.volumes.disk_of(spec.boot_volume)
+            volume_id, backend_name = spec.boot_volume["id"], spec.boot_volume["backend"]
+        else:
+            backend = self._root_backend(spec.root_backend)
+            volume_id, backend_name = root_volume_id(spec.uuid), backend.name
+            volume = backend.create_from_image(
+                volume_id, spec.image, spec.flavor.root_gb, linked=spec.linked_root
+            )
+            disk = backend.disk_config(volume)
         disk.target_dev = ROOT_TARGET_DEV
         disk.target_bus = "virtio"
-        return disk, VolumeRef(volume_id, backend.name, ROOT_TARGET_DEV)
+        return disk, VolumeRef(volume_id, backend_name, ROOT_TARGET_DEV)
+
+    def _disks(self, spec: InstanceSpec) -> tuple[list[Any], list[VolumeRef]]:
+        """Every disk of ``spec``: the root disk, then its attached data volumes."""
+        root_disk, root = self._root_disk(spec)
+        disks, refs = [root_disk], [root]
+        for payload in spec.volumes:
+            disk = self.volumes.disk_of(payload)
+            disk.target_dev = payload["target_dev"]
+            disk.target_bus = disk.target_bus or "virtio"
+            disks.append(disk)
+            refs.append(VolumeRef(payload["id"], payload["backend"], payload["target_dev"]))
+        return disks, refs
 
     def _spawn(self, spec: InstanceSpec) -> None:
         """Root disk, then the guest; on any failure, undo both."""
         made_disk = False
+        interfaces: list[Any] = []
         try:
-            disk, volume = self._root_disk(spec)
-            made_disk = True
-            self.driver.spawn(spec, [disk], [], [volume])
+            disks, volumes = self._disks(spec)
+            made_disk = spec.boot_volume is None
+            interfaces = self.ports.plug(spec.uuid, spec.ports)
+            self.driver.spawn(spec, disks, interfaces, volumes)
         except Exception:
             try:
                 self.driver.destroy(spec.uuid)
             finally:
+                if interfaces:
+                    self.ports.unplug(spec.uuid, list(spec.ports))
                 if made_disk:
-                    self._root_backend().delete_volume(root_volume_id(spec.uuid))
+                    self._root_backend(spec.root_backend).delete_volume(root_volume_id(spec.uuid))
             raise
 
     @compute_method
-    def delete_instance(self, ctxt: dict, uuid: str) -> None:
-        self._delete(uuid)
+    def delete_instance(
+        self, ctxt: dict, uuid: str, ports: list[dict[str, Any]] | None = None
+    ) -> None:
+        self._delete(uuid, ports or [])
 
-    def _delete(self, uuid: str) -> None:
+    def _delete(self, uuid: str, ports: list[dict[str, Any]] | None = None) -> None:
         with self._instance_lock(uuid):
             try:
                 info = self.driver.destroy(uuid)
                 volumes = info.volumes if info else ()
+                # NOTE: only the root disk made for the server goes with it;
+                # data and boot volumes outlive it (the scheduler frees them).
                 for volume in volumes:
-                    if volume.backend in self.storage:
+                    if volume.id == root_volume_id(uuid) and volume.backend in self.storage:
                         self.storage[volume.backend].delete_volume(volume.id)
                 if info is None:
                     # A build that failed, or a repeated delete: make sure no root disk stays.
                     self._root_backend().delete_volume(root_volume_id(uuid))
+                if ports:
+                    self.ports.unplug(uuid, ports)
             except exception.ComputeDriverError as exc:
                 LOG.exception("Delete of %s failed", uuid)
                 self.scheduler.instance_update(
@@ -219,8 +257,9 @@ class ComputeManager:
         """Hard reboot: stop at once, write the domain afresh from the
         scheduler's record (repairing any drift), and start it."""
         self.driver.power_off(spec.uuid, timeout=0, retry_interval=1)
-        disk, volume = self._root_disk(spec)
-        self.driver.redefine(spec, [disk], [], [volume])
+        disks, volumes = self._disks(spec)
+        interfaces = self.ports.plug(spec.uuid, spec.ports)
+        self.driver.redefine(spec, disks, interfaces, volumes)
         self.driver.power_on(spec.uuid)
 
     @compute_method
@@ -367,6 +406,10 @@ class ComputeManager:
                 "hypervisor_version": resources.hypervisor_version,
                 "network_plugins": sorted(self.networks),
                 "storage_backends": sorted(self.storage),
+                "shared_storage_backends": sorted(
+                    name for name, b in self.storage.items() if b.describe().get("shared")
+                ),
+                **({"tunnel_ip": tunnel_ip} if (tunnel_ip := self.ports.tunnel_ip()) else {}),
             },
             instances=instances,
         )
@@ -398,6 +441,7 @@ class ComputeManager:
                 LOG.warning("Server %s: %s", uuid, fault)
                 self.scheduler.instance_update(self.host, uuid, "error", fault=fault)
         self._handle_unknown_domains(sorted(set(here) - set(expected)))
+        self.ports.resync()
         LOG.info("Reconciled: %d instance(s) here, %d expected", len(here), len(expected))
 
     def _handle_unknown_domains(self, uuids: list[str]) -> None:

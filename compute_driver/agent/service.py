@@ -63,7 +63,12 @@ class AgentService:
         driver.register_event_callback(self.manager.handle_virt_event)
         driver.register_host_state_callback(self.manager.handle_host_state)
         target = messaging.Target(topic=compute_api.TOPIC, server=conf.host)
-        self.server = transport.get_server(conf, target, [self.manager], conf.agent.rpc_workers)
+        self.server = transport.get_server(
+            conf,
+            target,
+            [self.manager, self.manager.volumes, self.manager.ports],
+            conf.agent.rpc_workers,
+        )
         self.reporter = service.Periodic("report", conf.agent.report_interval, self.manager.report)
 
     def start(self) -> None:

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from compute_driver import exception
+from compute_driver.cli import networks, volumes
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -167,6 +168,17 @@ def build_parser() -> ArgumentParser:
         action="store_true",
         help="root disk as an independent copy of the image, not a linked clone",
     )
+    create.add_argument("--root-backend", help="storage backend of the root disk (e.g. rbd)")
+    create.add_argument(
+        "--boot-volume", help="boot from this available volume instead of a new root disk"
+    )
+    create.add_argument(
+        "--network",
+        action="append",
+        default=[],
+        dest="networks",
+        help="a port on this network (repeatable: eth0, eth1, ... in order)",
+    )
     create.add_argument("--wait", action="store_true", help="wait until it is ACTIVE (or failed)")
     create.add_argument("--wait-timeout", type=int, default=600, metavar="S")
     lst = server.add_parser("list", help="list servers")
@@ -201,7 +213,8 @@ def build_parser() -> ArgumentParser:
     snap_create.add_argument(
         "--quiesce",
         action="store_true",
-        help="freeze the guest's filesystems through its agent first",
+        help="require a quiesced snapshot (external, running server, guest agent "
+        "answering); without it, one is quiesced whenever the agent is connected",
     )
     snap_create.add_argument("--description", default="")
     snap.add_parser("list", help="a server's snapshots").add_argument("server")
@@ -212,12 +225,16 @@ def build_parser() -> ArgumentParser:
     for snap_parser in (snap_create, snap.choices["revert"], snap.choices["delete"]):
         snap_parser.add_argument("--wait", action="store_true", help="wait until it is done")
         snap_parser.add_argument("--wait-timeout", type=int, default=600, metavar="S")
+    networks.add_interface_parser(server)
     server.add_parser("diagnostics", help="CPU, memory, disk and NIC counters").add_argument(
         "server"
     )
     console = server.add_parser("console-log", help="the last lines of the serial console")
     console.add_argument("server")
     console.add_argument("--lines", type=int, default=100)
+
+    volumes.add_parser(groups)
+    networks.add_parser(groups)
 
     demo = groups.add_parser("demo", help="boot a tiny guest through the bus, show it, remove it")
     demo.add_argument(
@@ -242,7 +259,16 @@ def _progress_printer(progress: Any, what: str):
     return show
 
 
-SNAPSHOT_COLUMNS = ["name", "kind", "state", "created_at", "parent", "children", "description"]
+SNAPSHOT_COLUMNS = [
+    "name",
+    "kind",
+    "state",
+    "quiesced",
+    "created_at",
+    "parent",
+    "children",
+    "description",
+]
 
 
 def _snapshot_command(args: argparse.Namespace, client: Any) -> tuple[Any, list[str] | None]:
@@ -330,6 +356,9 @@ def run_command(args: argparse.Namespace, client: Any) -> tuple[Any, list[str] |
                 args.host,
                 user_data,
                 full_clone=args.full_clone,
+                root_backend=args.root_backend,
+                boot_volume=args.boot_volume,
+                networks=args.networks,
             )
             if args.wait:
                 progress = Progress()
@@ -361,6 +390,8 @@ def run_command(args: argparse.Namespace, client: Any) -> tuple[Any, list[str] |
             return client.diagnostics(args.server), None
         if action == "snapshot":
             return _snapshot_command(args, client)
+        if action == "interface":
+            return networks.run_interface(args, client)
         if action in ACTION_HELP:
             name = "hard-reboot" if action == "reboot" and args.hard else action
             record = client.server_action(args.server, name)
@@ -377,6 +408,10 @@ def run_command(args: argparse.Namespace, client: Any) -> tuple[Any, list[str] |
                     progress.done()
             return record, None
         return client.console_log(args.server, args.lines), None
+    if group == "volume":
+        return volumes.run(args, client)
+    if group == "network":
+        return networks.run(args, client)
     raise exception.Invalid(reason="unknown command %s" % group)
 
 

@@ -15,6 +15,7 @@ from compute_driver.conf import (
     default,
     image,
     libvirt,
+    networks,
     rpc,
     scheduler,
     snapshots,
@@ -28,6 +29,7 @@ CORE_MODULES = (
     default,
     agent,
     scheduler,
+    networks,
     database,
     libvirt,
     snapshots,
@@ -60,10 +62,21 @@ def _plugin_option_modules() -> list:
     # never pays for a plugin's imports.
     from network_plugins import linux_bridge as linux_bridge_network
     from network_plugins import noop as noop_network
+    from network_plugins import ovs as ovs_network
     from storage_backends import dir as dir_storage
+    from storage_backends import iscsi as iscsi_storage
+    from storage_backends import nfs as nfs_storage
     from storage_backends import rbd as rbd_storage
 
-    return [noop_network, linux_bridge_network, dir_storage, rbd_storage]
+    return [
+        noop_network,
+        linux_bridge_network,
+        ovs_network,
+        dir_storage,
+        rbd_storage,
+        iscsi_storage,
+        nfs_storage,
+    ]
 
 
 def list_opts() -> list:

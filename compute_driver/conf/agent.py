@@ -59,6 +59,16 @@ OPTS = [
         max=256,
         help="Threads serving RPC requests in the agent (oslo.messaging threading executor).",
     ),
+    cfg.IntOpt(
+        "volume_detach_timeout",
+        default=30,
+        min=1,
+        max=600,
+        help="Seconds a running guest has to release a volume or network "
+        "interface being detached (libvirt's DEVICE_REMOVED event). A guest that "
+        "does not answer keeps the device and the detach fails with "
+        "device_detach_failed.",
+    ),
 ]
 
 

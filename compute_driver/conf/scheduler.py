@@ -1,8 +1,25 @@
-"""Options of the scheduler service: ``[scheduler]``."""
+"""Options of the scheduler service: ``[scheduler]``.
+
+The placement plugins (``compute_driver.scheduler.filters`` and
+``compute_driver.scheduler.weighers``) read their options from this group
+too: each option's help names the plugin that reads it.
+"""
 
 from oslo_config import cfg
 
 GROUP = cfg.OptGroup("scheduler", title="Scheduler", help="The scheduler service.")
+
+DEFAULT_FILTERS = [
+    "retry",
+    "compute",
+    "image_properties",
+    "network_plugins",
+    "storage_backends",
+    "cpu",
+    "ram",
+    "disk",
+]
+DEFAULT_WEIGHERS = ["ram", "cpu", "disk", "build_failure"]
 
 OPTS = [
     cfg.IntOpt(
@@ -12,21 +29,25 @@ OPTS = [
         max=86400,
         help="Seconds without a report after which a host counts as down "
         "and receives no new instances. Related options: [agent] "
-        "report_interval.",
+        "report_interval; the 'compute' filter.",
     ),
     cfg.FloatOpt(
         "cpu_allocation_ratio",
         default=4.0,
         min=0.1,
         max=64.0,
-        help="Virtual CPUs placed per physical CPU of a host.",
+        help="Virtual CPUs placed per physical CPU of a host. Read by the "
+        "'cpu' filter and weigher and by the claim, so that a host the filter "
+        "passes is one the claim accepts.",
     ),
     cfg.FloatOpt(
         "ram_allocation_ratio",
         default=1.0,
         min=0.1,
         max=16.0,
-        help="Guest memory placed per byte of a host's memory.",
+        help="Guest memory placed per byte of a host's memory. Read by the "
+        "'ram' filter and weigher and by the claim. Related options: "
+        "reserved_host_memory_mb.",
     ),
     cfg.FloatOpt(
         "disk_allocation_ratio",
@@ -34,13 +55,81 @@ OPTS = [
         min=0.1,
         max=64.0,
         help="Guest root disk placed per byte of a host's free disk. Disks "
-        "are thin (qcow2 overlays), so a ratio above 1 is common.",
+        "are thin (qcow2 overlays), so a ratio above 1 is common. Read by the "
+        "'disk' filter and weigher and by the claim.",
     ),
     cfg.IntOpt(
         "reserved_host_memory_mb",
         default=512,
         min=0,
-        help="Memory in MiB of every host kept for the host itself.",
+        help="Memory in MiB of every host kept for the host itself. Related "
+        "options: ram_allocation_ratio.",
+    ),
+    cfg.ListOpt(
+        "enabled_filters",
+        default=DEFAULT_FILTERS,
+        help="Filters that drop hosts unable to take a server, run in this "
+        "order; each sees only the hosts the ones before it kept. Names are "
+        "entry points of the 'compute_driver.scheduler.filters' namespace: "
+        "retry, compute, num_instances, image_properties, network_plugins, "
+        "storage_backends, cpu, ram, disk. Put cheap, selective filters first. "
+        "When no host is left, the error says how many hosts each filter "
+        "removed and why. Related options: weighers.",
+    ),
+    cfg.ListOpt(
+        "weighers",
+        default=DEFAULT_WEIGHERS,
+        help="Weighers that order the hosts the filters kept. Each weigher's "
+        "values are scaled to 0..1 across those hosts, times its multiplier, "
+        "and summed; the claim is tried on the heaviest host first. Names are "
+        "entry points of the 'compute_driver.scheduler.weighers' namespace: "
+        "ram, cpu, disk, build_failure. Related options: *_weight_multiplier.",
+    ),
+    cfg.IntOpt(
+        "max_instances_per_host",
+        default=50,
+        min=1,
+        max=10000,
+        help="Most servers the 'num_instances' filter lets a host have, "
+        "building ones included. The limit is checked when a host is chosen, "
+        "not in the claim, so two concurrent builds may pass it by one. "
+        "Related options: enabled_filters (the filter is not enabled by "
+        "default; enabling it costs one read of all servers per build).",
+    ),
+    cfg.FloatOpt(
+        "ram_weight_multiplier",
+        default=1.0,
+        min=-1000.0,
+        max=1000.0,
+        help="Weight of free memory (the 'ram' weigher). Positive spreads "
+        "servers over hosts, negative packs them onto the fullest host "
+        "that fits, 0 ignores memory.",
+    ),
+    cfg.FloatOpt(
+        "cpu_weight_multiplier",
+        default=1.0,
+        min=-1000.0,
+        max=1000.0,
+        help="Weight of free vCPUs, overcommit included (the 'cpu' weigher). "
+        "Positive spreads, negative packs, 0 ignores vCPUs.",
+    ),
+    cfg.FloatOpt(
+        "disk_weight_multiplier",
+        default=1.0,
+        min=-1000.0,
+        max=1000.0,
+        help="Weight of free root disk, overcommit included (the 'disk' "
+        "weigher). Positive spreads, negative packs, 0 ignores disk.",
+    ),
+    cfg.FloatOpt(
+        "build_failure_weight_multiplier",
+        default=1000000.0,
+        min=0.0,
+        max=1.0e9,
+        help="Penalty for a host's recent failed builds (the 'build_failure' "
+        "weigher). The default outweighs every resource weigher, so a host "
+        "that keeps failing builds is tried last until it builds again; 0 "
+        "ignores failures.",
     ),
     cfg.IntOpt(
         "rpc_workers",

@@ -52,10 +52,10 @@ class RPCClientBase:
             transport.check_broker(self.conf, self.retries)
             self._broker_checked = True
         wait = timeout or self.timeout
-        prepared = self._client.prepare(
-            server=host, version=version, retry=self.retries, timeout=wait
-        )
         try:
+            prepared = self._client.prepare(
+                server=host, version=version, retry=self.retries, timeout=wait
+            )
             return prepared.call(self._context(), method, **payload)
         except messaging.MessagingTimeout as exc:
             raise exception.MessagingTimeout(service=self._service(host), timeout=wait) from exc

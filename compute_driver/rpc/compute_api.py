@@ -4,7 +4,10 @@ Version history:
   1.0 - build_instance, delete_instance, get_console_output,
         get_instance_info, ping; stop/start/reboot/pause/unpause/
         suspend/resume_instance; snapshot_create/revert/delete_instance,
-        list_instance_snapshots, get_diagnostics, export_root_disk.
+        list_instance_snapshots, get_diagnostics, export_root_disk;
+        create_volume, delete_volume, resize_volume, attach_volume,
+        detach_volume, volume_snapshot; attach_interface, detach_interface,
+        update_topology; ports in build_instance and delete_instance.
 """
 
 from __future__ import annotations
@@ -31,9 +34,43 @@ class ComputeAPI(RPCClientBase):
         """Cast: build and start ``instance`` (idempotent by instance uuid)."""
         self._cast("build_instance", {"instance": instance}, host=host)
 
-    def delete_instance(self, host: str, uuid: str) -> None:
-        """Cast: destroy the instance and everything made for it (idempotent)."""
-        self._cast("delete_instance", {"uuid": uuid}, host=host)
+    def delete_instance(
+        self, host: str, uuid: str, ports: list[dict[str, Any]] | None = None
+    ) -> None:
+        """Cast: destroy the instance and everything made for it, unplugging
+        ``ports`` (idempotent)."""
+        payload: dict[str, Any] = {"uuid": uuid}
+        if ports:
+            payload["ports"] = ports
+        self._cast("delete_instance", payload, host=host)
+
+    def attach_interface(self, host: str, uuid: str, port: dict[str, Any]) -> None:
+        """Call: plug ``port`` and attach its NIC to the server (live if it runs)."""
+        self._call(
+            "attach_interface",
+            {"uuid": uuid, "port": port},
+            host=host,
+            timeout=self.conf.rpc.long_call_timeout,
+        )
+
+    def detach_interface(self, host: str, uuid: str, port: dict[str, Any]) -> None:
+        """Call: detach the port's NIC once the guest released it, and unplug it."""
+        self._call(
+            "detach_interface",
+            {"uuid": uuid, "port": port},
+            host=host,
+            timeout=self.conf.rpc.long_call_timeout,
+        )
+
+    def update_topology(
+        self, host: str, network: dict[str, Any], remote_endpoints: list[str]
+    ) -> None:
+        """Cast: the tunnel endpoints of the other hosts with ports on ``network``."""
+        self._cast(
+            "update_topology",
+            {"network": network, "remote_endpoints": remote_endpoints},
+            host=host,
+        )
 
     def stop_instance(self, host: str, uuid: str, timeout: int | None = None) -> None:
         """Cast: ACPI shutdown, forced off after ``timeout`` s (default: the agent's option)."""
@@ -87,3 +124,52 @@ class ComputeAPI(RPCClientBase):
     def get_instance_info(self, host: str, uuid: str) -> dict[str, Any]:
         """Call: power state and resources of one instance as libvirt sees it."""
         return self._call("get_instance_info", {"uuid": uuid}, host=host)
+
+    # --- volumes ---------------------------------------------------------------
+    # Calls, all of them: the scheduler records what the backend answered.
+    # They take the long timeout: a copy, a resize or a guest releasing a
+    # disk may take minutes.
+
+    def _long_call(self, host: str, method: str, payload: dict[str, Any]) -> Any:
+        return self._call(method, payload, host=host, timeout=self.conf.rpc.long_call_timeout)
+
+    def create_volume(
+        self, host: str, volume: dict[str, Any], image: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Call: make ``volume`` (id, backend, size_gb), empty or holding ``image``;
+        returns it as the backend made it (id, backend, size_gb, format, location)."""
+        payload: dict[str, Any] = {"volume": volume}
+        if image is not None:
+            payload["image"] = image
+        return self._long_call(host, "create_volume", payload)
+
+    def delete_volume(self, host: str, volume: dict[str, Any]) -> None:
+        """Call: remove a volume from its backend (idempotent)."""
+        self._long_call(host, "delete_volume", {"volume": volume})
+
+    def resize_volume(
+        self, host: str, volume: dict[str, Any], size_gb: int, uuid: str | None = None
+    ) -> dict[str, Any]:
+        """Call: grow a volume; with ``uuid`` (the server it is attached to),
+        through the running guest so that it sees the new size."""
+        payload: dict[str, Any] = {"volume": volume, "size_gb": size_gb}
+        if uuid is not None:
+            payload["uuid"] = uuid
+        return self._long_call(host, "resize_volume", payload)
+
+    def attach_volume(self, host: str, uuid: str, volume: dict[str, Any]) -> dict[str, Any]:
+        """Call: attach ``volume`` to the server (live if it runs); returns its target_dev."""
+        return self._long_call(host, "attach_volume", {"uuid": uuid, "volume": volume})
+
+    def detach_volume(self, host: str, uuid: str, volume: dict[str, Any]) -> None:
+        """Call: detach ``volume``, waiting for the guest to release it."""
+        self._long_call(host, "detach_volume", {"uuid": uuid, "volume": volume})
+
+    def volume_snapshot(
+        self, host: str, volume: dict[str, Any], action: str, name: str | None = None
+    ) -> Any:
+        """Call: create, list, revert or delete snapshots of a volume on its backend."""
+        payload: dict[str, Any] = {"volume": volume, "action": action}
+        if name is not None:
+            payload["name"] = name
+        return self._long_call(host, "volume_snapshot", payload)

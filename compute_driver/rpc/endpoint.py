@@ -29,7 +29,10 @@ def rpc_method(api: str, methods: dict[str, dict[str, Any]]) -> Callable:
 
         @messaging.expose
         @functools.wraps(func)
-        def wrapper(self: Any, ctxt: dict, **kwargs: Any) -> Any:
+        # NOTE: positional-only, so that payload fields named "self" or
+        # "ctxt" reach the schema check (and are refused there) instead of
+        # colliding with these parameters.
+        def wrapper(self: Any, ctxt: dict, /, **kwargs: Any) -> Any:
             try:
                 schemas.validate(api, func.__name__, schema, kwargs)
                 return func(self, ctxt, **kwargs)

@@ -76,6 +76,10 @@ class SchedulerAPI(RPCClientBase):
         """Cast: the instance is gone from ``host``."""
         self._cast("instance_deleted", {"host": host, "uuid": uuid})
 
+    def host_networks(self, host: str) -> list[dict[str, Any]]:
+        """Call: the networks with ports on ``host``, each with its remote endpoints."""
+        return self._call("host_networks", {"host": host})
+
     def host_instances(self, host: str) -> list[dict[str, Any]]:
         """Call: the instances the scheduler believes are on ``host``."""
         return self._call("host_instances", {"host": host})

@@ -3,7 +3,9 @@
 Each RPC method takes keyword arguments only; the schema describes that
 object. ``additionalProperties`` is false everywhere: an unknown field is
 an error, not something silently dropped. Strings have bounded lengths so
-that hostile payloads cannot make us store or log megabytes.
+that hostile payloads cannot make us store or log megabytes. Patterns end
+in ``\\Z``, not ``$``: Python's ``re`` (which jsonschema uses) lets ``$``
+match before a final newline, so ``"web-1\\n"`` would pass as a name.
 """
 
 from __future__ import annotations
@@ -17,58 +19,62 @@ from compute_driver import exception
 
 UUID = {
     "type": "string",
-    "pattern": "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$",
+    "pattern": "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\\Z",
 }
 #: Names of servers, flavors, images, hosts: printable, no path or XML metacharacters.
 NAME = {
     "type": "string",
     "minLength": 1,
     "maxLength": 63,
-    "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*$",
+    "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*\\Z",
 }
 HOST = {
     "type": "string",
     "minLength": 1,
     "maxLength": 255,
-    "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*$",
+    "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*\\Z",
 }
 NAME_OR_UUID = {
     "type": "string",
     "minLength": 1,
     "maxLength": 63,
-    "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*$",
+    "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*\\Z",
 }
 PROJECT = {
     "type": "string",
     "minLength": 1,
     "maxLength": 64,
-    "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*$",
+    "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*\\Z",
 }
-ABS_PATH = {"type": "string", "minLength": 2, "maxLength": 4096, "pattern": "^/[^\\x00]*$"}
-CMDLINE = {"type": "string", "maxLength": 2048, "pattern": "^[^\\x00\\n]*$"}
+ABS_PATH = {"type": "string", "minLength": 2, "maxLength": 4096, "pattern": "^/[^\\x00]*\\Z"}
+CMDLINE = {"type": "string", "maxLength": 2048, "pattern": "^[^\\x00\\n]*\\Z"}
 TIMESTAMP = {"type": "string", "maxLength": 40}
 #: User data travels base64-encoded; 64 KiB of data is about 87,400 characters.
-USER_DATA_B64 = {"type": "string", "maxLength": 87400, "pattern": "^[A-Za-z0-9+/=]*$"}
+USER_DATA_B64 = {"type": "string", "maxLength": 87400, "pattern": "^[A-Za-z0-9+/=]*\\Z"}
 REASON = {"type": "string", "maxLength": 1024}
 SNAPSHOT_NAME = {
     "type": "string",
     "minLength": 1,
     "maxLength": 64,
-    "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*$",
+    "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*\\Z",
 }
 SNAPSHOT_KIND = {"enum": ["internal", "external"]}
-DESCRIPTION = {"type": "string", "maxLength": 255, "pattern": "^[^\\x00-\\x1f]*$"}
+DESCRIPTION = {"type": "string", "maxLength": 255, "pattern": "^[^\\x00-\\x1f]*\\Z"}
 #: How a root disk is made from its image: a linked clone or a full copy.
 ROOT_CLONE = {"enum": ["linked", "full"]}
 POWER_STATE = {"enum": ["running", "paused", "shutdown", "crashed", "suspended", "nostate"]}
+VOLUME_SIZE_GB = {"type": "integer", "minimum": 1, "maximum": 65536}
+#: A volume as a backend names it (the scheduler uses the volume's UUID).
+BACKEND_VOLUME_ID = {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_-]{0,127}\\Z"}
+TARGET_DEV = {"type": "string", "pattern": "^(vd|sd)[a-z]{1,2}\\Z"}
 
 
 #: Flavor extra specs and image properties: short keys, string values.
 PROPERTIES = {
     "type": "object",
     "maxProperties": 64,
-    "propertyNames": {"pattern": "^[a-z][a-z0-9_:.-]{0,63}$"},
-    "additionalProperties": {"type": "string", "maxLength": 255, "pattern": "^[^\\x00]*$"},
+    "propertyNames": {"pattern": "^[a-z][a-z0-9_:.-]{0,63}\\Z"},
+    "additionalProperties": {"type": "string", "maxLength": 255, "pattern": "^[^\\x00]*\\Z"},
 }
 
 
@@ -108,6 +114,57 @@ IMAGE = obj(
     ("uuid", "name", "disk_format", "path"),
 )
 
+#: A volume as the scheduler hands it to an agent: what the backend said of it.
+VOLUME = obj(
+    {
+        "id": BACKEND_VOLUME_ID,
+        "backend": NAME,
+        "size_gb": VOLUME_SIZE_GB,
+        "format": {"enum": ["qcow2", "raw"]},
+        "location": {"type": "string", "maxLength": 1024, "pattern": "^[^\\x00]*\\Z"},
+        "target_dev": TARGET_DEV,
+    },
+    ("id", "backend"),
+)
+
+NETWORK_TYPE = {"enum": ["flat", "vlan", "vxlan", "geneve"]}
+IPV4 = {
+    "type": "string",
+    "maxLength": 15,
+    "pattern": "^(25[0-5]|2[0-4][0-9]|1?[0-9]?[0-9])(\\.(25[0-5]|2[0-4][0-9]|1?[0-9]?[0-9])){3}\\Z",
+}
+IPV4_CIDR = {"type": "string", "maxLength": 18, "pattern": "^[0-9.]{7,15}/[0-9]{1,2}\\Z"}
+MAC = {"type": "string", "pattern": "^[0-9a-f]{2}(:[0-9a-f]{2}){5}\\Z"}
+MTU = {"type": "integer", "minimum": 576, "maximum": 65535}
+
+#: A network as the scheduler hands it to an agent.
+NETWORK = obj(
+    {
+        "id": UUID,
+        "name": NAME,
+        "type": NETWORK_TYPE,
+        "segment": {
+            "anyOf": [{"type": "integer", "minimum": 1, "maximum": 2**24 - 1}, {"type": "null"}]
+        },
+        "physnet": {"anyOf": [NAME, {"type": "null"}]},
+        "mtu": MTU,
+    },
+    ("id", "name", "type", "mtu"),
+)
+
+#: A port of an instance as the scheduler hands it to an agent.
+PORT = obj(
+    {
+        "id": UUID,
+        "network": NETWORK,
+        "mac": MAC,
+        "address": IPV4_CIDR,
+        "gateway": {"anyOf": [IPV4, {"type": "null"}]},
+    },
+    ("id", "network", "mac", "address"),
+)
+PORTS = {"type": "array", "items": PORT, "maxItems": 16}
+
 #: The instance as the scheduler hands it to an agent.
 INSTANCE = obj(
     {
@@ -118,6 +175,10 @@ INSTANCE = obj(
         "image": IMAGE,
         "user_data": {"anyOf": [USER_DATA_B64, {"type": "null"}]},
         "root_clone": ROOT_CLONE,
+        "root_backend": NAME,
+        "boot_volume": VOLUME,
+        "volumes": {"type": "array", "items": VOLUME, "maxItems": 24},
+        "ports": PORTS,
         "created_at": TIMESTAMP,
     },
     ("uuid", "name", "project", "flavor", "image", "created_at"),
@@ -126,8 +187,9 @@ INSTANCE = obj(
 HOST_RESOURCES = obj(
     {
         "vcpus": {"type": "integer", "minimum": 0, "maximum": 65536},
-        "memory_mb": {"type": "integer", "minimum": 0},
-        "disk_gb": {"type": "integer", "minimum": 0},
+        # NOTE: bounded so that every value fits a 64-bit SQL integer.
+        "memory_mb": {"type": "integer", "minimum": 0, "maximum": 2**40},
+        "disk_gb": {"type": "integer", "minimum": 0, "maximum": 2**40},
     },
     ("vcpus", "memory_mb", "disk_gb"),
 )
@@ -140,6 +202,8 @@ HOST_CAPABILITIES = obj(
         "hypervisor_version": {"type": "string", "maxLength": 64},
         "network_plugins": {"type": "array", "items": NAME, "maxItems": 16},
         "storage_backends": {"type": "array", "items": NAME, "maxItems": 16},
+        "shared_storage_backends": {"type": "array", "items": NAME, "maxItems": 16},
+        "tunnel_ip": IPV4,
     }
 )
 
@@ -170,6 +234,9 @@ SCHEDULER_METHODS: dict[str, dict[str, Any]] = {
             "host": HOST,
             "user_data": USER_DATA_B64,
             "root_clone": ROOT_CLONE,
+            "root_backend": NAME,
+            "boot_volume": NAME_OR_UUID,
+            "networks": {"type": "array", "items": NAME_OR_UUID, "maxItems": 16},
         },
         ("uuid", "name", "flavor", "image", "project"),
     ),
@@ -211,6 +278,56 @@ SCHEDULER_METHODS: dict[str, dict[str, Any]] = {
         {"server": NAME_OR_UUID, "name": SNAPSHOT_NAME}, ("server", "name")
     ),
     "server_diagnostics": obj({"server": NAME_OR_UUID}, ("server",)),
+    "create_volume": obj(
+        {
+            "uuid": UUID,
+            "name": NAME,
+            "size_gb": VOLUME_SIZE_GB,
+            "backend": NAME,
+            "project": PROJECT,
+            "image": NAME_OR_UUID,
+            "host": HOST,
+        },
+        ("uuid", "name", "size_gb", "backend", "project"),
+    ),
+    "list_volumes": obj({"project": PROJECT}),
+    "show_volume": obj({"volume": NAME_OR_UUID}, ("volume",)),
+    "delete_volume": obj({"volume": NAME_OR_UUID}, ("volume",)),
+    "attach_volume": obj({"server": NAME_OR_UUID, "volume": NAME_OR_UUID}, ("server", "volume")),
+    "detach_volume": obj({"server": NAME_OR_UUID, "volume": NAME_OR_UUID}, ("server", "volume")),
+    "resize_volume": obj(
+        {"volume": NAME_OR_UUID, "size_gb": VOLUME_SIZE_GB}, ("volume", "size_gb")
+    ),
+    "volume_snapshot": obj(
+        {
+            "volume": NAME_OR_UUID,
+            "action": {"enum": ["create", "list", "revert", "delete"]},
+            "name": SNAPSHOT_NAME,
+        },
+        ("volume", "action"),
+    ),
+    "create_network": obj(
+        {
+            "uuid": UUID,
+            "name": NAME,
+            "type": NETWORK_TYPE,
+            "cidr": IPV4_CIDR,
+            "project": PROJECT,
+            "segment": {"type": "integer", "minimum": 0, "maximum": 2**24 - 1},
+            "physnet": NAME,
+            "gateway": IPV4,
+            "mtu": MTU,
+        },
+        ("uuid", "name", "type", "cidr", "project"),
+    ),
+    "list_networks": obj({"project": PROJECT}),
+    "attach_interface": obj(
+        {"server": NAME_OR_UUID, "network": NAME_OR_UUID}, ("server", "network")
+    ),
+    "detach_interface": obj({"server": NAME_OR_UUID, "port": UUID}, ("server", "port")),
+    "list_interfaces": obj({"server": NAME_OR_UUID}, ("server",)),
+    "show_network": obj({"network": NAME_OR_UUID}, ("network",)),
+    "delete_network": obj({"network": NAME_OR_UUID}, ("network",)),
     "list_hosts": obj({}),
     "show_host": obj({"host": HOST}, ("host",)),
     "list_flavors": obj({}),
@@ -259,6 +376,7 @@ SCHEDULER_METHODS: dict[str, dict[str, Any]] = {
         {"host": HOST, "uuid": UUID, "power_state": POWER_STATE}, ("host", "uuid", "power_state")
     ),
     "host_instances": obj({"host": HOST}, ("host",)),
+    "host_networks": obj({"host": HOST}, ("host",)),
 }
 
 #: Scheduler methods sent as casts (no answer); all others are calls.
@@ -270,7 +388,16 @@ SCHEDULER_CASTS = frozenset(
 COMPUTE_METHODS: dict[str, dict[str, Any]] = {
     "ping": obj({}),
     "build_instance": obj({"instance": INSTANCE}, ("instance",)),
-    "delete_instance": obj({"uuid": UUID}, ("uuid",)),
+    "delete_instance": obj({"uuid": UUID, "ports": PORTS}, ("uuid",)),
+    "attach_interface": obj({"uuid": UUID, "port": PORT}, ("uuid", "port")),
+    "detach_interface": obj({"uuid": UUID, "port": PORT}, ("uuid", "port")),
+    "update_topology": obj(
+        {
+            "network": NETWORK,
+            "remote_endpoints": {"type": "array", "items": IPV4, "maxItems": 4096},
+        },
+        ("network", "remote_endpoints"),
+    ),
     "get_console_output": obj(
         {"uuid": UUID, "lines": {"type": "integer", "minimum": 1, "maximum": 100000}},
         ("uuid",),
@@ -302,8 +429,35 @@ COMPUTE_METHODS: dict[str, dict[str, Any]] = {
     "snapshot_revert_instance": obj({"uuid": UUID, "name": SNAPSHOT_NAME}, ("uuid", "name")),
     "snapshot_delete_instance": obj({"uuid": UUID, "name": SNAPSHOT_NAME}, ("uuid", "name")),
     "list_instance_snapshots": obj({"uuid": UUID}, ("uuid",)),
+    "create_volume": obj(
+        {
+            "volume": obj(
+                {"id": BACKEND_VOLUME_ID, "backend": NAME, "size_gb": VOLUME_SIZE_GB},
+                ("id", "backend", "size_gb"),
+            ),
+            "image": IMAGE,
+        },
+        ("volume",),
+    ),
+    "delete_volume": obj({"volume": VOLUME}, ("volume",)),
+    "resize_volume": obj(
+        {"volume": VOLUME, "size_gb": VOLUME_SIZE_GB, "uuid": UUID}, ("volume", "size_gb")
+    ),
+    "attach_volume": obj({"uuid": UUID, "volume": VOLUME}, ("uuid", "volume")),
+    "detach_volume": obj({"uuid": UUID, "volume": VOLUME}, ("uuid", "volume")),
+    "volume_snapshot": obj(
+        {
+            "volume": VOLUME,
+            "action": {"enum": ["create", "list", "revert", "delete"]},
+            "name": SNAPSHOT_NAME,
+        },
+        ("volume", "action"),
+    ),
 }
 
+
+#: Longest reason an invalid_payload error carries.
+MAX_REASON = 500
 
 _SHORT = reprlib.Repr()
 _SHORT.maxstring = 60
@@ -327,6 +481,7 @@ COMPUTE_CASTS = frozenset(
     {
         "build_instance",
         "delete_instance",
+        "update_topology",
         "stop_instance",
         "start_instance",
         "reboot_instance",
@@ -377,6 +532,10 @@ def validate(api: str, method: str, schema: dict[str, Any], payload: dict[str, A
         # NOTE: jsonschema's message starts with the value; a huge value
         # would push the reason out of any sane message length.
         message = message.replace(repr(error.instance), _SHORT.repr(error.instance))
+    if len(message) > MAX_REASON:
+        # NOTE: unknown keys are listed whole; thousands of them (or one huge
+        # one) must not make a message of megabytes, logged on every refusal.
+        message = message[:MAX_REASON] + "... (%d characters)" % len(message)
     raise exception.InvalidPayload(
         method="%s.%s" % (api, method), reason="%s: %s" % (where, message)
     )

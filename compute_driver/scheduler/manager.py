@@ -20,8 +20,10 @@ from compute_driver.rpc import compute_api, schemas
 from compute_driver.rpc.endpoint import rpc_method
 from compute_driver.scheduler import placement
 from compute_driver.scheduler.imagestore import ImageStore
+from compute_driver.scheduler.networks import NetworkManager
 from compute_driver.scheduler.store import Store
-from compute_driver.virt.base import VM_STATE_OF_POWER
+from compute_driver.scheduler.volumes import VolumeManager, agent_volume
+from compute_driver.virt.base import VM_STATE_OF_POWER, decode_user_data
 from compute_driver.virt.libvirt import guest_config
 
 LOG = logging.getLogger(__name__)
@@ -45,6 +47,10 @@ class SchedulerManager:
         self.images = ImageStore(conf.image.store_path, conf.image.max_image_gb * 1024**3)
         self._known_down: set[str] = set()
         self._lock = threading.Lock()
+        #: The volume methods, a second endpoint on the same RPC server.
+        self.volumes = VolumeManager(conf, store, compute)
+        #: The network methods, a third endpoint on the same RPC server.
+        self.networks = NetworkManager(conf, store, compute)
 
     @property
     def _down_after(self) -> int:
@@ -77,11 +83,16 @@ class SchedulerManager:
         host: str | None = None,
         user_data: str | None = None,
         root_clone: str = "linked",
+        root_backend: str | None = None,
+        boot_volume: str | None = None,
+        networks: list[str] | None = None,
     ) -> dict[str, Any]:
+        decode_user_data(user_data)  # InvalidPayload before anything is stored
         flavor_rec = self.store.get_flavor(flavor)
         image_rec = self.store.get_image(image)
         if host is not None:
             self.store.get_host(host, self._down_after)  # HostNotFound before anything is stored
+        boot = self.volumes.bootable(boot_volume, project) if boot_volume else None
         record, created = self.store.create_instance(
             uuid=uuid,
             name=name,
@@ -93,55 +104,99 @@ class SchedulerManager:
             extra_specs=flavor_rec["extra_specs"],
             image_uuid=image_rec["uuid"],
             user_data=user_data,
+            root_backend=root_backend,
         )
         if not created:
             LOG.info("create_server %s repeated: returning the existing record", uuid)
             return record
-        need = placement.ResourceRequest(
-            flavor_rec["vcpus"], flavor_rec["memory_mb"], flavor_rec["root_gb"]
+        ports: list[dict[str, Any]] = []
+        try:
+            if boot is not None:
+                boot = self.volumes.claim_boot_volume(boot, uuid)
+            if networks:
+                ports = self.networks.allocate(uuid, project, networks)
+        except exception.ComputeDriverError as exc:
+            # NOTE: the record exists already: never leave it scheduling.
+            self.store.fail_instance(uuid, exc.message)
+            raise
+        # NOTE: the storage_backends filter explains hosts without the
+        # backends the root disk needs; a local boot volume pins its host.
+        needed = [root_backend] if root_backend else []
+        if boot is not None:
+            needed.append(boot["backend"])
+        request = placement.RequestSpec.from_records(
+            name, flavor_rec, image_rec, storage_backends=needed
         )
         hosts = self.store.list_hosts(self._down_after)
         if host is not None:
             hosts = [h for h in hosts if h["name"] == host]
-        candidates, reasons = placement.rank_hosts(hosts, need, self._limits())
+        if boot is not None and not boot["shared"]:
+            hosts = [h for h in hosts if h["name"] == boot["host"]]
+        try:
+            selection = placement.Placement(self.conf).select(
+                hosts, request, list_instances=self.store.list_instances
+            )
+        except Exception as exc:
+            # NOTE: the record exists already: never leave it scheduling.
+            self.store.fail_instance(uuid, "placement failed: %s" % exc)
+            raise
         chosen = None
-        for candidate in candidates:
+        for candidate in selection.candidates:
             if self.store.claim(
-                candidate["name"],
-                need.vcpus,
-                need.memory_mb,
-                need.disk_gb,
+                candidate.name,
+                request.vcpus,
+                request.memory_mb,
+                request.disk_gb,
                 self._limits().as_dict(),
                 uuid,
             ):
-                chosen = candidate["name"]
+                chosen = candidate.name
                 break
-            reasons.append("%s: filled up by a concurrent claim" % candidate["name"])
+            selection.claim_failed(candidate.name)
         if chosen is None:
-            why = "; ".join(reasons[:5]) if reasons else "no compute hosts have reported"
-            if len(reasons) > 5:
-                why += "; and %d more" % (len(reasons) - 5)
+            why = selection.explain()
             self.store.fail_instance(uuid, "No valid host: %s" % why)
-            raise exception.NoValidHost(instance=name, reason=why)
+            raise exception.NoValidHost(instance=name, reason=why, filters=selection.report())
         LOG.info("Server %s (%s) placed on %s", name, uuid, chosen)
         # NOTE: built from the records in hand: no further reads on the hot path.
         record = dict(record, host=chosen, task_state="spawning")
         try:
             payload = self._payload(record, image_rec, user_data)
             payload["root_clone"] = root_clone
+            if root_backend is not None:
+                payload["root_backend"] = root_backend
+            if boot is not None:
+                payload["boot_volume"] = agent_volume(boot)
+            if ports:
+                payload["ports"] = ports
+                self.networks.networks.bind(uuid, chosen)
             self.compute.build_instance(chosen, payload)
         except Exception as exc:
             self.store.fail_instance(uuid, "cannot reach the agent on %s: %s" % (chosen, exc))
             raise exception.BuildFailed(
                 instance=name, reason="cannot reach %s: %s" % (chosen, exc)
             ) from exc
+        self.networks.fan_out(sorted({p["network"]["id"] for p in ports}))
         return record
 
     def _build_payload(self, uuid: str, image: dict[str, Any]) -> dict[str, Any]:
-        """The build payload of an existing server, read from the store."""
-        return self._payload(
-            self.store.get_instance(uuid), image, self.store.get_instance_user_data(uuid)
-        )
+        """The build payload of an existing server, read from the store, with
+        its root backend, boot volume and attached volumes."""
+        instance = self.store.get_instance(uuid)
+        payload = self._payload(instance, image, self.store.get_instance_user_data(uuid))
+        if instance["root_backend"]:
+            payload["root_backend"] = instance["root_backend"]
+        attached = self.volumes.volumes.attached(uuid)
+        for volume in attached:
+            if volume["boot"]:
+                payload["boot_volume"] = agent_volume(volume)
+        data = [agent_volume(v) for v in attached if not v["boot"] and v["target_dev"]]
+        if data:
+            payload["volumes"] = data
+        ports = self.networks.agent_ports(uuid)
+        if ports:
+            payload["ports"] = ports
+        return payload
 
     @staticmethod
     def _payload(
@@ -191,7 +246,8 @@ class SchedulerManager:
     def delete_server(self, ctxt: dict, server: str) -> dict[str, Any]:
         record, needs_agent = self.store.begin_delete(server)
         if needs_agent:
-            self.compute.delete_instance(record["host"], record["uuid"])
+            ports = self.networks.agent_ports(record["uuid"])
+            self.compute.delete_instance(record["host"], record["uuid"], ports)
         return record
 
     @scheduler_method
@@ -454,8 +510,10 @@ class SchedulerManager:
 
     @scheduler_method
     def instance_deleted(self, ctxt: dict, host: str, uuid: str) -> None:
+        networks = sorted({p["network"] for p in self.networks.networks.ports_of(uuid)})
         if self.store.finish_delete(uuid, host):
             LOG.info("Server %s deleted from %s", uuid, host)
+            self.networks.fan_out(networks)
 
     @scheduler_method
     def host_instances(self, ctxt: dict, host: str) -> list:

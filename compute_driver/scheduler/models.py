@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime
 
-from sqlalchemy import JSON, Boolean, DateTime, Integer, String, Text
+from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -98,7 +98,81 @@ class Instance(Base):
     task_state: Mapped[str | None] = mapped_column(String(16))
     power_state: Mapped[str] = mapped_column(String(16), default="nostate")
     fault: Mapped[str | None] = mapped_column(String(1024))
+    #: The storage backend of the root disk (None: the host's root_backend).
+    root_backend: Mapped[str | None] = mapped_column(String(63))
     deleted: Mapped[bool] = mapped_column(Boolean, default=False, index=True)
     created_at: Mapped[datetime.datetime] = mapped_column(DateTime, default=utcnow)
     updated_at: Mapped[datetime.datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
     deleted_at: Mapped[datetime.datetime | None] = mapped_column(DateTime)
+
+
+class Volume(Base):
+    """A volume on a storage backend: a data disk, or a server's boot disk.
+
+    ``host`` is where the volume was made; a volume on a local backend can
+    only be attached to servers on that host. Rows are soft-deleted.
+    """
+
+    __tablename__ = "volumes"
+
+    uuid: Mapped[str] = mapped_column(String(36), primary_key=True)
+    name: Mapped[str] = mapped_column(String(63), index=True)
+    project: Mapped[str] = mapped_column(String(64), index=True)
+    size_gb: Mapped[int] = mapped_column(Integer)
+    backend: Mapped[str] = mapped_column(String(63))
+    shared: Mapped[bool] = mapped_column(Boolean, default=False)
+    image_uuid: Mapped[str | None] = mapped_column(String(36))
+    host: Mapped[str | None] = mapped_column(String(255))
+    # NOTE: what the backend answered (pool/name, LUN, path...) and its
+    # format; the agents need both to build the disk, the scheduler never
+    # interprets them.
+    location: Mapped[str | None] = mapped_column(String(1024))
+    format: Mapped[str | None] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16))
+    attached_to: Mapped[str | None] = mapped_column(String(36), index=True)
+    target_dev: Mapped[str | None] = mapped_column(String(16))
+    boot: Mapped[bool] = mapped_column(Boolean, default=False)
+    fault: Mapped[str | None] = mapped_column(String(1024))
+    deleted: Mapped[bool] = mapped_column(Boolean, default=False, index=True)
+    created_at: Mapped[datetime.datetime] = mapped_column(DateTime, default=utcnow)
+    updated_at: Mapped[datetime.datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
+    deleted_at: Mapped[datetime.datetime | None] = mapped_column(DateTime)
+
+
+class Network(Base):
+    """A tenant network: its segment on the wire and its one IPv4 subnet.
+
+    ``segment_key`` (``vxlan:5000``, ``vlan:physnet1:100``, ``flat:physnet1``)
+    is unique: the database itself refuses a segment taken twice, also when
+    two schedulers allocate at the same moment.
+    """
+
+    __tablename__ = "networks"
+
+    uuid: Mapped[str] = mapped_column(String(36), primary_key=True)
+    name: Mapped[str] = mapped_column(String(63), index=True)
+    project: Mapped[str] = mapped_column(String(64), index=True)
+    type: Mapped[str] = mapped_column(String(16))
+    segment: Mapped[int | None] = mapped_column(Integer)
+    physnet: Mapped[str | None] = mapped_column(String(63))
+    segment_key: Mapped[str] = mapped_column(String(96), unique=True)
+    cidr: Mapped[str] = mapped_column(String(43))
+    gateway: Mapped[str | None] = mapped_column(String(39))
+    mtu: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime.datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class Port(Base):
+    """A server's interface on a network: its MAC and fixed IP (both unique)."""
+
+    __tablename__ = "ports"
+    __table_args__ = (UniqueConstraint("network_uuid", "ip", name="uq_ports_network_ip"),)
+
+    uuid: Mapped[str] = mapped_column(String(36), primary_key=True)
+    network_uuid: Mapped[str] = mapped_column(String(36), ForeignKey("networks.uuid"), index=True)
+    instance_uuid: Mapped[str] = mapped_column(String(36), index=True)
+    device_index: Mapped[int] = mapped_column(Integer)
+    mac: Mapped[str] = mapped_column(String(17), unique=True)
+    ip: Mapped[str] = mapped_column(String(39))
+    host: Mapped[str | None] = mapped_column(String(255), index=True)
+    created_at: Mapped[datetime.datetime] = mapped_column(DateTime, default=utcnow)

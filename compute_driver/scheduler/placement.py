@@ -1,27 +1,51 @@
-"""Choosing a host: the first filters and weigher.
+"""Choosing a host: filters drop hosts and say why, weighers order the rest.
 
-A later change turns these into stevedore plugins; the contract stays:
-filters drop hosts and say why, the weigher orders what is left, and the
-claim in the store has the last word (a host can fill up between the
-choice and the claim, so callers try the next host).
+Both are stevedore plugins, named in ``[scheduler] enabled_filters`` and
+``[scheduler] weighers`` and run in that order. The claim in the store has
+the last word: a host can fill up between the choice and the claim, so the
+caller tries the candidates best first until one claim succeeds.
+
+When no host is left, :meth:`Selection.explain` says, for each filter, how
+many hosts it removed and why for the first few; operators read this in the
+``NoValidHost`` error and the server's fault, so it stays one line.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+import dataclasses
+import logging
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from oslo_config import cfg
+from stevedore import extension
+
+from compute_driver import config, exception
+
+if TYPE_CHECKING:
+    from compute_driver.scheduler.filters.base import BaseHostFilter
+    from compute_driver.scheduler.weighers.base import BaseHostWeigher
+
+LOG = logging.getLogger(__name__)
+
+FILTER_NAMESPACE = "compute_driver.scheduler.filters"
+WEIGHER_NAMESPACE = "compute_driver.scheduler.weighers"
+
+#: Hosts named with their reason, per filter, in the "no valid host" message.
+REASONS_PER_FILTER = 3
+
+#: Flavor extra specs naming what a server needs on its host (comma-separated;
+#: every name listed must be there). Outside the ``hw:`` namespace on purpose:
+#: they are about the host, not the guest's hardware.
+NETWORK_PLUGINS_SPEC = "network:plugins"
+STORAGE_BACKENDS_SPEC = "storage:backends"
+
+#: Name of the pseudo-filter that records claims lost to a concurrent build.
+CLAIM_STEP = "claim"
 
 
-@dataclass(frozen=True)
-class ResourceRequest:
-    """What one server needs from a host."""
-
-    vcpus: int
-    memory_mb: int
-    disk_gb: int
-
-
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class Limits:
     """Overcommit ratios and reservations from ``[scheduler]``."""
 
@@ -29,6 +53,16 @@ class Limits:
     ram_ratio: float
     disk_ratio: float
     reserved_mb: int
+
+    @classmethod
+    def from_conf(cls, conf: cfg.ConfigOpts) -> Limits:
+        opts = conf.scheduler
+        return cls(
+            cpu_ratio=opts.cpu_allocation_ratio,
+            ram_ratio=opts.ram_allocation_ratio,
+            disk_ratio=opts.disk_allocation_ratio,
+            reserved_mb=opts.reserved_host_memory_mb,
+        )
 
     def as_dict(self) -> dict[str, float]:
         return {
@@ -39,40 +73,312 @@ class Limits:
         }
 
 
-def free_memory_mb(host: dict[str, Any], limits: Limits) -> float:
-    return (host["memory_mb"] - limits.reserved_mb) * limits.ram_ratio - host["memory_mb_used"]
+@dataclasses.dataclass(frozen=True)
+class HostState:
+    """A host as placement sees it: the store's record, read-only."""
+
+    name: str
+    up: bool
+    enabled: bool
+    disabled_reason: str | None
+    reported_at: str | None
+    vcpus: int
+    vcpus_used: int
+    memory_mb: int
+    memory_mb_used: int
+    disk_gb: int
+    disk_gb_used: int
+    #: What the agent reported: virt_type, arch, network_plugins, ...
+    capabilities: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    #: Servers on the host; None when not counted (no filter needed it).
+    num_instances: int | None = None
+    #: Recent failed builds; 0 until the store keeps the counter.
+    failed_builds: int = 0
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any], num_instances: int | None = None) -> HostState:
+        """From the public host shape of ``store.host_dict``."""
+        if num_instances is None:
+            num_instances = record.get("num_instances")
+        return cls(
+            name=record["name"],
+            up=record["state"] == "up",
+            enabled=record["enabled"],
+            disabled_reason=record["disabled_reason"],
+            reported_at=record["reported_at"],
+            vcpus=record["vcpus"],
+            vcpus_used=record["vcpus_used"],
+            memory_mb=record["memory_mb"],
+            memory_mb_used=record["memory_mb_used"],
+            disk_gb=record["disk_gb"],
+            disk_gb_used=record["disk_gb_used"],
+            capabilities=dict(record.get("capabilities") or {}),
+            num_instances=num_instances,
+            failed_builds=record.get("failed_builds") or 0,
+        )
+
+    # NOTE: the same arithmetic as the conditional UPDATE of store.claim, so
+    # that a host the filters pass is one the claim accepts.
+    def free_vcpus(self, limits: Limits) -> float:
+        return self.vcpus * limits.cpu_ratio - self.vcpus_used
+
+    def free_memory_mb(self, limits: Limits) -> float:
+        return (self.memory_mb - limits.reserved_mb) * limits.ram_ratio - self.memory_mb_used
+
+    def free_disk_gb(self, limits: Limits) -> float:
+        return self.disk_gb * limits.disk_ratio - self.disk_gb_used
 
 
-def _why_not(host: dict[str, Any], need: ResourceRequest, limits: Limits) -> str | None:
-    if not host["enabled"]:
-        return "disabled (%s)" % (host["disabled_reason"] or "no reason given")
-    if host["state"] != "up":
-        return "down (last report %s)" % (host["reported_at"] or "never")
-    free_vcpus = host["vcpus"] * limits.cpu_ratio - host["vcpus_used"]
-    if need.vcpus > free_vcpus:
-        return "needs %d vCPUs, %g free" % (need.vcpus, free_vcpus)
-    free_ram = free_memory_mb(host, limits)
-    if need.memory_mb > free_ram:
-        return "needs %d MiB RAM, %g free" % (need.memory_mb, free_ram)
-    free_disk = host["disk_gb"] * limits.disk_ratio - host["disk_gb_used"]
-    if need.disk_gb > free_disk:
-        return "needs %d GiB disk, %g free" % (need.disk_gb, free_disk)
-    return None
+@dataclasses.dataclass(frozen=True)
+class RequestSpec:
+    """What one server needs from a host."""
+
+    instance: str
+    vcpus: int
+    memory_mb: int
+    disk_gb: int
+    image_properties: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    extra_specs: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    network_plugins: frozenset[str] = frozenset()
+    storage_backends: frozenset[str] = frozenset()
+    #: Hosts already tried for this build (a reschedule skips them).
+    tried_hosts: frozenset[str] = frozenset()
+
+    @classmethod
+    def from_records(
+        cls,
+        instance: str,
+        flavor: Mapping[str, Any],
+        image: Mapping[str, Any],
+        tried_hosts: Iterable[str] = (),
+        storage_backends: Iterable[str] = (),
+    ) -> RequestSpec:
+        """From the store's flavor and image shapes.
+
+        :param instance: the server's name (for messages).
+        :param tried_hosts: hosts a reschedule must skip.
+        :param storage_backends: backends the request needs besides the
+            flavor's (a root disk or boot volume on a named backend).
+        """
+        specs = dict(flavor.get("extra_specs") or {})
+        return cls(
+            instance=instance,
+            vcpus=flavor["vcpus"],
+            memory_mb=flavor["memory_mb"],
+            disk_gb=flavor["root_gb"],
+            image_properties=dict(image.get("properties") or {}),
+            extra_specs=specs,
+            network_plugins=split_names(specs.get(NETWORK_PLUGINS_SPEC)),
+            storage_backends=split_names(specs.get(STORAGE_BACKENDS_SPEC))
+            | frozenset(storage_backends),
+            tried_hosts=frozenset(tried_hosts),
+        )
 
 
-def rank_hosts(
-    hosts: list[dict[str, Any]], need: ResourceRequest, limits: Limits
-) -> tuple[list[dict[str, Any]], list[str]]:
-    """Hosts that can take ``need``, most free RAM first, and why the others cannot.
+def split_names(value: str | None) -> frozenset[str]:
+    """The names of a comma- or space-separated property value."""
+    return frozenset((value or "").replace(",", " ").split())
 
-    :returns: (candidates, reasons) where each reason reads "host: why".
+
+@dataclasses.dataclass
+class FilterReport:
+    """What one filter did to one request."""
+
+    name: str
+    removed: int = 0
+    #: "host: why" of the first REASONS_PER_FILTER hosts it removed.
+    reasons: list[str] = dataclasses.field(default_factory=list)
+
+    def remove(self, host: str, why: str) -> None:
+        self.removed += 1
+        if len(self.reasons) < REASONS_PER_FILTER:
+            self.reasons.append("%s: %s" % (host, why))
+
+    def explain(self) -> str:
+        text = "[%s] removed %d: %s" % (self.name, self.removed, "; ".join(self.reasons))
+        if self.removed > len(self.reasons):
+            text += "; and %d more" % (self.removed - len(self.reasons))
+        return text
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"filter": self.name, "removed": self.removed, "reasons": list(self.reasons)}
+
+
+@dataclasses.dataclass
+class Selection:
+    """The outcome of placement: candidates best first, and what removed the others."""
+
+    considered: int
+    candidates: list[HostState]
+    weights: dict[str, float]
+    filters: list[FilterReport]
+
+    def claim_failed(self, host: str) -> None:
+        """Record that the claim on candidate ``host`` lost to a concurrent one."""
+        if not self.filters or self.filters[-1].name != CLAIM_STEP:
+            self.filters.append(FilterReport(CLAIM_STEP))
+        self.filters[-1].remove(host, "filled up by a concurrent claim")
+
+    def explain(self) -> str:
+        """Why no candidate is left, on one line (for NoValidHost and the fault)."""
+        if not self.considered:
+            return "no compute hosts have reported"
+        steps = [f.explain() for f in self.filters if f.removed]
+        return "%d host(s) considered; %s" % (self.considered, ". ".join(steps))
+
+    def report(self) -> list[dict[str, Any]]:
+        """Every step that ran, removed hosts or not (plain data: it crosses RPC)."""
+        return [f.as_dict() for f in self.filters]
+
+
+def load_plugins(
+    manager: extension.ExtensionManager,
+    names: Sequence[str],
+    conf: cfg.ConfigOpts,
+    option: str,
+    base: type,
+) -> list[Any]:
+    """Instances of the plugins ``names`` of ``manager``, in that order.
+
+    :param manager: the namespace's extensions, not yet instantiated (tests
+        pass ``ExtensionManager.make_test_instance``).
+    :param option: the ``[scheduler]`` option that named them (for errors).
+    :raises InvalidConfig: a name is unknown or repeated, or a plugin is not a ``base``.
     """
-    candidates, reasons = [], []
-    for host in hosts:
-        why = _why_not(host, need, limits)
-        if why is None:
-            candidates.append(host)
-        else:
-            reasons.append("%s: %s" % (host["name"], why))
-    candidates.sort(key=lambda h: (-free_memory_mb(h, limits), h["name"]))
-    return candidates, reasons
+    available = {ext.name: ext for ext in manager}
+    plugins: list[Any] = []
+    for name in names:
+        if names.count(name) > 1:
+            raise exception.InvalidConfig(
+                reason="%s[scheduler] %s names %r twice" % (_where(conf, option), option, name)
+            )
+        ext = available.get(name)
+        if ext is None:
+            raise exception.InvalidConfig(
+                reason="%s[scheduler] %s: no plugin named %r in %s; available: %s"
+                % (
+                    _where(conf, option),
+                    option,
+                    name,
+                    manager.namespace,
+                    ", ".join(sorted(available)) or "none",
+                )
+            )
+        plugin = ext.plugin(conf)
+        if not isinstance(plugin, base):
+            raise exception.InvalidConfig(
+                reason="[scheduler] %s: plugin %r is not a %s" % (option, name, base.__name__)
+            )
+        plugins.append(plugin)
+    return plugins
+
+
+def _where(conf: cfg.ConfigOpts, option: str) -> str:
+    """The file that set ``[scheduler] option``, as a message prefix, if known."""
+    try:
+        return "%s: " % config.option_location(conf, "scheduler", option)
+    except cfg.Error:
+        return ""  # a ConfigOpts never loaded from files (tests, embedding)
+
+
+def _extensions(namespace: str) -> extension.ExtensionManager:
+    return extension.ExtensionManager(namespace, invoke_on_load=False)
+
+
+class Placement:
+    """The configured filters and weighers; cheap to build, so one per request is fine."""
+
+    def __init__(
+        self,
+        conf: cfg.ConfigOpts,
+        filters: extension.ExtensionManager | None = None,
+        weighers: extension.ExtensionManager | None = None,
+    ) -> None:
+        """
+        :param filters: extensions to pick ``[scheduler] enabled_filters`` from;
+            default: the installed ``compute_driver.scheduler.filters``.
+        :param weighers: likewise for ``[scheduler] weighers``.
+        :raises InvalidConfig: an unknown plugin name (see :func:`load_plugins`).
+        """
+        # NOTE: imported here: the plugin bases import this module's types.
+        from compute_driver.scheduler.filters.base import BaseHostFilter
+        from compute_driver.scheduler.weighers.base import BaseHostWeigher
+
+        opts = conf.scheduler
+        self.filters: list[BaseHostFilter] = load_plugins(
+            filters or _extensions(FILTER_NAMESPACE),
+            opts.enabled_filters,
+            conf,
+            "enabled_filters",
+            BaseHostFilter,
+        )
+        self.weighers: list[BaseHostWeigher] = load_plugins(
+            weighers or _extensions(WEIGHER_NAMESPACE),
+            opts.weighers,
+            conf,
+            "weighers",
+            BaseHostWeigher,
+        )
+
+    def select(
+        self,
+        hosts: Iterable[Mapping[str, Any]],
+        request: RequestSpec,
+        list_instances: Callable[[], Iterable[Mapping[str, Any]]] | None = None,
+    ) -> Selection:
+        """Filter ``hosts`` for ``request``, then order what is left, best first.
+
+        :param hosts: host records (``store.host_dict`` shape).
+        :param list_instances: every live server record; called once, and only
+            when a filter needs per-host server counts the records lack.
+        """
+        records = list(hosts)
+        counts: Mapping[str, int] | None = None
+        needs_counts = any(f.needs_instance_counts for f in self.filters)
+        if needs_counts and list_instances is not None:
+            if any(r.get("num_instances") is None for r in records):
+                counts = Counter(i["host"] for i in list_instances() if i.get("host"))
+        states = [
+            HostState.from_record(r, None if counts is None else counts.get(r["name"], 0))
+            for r in records
+        ]
+        reports = []
+        for host_filter in self.filters:
+            if not states:
+                break
+            report = FilterReport(host_filter.name)
+            kept = []
+            for state in states:
+                try:
+                    why = host_filter.why_not(state, request)
+                except Exception:
+                    LOG.exception(
+                        "Filter %s failed on host %s for %s",
+                        host_filter.name,
+                        state.name,
+                        request.instance,
+                    )
+                    raise
+                if why is None:
+                    kept.append(state)
+                else:
+                    report.remove(state.name, why)
+            reports.append(report)
+            states = kept
+        weights = self._weigh(states, request)
+        states.sort(key=lambda h: (-weights[h.name], h.name))
+        return Selection(len(records), states, weights, reports)
+
+    def _weigh(self, hosts: list[HostState], request: RequestSpec) -> dict[str, float]:
+        """Each weigher's values scaled to 0..1 across ``hosts``, times its multiplier, summed."""
+        totals = {h.name: 0.0 for h in hosts}
+        for weigher in self.weighers:
+            if not hosts or not weigher.multiplier:
+                continue
+            raw = [weigher.weigh(h, request) for h in hosts]
+            low, span = min(raw), max(raw) - min(raw)
+            for host, value in zip(hosts, raw, strict=True):
+                # NOTE: equal values weigh 0: a weigher that cannot tell the
+                # hosts apart must not shift the others' order.
+                totals[host.name] += weigher.multiplier * ((value - low) / span if span else 0.0)
+        return totals

@@ -11,6 +11,7 @@ from sqlalchemy import exc as sa_exc
 
 from compute_driver import config, exception, service
 from compute_driver.rpc import compute_api, scheduler_api, transport
+from compute_driver.scheduler import recovery
 from compute_driver.scheduler.manager import SchedulerManager, ensure_state_dirs
 from compute_driver.scheduler.store import Store
 
@@ -45,7 +46,12 @@ class SchedulerService:
         self.store = open_store(conf)
         self.manager = SchedulerManager(conf, self.store, compute_api.ComputeAPI(conf))
         target = messaging.Target(topic=scheduler_api.TOPIC, server=conf.host)
-        self.server = transport.get_server(conf, target, [self.manager], conf.scheduler.rpc_workers)
+        self.server = transport.get_server(
+            conf,
+            target,
+            [self.manager, self.manager.volumes, self.manager.networks],
+            conf.scheduler.rpc_workers,
+        )
         self.periodic = service.Periodic(
             "check-hosts", conf.scheduler.periodic_interval, self.manager.check_hosts
         )
@@ -53,6 +59,7 @@ class SchedulerService:
     def start(self) -> None:
         self.server.start()
         self.periodic.start()
+        recovery.start(self)  # settles servers a stopped scheduler left in flight
         LOG.info("compute-scheduler listening on topic %s", scheduler_api.TOPIC)
 
     def stop(self) -> None:

@@ -21,7 +21,7 @@ from sqlalchemy import event, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from compute_driver import exception
-from compute_driver.scheduler.models import Flavor, Host, Image, Instance, utcnow
+from compute_driver.scheduler.models import Flavor, Host, Image, Instance, Port, Volume, utcnow
 
 LOG = logging.getLogger(__name__)
 
@@ -101,6 +101,7 @@ def instance_dict(instance: Instance) -> dict[str, Any]:
         "task_state": instance.task_state,
         "power_state": instance.power_state,
         "fault": instance.fault,
+        "root_backend": instance.root_backend,
         "created_at": _iso(instance.created_at),
         "updated_at": _iso(instance.updated_at),
     }
@@ -204,8 +205,24 @@ class Store:
         still has room, whatever other schedulers did meanwhile.
 
         :param limits: ``cpu_ratio``, ``ram_ratio``, ``disk_ratio``, ``reserved_mb``.
-        :returns: False when the host has no room (nothing was changed).
+        :returns: False when the host has no room, or the server no longer
+            waits for a host (deleted or failed meanwhile); nothing was changed.
         """
+        try:
+            return self._claim(host, vcpus, memory_mb, disk_gb, limits, instance_uuid)
+        except _NotWaiting:
+            LOG.info("Not placing server %s: it is no longer waiting for a host", instance_uuid)
+            return False
+
+    def _claim(
+        self,
+        host: str,
+        vcpus: int,
+        memory_mb: int,
+        disk_gb: int,
+        limits: dict[str, float],
+        instance_uuid: str,
+    ) -> bool:
         with self.session() as session:
             result = session.execute(
                 update(Host)
@@ -226,12 +243,26 @@ class Store:
             )
             if _rowcount(result) != 1:
                 return False
-            session.execute(
+            # NOTE: the server must still be waiting for a host. A delete
+            # (begin_delete deletes an unplaced server at once) or the
+            # in-flight recovery (recovery.py fails one whose scheduler went
+            # away) may have settled it since create_server stored it; a
+            # claim for it then would never be released. Raising rolls the
+            # host's claim back with this transaction.
+            placed = session.execute(
                 update(Instance)
-                .where(Instance.uuid == instance_uuid)
+                .where(
+                    Instance.uuid == instance_uuid,
+                    Instance.deleted.is_(False),
+                    Instance.vm_state == "building",
+                    Instance.task_state == "scheduling",
+                    Instance.host.is_(None),
+                )
                 .values(host=host, task_state="spawning", updated_at=utcnow())
                 .execution_options(synchronize_session=False)
             )
+            if _rowcount(placed) != 1:
+                raise _NotWaiting()
             return True
 
     @staticmethod
@@ -550,6 +581,29 @@ class Store:
         instance.vm_state = "deleted"
         instance.task_state = None
         instance.power_state = "nostate"
+        # NOTE: ports go with their server; volumes outlive it: a deleted
+        # server's volumes, its boot volume too, become available again.
+        session.execute(
+            sa.delete(Port)
+            .where(Port.instance_uuid == instance.uuid)
+            .execution_options(synchronize_session=False)
+        )
+        session.execute(
+            update(Volume)
+            .where(Volume.attached_to == instance.uuid, Volume.deleted.is_(False))
+            .values(
+                status="available",
+                attached_to=None,
+                target_dev=None,
+                boot=False,
+                updated_at=utcnow(),
+            )
+            .execution_options(synchronize_session=False)
+        )
+
+
+class _NotWaiting(Exception):
+    """A claim's server no longer waits for a host (its transaction is rolled back)."""
 
 
 def _rowcount(result: Any) -> int:

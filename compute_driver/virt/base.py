@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import abc
 import base64
+import binascii
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+from compute_driver import exception
 
 POWER_STATES = ("running", "paused", "shutdown", "crashed", "suspended", "nostate")
 
@@ -26,6 +29,19 @@ VM_STATE_OF_POWER = {
     "crashed": "stopped",
     "nostate": "stopped",
 }
+
+
+def decode_user_data(encoded: str | None) -> bytes:
+    """The bytes of base64 ``encoded`` user data (b"" for none).
+
+    :raises InvalidPayload: not valid base64 (the schema only checks the alphabet).
+    """
+    try:
+        return base64.b64decode(encoded or "", validate=True)
+    except (binascii.Error, ValueError):
+        raise exception.InvalidPayload(
+            method="user_data", reason="not valid base64 (bad length or padding)"
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -67,6 +83,16 @@ class InstanceSpec:
     user_data: bytes = b""
     #: False: the root disk is a full copy of the image, not a linked clone.
     linked_root: bool = True
+    #: The storage backend of the root disk; None: the host's ``root_backend``.
+    root_backend: str | None = None
+    #: A volume to boot from instead of a root disk made from the image
+    #: (``schemas.VOLUME``: id, backend, size_gb, format, location).
+    boot_volume: dict[str, Any] | None = None
+    #: Data volumes attached to the server (``schemas.VOLUME`` with target_dev).
+    volumes: tuple[dict[str, Any], ...] = ()
+    #: Its network ports, in device order (``schemas.PORT``: id, network,
+    #: mac, address, gateway); their addresses go on the config drive.
+    ports: tuple[dict[str, Any], ...] = ()
 
     @classmethod
     def from_payload(cls, payload: dict[str, Any]) -> InstanceSpec:
@@ -78,8 +104,12 @@ class InstanceSpec:
             flavor=FlavorSpec(**payload["flavor"]),
             image=ImageSpec(**payload["image"]),
             created_at=payload["created_at"],
-            user_data=base64.b64decode(payload.get("user_data") or ""),
+            user_data=decode_user_data(payload.get("user_data")),
             linked_root=payload.get("root_clone", "linked") == "linked",
+            root_backend=payload.get("root_backend"),
+            boot_volume=payload.get("boot_volume"),
+            volumes=tuple(payload.get("volumes") or ()),
+            ports=tuple(payload.get("ports") or ()),
         )
 
 
@@ -217,6 +247,61 @@ class ComputeDriver(abc.ABC):
         """
 
     @abc.abstractmethod
+    def attach_volume(self, uuid: str, disk: Any, volume: VolumeRef) -> str:
+        """Attach a volume's disk builder to the guest (live too if it runs).
+
+        Idempotent: an attached volume keeps its device.
+
+        :param volume: the volume; its ``target_dev`` may be empty (the
+            driver picks the next free one).
+        :returns: the target device the guest sees (``vdb``...).
+        :raises InstanceNotFound: no such guest here.
+        :raises VirtError: the hypervisor refused; nothing is attached.
+        """
+
+    @abc.abstractmethod
+    def detach_volume(self, uuid: str, volume_id: str, timeout: float) -> None:
+        """Detach a volume; a running guest must release it within ``timeout`` s.
+
+        Idempotent: a volume that is not attached is not an error.
+
+        :raises InstanceNotFound: no such guest here.
+        :raises DeviceDetachFailed: the guest refused or did not answer; the
+            volume stays attached.
+        :raises VirtError: the hypervisor refused.
+        """
+
+    @abc.abstractmethod
+    def extend_volume(self, uuid: str, volume_id: str, size_bytes: int) -> None:
+        """Grow an attached volume so that the running guest sees the new size.
+
+        :raises InstanceNotFound: no such guest here.
+        :raises VolumeNotAttached: the volume is not attached to it.
+        :raises VirtError: the hypervisor refused.
+        """
+
+    @abc.abstractmethod
+    def attach_interface(
+        self, uuid: str, interface: Any, port_id: str, network_id: str, mac: str
+    ) -> None:
+        """Attach a port's interface builder to the guest (live too if it runs). Idempotent.
+
+        :raises InstanceNotFound: no such guest here.
+        :raises VirtError: the hypervisor refused; nothing is attached.
+        """
+
+    @abc.abstractmethod
+    def detach_interface(self, uuid: str, port_id: str, timeout: float) -> None:
+        """Detach a port's NIC; a running guest must release it within ``timeout`` s.
+
+        Idempotent: a port that is not attached is not an error.
+
+        :raises InstanceNotFound: no such guest here.
+        :raises DeviceDetachFailed: the guest refused or did not answer; the NIC stays.
+        :raises VirtError: the hypervisor refused.
+        """
+
+    @abc.abstractmethod
     def pause(self, uuid: str) -> None:
         """Freeze the guest's vCPUs (memory stays in RAM). Idempotent."""
 
@@ -299,8 +384,9 @@ class ComputeDriver(abc.ABC):
             64 characters, starting with a letter or digit.
         :param kind: ``internal`` (inside the qcow2 files) or ``external``
             (a new qcow2 overlay per disk; disks only).
-        :param quiesce: freeze the guest's file systems through the QEMU guest
-            agent while an external snapshot of a running guest is taken.
+        :param quiesce: require a quiesced snapshot (external, of a running
+            guest whose agent answers); without it, an external snapshot of a
+            running guest is quiesced whenever its agent is connected.
         :raises InstanceNotFound: no such guest here.
         :raises InvalidSnapshot: bad name, kind or combination of options.
         :raises SnapshotExists: the server has a snapshot of that name.
@@ -365,3 +451,6 @@ class SnapshotInfo:
     children: tuple[str, ...]
     state: str
     description: str = ""
+    #: The guest agent froze the file systems for it; never for internal
+    #: snapshots or stopped servers.
+    quiesced: bool = False

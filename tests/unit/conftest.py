@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -42,11 +42,17 @@ def bin_dir() -> Path:
 
 
 @pytest.fixture
-def fresh_conf() -> cfg.ConfigOpts:
-    """A private ConfigOpts with every compute-driver option registered."""
+def fresh_conf() -> Iterator[cfg.ConfigOpts]:
+    """A private ConfigOpts with every compute-driver option registered.
+
+    NOTE: oslo.config keeps overrides in the option group objects, which
+    every ConfigOpts registering our module-level groups shares: without the
+    reset, a test's set_override would leak into later tests.
+    """
     conf = cfg.ConfigOpts()
     cd_conf.register_opts(conf)
-    return conf
+    yield conf
+    conf.reset()
 
 
 @pytest.fixture

@@ -294,7 +294,10 @@ def test_user_data_file_is_sent_as_bytes(capsys, printed, tmp_path):
                 "demo",
                 None,
                 b"#!/bin/sh\necho hi\n",
+                ("boot_volume", None),
                 ("full_clone", False),
+                ("networks", []),
+                ("root_backend", None),
             ),
         )
     ]

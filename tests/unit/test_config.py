@@ -158,7 +158,7 @@ def test_unknown_plugin_names_option_file_and_available(write_conf, load_conf):
     assert message.startswith(str(path) + ": ")
     assert "[agent] network_plugins" in message
     assert "'bogus'" in message
-    assert "available: linux_bridge, noop" in message
+    assert "available: linux_bridge, noop, ovs" in message
 
 
 def test_unknown_plugin_set_by_override_says_default(load_conf):
@@ -173,8 +173,8 @@ def test_unknown_plugin_set_by_override_says_default(load_conf):
 
 def test_available_lists_installed_plugins():
     assert plugins.available(plugins.VIRT_NAMESPACE) == ["libvirt"]
-    assert plugins.available(plugins.NETWORK_NAMESPACE) == ["linux_bridge", "noop"]
-    assert plugins.available(plugins.STORAGE_NAMESPACE) == ["dir", "rbd"]
+    assert plugins.available(plugins.NETWORK_NAMESPACE) == ["linux_bridge", "noop", "ovs"]
+    assert plugins.available(plugins.STORAGE_NAMESPACE) == ["dir", "iscsi", "nfs", "rbd"]
     assert plugins.available("compute_driver.nosuch") == []
 
 

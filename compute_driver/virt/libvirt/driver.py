@@ -22,9 +22,11 @@ from oslo_config import cfg
 
 from compute_driver import exception
 from compute_driver.virt import base
-from compute_driver.virt.libvirt import configdrive, events, guest_config
+from compute_driver.virt.libvirt import configdrive, events, guest_config, ports, snapshots
 from compute_driver.virt.libvirt import xml as lvxml
 from compute_driver.virt.libvirt.host import LibvirtHost, choose_virt_type
+from compute_driver.virt.libvirt.interfaces import InterfaceAttacher
+from compute_driver.virt.libvirt.volumes import VolumeAttacher
 
 LOG = logging.getLogger(__name__)
 
@@ -176,8 +178,12 @@ class LibvirtDriver(base.ComputeDriver):
                 root_gb=flavor.root_gb,
             ),
             image_uuid=image.uuid,
+            require_quiesce=snapshots.image_requires_quiesce(image.properties, image.name) or None,
             created_at=instance.created_at,
-            ports=[],
+            ports=[
+                lvxml.PortRef(id=p["id"], network=p["network"]["id"], mac=p["mac"])
+                for p in instance.ports
+            ],
             volumes=[
                 lvxml.VolumeRef(id=v.id, backend=v.backend, target_dev=v.target_dev)
                 for v in volumes
@@ -235,8 +241,10 @@ class LibvirtDriver(base.ComputeDriver):
             else:
                 virt_dom = self._define(instance, disks, interfaces, volumes, config_drive)
             try:
-                virt_dom.create()
-            except libvirt.libvirtError:
+                self._start_wired(virt_dom, instance.uuid, bool(interfaces))
+            except (libvirt.libvirtError, exception.VirtError):
+                if virt_dom.isActive():
+                    virt_dom.destroy()
                 virt_dom.undefineFlags(UNDEFINE_FLAGS)
                 raise
         except libvirt.libvirtError as exc:
@@ -248,6 +256,24 @@ class LibvirtDriver(base.ComputeDriver):
             shutil.rmtree(workdir, ignore_errors=True)
             raise
 
+    def _start_wired(self, virt_dom: libvirt.virDomain, uuid: str, has_ports: bool) -> None:
+        """Start the guest; with ports, paused until every NIC is wired.
+
+        NOTE: libvirt plugs a guest's taps into their bridges while the
+        domain starts; starting paused and checking the live definition
+        before the vCPUs run means a guest never runs unwired.
+        """
+        if not has_ports or self.virt_type == "test":
+            virt_dom.create()
+            return
+        virt_dom.createWithFlags(libvirt.VIR_DOMAIN_START_PAUSED)
+        unwired = ports.unwired_interfaces(virt_dom.XMLDesc(0))
+        if unwired:
+            raise exception.VirtError(
+                operation="spawn", instance=uuid, reason="NICs not wired: " + ", ".join(unwired)
+            )
+        virt_dom.resume()
+
     @staticmethod
     def _write_config_drive(instance: base.InstanceSpec, path: str) -> None:
         configdrive.build_iso(
@@ -255,6 +281,12 @@ class LibvirtDriver(base.ComputeDriver):
                 instance_id=instance.uuid,
                 hostname=configdrive.sanitize_hostname(instance.name),
                 user_data=instance.user_data,
+                interfaces=tuple(
+                    configdrive.NetworkInterfaceConfig(
+                        mac=p["mac"], address=p["address"], gateway=p.get("gateway")
+                    )
+                    for p in instance.ports
+                ),
             ),
             path,
         )
@@ -630,6 +662,34 @@ class LibvirtDriver(base.ComputeDriver):
         """The outcome of unplugging ``alias`` (see ``DomainEventHandler``), None on timeout."""
         return self.host.events.wait_for_device_removed(uuid, alias, timeout)
 
+    # --- volumes ---------------------------------------------------------------
+
+    def _volume_attacher(self) -> VolumeAttacher:
+        return VolumeAttacher(lambda dom: self._ours(dom.UUIDString())[1], self.host.events)
+
+    def attach_volume(self, uuid: str, disk: Any, volume: base.VolumeRef) -> str:
+        return self._volume_attacher().attach(self._require(uuid), uuid, disk, volume)
+
+    def detach_volume(self, uuid: str, volume_id: str, timeout: float) -> None:
+        self._volume_attacher().detach(self._require(uuid), uuid, volume_id, timeout)
+
+    def extend_volume(self, uuid: str, volume_id: str, size_bytes: int) -> None:
+        self._volume_attacher().extend(self._require(uuid), uuid, volume_id, size_bytes)
+
+    # --- interfaces -------------------------------------------------------------
+
+    def _interface_attacher(self) -> InterfaceAttacher:
+        return InterfaceAttacher(lambda dom: self._ours(dom.UUIDString())[1], self.host.events)
+
+    def attach_interface(
+        self, uuid: str, interface: Any, port_id: str, network_id: str, mac: str
+    ) -> None:
+        ref = lvxml.PortRef(id=port_id, network=network_id, mac=mac)
+        self._interface_attacher().attach(self._require(uuid), uuid, interface, ref)
+
+    def detach_interface(self, uuid: str, port_id: str, timeout: float) -> None:
+        self._interface_attacher().detach(self._require(uuid), uuid, port_id, timeout)
+
     # --- snapshots -------------------------------------------------------------
 
     def _snapshot_manager(self) -> Any:
@@ -638,7 +698,6 @@ class LibvirtDriver(base.ComputeDriver):
         # option group is registered idempotently, so a driver built on a
         # ConfigOpts without [snapshots] still works.
         from compute_driver.conf import snapshots as snapshots_conf
-        from compute_driver.virt.libvirt import snapshots
 
         manager = self.__dict__.get("_snapshots")
         if manager is None:
@@ -650,9 +709,15 @@ class LibvirtDriver(base.ComputeDriver):
     def snapshot_create(
         self, uuid: str, name: str, kind: str, quiesce: bool = False, description: str = ""
     ) -> base.SnapshotInfo:
-        virt_dom = self._require(uuid)
+        virt_dom, meta = self._ours(uuid)
         info: base.SnapshotInfo = self._snapshot_manager().create(
-            virt_dom, uuid, name, kind, quiesce, description
+            virt_dom,
+            uuid,
+            name,
+            kind,
+            quiesce,
+            description,
+            require_quiesce=bool(meta.require_quiesce),
         )
         return info
 

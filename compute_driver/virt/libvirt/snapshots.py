@@ -17,14 +17,34 @@ Kinds
 Rules for every snapshot
     Always ``VIR_DOMAIN_SNAPSHOT_CREATE_ATOMIC``. CD-ROMs (the config drive),
     floppies and read-only disks are excluded (``snapshot='no'``); every other
-    disk must be a local qcow2 file, or the snapshot is refused. ``quiesce``
-    freezes the guest's file systems through the QEMU guest agent; libvirt
-    only does that for disk-only snapshots, so it needs ``external``, a
-    running server and a guest agent channel. A server keeps snapshots of one
-    kind only: once its disks have external overlays, the internal snapshots
-    sit in files that are no longer the disks' tops, and libvirt 9.0 can
-    neither revert nor delete them there. Nothing changes on a suspended
-    server: its saved memory belongs to the disks as they are.
+    disk must be a local qcow2 file, or the snapshot is refused. A server
+    keeps snapshots of one kind only: once its disks have external overlays,
+    the internal snapshots sit in files that are no longer the disks' tops,
+    and libvirt 9.0 can neither revert nor delete them there. Nothing changes
+    on a suspended server: its saved memory belongs to the disks as they are.
+
+Quiesce (freezing the guest's file systems through the QEMU guest agent)
+    Whenever it helps and the agent is there: an external snapshot of a
+    running server whose agent channel libvirt reports ``connected`` is
+    taken with ``VIR_DOMAIN_SNAPSHOT_CREATE_QUIESCE``. libvirt freezes before
+    it changes any disk and thaws afterwards in libvirtd itself, so a crash of
+    this process never leaves a guest frozen; after a failed quiesced attempt
+    we ask for a thaw once more anyway. Without the agent (no channel, or
+    nothing listening on it) the snapshot is taken as it is, crash-consistent.
+    Internal snapshots are never quiesced: of a running server they save its
+    memory, which already holds whatever the disks lack; a freeze around one
+    would save a frozen guest, and a revert would bring it back frozen. Of a
+    stopped server there is nothing to freeze.
+
+    Quiesce is *required* when the caller asks for it (``quiesce=True``: only
+    for an external snapshot of a running server) or the image says so
+    (``os_require_quiesce=yes``, passed in as ``require_quiesce``: for every
+    snapshot of a running server; a stopped one is snapshotted as it is). A
+    required quiesce that cannot happen (no agent, or it does not answer)
+    refuses the snapshot with SnapshotConflict, before anything changed; one
+    that is not required falls back to a snapshot without it. Whether each
+    snapshot was quiesced is kept in the domain's metadata (our element
+    ``<cdsnap:snapshots>``) and read by :meth:`SnapshotManager.quiesced`.
 
 External revert (libvirt 9.0 has none; we do it for stopped servers only)
     Each disk gets a fresh overlay, ``<volume>.revert-<name>-<random>.qcow2``,
@@ -65,8 +85,9 @@ import secrets
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -76,7 +97,7 @@ from lxml import etree
 from compute_driver import exception
 from compute_driver.virt import base
 from compute_driver.virt.libvirt import xml as lvxml
-from compute_driver.virt.libvirt.xml.base import parse_xml
+from compute_driver.virt.libvirt.xml.base import XMLBuilderError, parse_xml
 from compute_driver.virt.libvirt.xml.snapshot import DomainSnapshot, SnapshotDisk
 
 LOG = logging.getLogger(__name__)
@@ -84,6 +105,29 @@ LOG = logging.getLogger(__name__)
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 DESCRIPTION_MAX = 255
 AGENT_CHANNEL = "org.qemu.guest_agent.0"
+#: What libvirt says of the agent channel (``<target state=...>``), or that there is none.
+AGENT_ABSENT, AGENT_DISCONNECTED, AGENT_CONNECTED = "absent", "disconnected", "connected"
+#: The image property (Nova's name) that makes every snapshot of a running server quiesced.
+REQUIRE_QUIESCE_PROPERTY = "os_require_quiesce"
+#: Our element in the domain's <metadata>: which snapshots were quiesced.
+QUIESCE_METADATA_NAMESPACE = "https://compute-driver.dev/xmlns/snapshots/1.0"
+QUIESCE_METADATA_PREFIX = "cdsnap"
+#: libvirt errors of the guest agent (newer libvirt has more codes than 9.0).
+_AGENT_ERRORS = frozenset(
+    code
+    for code in (
+        getattr(libvirt, attr, None)
+        for attr in (
+            "VIR_ERR_AGENT_UNRESPONSIVE",
+            "VIR_ERR_AGENT_UNSYNCED",
+            "VIR_ERR_AGENT_COMMAND_TIMEOUT",
+            "VIR_ERR_AGENT_COMMAND_FAILED",
+        )
+    )
+    if code is not None
+)
+_TRUE_WORDS = ("yes", "true", "1")
+_FALSE_WORDS = ("no", "false", "0")
 QEMU_IMG_TIMEOUT = 600
 #: Seconds a live merge (block commit) may take before it is cancelled.
 BLOCK_COMMIT_TIMEOUT = 600
@@ -225,8 +269,122 @@ def plan_disks(instance: str, name: str, kind: str, domain: lvxml.Domain) -> lis
     return planned
 
 
-def has_agent_channel(domain: lvxml.Domain) -> bool:
-    return any(ch.target_name == AGENT_CHANNEL for ch in domain.devices_of(lvxml.Channel))
+def agent_state(domain_xml: str) -> str:
+    """``connected``, ``disconnected`` or ``absent``: the guest agent channel of a domain.
+
+    libvirt sets ``<target state='connected'>`` on the live domain while a
+    process in the guest holds the port open. ``lvxml.Channel`` does not
+    declare ``state`` (a live-only attribute), so it is read here.
+    """
+    for target in parse_xml(domain_xml).findall("./devices/channel/target"):
+        if target.get("type") == "virtio" and target.get("name") == AGENT_CHANNEL:
+            return AGENT_CONNECTED if target.get("state") == "connected" else AGENT_DISCONNECTED
+    return AGENT_ABSENT
+
+
+def image_requires_quiesce(properties: Mapping[str, str], image: str = "(image)") -> bool:
+    """The image's ``os_require_quiesce`` (yes/no, true/false, 1/0; unset is no).
+
+    :param image: the image's name or UUID, for the error.
+    :raises InvalidImage: another value.
+    """
+    value = str(properties.get(REQUIRE_QUIESCE_PROPERTY, "no")).strip().lower()
+    if value not in _TRUE_WORDS + _FALSE_WORDS:
+        raise exception.InvalidImage(
+            image=image,
+            reason=f"{REQUIRE_QUIESCE_PROPERTY}={value!r}: use yes or no",
+        )
+    return value in _TRUE_WORDS
+
+
+@dataclass(frozen=True)
+class QuiescePlan:
+    """How one snapshot treats the guest agent.
+
+    ``quiesce``: ask libvirt to freeze the file systems. ``strict``: if the
+    freeze fails, refuse the snapshot instead of taking it unquiesced.
+    """
+
+    quiesce: bool
+    strict: bool
+
+
+def plan_quiesce(
+    uuid: str,
+    name: str,
+    kind: str,
+    running: bool,
+    agent: str,
+    requested: bool = False,
+    required: bool = False,
+) -> QuiescePlan:
+    """Decide whether a snapshot is quiesced, or refuse it (see the module doc).
+
+    :param agent: :func:`agent_state` of the live domain.
+    :param requested: the caller asked for ``quiesce``.
+    :param required: the image has ``os_require_quiesce=yes``.
+    :raises InvalidSnapshot: ``requested`` for an internal snapshot.
+    :raises SnapshotConflict: a required quiesce is impossible now.
+    """
+    if requested and kind != "external":
+        raise _quiesce_needs_external(uuid, name)
+    if not running:
+        if requested:
+            raise _conflict(
+                "create",
+                name,
+                uuid,
+                "quiesce needs a running server (a stopped one has nothing to freeze)",
+            )
+        return QuiescePlan(quiesce=False, strict=False)
+    strict = requested or required
+    if kind != "external":
+        if strict:
+            raise _conflict(
+                "create",
+                name,
+                uuid,
+                f"the image requires quiesce ({REQUIRE_QUIESCE_PROPERTY}), and an internal "
+                "snapshot of a running server saves its memory instead of freezing it; "
+                "take an external snapshot, or stop the server first",
+            )
+        return QuiescePlan(quiesce=False, strict=False)
+    if agent == AGENT_CONNECTED:
+        return QuiescePlan(quiesce=True, strict=strict)
+    if strict:
+        why = "requires" if required and not requested else "needs"
+        if agent == AGENT_ABSENT:
+            reason = (
+                f"quiesce {why} the QEMU guest agent, and the server has no "
+                f"guest agent channel ({AGENT_CHANNEL})"
+            )
+        else:
+            reason = (
+                f"quiesce {why} the QEMU guest agent, and no agent is connected to "
+                f"{AGENT_CHANNEL} (is qemu-ga running in the guest?)"
+            )
+        if required and not requested:
+            reason += f"; the image sets {REQUIRE_QUIESCE_PROPERTY}"
+        raise _conflict("create", name, uuid, reason)
+    return QuiescePlan(quiesce=False, strict=False)
+
+
+def quiesced_to_xml(records: Mapping[str, bool]) -> str:
+    """Our metadata element, without namespace as ``virDomainSetMetadata`` wants it."""
+    root = etree.Element("snapshots")
+    for name in sorted(records):
+        etree.SubElement(root, "snapshot", name=name, quiesced="yes" if records[name] else "no")
+    return etree.tostring(root, encoding="unicode")
+
+
+def quiesced_from_xml(text: str) -> dict[str, bool]:
+    """``{snapshot name: quiesced}`` from our metadata element (namespaced or not)."""
+    root = parse_xml(text)
+    return {
+        el.get("name", ""): el.get("quiesced") == "yes"
+        for el in root
+        if isinstance(el.tag, str) and etree.QName(el).localname == "snapshot" and el.get("name")
+    }
 
 
 def state_files(snapshot: DomainSnapshot) -> dict[str, str]:
@@ -247,8 +405,11 @@ def snapshot_files(snapshot: DomainSnapshot) -> set[str]:
     return overlays | set(state_files(snapshot).values())
 
 
-def infos(snapshots: list[DomainSnapshot]) -> list[base.SnapshotInfo]:
-    """SnapshotInfo of each parsed snapshot, oldest first, children filled in.
+def infos(
+    snapshots: list[DomainSnapshot], quiesced: Mapping[str, bool] | None = None
+) -> list[base.SnapshotInfo]:
+    """SnapshotInfo of each parsed snapshot, oldest first, children filled in;
+    ``quiesced`` says which were taken with the file systems frozen.
 
     libvirt keeps creation times in whole seconds: ties go parents first,
     then by name, so the order is stable.
@@ -276,6 +437,7 @@ def infos(snapshots: list[DomainSnapshot]) -> list[base.SnapshotInfo]:
             children=tuple(children.get(snap.name or "", ())),
             state=snap.state or "",
             description=snap.description or "",
+            quiesced=(quiesced or {}).get(snap.name or "", False),
         )
         for snap in ordered
     ]
@@ -310,7 +472,15 @@ class SnapshotManager:
         kind: str,
         quiesce: bool = False,
         description: str = "",
+        *,
+        require_quiesce: bool = False,
     ) -> base.SnapshotInfo:
+        """Take a snapshot; quiesced whenever the guest agent is there (module doc).
+
+        :param quiesce: the caller requires a quiesced snapshot.
+        :param require_quiesce: the image requires one (``os_require_quiesce``;
+            see :func:`image_requires_quiesce`).
+        """
         check_name(uuid, name)
         if kind not in base.SNAPSHOT_KINDS:
             raise exception.InvalidSnapshot(
@@ -318,15 +488,9 @@ class SnapshotManager:
             )
         _check_description(uuid, name, description)
         if quiesce and kind != "external":
-            raise exception.InvalidSnapshot(
-                name=name,
-                instance=uuid,
-                reason="quiesce needs an external snapshot: libvirt freezes file systems "
-                "only for disk-only snapshots (an internal one of a running server "
-                "saves its memory instead)",
-            )
+            raise _quiesce_needs_external(uuid, name)
         with self._locked(uuid):
-            return self._create(virt_dom, uuid, name, kind, quiesce, description)
+            return self._create(virt_dom, uuid, name, kind, quiesce, require_quiesce, description)
 
     def _create(
         self,
@@ -335,6 +499,7 @@ class SnapshotManager:
         name: str,
         kind: str,
         quiesce: bool,
+        require_quiesce: bool,
         description: str,
     ) -> base.SnapshotInfo:
         self._refuse_suspended(virt_dom, uuid, "create", name)
@@ -355,22 +520,11 @@ class SnapshotManager:
                 "one kind only; delete them first",
             )
         running = bool(virt_dom.isActive())
-        domain = lvxml.Domain.parse(self._call(uuid, "snapshot_create", virt_dom.XMLDesc, 0))
-        if quiesce and not running:
-            raise _conflict(
-                "create",
-                name,
-                uuid,
-                "quiesce needs a running server (a stopped one has nothing to freeze)",
-            )
-        if quiesce and not has_agent_channel(domain):
-            raise _conflict(
-                "create",
-                name,
-                uuid,
-                f"quiesce needs the QEMU guest agent, and the server has no "
-                f"guest agent channel ({AGENT_CHANNEL})",
-            )
+        domain_xml = self._call(uuid, "snapshot_create", virt_dom.XMLDesc, 0)
+        domain = lvxml.Domain.parse(domain_xml)
+        plan = plan_quiesce(
+            uuid, name, kind, running, agent_state(domain_xml), quiesce, require_quiesce
+        )
         disks = plan_disks(uuid, name, kind, domain)
         overlays = [d.source_file for d in disks if d.source_file]
         for path in overlays:
@@ -382,22 +536,103 @@ class SnapshotManager:
             memory = None
         else:
             memory = "internal" if running else "no"
-        if quiesce:
-            flags |= libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_QUIESCE
         request = DomainSnapshot(
             name=name, description=description or None, memory=memory, disks=disks
         )
         xml = request.to_string()
         LOG.debug("Creating snapshot %s of %s:\n%s", name, uuid, xml)
+        quiesced = plan.quiesce
+        snap: libvirt.virDomainSnapshot | None = None
         try:
-            snap = virt_dom.snapshotCreateXML(xml, flags)
+            if plan.quiesce:
+                snap = self._create_quiesced(virt_dom, uuid, name, xml, flags, plan, overlays)
+                quiesced = snap is not None
+            if snap is None:
+                snap = virt_dom.snapshotCreateXML(xml, flags)
         except libvirt.libvirtError as exc:
             self._remove_unused_overlays(virt_dom, overlays)
             raise exception.VirtError(
                 operation="snapshot_create", instance=uuid, reason=exc.get_error_message()
             ) from exc
-        LOG.info("Created %s snapshot %s of server %s", kind, name, uuid)
-        return infos([self._parse(uuid, snap)])[0]
+        LOG.info(
+            "Created %s snapshot %s of server %s (%s)",
+            kind,
+            name,
+            uuid,
+            "quiesced" if quiesced else "not quiesced",
+        )
+        self._record_quiesced(virt_dom, uuid, name, quiesced)
+        return infos([self._parse(uuid, snap)], {name: quiesced})[0]
+
+    def _create_quiesced(
+        self,
+        virt_dom: libvirt.virDomain,
+        uuid: str,
+        name: str,
+        xml: str,
+        flags: int,
+        plan: QuiescePlan,
+        overlays: list[str],
+    ) -> libvirt.virDomainSnapshot | None:
+        """Try the snapshot with libvirt's quiesce; None: take it without (not strict).
+
+        :raises SnapshotConflict: strict, and the guest agent failed; nothing changed.
+        :raises libvirtError: the snapshot failed for another reason.
+        """
+        try:
+            return virt_dom.snapshotCreateXML(
+                xml, flags | libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_QUIESCE
+            )
+        except libvirt.libvirtError as exc:
+            # NOTE: libvirt thaws after a freeze, but when the snapshot failed
+            # it does not say whether that thaw worked: ask once more. The
+            # agent answers 0 when nothing is frozen.
+            self._thaw(virt_dom, uuid)
+            if not _is_agent_error(exc) or not self._unchanged(virt_dom, name, overlays):
+                raise
+            message = exc.get_error_message()
+        if plan.strict:
+            self._remove_unused_overlays(virt_dom, overlays)
+            raise _conflict(
+                "create",
+                name,
+                uuid,
+                f"the guest agent could not freeze the file systems ({message}); "
+                "nothing was changed",
+            )
+        LOG.warning(
+            "Server %s: the guest agent could not freeze the file systems (%s); "
+            "taking snapshot %s without quiesce",
+            uuid,
+            message,
+            name,
+        )
+        return None
+
+    @staticmethod
+    def _thaw(virt_dom: libvirt.virDomain, uuid: str) -> None:
+        try:
+            virt_dom.fsThaw(None, 0)
+        except libvirt.libvirtError as exc:
+            LOG.warning(
+                "Server %s: could not make sure the guest is thawed: %s",
+                uuid,
+                exc.get_error_message(),
+            )
+
+    def _unchanged(self, virt_dom: libvirt.virDomain, name: str, overlays: list[str]) -> bool:
+        """True if a failed create left no trace: no snapshot ``name``, no disk on our overlays."""
+        try:
+            virt_dom.snapshotLookupByName(name, 0)
+            return False
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN_SNAPSHOT:
+                return False
+        try:
+            in_use = set(self._sources(virt_dom, 0).values())
+        except libvirt.libvirtError:
+            return False
+        return not in_use.intersection(overlays)
 
     def _remove_unused_overlays(self, virt_dom: libvirt.virDomain, overlays: list[str]) -> None:
         """After a failed create: remove the overlays no disk has switched to."""
@@ -413,7 +648,65 @@ class SnapshotManager:
     # --- list ------------------------------------------------------------------
 
     def list_snapshots(self, virt_dom: libvirt.virDomain, uuid: str) -> list[base.SnapshotInfo]:
-        return infos(self._parsed(virt_dom, uuid))
+        return infos(self._parsed(virt_dom, uuid), self._read_quiesced(virt_dom, uuid))
+
+    def quiesced(self, virt_dom: libvirt.virDomain, uuid: str) -> dict[str, bool]:
+        """``{snapshot name: whether the guest agent froze the file systems for it}``."""
+        records = self._read_quiesced(virt_dom, uuid)
+        return {s.name: records.get(s.name, False) for s in self._parsed(virt_dom, uuid) if s.name}
+
+    # --- the quiesce record (domain metadata) ----------------------------------
+
+    @staticmethod
+    def _read_quiesced(virt_dom: libvirt.virDomain, uuid: str) -> dict[str, bool]:
+        try:
+            text = virt_dom.metadata(
+                libvirt.VIR_DOMAIN_METADATA_ELEMENT, QUIESCE_METADATA_NAMESPACE, 0
+            )
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN_METADATA:
+                return {}
+            raise exception.VirtError(
+                operation="snapshot_list", instance=uuid, reason=exc.get_error_message()
+            ) from exc
+        try:
+            return quiesced_from_xml(text)
+        except XMLBuilderError as exc:
+            # NOTE: unreadable reads as "nothing quiesced"; the next create rewrites it.
+            LOG.warning("Server %s: ignoring unreadable snapshot metadata: %s", uuid, exc)
+            return {}
+
+    def _record_quiesced(
+        self, virt_dom: libvirt.virDomain, uuid: str, name: str, quiesced: bool | None
+    ) -> None:
+        """Set (or, with None, drop) the record of ``name``; records of gone snapshots go too.
+
+        NOTE: a failure is only logged: the snapshot itself is done, and a
+        missing record reads as "not quiesced", never the other way round.
+        """
+        try:
+            existing = {s.name for s in self._parsed(virt_dom, uuid)}
+            records = {
+                n: q for n, q in self._read_quiesced(virt_dom, uuid).items() if n in existing
+            }
+            if quiesced is None:
+                records.pop(name, None)
+            else:
+                records[name] = quiesced
+            flags = libvirt.VIR_DOMAIN_AFFECT_CONFIG
+            if virt_dom.isActive():
+                flags |= libvirt.VIR_DOMAIN_AFFECT_LIVE
+            virt_dom.setMetadata(
+                libvirt.VIR_DOMAIN_METADATA_ELEMENT,
+                quiesced_to_xml(records),
+                QUIESCE_METADATA_PREFIX,
+                QUIESCE_METADATA_NAMESPACE,
+                flags,
+            )
+        except (libvirt.libvirtError, exception.VirtError) as exc:
+            LOG.warning(
+                "Server %s: could not record whether snapshot %s was quiesced: %s", uuid, name, exc
+            )
 
     # --- revert ----------------------------------------------------------------
 
@@ -522,6 +815,7 @@ class SnapshotManager:
                 self._call(uuid, "snapshot_delete", snap.delete, 0)
             else:
                 self._delete_external(virt_dom, uuid, snap, parsed)
+            self._record_quiesced(virt_dom, uuid, name, None)
         LOG.info("Deleted snapshot %s of server %s", name, uuid)
 
     def _delete_external(
@@ -765,6 +1059,23 @@ class SnapshotManager:
 
 def _conflict(action: str, name: str, uuid: str, reason: str) -> exception.SnapshotConflict:
     return exception.SnapshotConflict(action=action, name=name, instance=uuid, reason=reason)
+
+
+def _quiesce_needs_external(uuid: str, name: str) -> exception.InvalidSnapshot:
+    return exception.InvalidSnapshot(
+        name=name,
+        instance=uuid,
+        reason="quiesce needs an external snapshot: libvirt freezes file systems "
+        "only for disk-only snapshots (an internal one of a running server "
+        "saves its memory instead)",
+    )
+
+
+def _is_agent_error(exc: libvirt.libvirtError) -> bool:
+    """An error of the guest agent (libvirt 9.0 reports a failed command as an internal error)."""
+    return (
+        exc.get_error_code() in _AGENT_ERRORS or "agent" in (exc.get_error_message() or "").lower()
+    )
 
 
 def _homes(sources: dict[str, str]) -> set[tuple[str, str]]:

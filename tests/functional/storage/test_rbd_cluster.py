@@ -31,6 +31,7 @@ from oslo_config import cfg
 from compute_driver import exception as cd_exception
 from compute_driver.virt.base import ImageSpec
 from compute_driver.virt.libvirt import xml as lvxml
+from storage_backends import base as storage_base
 from storage_backends import exception
 from storage_backends import rbd as rbd_backend
 from tests.functional.storage.ceph_cluster import CephCluster, _new_key
@@ -333,7 +334,7 @@ def test_capacity_counts_what_volumes_promise(backend, image, volume_id, admin):
     backend.create_from_image(volume_id, image, 2)
     after = backend.capacity()
 
-    assert isinstance(after, rbd_backend.RbdCapacity)
+    assert isinstance(after, storage_base.Capacity)
     assert after.provisioned - before.provisioned == 2 * GiB + IMAGE_VIRTUAL_SIZE
     assert 0 <= after.free <= after.total
     if not _has_mgr(admin):

@@ -237,6 +237,9 @@ class ReconcilingScheduler(RecordingScheduler):
     def host_instances(self, host: str) -> list[dict[str, Any]]:
         return self.records
 
+    def host_networks(self, host: str) -> list[dict[str, Any]]:
+        return []
+
 
 def _built(manager: ComputeManager, image_file: Path) -> str:
     payload = _instance(image_file)

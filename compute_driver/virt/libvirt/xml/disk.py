@@ -68,6 +68,10 @@ class Disk(XMLBuilder):
     readonly: bool = xml_property("./readonly", bool)
     shareable: bool = xml_property("./shareable", bool)
     serial: str | None = xml_property("./serial")
+    #: How DEVICE_REMOVED events name the disk. We set user aliases (``ua-``
+    #: prefix, the only ones libvirt accepts on input); a live domain shows
+    #: libvirt's own (``virtio-disk0``).
+    alias: str | None = xml_property("./alias/@name")
     total_bytes_sec: int | None = _iotune("total_bytes_sec")
     read_bytes_sec: int | None = _iotune("read_bytes_sec")
     write_bytes_sec: int | None = _iotune("write_bytes_sec")

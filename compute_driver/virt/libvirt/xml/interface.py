@@ -40,6 +40,8 @@ class Interface(XMLBuilder):
     driver_name: str | None = xml_property("./driver/@name", choices=("qemu", "vhost"))
     host_csum: bool | None = xml_property("./driver/host/@csum", bool)
     mtu: int | None = xml_property("./mtu/@size", int, minimum=68, maximum=65535)
+    #: How DEVICE_REMOVED events name the NIC (we set ``ua-`` user aliases).
+    alias: str | None = xml_property("./alias/@name")
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)

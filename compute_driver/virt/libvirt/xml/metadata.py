@@ -73,6 +73,8 @@ class InstanceMetadata(XMLBuilder):
     user_data_size: int | None = xml_property("./user_data_size", int, minimum=0)
     flavor: FlavorRef | None = xml_child(FlavorRef)
     image_uuid: str | None = xml_property("./image/@uuid", check=check_uuid)
+    #: The image asks for quiesced snapshots only (``os_require_quiesce``).
+    require_quiesce: bool | None = xml_property("./image/@require_quiesce", bool)
     created_at: str | None = xml_property("./created_at")
     ports: list[PortRef] = xml_children(PortRef, path="./ports")
     volumes: list[VolumeRef] = xml_children(VolumeRef, path="./volumes")

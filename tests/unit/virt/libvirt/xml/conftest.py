@@ -61,6 +61,7 @@ def tiny_guest() -> lvxml.Domain:
         user_data_size=42,
         flavor=lvxml.FlavorRef(name="m1.nano", vcpus=1, memory_mb=256, root_gb=1),
         image_uuid=IMAGE,
+        require_quiesce=True,
         created_at="2026-11-25T20:00:00Z",
         ports=[lvxml.PortRef(id=PORT, network="net-a", mac="52:54:00:0d:00:01", plugin="noop")],
         volumes=[lvxml.VolumeRef(id="vol-1", backend="dir", target_dev="vdb")],
@@ -121,6 +122,7 @@ def ovs_interface() -> lvxml.Domain:
                 virtualport_type="openvswitch",
                 interfaceid=PORT,
                 host_csum=False,
+                alias="ua-port-3f2e1d0c",
             )
         ],
     )
@@ -193,6 +195,7 @@ def rbd_disk() -> lvxml.Domain:
                 target_dev="vdb",
                 target_bus="virtio",
                 serial="volume-1",
+                alias="ua-vol-volume-1",
             )
         ],
     )

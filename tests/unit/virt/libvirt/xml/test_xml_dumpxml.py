@@ -57,6 +57,7 @@ def _expected_running() -> lvxml.Domain:
                 source_file=f"{IMAGES}/disk.qcow2",
                 target_dev="vda",
                 target_bus="virtio",
+                alias="virtio-disk0",
             ),
             lvxml.Disk(
                 type="network",
@@ -71,6 +72,7 @@ def _expected_running() -> lvxml.Domain:
                 auth_secret_uuid=PROBE,
                 target_dev="vdb",
                 target_bus="virtio",
+                alias="virtio-disk1",
             ),
             lvxml.Disk(
                 type="file",
@@ -81,6 +83,7 @@ def _expected_running() -> lvxml.Domain:
                 target_dev="hdc",
                 target_bus="ide",
                 readonly=True,
+                alias="ide0-1-0",
             ),
             # libvirt adds these itself: they parse, and write back valid.
             lvxml.Controller(type="usb", index=0, model="piix3-uhci"),
@@ -97,6 +100,7 @@ def _expected_running() -> lvxml.Domain:
                 model="virtio",
                 host_csum=False,
                 mtu=1450,
+                alias="net0",
             ),
             lvxml.Interface(
                 type="bridge",
@@ -105,6 +109,7 @@ def _expected_running() -> lvxml.Domain:
                 target_dev="vnet3",
                 model="virtio",
                 mtu=1450,
+                alias="net1",
             ),
             lvxml.Serial(
                 type="pty", source_path="/dev/pts/3", target_type="isa-serial", target_port=0, **log

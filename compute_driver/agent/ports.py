@@ -1,0 +1,155 @@
+"""The agent's network side: plugging a server's ports, and the tunnel topology.
+
+Ports arrive in the build payload (the scheduler allocated them); the host's
+network plugin (the first of ``[agent] network_plugins``) wires them before
+the guest runs. The scheduler casts ``update_topology`` when a network gains
+or loses a port on another host, and a starting agent asks for its whole
+view (``host_networks``) so nothing said while it was away is lost.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+import oslo_messaging as messaging
+
+from compute_driver import exception
+from compute_driver.rpc import schemas
+from compute_driver.rpc.endpoint import rpc_method
+from network_plugins import base as net_base
+
+if TYPE_CHECKING:
+    from compute_driver.agent.manager import ComputeManager
+
+LOG = logging.getLogger(__name__)
+
+
+def compute_method(func):
+    return rpc_method("compute", schemas.COMPUTE_METHODS)(func)
+
+
+def network_of(payload: dict[str, Any]) -> net_base.Network:
+    """A ``schemas.NETWORK`` payload as the plugins take it."""
+    return net_base.Network(
+        id=payload["id"],
+        name=payload["name"],
+        type=payload["type"],
+        segment=payload.get("segment"),
+        mtu=payload["mtu"],
+        physical_network=payload.get("physnet"),
+    )
+
+
+def port_of(payload: dict[str, Any]) -> net_base.Port:
+    """A ``schemas.PORT`` payload as the plugins take it."""
+    return net_base.Port(
+        id=payload["id"],
+        network=network_of(payload["network"]),
+        mac=payload["mac"],
+        addresses=(payload["address"],),
+    )
+
+
+class PortEndpoint:
+    """Serves ``update_topology`` of topic ``compute``; plugs ports for builds."""
+
+    target = messaging.Target(version="1.0")
+
+    def __init__(self, manager: ComputeManager) -> None:
+        self.manager = manager
+
+    @property
+    def plugin(self) -> Any:
+        """This host's network plugin.
+
+        :raises PluginNotFound: the host has none.
+        """
+        names = self.manager.conf.agent.network_plugins
+        if not names or names[0] not in self.manager.networks:
+            raise exception.PluginNotFound(family="network", name="(none)", available="")
+        return self.manager.networks[names[0]]
+
+    def tunnel_ip(self) -> str | None:
+        """This host's tunnel endpoint: the ``local_ip`` of its network plugin's group."""
+        names = self.manager.conf.agent.network_plugins
+        group = getattr(self.manager.conf, names[0], None) if names else None
+        ip = getattr(group, "local_ip", None) if group is not None else None
+        return str(ip) if ip else None
+
+    def plug(self, uuid: str, ports: tuple[dict[str, Any], ...]) -> list[Any]:
+        """Wire ``ports`` of server ``uuid``; returns their interface builders.
+
+        :raises NetworkError: nothing stays plugged.
+        """
+        interfaces: list[Any] = []
+        plugged: list[net_base.Port] = []
+        try:
+            for payload in ports:
+                port = port_of(payload)
+                self.plugin.ensure_network(port.network)
+                self.plugin.plug(port, uuid)
+                plugged.append(port)
+                interfaces.append(self.plugin.interface_config(port))
+        except Exception:
+            self._unplug(uuid, plugged)
+            raise
+        return interfaces
+
+    def unplug(self, uuid: str, ports: list[dict[str, Any]]) -> None:
+        """Undo :meth:`plug` (idempotent); errors are logged, not raised."""
+        self._unplug(uuid, [port_of(p) for p in ports])
+
+    def _unplug(self, uuid: str, ports: list[net_base.Port]) -> None:
+        for port in ports:
+            try:
+                self.plugin.unplug(port, uuid)
+            except exception.ComputeDriverError:
+                LOG.exception("Could not unplug port %s of server %s", port.id, uuid)
+
+    @compute_method
+    def update_topology(
+        self, ctxt: dict, network: dict[str, Any], remote_endpoints: list[str]
+    ) -> None:
+        net = network_of(network)
+        self.plugin.update_topology(net, remote_endpoints)
+        LOG.info("Network %s: remote endpoints %s", net.name, ", ".join(remote_endpoints) or "none")
+
+    @compute_method
+    def attach_interface(self, ctxt: dict, uuid: str, port: dict[str, Any]) -> None:
+        interface = self.plug(uuid, (port,))[0]
+        try:
+            with self.manager._instance_lock(uuid):
+                self.manager.driver.attach_interface(
+                    uuid, interface, port["id"], port["network"]["id"], port["mac"]
+                )
+        except Exception:
+            self.unplug(uuid, [port])
+            raise
+
+    @compute_method
+    def detach_interface(self, ctxt: dict, uuid: str, port: dict[str, Any]) -> None:
+        timeout = self.manager.conf.agent.volume_detach_timeout
+        with self.manager._instance_lock(uuid):
+            try:
+                self.manager.driver.detach_interface(uuid, port["id"], timeout)
+            except exception.InstanceNotFound:
+                LOG.info("Detach of port %s from %s: no such guest here", port["id"], uuid)
+        self.unplug(uuid, [port])
+
+    def resync(self) -> None:
+        """At start: rebuild this host's networks, ports and tunnels from the scheduler.
+
+        NOTE: plugging is idempotent; it also tells a plugin that keeps its
+        ports in memory which ports exist, so that unplugging one later does
+        not tear down a network other guests still use.
+        """
+        for entry in self.manager._reconcile_scheduler.host_networks(self.manager.host):
+            net = network_of(entry["network"])
+            try:
+                self.plugin.ensure_network(net)
+                for item in entry["ports"]:
+                    self.plugin.plug(port_of(item["port"]), item["instance"])
+                self.plugin.update_topology(net, entry["remote_endpoints"])
+            except exception.ComputeDriverError:
+                LOG.exception("Could not restore network %s", net.name)

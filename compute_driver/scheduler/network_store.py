@@ -1,0 +1,299 @@
+"""The scheduler's networks and ports: every read and write of their tables.
+
+Uniqueness is the database's job, not a lock's: a segment (``segment_key``),
+a MAC and an address per network are unique columns, and an allocation that
+loses a race to another scheduler simply tries the next free value.
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import random
+import uuid
+from collections.abc import Iterable
+from typing import Any
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.exc import IntegrityError
+
+from compute_driver import exception
+from compute_driver.scheduler.models import Network, Port
+from compute_driver.scheduler.store import Store
+
+#: Tries before an allocation gives up (each loses only to a concurrent one).
+ALLOCATION_TRIES = 64
+#: Locally administered unicast prefix of our MACs.
+MAC_PREFIX = "fa:16:3e"
+
+
+def _iso(value: datetime.datetime | None) -> str | None:
+    return value.strftime("%Y-%m-%dT%H:%M:%SZ") if value else None
+
+
+def network_dict(network: Network) -> dict[str, Any]:
+    """The public shape of a network."""
+    return {
+        "uuid": network.uuid,
+        "name": network.name,
+        "project": network.project,
+        "type": network.type,
+        "segment": network.segment,
+        "physnet": network.physnet,
+        "cidr": network.cidr,
+        "gateway": network.gateway,
+        "mtu": network.mtu,
+        "created_at": _iso(network.created_at),
+    }
+
+
+def port_dict(port: Port, network: Network) -> dict[str, Any]:
+    """The public shape of a port, with its network's wire facts."""
+    prefix = ipaddress.ip_network(network.cidr).prefixlen
+    return {
+        "uuid": port.uuid,
+        "network": network.uuid,
+        "network_name": network.name,
+        "instance": port.instance_uuid,
+        "device_index": port.device_index,
+        "mac": port.mac,
+        "ip": port.ip,
+        "address": "%s/%d" % (port.ip, prefix),
+        "gateway": network.gateway,
+        "host": port.host,
+    }
+
+
+def segment_key(network_type: str, segment: int | None, physnet: str | None) -> str:
+    """The unique name of a segment on the wire."""
+    if network_type in ("vxlan", "geneve"):
+        # NOTE: one VNI space for both: a host may carry both kinds, and a
+        # VNI reused across them would be confusing on the wire.
+        return "tunnel:%d" % (segment or 0)
+    if network_type == "vlan":
+        return "vlan:%s:%d" % (physnet, segment or 0)
+    return "flat:%s" % physnet
+
+
+class NetworkStore:
+    """Network and port rows in the scheduler database of ``store``."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    # --- networks -------------------------------------------------------------
+
+    def _find(self, session: Any, ref: str) -> Network:
+        network = session.get(Network, ref)
+        if network is None:
+            matches = session.scalars(select(Network).where(Network.name == ref)).all()
+            if len(matches) > 1:
+                raise exception.Conflict(
+                    reason="%d networks are named %s; use a UUID" % (len(matches), ref)
+                )
+            network = matches[0] if matches else None
+        if network is None:
+            raise exception.NetworkNotFound(network=ref)
+        return network
+
+    def get(self, ref: str) -> dict[str, Any]:
+        with self.store.session() as session:
+            return network_dict(self._find(session, ref))
+
+    def list_networks(self, project: str | None = None) -> list[dict[str, Any]]:
+        with self.store.session() as session:
+            query = select(Network).order_by(Network.created_at)
+            if project:
+                query = query.where(Network.project == project)
+            return [network_dict(n) for n in session.scalars(query)]
+
+    def used_segments(self, prefix: str) -> set[str]:
+        with self.store.session() as session:
+            keys = session.scalars(
+                select(Network.segment_key).where(Network.segment_key.startswith(prefix))
+            )
+            return set(keys)
+
+    def create(self, **fields: Any) -> dict[str, Any]:
+        """Insert a network.
+
+        :raises DuplicateName: the project has a network of that name.
+        :raises SegmentInUse: its segment is taken (also by a concurrent create).
+        """
+        try:
+            with self.store.session() as session:
+                clash = session.scalar(
+                    select(Network.uuid).where(
+                        Network.name == fields["name"], Network.project == fields["project"]
+                    )
+                )
+                if clash is not None:
+                    raise exception.DuplicateName(what="Network", name=fields["name"])
+                network = Network(**fields)
+                session.add(network)
+                session.flush()
+                return network_dict(network)
+        except IntegrityError as exc:
+            if "segment_key" in str(exc.orig) or "networks.segment_key" in str(exc):
+                raise exception.SegmentInUse(
+                    type=fields["type"], segment=fields["segment_key"]
+                ) from None
+            raise
+
+    def delete(self, ref: str) -> dict[str, Any]:
+        """Remove a network that has no ports.
+
+        :raises InUse: servers still have ports on it.
+        """
+        with self.store.session() as session:
+            network = self._find(session, ref)
+            used = session.scalar(
+                select(func.count()).select_from(Port).where(Port.network_uuid == network.uuid)
+            )
+            if used:
+                raise exception.InUse(
+                    what="Network", name=network.name, reason="%d port(s) on it" % used
+                )
+            gone = network_dict(network)
+            session.delete(network)
+            return gone
+
+    # --- ports -----------------------------------------------------------------
+
+    def allocate_ports(self, instance_uuid: str, networks: list[str]) -> list[dict[str, Any]]:
+        """One port per network (in order) for a server: a unique MAC and the
+        lowest free address of each network's subnet.
+
+        :raises NetworkNotFound: a network does not exist.
+        :raises NetworkFull: a subnet has no free address.
+        """
+        ports = []
+        for index, ref in enumerate(networks):
+            ports.append(self._allocate_one(instance_uuid, ref, index))
+        return ports
+
+    def _allocate_one(self, instance_uuid: str, ref: str, index: int) -> dict[str, Any]:
+        skip: set[str] = set()
+        for _ in range(ALLOCATION_TRIES):
+            try:
+                with self.store.session() as session:
+                    network = self._find(session, ref)
+                    existing = session.scalar(
+                        select(Port).where(
+                            Port.instance_uuid == instance_uuid, Port.device_index == index
+                        )
+                    )
+                    if existing is not None:
+                        return port_dict(existing, network)  # a repeated create
+                    used = set(
+                        session.scalars(select(Port.ip).where(Port.network_uuid == network.uuid))
+                    )
+                    ip = _first_free(network, used | skip)
+                    port = Port(
+                        uuid=_uuid(),
+                        network_uuid=network.uuid,
+                        instance_uuid=instance_uuid,
+                        device_index=index,
+                        mac=_random_mac(),
+                        ip=ip,
+                    )
+                    session.add(port)
+                    session.flush()
+                    return port_dict(port, network)
+            except IntegrityError:
+                # NOTE: a concurrent create took this address (or, once in
+                # 16 million, this MAC): try the next one.
+                continue
+        raise exception.NetworkFull(network=ref, reason="too many concurrent allocations")
+
+    def allocate_next_port(self, instance_uuid: str, network: str, host: str) -> dict[str, Any]:
+        """One more port of a server (the next device index), bound to ``host``."""
+        with self.store.session() as session:
+            last = session.scalar(
+                select(func.max(Port.device_index)).where(Port.instance_uuid == instance_uuid)
+            )
+        port = self._allocate_one(instance_uuid, network, 0 if last is None else last + 1)
+        with self.store.session() as session:
+            row = session.get(Port, port["uuid"])
+            if row is not None:
+                row.host = host
+        return dict(port, host=host)
+
+    def delete_port(self, port_uuid: str) -> None:
+        with self.store.session() as session:
+            session.execute(delete(Port).where(Port.uuid == port_uuid))
+
+    def ports_of(self, instance_uuid: str) -> list[dict[str, Any]]:
+        """A server's ports, in device order."""
+        with self.store.session() as session:
+            rows = session.execute(
+                select(Port, Network)
+                .join(Network, Port.network_uuid == Network.uuid)
+                .where(Port.instance_uuid == instance_uuid)
+                .order_by(Port.device_index)
+            ).all()
+            return [port_dict(port, network) for port, network in rows]
+
+    def bind(self, instance_uuid: str, host: str) -> None:
+        """Record that a server's ports live on ``host``."""
+        with self.store.session() as session:
+            for port in session.scalars(select(Port).where(Port.instance_uuid == instance_uuid)):
+                port.host = host
+
+    def release(self, instance_uuid: str) -> list[str]:
+        """Remove a server's ports; returns the networks they were on."""
+        with self.store.session() as session:
+            networks = list(
+                session.scalars(
+                    select(Port.network_uuid).where(Port.instance_uuid == instance_uuid)
+                )
+            )
+            session.execute(delete(Port).where(Port.instance_uuid == instance_uuid))
+            return sorted(set(networks))
+
+    def hosts_of(self, network_uuid: str) -> set[str]:
+        """Hosts that have ports on a network."""
+        with self.store.session() as session:
+            hosts = session.scalars(
+                select(Port.host).where(Port.network_uuid == network_uuid, Port.host.is_not(None))
+            )
+            return {h for h in hosts if h}
+
+    def ports_on_host(self, host: str) -> list[dict[str, Any]]:
+        """Every port bound to ``host``."""
+        with self.store.session() as session:
+            rows = session.execute(
+                select(Port, Network)
+                .join(Network, Port.network_uuid == Network.uuid)
+                .where(Port.host == host)
+                .order_by(Port.instance_uuid, Port.device_index)
+            ).all()
+            return [port_dict(port, network) for port, network in rows]
+
+    def networks_of_host(self, host: str) -> list[dict[str, Any]]:
+        """Networks that have ports on ``host``."""
+        with self.store.session() as session:
+            rows = session.scalars(
+                select(Network)
+                .where(Network.uuid.in_(select(Port.network_uuid).where(Port.host == host)))
+                .order_by(Network.created_at)
+            )
+            return [network_dict(n) for n in rows]
+
+
+def _uuid() -> str:
+    return str(uuid.uuid4())
+
+
+def _random_mac() -> str:
+    return ":".join([MAC_PREFIX] + ["%02x" % random.randrange(256) for _ in range(3)])
+
+
+def _first_free(network: Network, taken: Iterable[str]) -> str:
+    """The lowest host address of the subnet that is neither taken nor the gateway."""
+    subnet = ipaddress.ip_network(network.cidr)
+    skip = set(taken) | ({network.gateway} if network.gateway else set())
+    for address in subnet.hosts():
+        if str(address) not in skip:
+            return str(address)
+    raise exception.NetworkFull(network=network.name, reason="no free address in %s" % subnet)

@@ -1,0 +1,330 @@
+"""The scheduler's network methods (scheduler API 1.0), ports of new servers,
+and the tunnel topology it fans out to the agents.
+
+The scheduler owns networks: it allocates segments (VNIs, VLAN IDs), MACs
+and fixed IPs. Agents only wire what they are told. When a network gains or
+loses a port on a host, every host with ports on that network gets the new
+list of the others' tunnel endpoints (unicast only, l2population style: a
+host without ports of a network hears nothing of it).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from typing import Any
+
+import oslo_messaging as messaging
+from oslo_config import cfg
+
+from compute_driver import exception
+from compute_driver.conf.networks import MAX_VNI
+from compute_driver.rpc import compute_api, schemas
+from compute_driver.rpc.endpoint import rpc_method
+from compute_driver.scheduler.network_store import NetworkStore, segment_key
+from compute_driver.scheduler.store import Store
+
+LOG = logging.getLogger(__name__)
+
+#: Encapsulation overhead over IPv4: outer IP 20 + UDP 8 + header 8 + inner Ethernet 14.
+TUNNEL_OVERHEAD = 50
+TUNNEL_TYPES = ("vxlan", "geneve")
+
+
+def scheduler_method(func):
+    return rpc_method("scheduler", schemas.SCHEDULER_METHODS)(func)
+
+
+def agent_network(network: dict[str, Any]) -> dict[str, Any]:
+    """A network as the compute API takes it (``schemas.NETWORK``)."""
+    return {
+        "id": network["uuid"],
+        "name": network["name"],
+        "type": network["type"],
+        "segment": network["segment"],
+        "physnet": network["physnet"],
+        "mtu": network["mtu"],
+    }
+
+
+def agent_port(port: dict[str, Any], network: dict[str, Any]) -> dict[str, Any]:
+    """A port as the compute API takes it (``schemas.PORT``)."""
+    return {
+        "id": port["uuid"],
+        "network": agent_network(network),
+        "mac": port["mac"],
+        "address": port["address"],
+        "gateway": port["gateway"],
+    }
+
+
+class NetworkManager:
+    """Serves the network methods of topic ``scheduler``."""
+
+    target = messaging.Target(version="1.0")
+
+    def __init__(self, conf: cfg.ConfigOpts, store: Store, compute: compute_api.ComputeAPI) -> None:
+        self.conf = conf
+        self.store = store
+        self.networks = NetworkStore(store)
+        self.compute = compute
+
+    # --- create, list, show, delete ------------------------------------------------
+
+    @scheduler_method
+    def create_network(
+        self,
+        ctxt: dict,
+        uuid: str,
+        name: str,
+        type: str,
+        cidr: str,
+        project: str,
+        segment: int | None = None,
+        physnet: str | None = None,
+        gateway: str | None = None,
+        mtu: int | None = None,
+    ) -> dict[str, Any]:
+        opts = self.conf.networks
+        subnet, gateway = _subnet(name, cidr, gateway)
+        if type in TUNNEL_TYPES:
+            if physnet is not None:
+                raise exception.InvalidNetwork(
+                    network=name, reason="%s networks ride the tunnels, not a physnet" % type
+                )
+            low, high = opts.vni_min, min(opts.vni_max, MAX_VNI)
+        elif type == "vlan":
+            physnet = physnet or opts.default_physnet
+            low, high = opts.vlan_min, opts.vlan_max
+        else:
+            physnet = physnet or opts.default_physnet
+            if segment is not None:
+                raise exception.InvalidNetwork(network=name, reason="flat networks have no segment")
+            low = high = 0
+        if segment is not None and not low <= segment <= high:
+            raise exception.InvalidNetwork(
+                network=name,
+                reason="%s segment %d is outside the allowed range %d-%d"
+                % (type, segment, low, high),
+            )
+        largest = opts.underlay_mtu - (TUNNEL_OVERHEAD if type in TUNNEL_TYPES else 0)
+        if mtu is not None and mtu > largest:
+            raise exception.InvalidNetwork(
+                network=name,
+                reason="MTU %d is more than the underlay's %d minus the %s overhead allows (%d)"
+                % (mtu, opts.underlay_mtu, type, largest),
+            )
+        fields = {
+            "uuid": uuid,
+            "name": name,
+            "project": project,
+            "type": type,
+            "physnet": physnet,
+            "cidr": str(subnet),
+            "gateway": gateway,
+            "mtu": mtu or largest,
+        }
+        if type == "flat" or segment is not None:
+            fields.update(segment=segment, segment_key=segment_key(type, segment, physnet))
+            return self._create(fields, requested=True)
+        prefix = segment_key(type, 0, physnet).rsplit(":", 1)[0] + ":"
+        for _ in range(64):
+            used = self.networks.used_segments(prefix)
+            free = next(
+                (s for s in range(low, high + 1) if segment_key(type, s, physnet) not in used),
+                None,
+            )
+            if free is None:
+                raise exception.SegmentInUse(type=type, segment="any of %d-%d" % (low, high))
+            fields.update(segment=free, segment_key=segment_key(type, free, physnet))
+            try:
+                return self._create(fields, requested=False)
+            except exception.SegmentInUse:
+                continue  # a concurrent create took it: the next one
+        raise exception.SegmentInUse(type=type, segment="(too many concurrent creates)")
+
+    def _create(self, fields: dict[str, Any], requested: bool) -> dict[str, Any]:
+        existing = self._existing(fields["uuid"])
+        if existing is not None:
+            return existing
+        record = self.networks.create(**fields)
+        LOG.info(
+            "Network %s (%s): %s segment %s, %s, MTU %d",
+            record["name"],
+            record["uuid"],
+            record["type"],
+            record["segment"],
+            record["cidr"],
+            record["mtu"],
+        )
+        return record
+
+    def _existing(self, uuid: str) -> dict[str, Any] | None:
+        try:
+            return self.networks.get(uuid)
+        except exception.NetworkNotFound:
+            return None
+
+    @scheduler_method
+    def list_networks(self, ctxt: dict, project: str | None = None) -> list[dict[str, Any]]:
+        return self.networks.list_networks(project)
+
+    @scheduler_method
+    def show_network(self, ctxt: dict, network: str) -> dict[str, Any]:
+        record = self.networks.get(network)
+        record["hosts"] = sorted(self.networks.hosts_of(record["uuid"]))
+        return record
+
+    @scheduler_method
+    def delete_network(self, ctxt: dict, network: str) -> dict[str, Any]:
+        return self.networks.delete(network)
+
+    # --- ports of servers, topology ---------------------------------------------------
+
+    def allocate(
+        self, instance_uuid: str, project: str, networks: list[str]
+    ) -> list[dict[str, Any]]:
+        """Ports (``schemas.PORT``) of a new server, one per network, in order.
+
+        :raises ProjectMismatch: a network of another project.
+        """
+        records = {n: self._of_project(n, project, instance_uuid) for n in networks}
+        ports = self.networks.allocate_ports(instance_uuid, [records[n]["uuid"] for n in networks])
+        return [agent_port(p, records[n]) for p, n in zip(ports, networks, strict=True)]
+
+    def _of_project(self, network: str, project: str, instance: str) -> dict[str, Any]:
+        record = self.networks.get(network)
+        if record["project"] != project:
+            raise exception.ProjectMismatch(what="Network", name=record["name"], instance=instance)
+        return record
+
+    # --- interfaces of running servers --------------------------------------------
+
+    @scheduler_method
+    def attach_interface(self, ctxt: dict, server: str, network: str) -> dict[str, Any]:
+        instance = self.store.get_instance(server)
+        if not instance["host"] or instance["vm_state"] not in ("active", "stopped", "paused"):
+            raise exception.InstanceStateConflict(
+                instance=instance["name"],
+                state=instance["vm_state"],
+                reason="interfaces attach to active, stopped or paused servers on a host",
+            )
+        record = self._of_project(network, instance["project"], instance["name"])
+        port = self.networks.allocate_next_port(instance["uuid"], record["uuid"], instance["host"])
+        try:
+            self.compute.attach_interface(
+                instance["host"], instance["uuid"], agent_port(port, record)
+            )
+        except exception.ComputeDriverError:
+            self.networks.delete_port(port["uuid"])
+            raise
+        self.fan_out([record["uuid"]])
+        return port
+
+    @scheduler_method
+    def detach_interface(self, ctxt: dict, server: str, port: str) -> dict[str, Any]:
+        instance = self.store.get_instance(server)
+        found = next(
+            (p for p in self.networks.ports_of(instance["uuid"]) if p["uuid"] == port), None
+        )
+        if found is None:
+            raise exception.NotFound(what="Port of server %s" % instance["name"], name=port)
+        network = self.networks.get(found["network"])
+        self.compute.detach_interface(
+            instance["host"], instance["uuid"], agent_port(found, network)
+        )
+        self.networks.delete_port(found["uuid"])
+        self.fan_out([network["uuid"]])
+        return found
+
+    @scheduler_method
+    def list_interfaces(self, ctxt: dict, server: str) -> list[dict[str, Any]]:
+        return self.networks.ports_of(self.store.get_instance(server)["uuid"])
+
+    def agent_ports(self, instance_uuid: str) -> list[dict[str, Any]]:
+        """The ports of an existing server, as the agent takes them."""
+        return [
+            agent_port(p, self.networks.get(p["network"]))
+            for p in self.networks.ports_of(instance_uuid)
+        ]
+
+    def _endpoints(self) -> dict[str, str]:
+        """Host name -> tunnel endpoint IP, from the hosts' last reports."""
+        hosts = self.store.list_hosts(self.conf.scheduler.service_down_time)
+        return {
+            h["name"]: h["capabilities"]["tunnel_ip"]
+            for h in hosts
+            if h["capabilities"].get("tunnel_ip")
+        }
+
+    def fan_out(self, network_uuids: list[str]) -> None:
+        """Tell every host with ports on these networks where the others are."""
+        if not network_uuids:
+            return
+        endpoints = self._endpoints()
+        for network_uuid in network_uuids:
+            try:
+                network = agent_network(self.networks.get(network_uuid))
+            except exception.NetworkNotFound:
+                continue
+            hosts = self.networks.hosts_of(network_uuid)
+            for host in sorted(hosts):
+                remotes = sorted(endpoints[h] for h in hosts if h != host and h in endpoints)
+                try:
+                    self.compute.update_topology(host, network, remotes)
+                except exception.ComputeDriverError as exc:
+                    # NOTE: the agent resyncs from host_networks when it starts.
+                    LOG.warning("Topology of %s not sent to %s: %s", network["name"], host, exc)
+
+    @scheduler_method
+    def host_networks(self, ctxt: dict, host: str) -> list[dict[str, Any]]:
+        """For a (re)starting agent: its networks and each one's remote endpoints."""
+        endpoints = self._endpoints()
+        ports = self.networks.ports_on_host(host)
+        answer = []
+        for network in self.networks.networks_of_host(host):
+            hosts = self.networks.hosts_of(network["uuid"])
+            answer.append(
+                {
+                    "network": agent_network(network),
+                    "remote_endpoints": sorted(
+                        endpoints[h] for h in hosts if h != host and h in endpoints
+                    ),
+                    "ports": [
+                        {"instance": p["instance"], "port": agent_port(p, network)}
+                        for p in ports
+                        if p["network"] == network["uuid"]
+                    ],
+                }
+            )
+        return answer
+
+
+def _subnet(name: str, cidr: str, gateway: str | None) -> tuple[ipaddress.IPv4Network, str]:
+    """The subnet and gateway of a new network.
+
+    :raises InvalidNetwork: not an IPv4 network of at least 4 addresses, or a
+        gateway outside it.
+    """
+    try:
+        subnet = ipaddress.ip_network(cidr, strict=True)
+    except ValueError as exc:
+        raise exception.InvalidNetwork(network=name, reason="cidr %r: %s" % (cidr, exc)) from None
+    if not isinstance(subnet, ipaddress.IPv4Network) or subnet.prefixlen > 29:
+        raise exception.InvalidNetwork(
+            network=name, reason="cidr %s: an IPv4 subnet of /29 or larger is needed" % cidr
+        )
+    first = next(subnet.hosts())
+    if gateway is None:
+        return subnet, str(first)
+    try:
+        address = ipaddress.ip_address(gateway)
+    except ValueError:
+        raise exception.InvalidNetwork(
+            network=name, reason="gateway %r is not an address" % gateway
+        ) from None
+    if address not in subnet or address in (subnet.network_address, subnet.broadcast_address):
+        raise exception.InvalidNetwork(
+            network=name, reason="gateway %s is not a host address of %s" % (gateway, subnet)
+        )
+    return subnet, str(address)

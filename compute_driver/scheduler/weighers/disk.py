@@ -1,0 +1,20 @@
+"""Free root disk (overcommit included): spreads servers by default."""
+
+from __future__ import annotations
+
+from oslo_config import cfg
+
+from compute_driver.scheduler.placement import HostState, Limits, RequestSpec
+from compute_driver.scheduler.weighers.base import BaseHostWeigher
+
+
+class DiskWeigher(BaseHostWeigher):
+    name = "disk"
+    multiplier_option = "disk_weight_multiplier"
+
+    def __init__(self, conf: cfg.ConfigOpts) -> None:
+        super().__init__(conf)
+        self.limits = Limits.from_conf(conf)
+
+    def weigh(self, host: HostState, request: RequestSpec) -> float:
+        return host.free_disk_gb(self.limits)

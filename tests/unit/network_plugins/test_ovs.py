@@ -1,0 +1,305 @@
+"""The ``ovs`` plugin's options, names, rules and validation, without OVS.
+
+The OVSDB and OpenFlow side is exercised for real, with traffic, by
+tests/functional/network/test_ovs_traffic.py.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import pathlib
+
+import pytest
+from oslo_config import cfg
+
+from compute_driver import exception as cd_exception
+from network_plugins import base, ovs, ovs_db, ovs_flows
+from network_plugins import exception as np_exception
+from network_plugins.ovs import OvsNetworkPlugin
+
+NET_ID = "3f2a1b2c-4d5e-4f60-8a7b-9c0d1e2f3a4b"
+PORT_ID = "9f2c6a1e-0000-4000-8000-0000000000aa"
+INSTANCE = "0b6f2c5e-7a41-4c1e-9d2a-5b1f0e3c8a01"
+MAC = "fa:16:3e:00:00:01"
+
+
+def _plugin(**options: object) -> OvsNetworkPlugin:
+    conf = cfg.ConfigOpts()
+    conf([], project="cdt", default_config_files=[])
+    # NOTE: a group object of this ConfigOpts' own: oslo.config keeps overrides
+    # in the registered group, which would otherwise leak between tests.
+    conf.register_group(cfg.OptGroup("ovs"))
+    conf.register_opts(ovs.OPTS, group="ovs")
+    settings: dict[str, object] = {
+        "local_ip": "10.250.0.1",
+        "bridge_mappings": ["physnet1:br-eth1"],
+        # nothing listens here: only error paths may reach OVSDB in unit tests
+        "ovsdb_connection": "unix:/nonexistent/cdt-db.sock",
+        "ovsdb_timeout": 1,
+    }
+    settings.update(options)
+    for name, value in settings.items():
+        conf.set_override(name, value, group="ovs")
+    return OvsNetworkPlugin(conf)
+
+
+def _net(kind: str = "vxlan", segment: int | None = 101, **kw: object) -> base.Network:
+    return base.Network(id=NET_ID, name="n", type=kind, segment=segment, **kw)  # type: ignore[arg-type]
+
+
+def _port(network: base.Network | None = None, **kw: object) -> base.Port:
+    return base.Port(id=PORT_ID, network=network or _net(), mac=MAC, **kw)  # type: ignore[arg-type]
+
+
+# --- options and names ----------------------------------------------------------------
+
+
+def test_list_opts_is_the_ovs_group() -> None:
+    ((group, opts),) = ovs.list_opts().items()
+    assert group.name == "ovs" and opts is ovs.OPTS
+    names = {o.name for o in opts}
+    assert {
+        "integration_bridge",
+        "tunnel_bridge",
+        "datapath_type",
+        "ovsdb_connection",
+        "ovsdb_timeout",
+        "local_ip",
+        "bridge_mappings",
+    } <= names
+
+
+def test_defaults() -> None:
+    plugin = _plugin()
+    assert plugin.opts.datapath_type == "system"
+    assert plugin.opts.integration_bridge == "br-int" and plugin.opts.tunnel_bridge == "br-tun"
+    assert plugin.mappings == {"physnet1": "br-eth1"}
+    assert plugin.describe() == {
+        "name": "ovs",
+        "network_types": ["flat", "vlan", "vxlan", "geneve"],
+        "anti_spoofing": True,
+        "tunnels": True,
+    }
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "match"),
+    [
+        ("bridge_mappings", ["physnet1"], "is not <physical_network>:<bridge>"),
+        ("bridge_mappings", ["p:br1", "p:br2"], "maps physical network 'p' a second time"),
+        ("bridge_mappings", ["p:br1", "q:br1"], "maps bridge 'br1' a second time"),
+    ],
+)
+def test_bad_options_stop_the_plugin(option: str, value: object, match: str) -> None:
+    with pytest.raises(cd_exception.InvalidConfig, match=match):
+        _plugin(**{option: value})
+
+
+@pytest.mark.parametrize(
+    ("line", "match"),
+    [("datapath_type = dpdk", "datapath_type"), ("ovsdb_timeout = 0", "ovsdb_timeout")],
+)
+def test_bad_option_values_in_a_file(tmp_path: pathlib.Path, line: str, match: str) -> None:
+    path = tmp_path / "cd.conf"
+    path.write_text(f"[ovs]\n{line}\n")
+    conf = cfg.ConfigOpts()
+    conf(["--config-file", str(path)], project="cdt", default_config_files=[])
+    conf.register_group(cfg.OptGroup("ovs"))
+    with pytest.raises(cd_exception.InvalidConfig, match=match):
+        OvsNetworkPlugin(conf)
+
+
+def test_tap_and_patch_names() -> None:
+    assert ovs.tap_name(PORT_ID) == "tap9f2c6a1e-00"
+    assert len(ovs.tap_name(PORT_ID)) == 14
+    with pytest.raises(cd_exception.Invalid):
+        ovs.tap_name("a/b")
+    assert ovs.patch_names("br-eth1") == ("int-br-eth1", "phy-br-eth1")
+    assert all(len(n) <= 15 for n in ovs.patch_names("br-a-very-long-name"))
+
+
+def test_network_record_round_trip() -> None:
+    network = _net("vlan", 7, physical_network="physnet1", mtu=9000)
+    state = ovs.NetState(network, vlan=3, remotes=frozenset({"10.0.0.2"}))
+    back = ovs.NetState.from_record(NET_ID, state.record())
+    assert back == state
+
+
+# --- validation (before anything touches OVS) ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("network", "error", "match"),
+    [
+        (_net("gre", 1), np_exception.NetworkTypeNotSupported, "gre"),
+        (_net("vxlan", 0), cd_exception.Invalid, "VNI"),
+        (_net("geneve", 2**24), cd_exception.Invalid, "VNI"),
+        (_net("vlan", 4095, physical_network="physnet1"), cd_exception.Invalid, "VLAN id"),
+        (_net("flat", 5, physical_network="physnet1"), cd_exception.Invalid, "has no segment"),
+        (_net("flat", None, physical_network="physnet9"), cd_exception.InvalidConfig, "physnet9"),
+        (_net("vxlan", 5, mtu=60), cd_exception.Invalid, "below the minimum"),
+    ],
+)
+def test_invalid_networks(network: base.Network, error: type, match: str) -> None:
+    plugin = _plugin()
+    with pytest.raises(error, match=match):
+        plugin.ensure_network(network)
+    with pytest.raises(error, match=match):
+        plugin.plug(_port(network), INSTANCE)
+
+
+def test_tunnel_networks_need_local_ip() -> None:
+    with pytest.raises(cd_exception.InvalidConfig, match="local_ip is not set"):
+        _plugin(local_ip=None).interface_config(_port())
+
+
+def test_bad_mac_is_refused() -> None:
+    port = base.Port(id=PORT_ID, network=_net(), mac="01:00:5e:00:00:01")
+    with pytest.raises(cd_exception.Invalid, match="MAC"):
+        _plugin().plug(port, INSTANCE)
+
+
+@pytest.mark.parametrize(
+    ("endpoints", "match"),
+    [(["nope"], "is not an IP address"), (["fd00::2"], "is IPv6 but")],
+)
+def test_bad_remote_endpoints(endpoints: list[str], match: str) -> None:
+    with pytest.raises(cd_exception.Invalid, match=match):
+        _plugin().update_topology(_net(), endpoints)
+
+
+def test_topology_of_flat_and_vlan_networks_is_ignored() -> None:
+    # no tunnels to keep: nothing is validated against local_ip, OVSDB is not needed
+    _plugin().update_topology(_net("vlan", 5, physical_network="physnet1"), ["x"])
+
+
+# --- the libvirt interface --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("network", "datapath", "mtu", "csum"),
+    [
+        (_net("vxlan", 5), "netdev", 1450, False),
+        (_net("geneve", 5), "system", 1442, None),
+        (_net("vlan", 5, physical_network="physnet1"), "system", 1500, None),
+        (_net("vxlan", 5, mtu=1400), "system", 1400, None),
+    ],
+)
+def test_interface_config(
+    network: base.Network, datapath: str, mtu: int, csum: bool | None
+) -> None:
+    config = _plugin(datapath_type=datapath).interface_config(_port(network))
+    assert config.type == "bridge" and config.source_bridge == "br-int"
+    assert config.virtualport_type == "openvswitch" and config.interfaceid == PORT_ID
+    assert config.target_dev == ovs.tap_name(PORT_ID)
+    assert config.mac == MAC and config.mtu == mtu and config.host_csum is csum
+
+
+def test_ipv6_underlay_costs_20_more_bytes() -> None:
+    config = _plugin(local_ip="fd00::1").interface_config(_port())
+    assert config.mtu == 1430
+
+
+# --- rules ----------------------------------------------------------------------------
+
+
+def test_guest_port_rules_allow_only_its_own_addresses() -> None:
+    flows = ovs_flows.guest_port(100, MAC, ["10.0.0.5", "fd00::5"])
+    text = "\n".join(f.text() for f in flows)
+    own = f"in_port=100,dl_src={MAC}"
+    assert all(own in f.match for f in flows)
+    assert f"arp,arp_sha={MAC},arp_spa=10.0.0.5" in text
+    assert "ip,nw_src=10.0.0.5" in text
+    assert "ipv6,ipv6_src=fd00::5" in text
+    assert "ipv6_src=fe80::f816:3eff:fe00:1" in text  # the MAC's link-local address
+    assert {f.table for f in flows} == {ovs_flows.INGRESS}
+    assert {f.cookie for f in flows} == {ovs_flows.cookie(ovs_flows.KIND_PORT, 100)}
+    assert all(f.actions == "NORMAL" for f in flows)
+
+
+def test_guest_port_without_addresses_is_checked_on_its_mac() -> None:
+    (flow,) = ovs_flows.guest_port(7, MAC, [])
+    assert flow.match == f"in_port=7,dl_src={MAC}"
+
+
+def test_tunnel_rules_reach_exactly_the_remotes() -> None:
+    flows = ovs_flows.tunnel_network(2, 1, 0x65, 3, ["10.0.0.3", "10.0.0.2"])
+    inbound = [f for f in flows if f.table == ovs_flows.INBOUND]
+    (outbound,) = [f for f in flows if f.table == ovs_flows.OUTBOUND]
+    assert [f.match for f in inbound] == [
+        "in_port=2,tun_id=0x65,tun_src=10.0.0.2",
+        "in_port=2,tun_id=0x65,tun_src=10.0.0.3",
+    ]
+    assert all(f.actions == "mod_vlan_vid:3,output:1" for f in inbound)
+    assert outbound.match == "dl_vlan=3"
+    assert outbound.actions == (
+        "strip_vlan,set_field:0x65->tun_id,set_field:10.0.0.2->tun_dst,output:2,"
+        "set_field:10.0.0.3->tun_dst,output:2"
+    )
+    assert ovs_flows.tunnel_network(2, 1, 0x65, 3, []) == []
+
+
+def test_provider_rules_translate_vlans() -> None:
+    (into,) = ovs_flows.provider_in(10, 3, 101)
+    assert into.match == "in_port=10,dl_vlan=101" and into.actions == "mod_vlan_vid:3,NORMAL"
+    (flat,) = ovs_flows.provider_in(10, 4, None)
+    assert flat.match == "in_port=10,vlan_tci=0x0000/0x1fff"
+    (out,) = ovs_flows.provider_out(6, 3, 101)
+    assert out.match == "in_port=6,dl_vlan=3" and out.actions == "mod_vlan_vid:101,NORMAL"
+    (flat_out,) = ovs_flows.provider_out(6, 4, None)
+    assert flat_out.actions == "strip_vlan,NORMAL"
+
+
+def test_flow_and_deletion_text() -> None:
+    flow = ovs_flows.Flow(10, 5, "in_port=1", "drop", 0xCD00000300000001)
+    assert flow.text() == "cookie=0xcd00000300000001,table=10,priority=5,in_port=1,actions=drop"
+    assert (
+        ovs_flows.Flow(0, 0, "", "drop", 1).text() == "cookie=0x1,table=0,priority=0,actions=drop"
+    )
+    deletion = ovs_flows.Deletion(0xCD << 56, 0xFF << 56)
+    assert deletion.text() == "cookie=0xcd00000000000000/0xff00000000000000"
+
+
+def test_link_local_is_eui64() -> None:
+    address = ipaddress.IPv6Address(ovs_flows._link_local("52:54:00:12:34:56"))
+    assert address == ipaddress.IPv6Address("fe80::5054:ff:fe12:3456")
+
+
+# --- error paths ----------------------------------------------------------------------
+
+
+def test_unreachable_ovsdb_is_a_network_error() -> None:
+    plugin = _plugin()
+    with pytest.raises(cd_exception.NetworkError, match="cannot reach OVSDB") as info:
+        plugin.plug(_port(), INSTANCE)
+    assert "plug" in str(info.value) and NET_ID in str(info.value)
+    with pytest.raises(cd_exception.NetworkError, match="resync"):
+        plugin.check_and_resync()
+
+
+def test_ofctl_failures() -> None:
+    missing = ovs_flows.OfCtl("/nonexistent", 1, binary="/nonexistent/ovs-ofctl")
+    with pytest.raises(ovs_flows.OfCtlError, match="add-flows on bridge br-int"):
+        missing.apply("br-int", add=[ovs_flows.Flow(0, 0, "", "drop", 1)])
+    failing = ovs_flows.OfCtl("/nonexistent", 1, binary="false")
+    with pytest.raises(ovs_flows.OfCtlError, match="replace-flows on bridge br-tun"):
+        failing.replace("br-tun", [])
+    failing.apply("br-int")  # nothing to do: no process at all
+
+
+def test_plug_into_a_second_network_is_refused() -> None:
+    plugin = _plugin()
+    plugin._ports[PORT_ID] = ovs.PortState("other-net", INSTANCE, MAC, (), 100)
+    with pytest.raises(cd_exception.NetworkError, match="plugged into network other-net"):
+        plugin.plug(_port(), INSTANCE)
+
+
+def test_ofport_of() -> None:
+    class Row:
+        def __init__(self, ofport: list[int]) -> None:
+            self.ofport = ofport
+
+    assert ovs_db.ofport_of(None) is None
+    assert ovs_db.ofport_of(Row([])) is None
+    assert ovs_db.ofport_of(Row([-1])) is None
+    assert ovs_db.ofport_of(Row([101])) == 101

@@ -1,0 +1,154 @@
+"""The scheduler's networks and ports on real SQLite: segments, addresses, MACs, topology."""
+
+from __future__ import annotations
+
+import threading
+import uuid as uuidlib
+from collections.abc import Iterator
+from typing import Any
+
+import oslo_messaging as messaging
+import pytest
+from oslo_config import cfg
+
+from compute_driver import exception
+from compute_driver.scheduler.networks import NetworkManager
+from compute_driver.scheduler.store import Store
+
+
+class TopologyRecorder:
+    """Records the update_topology casts the scheduler would send."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, str, list[str]]] = []
+
+    def update_topology(self, host: str, network: dict, remotes: list[str]) -> None:
+        self.sent.append((host, network["name"], remotes))
+
+
+@pytest.fixture
+def store(tmp_path) -> Iterator[Store]:
+    store = Store("sqlite:///%s" % (tmp_path / "s.sqlite"))
+    store.upgrade()
+    for name, ip in (("h1", "192.0.2.1"), ("h2", "192.0.2.2"), ("h3", "192.0.2.3")):
+        store.report_host(name, {"vcpus": 8, "memory_mb": 8192, "disk_gb": 100}, {"tunnel_ip": ip})
+    yield store
+    store.engine.dispose()
+
+
+@pytest.fixture
+def recorder() -> TopologyRecorder:
+    return TopologyRecorder()
+
+
+@pytest.fixture
+def manager(store: Store, recorder: TopologyRecorder, fresh_conf: cfg.ConfigOpts) -> NetworkManager:
+    return NetworkManager(fresh_conf, store, recorder)  # type: ignore[arg-type]
+
+
+def call(manager: NetworkManager, method: str, **payload: Any) -> Any:
+    """Call an endpoint method as the RPC server does; raise the typed error it carries."""
+    try:
+        return getattr(manager, method)({}, **payload)
+    except messaging.ExpectedException as wrapped:
+        raise wrapped.__cause__ from None  # type: ignore[misc]
+
+
+def _net(manager: NetworkManager, name: str, **extra: Any) -> dict:
+    fields = {"type": "vxlan", "cidr": "10.0.0.0/24", "project": "demo"}
+    fields.update(extra)
+    return call(manager, "create_network", uuid=str(uuidlib.uuid4()), name=name, **fields)
+
+
+def test_vnis_start_at_5000_and_the_mtu_leaves_room_for_the_tunnel(manager: NetworkManager) -> None:
+    first, second = _net(manager, "a"), _net(manager, "b", type="geneve")
+    assert (first["segment"], second["segment"]) == (5000, 5001)
+    assert first["mtu"] == 1450 and first["gateway"] == "10.0.0.1"
+    assert _net(manager, "c", type="vlan", segment=100)["mtu"] == 1500
+
+
+def test_taken_or_out_of_range_segments_are_refused(manager: NetworkManager) -> None:
+    _net(manager, "a", segment=6000)
+    with pytest.raises(exception.SegmentInUse):
+        _net(manager, "b", segment=6000)
+    with pytest.raises(exception.InvalidNetwork, match="outside"):
+        _net(manager, "c", segment=100)
+    with pytest.raises(exception.InvalidNetwork, match="outside"):
+        _net(manager, "d", type="vlan", segment=4095)
+    _net(manager, "e", type="vlan", segment=7, physnet="p1")
+    _net(manager, "f", type="vlan", segment=7, physnet="p2")  # per physnet
+    with pytest.raises(exception.SegmentInUse):
+        _net(manager, "g", type="vlan", segment=7, physnet="p1")
+    _net(manager, "h", type="flat", physnet="p1")
+    with pytest.raises(exception.SegmentInUse):
+        _net(manager, "i", type="flat", physnet="p1")
+    assert sorted(n["name"] for n in call(manager, "list_networks")) == ["a", "e", "f", "h"]
+
+
+@pytest.mark.parametrize(
+    ("fields", "match"),
+    [
+        ({"cidr": "10.0.0.1/24"}, "host bits"),
+        ({"cidr": "10.0.0.0/30"}, "/29 or larger"),
+        ({"cidr": "10.0.0.0/24", "gateway": "10.0.1.1"}, "not a host address"),
+        ({"cidr": "10.0.0.0/24", "gateway": "10.0.0.255"}, "not a host address"),
+        ({"mtu": 1500}, "more than the underlay"),
+        ({"type": "flat", "segment": 3}, "no segment"),
+        ({"physnet": "p1"}, "not a physnet"),
+    ],
+)
+def test_bad_networks_are_refused_and_nothing_is_stored(
+    manager: NetworkManager, fields: dict, match: str
+) -> None:
+    with pytest.raises(exception.InvalidNetwork, match=match):
+        _net(manager, "bad", **fields)
+    assert call(manager, "list_networks") == []
+
+
+def test_concurrent_ports_get_distinct_addresses_and_macs(manager: NetworkManager) -> None:
+    net = _net(manager, "a", cidr="10.0.0.0/26")
+    ports: list[dict] = []
+    lock = threading.Lock()
+
+    def allocate() -> None:
+        got = manager.allocate(str(uuidlib.uuid4()), "demo", [net["uuid"]])
+        with lock:
+            ports.extend(got)
+
+    threads = [threading.Thread(target=allocate) for _ in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    addresses = [p["address"] for p in ports]
+    assert len(set(addresses)) == 20 and "10.0.0.1/26" not in addresses
+    assert len({p["mac"] for p in ports}) == 20
+
+
+def test_a_full_subnet_and_another_projects_network_are_refused(manager: NetworkManager) -> None:
+    net = _net(manager, "tiny", cidr="10.0.0.0/29")  # 6 hosts, one is the gateway
+    for _ in range(5):
+        manager.allocate(str(uuidlib.uuid4()), "demo", ["tiny"])
+    with pytest.raises(exception.NetworkFull):
+        manager.allocate(str(uuidlib.uuid4()), "demo", ["tiny"])
+    with pytest.raises(exception.ProjectMismatch):
+        manager.allocate(str(uuidlib.uuid4()), "other", [net["uuid"]])
+
+
+def test_topology_goes_only_to_hosts_with_ports(
+    manager: NetworkManager, recorder: TopologyRecorder
+) -> None:
+    net = _net(manager, "a")
+    _net(manager, "quiet")
+    for host in ("h1", "h2"):
+        instance = str(uuidlib.uuid4())
+        manager.allocate(instance, "demo", ["a"])
+        manager.networks.bind(instance, host)
+    manager.fan_out([net["uuid"]])
+    assert sorted(recorder.sent) == [("h1", "a", ["192.0.2.2"]), ("h2", "a", ["192.0.2.1"])]
+    view = call(manager, "host_networks", host="h1")
+    assert [(v["network"]["name"], v["remote_endpoints"]) for v in view] == [("a", ["192.0.2.2"])]
+    assert call(manager, "host_networks", host="h3") == []
+    with pytest.raises(exception.InUse):
+        call(manager, "delete_network", network="a")
+    call(manager, "delete_network", network="quiet")
