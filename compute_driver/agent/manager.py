@@ -8,6 +8,7 @@ idempotent by instance UUID.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import logging
 import threading
 from collections.abc import Callable
@@ -66,6 +67,8 @@ class ComputeManager:
         # calls for the whole host: a slow build must not block others.
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
+        #: When this agent started (UTC), to tell builds it missed from builds on their way.
+        self.started_at = datetime.datetime.now(datetime.UTC).replace(microsecond=0, tzinfo=None)
         #: The volume methods, a second endpoint on the same RPC server.
         self.volumes = VolumeEndpoint(self)
         #: Ports and topology; update_topology is a third endpoint.
@@ -434,6 +437,10 @@ class ComputeManager:
                     power = here[uuid].power_state
                     self.scheduler.instance_update(self.host, uuid, VM_STATE_OF_POWER[power], power)
             elif record["vm_state"] != "error":
+                if task == "spawning" and self._dispatched_since_start(record):
+                    # NOTE: placed after this agent started: its build is on
+                    # its way (or running now), not interrupted.
+                    continue
                 if task == "spawning":
                     fault = "the build was interrupted: the agent on %s restarted" % self.host
                 else:
@@ -443,6 +450,14 @@ class ComputeManager:
         self._handle_unknown_domains(sorted(set(here) - set(expected)))
         self.ports.resync()
         LOG.info("Reconciled: %d instance(s) here, %d expected", len(here), len(expected))
+
+    def _dispatched_since_start(self, record: dict[str, Any]) -> bool:
+        """Whether the scheduler placed ``record`` here after this agent started."""
+        stamp = record.get("updated_at")
+        if not stamp:
+            return False
+        placed = datetime.datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ")
+        return placed >= self.started_at - datetime.timedelta(seconds=1)
 
     def _handle_unknown_domains(self, uuids: list[str]) -> None:
         policy = self.conf.agent.unknown_domain_policy

@@ -86,6 +86,17 @@ OPTS = [
         "ram, cpu, disk, build_failure. Related options: *_weight_multiplier.",
     ),
     cfg.IntOpt(
+        "max_attempts",
+        default=3,
+        min=1,
+        max=10,
+        help="Hosts a server's build is tried on (1-10). A build that fails on a "
+        "host releases that host's claim and goes to another host that has not "
+        "failed it yet; after this many failures the server is ERROR with every "
+        "attempt's reason. 1: no reschedule. Related options: enabled_filters "
+        "(the 'retry' filter skips the hosts already tried).",
+    ),
+    cfg.IntOpt(
         "max_instances_per_host",
         default=50,
         min=1,

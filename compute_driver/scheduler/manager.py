@@ -15,7 +15,7 @@ from typing import Any
 import oslo_messaging as messaging
 from oslo_config import cfg
 
-from compute_driver import exception
+from compute_driver import exception, notifications
 from compute_driver.rpc import compute_api, schemas
 from compute_driver.rpc.endpoint import rpc_method
 from compute_driver.scheduler import placement
@@ -51,6 +51,7 @@ class SchedulerManager:
         self.volumes = VolumeManager(conf, store, compute)
         #: The network methods, a third endpoint on the same RPC server.
         self.networks = NetworkManager(conf, store, compute)
+        self.notifier = notifications.Notifier(conf, "compute-scheduler:%s" % conf.host)
 
     @property
     def _down_after(self) -> int:
@@ -105,10 +106,12 @@ class SchedulerManager:
             image_uuid=image_rec["uuid"],
             user_data=user_data,
             root_backend=root_backend,
+            root_clone=root_clone,
         )
         if not created:
             LOG.info("create_server %s repeated: returning the existing record", uuid)
             return record
+        self.notifier.info("instance.create.start", record)
         ports: list[dict[str, Any]] = []
         try:
             if boot is not None:
@@ -119,17 +122,49 @@ class SchedulerManager:
             # NOTE: the record exists already: never leave it scheduling.
             self.store.fail_instance(uuid, exc.message)
             raise
+        return self._schedule(
+            record, image_rec, user_data, root_clone, boot=boot, ports=ports, forced_host=host
+        )
+
+    def _schedule(
+        self,
+        record: dict[str, Any],
+        image_rec: dict[str, Any],
+        user_data: str | None,
+        root_clone: str,
+        boot: dict[str, Any] | None,
+        ports: list[dict[str, Any]],
+        forced_host: str | None = None,
+    ) -> dict[str, Any]:
+        """Place a server that waits for a host, claim there, and cast its build.
+
+        Used by create_server and by the reschedule of a failed build (then
+        ``record["attempts"]`` names the hosts to skip).
+
+        :raises NoValidHost: no host can take it (the server is ERROR).
+        :raises BuildFailed: the chosen agent cannot be reached (the server is ERROR).
+        """
+        uuid, name, root_backend = record["uuid"], record["name"], record.get("root_backend")
         # NOTE: the storage_backends filter explains hosts without the
         # backends the root disk needs; a local boot volume pins its host.
         needed = [root_backend] if root_backend else []
         if boot is not None:
             needed.append(boot["backend"])
         request = placement.RequestSpec.from_records(
-            name, flavor_rec, image_rec, storage_backends=needed
+            name,
+            {
+                "vcpus": record["vcpus"],
+                "memory_mb": record["memory_mb"],
+                "root_gb": record["root_gb"],
+                "extra_specs": record["extra_specs"],
+            },
+            image_rec,
+            tried_hosts=[a["host"] for a in record.get("attempts") or ()],
+            storage_backends=needed,
         )
         hosts = self.store.list_hosts(self._down_after)
-        if host is not None:
-            hosts = [h for h in hosts if h["name"] == host]
+        if forced_host is not None:
+            hosts = [h for h in hosts if h["name"] == forced_host]
         if boot is not None and not boot["shared"]:
             hosts = [h for h in hosts if h["name"] == boot["host"]]
         try:
@@ -155,7 +190,14 @@ class SchedulerManager:
             selection.claim_failed(candidate.name)
         if chosen is None:
             why = selection.explain()
+            tried = record.get("attempts") or []
+            if tried:
+                why = "%s; earlier attempts: %s" % (
+                    why,
+                    "; ".join("%s: %s" % (a["host"], a["fault"]) for a in tried),
+                )
             self.store.fail_instance(uuid, "No valid host: %s" % why)
+            self._notify_failure("instance.create.error", uuid)
             raise exception.NoValidHost(instance=name, reason=why, filters=selection.report())
         LOG.info("Server %s (%s) placed on %s", name, uuid, chosen)
         # NOTE: built from the records in hand: no further reads on the hot path.
@@ -173,17 +215,44 @@ class SchedulerManager:
             self.compute.build_instance(chosen, payload)
         except Exception as exc:
             self.store.fail_instance(uuid, "cannot reach the agent on %s: %s" % (chosen, exc))
+            self._notify_failure("instance.create.error", uuid)
             raise exception.BuildFailed(
                 instance=name, reason="cannot reach %s: %s" % (chosen, exc)
             ) from exc
         self.networks.fan_out(sorted({p["network"]["id"] for p in ports}))
         return record
 
+    def _reschedule(self, record: dict[str, Any]) -> None:
+        """Place a server whose build failed on another host (its attempts are skipped)."""
+        uuid = record["uuid"]
+        try:
+            image_rec = self.store.get_image(record["image"])
+            attached = self.volumes.volumes.attached(uuid)
+            boot = next((v for v in attached if v["boot"]), None)
+            ports = self.networks.agent_ports(uuid)
+            old_networks = sorted({p["network"]["id"] for p in ports})
+            self._schedule(
+                record,
+                image_rec,
+                self.store.get_instance_user_data(uuid),
+                record.get("root_clone") or "linked",
+                boot=boot,
+                ports=ports,
+            )
+            LOG.info(
+                "Server %s rescheduled after %d failed build(s)", uuid, len(record["attempts"])
+            )
+            self.networks.fan_out(old_networks)
+        except exception.ComputeDriverError as exc:
+            # NOTE: _schedule has put the server in ERROR with the reason.
+            LOG.warning("Server %s could not be rescheduled: %s", uuid, exc)
+
     def _build_payload(self, uuid: str, image: dict[str, Any]) -> dict[str, Any]:
         """The build payload of an existing server, read from the store, with
         its root backend, boot volume and attached volumes."""
         instance = self.store.get_instance(uuid)
         payload = self._payload(instance, image, self.store.get_instance_user_data(uuid))
+        payload["root_clone"] = instance["root_clone"]
         if instance["root_backend"]:
             payload["root_backend"] = instance["root_backend"]
         attached = self.volumes.volumes.attached(uuid)
@@ -245,6 +314,9 @@ class SchedulerManager:
     @scheduler_method
     def delete_server(self, ctxt: dict, server: str) -> dict[str, Any]:
         record, needs_agent = self.store.begin_delete(server)
+        self.notifier.info("instance.delete.start", record)
+        if not needs_agent and record["vm_state"] == "deleted":
+            self.notifier.info("instance.delete.end", record)
         if needs_agent:
             ports = self.networks.agent_ports(record["uuid"])
             self.compute.delete_instance(record["host"], record["uuid"], ports)
@@ -493,8 +565,26 @@ class SchedulerManager:
     ) -> None:
         if vm_state == "error":
             LOG.warning("Server %s failed on %s: %s", uuid, host, fault)
-            self.store.fail_instance(uuid, fault or "failed on %s" % host)
+            fault = fault or "failed on %s" % host
+            requeued = self.store.requeue_failed_build(
+                uuid, host, fault, self.conf.scheduler.max_attempts
+            )
+            if requeued is None:
+                self.store.fail_instance(uuid, fault, expected_host=host)
+                self._notify_failure("instance.error", uuid)
+            elif requeued[1]:
+                self._reschedule(requeued[0])
+            else:
+                self.notifier.error("instance.create.error", requeued[0])
             return
+        built = self.store.build_succeeded(uuid, host)
+        before = None
+        if not built:
+            try:
+                before = self.store.get_instance(uuid, include_deleted=True)["vm_state"]
+            except exception.InstanceNotFound:
+                LOG.info("Ignoring update of unknown server %s from %s", uuid, host)
+                return
         # NOTE: fault is what this update says went wrong (an action that
         # failed while the server stays usable), and None clears the last one.
         values: dict[str, Any] = {"vm_state": vm_state, "task_state": None, "fault": fault}
@@ -502,11 +592,27 @@ class SchedulerManager:
             values["power_state"] = power_state
         if not self.store.update_instance(uuid, expected_host=host, **values):
             LOG.info("Ignoring update of %s from %s: deleted or placed elsewhere", uuid, host)
+            return
+        # NOTE: only changes are news: a repeated report (a resent build, a
+        # reconcile) of the state the server is in says nothing new.
+        event = "instance.create.end" if built else None
+        if not built and before != vm_state:
+            event = notifications.POWER_EVENTS.get(vm_state)
+        if event:
+            self.notifier.info(event, self.store.get_instance(uuid))
+
+    def _notify_failure(self, event_type: str, uuid: str) -> None:
+        try:
+            self.notifier.error(event_type, self.store.get_instance(uuid, include_deleted=True))
+        except exception.InstanceNotFound:
+            pass
 
     @scheduler_method
     def instance_power_changed(self, ctxt: dict, host: str, uuid: str, power_state: str) -> None:
-        if self.store.power_changed(uuid, host, power_state, VM_STATE_OF_POWER[power_state]):
+        vm_state = VM_STATE_OF_POWER[power_state]
+        if self.store.power_changed(uuid, host, power_state, vm_state):
             LOG.info("Server %s is now %s (seen on %s)", uuid, power_state, host)
+            self.notifier.info(notifications.POWER_EVENTS[vm_state], self.store.get_instance(uuid))
 
     @scheduler_method
     def instance_deleted(self, ctxt: dict, host: str, uuid: str) -> None:
@@ -514,6 +620,9 @@ class SchedulerManager:
         if self.store.finish_delete(uuid, host):
             LOG.info("Server %s deleted from %s", uuid, host)
             self.networks.fan_out(networks)
+            self.notifier.info(
+                "instance.delete.end", self.store.get_instance(uuid, include_deleted=True)
+            )
 
     @scheduler_method
     def host_instances(self, ctxt: dict, host: str) -> list:

@@ -38,6 +38,9 @@ class Host(Base):
     memory_mb_used: Mapped[int] = mapped_column(Integer, default=0)
     disk_gb_used: Mapped[int] = mapped_column(Integer, default=0)
     capabilities: Mapped[dict] = mapped_column(JSON, default=dict)
+    #: Builds that failed here since the last one that succeeded (a weigher
+    #: puts such hosts last).
+    failed_builds: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[datetime.datetime] = mapped_column(DateTime, default=utcnow)
     reported_at: Mapped[datetime.datetime | None] = mapped_column(DateTime)
 
@@ -100,6 +103,10 @@ class Instance(Base):
     fault: Mapped[str | None] = mapped_column(String(1024))
     #: The storage backend of the root disk (None: the host's root_backend).
     root_backend: Mapped[str | None] = mapped_column(String(63))
+    #: ``linked`` or ``full``: how the root disk is made from the image.
+    root_clone: Mapped[str] = mapped_column(String(8), default="linked", server_default="linked")
+    #: Failed builds of this server: ``[{"host": ..., "fault": ...}]``, oldest first.
+    attempts: Mapped[list] = mapped_column(JSON, default=list, server_default="[]")
     deleted: Mapped[bool] = mapped_column(Boolean, default=False, index=True)
     created_at: Mapped[datetime.datetime] = mapped_column(DateTime, default=utcnow)
     updated_at: Mapped[datetime.datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)

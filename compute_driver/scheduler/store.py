@@ -51,6 +51,7 @@ def host_dict(host: Host, down_after: int) -> dict[str, Any]:
         "disk_gb": host.disk_gb,
         "disk_gb_used": host.disk_gb_used,
         "capabilities": dict(host.capabilities or {}),
+        "failed_builds": host.failed_builds or 0,
         "reported_at": _iso(host.reported_at),
     }
 
@@ -102,6 +103,8 @@ def instance_dict(instance: Instance) -> dict[str, Any]:
         "power_state": instance.power_state,
         "fault": instance.fault,
         "root_backend": instance.root_backend,
+        "root_clone": instance.root_clone or "linked",
+        "attempts": list(instance.attempts or []),
         "created_at": _iso(instance.created_at),
         "updated_at": _iso(instance.updated_at),
     }
@@ -497,20 +500,89 @@ class Store:
             session.refresh(instance)
             return instance_dict(instance)
 
-    def fail_instance(self, uuid: str, fault: str) -> None:
+    def fail_instance(self, uuid: str, fault: str, expected_host: str | None = None) -> None:
         """Mark a server ERROR with ``fault`` and release its claim.
 
         The host is kept on the record (the agent may still hold debris to
         delete), but it no longer counts against the host's capacity.
+
+        :param expected_host: only if the server is (still) on this host: a
+            late report of a host it was moved away from changes nothing.
         """
         with self.session() as session:
             instance = session.get(Instance, uuid)
             if instance is None or instance.deleted:
                 return
+            if expected_host is not None and instance.host != expected_host:
+                return
             self._release(session, instance)
             instance.vm_state = "error"
             instance.task_state = None
             instance.fault = fault[:1024]
+
+    def requeue_failed_build(
+        self, uuid: str, host: str, fault: str, max_attempts: int
+    ) -> tuple[dict[str, Any], bool] | None:
+        """A build failed on ``host``: record the attempt and release the claim.
+
+        Below ``max_attempts`` the server waits for a host again (``scheduling``,
+        no host); at the limit it goes to ERROR with every attempt's reason.
+        The host's ``failed_builds`` counter goes up either way.
+
+        :returns: (the record, True if it waits for another host), or None
+            when the server is not building on ``host`` (deleted, moved on, or
+            a failed action rather than a build).
+        """
+        with self.session() as session:
+            instance = session.get(Instance, uuid)
+            if (
+                instance is None
+                or instance.deleted
+                or instance.host != host
+                or instance.task_state != "spawning"
+            ):
+                return None
+            attempts = list(instance.attempts or []) + [{"host": host, "fault": fault[:300]}]
+            instance.attempts = attempts
+            session.execute(
+                update(Host)
+                .where(Host.name == host)
+                .values(failed_builds=Host.failed_builds + 1)
+                .execution_options(synchronize_session=False)
+            )
+            self._release(session, instance)
+            if len(attempts) >= max_attempts:
+                instance.vm_state = "error"
+                instance.task_state = None
+                instance.fault = (
+                    "build failed on %d host(s): " % len(attempts)
+                    + "; ".join("%s: %s" % (a["host"], a["fault"]) for a in attempts)
+                )[:1024]
+                return instance_dict(instance), False
+            instance.host = None
+            instance.task_state = "scheduling"
+            return instance_dict(instance), True
+
+    def build_succeeded(self, uuid: str, host: str) -> bool:
+        """If ``uuid`` was building on ``host``: its failed-builds counter starts
+        again, and the answer is True (the build ended)."""
+        with self.session() as session:
+            building = session.scalar(
+                select(Instance.uuid).where(
+                    Instance.uuid == uuid,
+                    Instance.host == host,
+                    Instance.task_state == "spawning",
+                )
+            )
+            if building is None:
+                return False
+            session.execute(
+                update(Host)
+                .where(Host.name == host, Host.failed_builds != 0)
+                .values(failed_builds=0)
+                .execution_options(synchronize_session=False)
+            )
+            return True
 
     def power_changed(self, uuid: str, host: str, power_state: str, vm_state: str) -> bool:
         """Follow a guest's own power change, unless a task of ours is in flight.

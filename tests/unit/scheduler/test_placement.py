@@ -399,3 +399,60 @@ def test_manager_raises_no_valid_host_with_the_per_filter_report(scheduler):
     assert "small: needs 1024 MiB RAM, 512 free" in error.message
     server = scheduler.store.list_instances()[0]
     assert server["vm_state"] == "error" and server["fault"].startswith("No valid host: 3 host(s)")
+
+
+# --- reschedule of a failed build ---------------------------------------------------
+
+
+def _report_failure(manager: Any, host: str, uuid: str, fault: str) -> None:
+    update = type(manager).instance_update.__wrapped__
+    update(manager, {}, host=host, uuid=uuid, vm_state="error", fault=fault)
+
+
+def _used(manager: Any) -> dict[str, int]:
+    return {h["name"]: h["memory_mb_used"] for h in manager.store.list_hosts(60)}
+
+
+def test_a_failed_build_goes_to_another_host_and_ends_error_with_every_reason(scheduler):
+    uuid = _create(scheduler, "web")["uuid"]
+    _report_failure(scheduler, "big", uuid, "disk full")
+    moved = scheduler.store.get_instance(uuid)
+    assert (moved["host"], moved["task_state"]) == ("medium", "spawning")
+    assert moved["attempts"] == [{"host": "big", "fault": "disk full"}]
+    assert scheduler.compute.builds == ["big", "medium"]
+    assert _used(scheduler) == {"big": 0, "medium": 1024, "small": 0}
+    hosts = {h["name"]: h for h in scheduler.store.list_hosts(60)}
+    assert hosts["big"]["failed_builds"] == 1
+
+    # A late report from the host it left changes nothing.
+    _report_failure(scheduler, "big", uuid, "late")
+    assert scheduler.store.get_instance(uuid)["host"] == "medium"
+
+    # The second failure leaves no host with room (small is too small): ERROR,
+    # every attempt named, no claim held anywhere.
+    _report_failure(scheduler, "medium", uuid, "qemu died")
+    failed = scheduler.store.get_instance(uuid)
+    assert failed["vm_state"] == "error" and failed["task_state"] is None
+    assert "big: disk full" in failed["fault"] and "medium: qemu died" in failed["fault"]
+    assert _used(scheduler) == {"big": 0, "medium": 0, "small": 0}
+
+
+def test_max_attempts_ends_the_retries_and_a_success_resets_the_host(scheduler, conf):
+    conf.set_override("max_attempts", 2, "scheduler")
+    try:
+        first = _create(scheduler, "web")["uuid"]
+        _report_failure(scheduler, "big", first, "boom")
+        _report_failure(scheduler, "medium", first, "boom again")
+        failed = scheduler.store.get_instance(first)
+        assert failed["vm_state"] == "error"
+        assert failed["fault"].startswith("build failed on 2 host(s): big: boom; medium: boom")
+        assert scheduler.compute.builds == ["big", "medium"]
+
+        second = _create(scheduler, "web2")["uuid"]
+        assert scheduler.store.get_instance(second)["host"] == "big"
+        update = type(scheduler).instance_update.__wrapped__
+        update(scheduler, {}, host="big", uuid=second, vm_state="active", power_state="running")
+        hosts = {h["name"]: h for h in scheduler.store.list_hosts(60)}
+        assert (hosts["big"]["failed_builds"], hosts["medium"]["failed_builds"]) == (0, 1)
+    finally:
+        conf.clear_override("max_attempts", "scheduler")
