@@ -50,6 +50,8 @@ class Client:
         root_backend: str | None = None,
         boot_volume: str | None = None,
         networks: list[str] | None = None,
+        availability_zone: str | None = None,
+        group: str | None = None,
     ) -> dict[str, Any]:
         """Create a server; returns its record (vm_state ``building``).
 
@@ -76,7 +78,28 @@ class Client:
             root_backend=root_backend,
             boot_volume=boot_volume,
             networks=networks or None,
+            availability_zone=availability_zone,
+            group=group,
         )
+
+    def create_servers(self, name: str, count: int, **kwargs: Any) -> list[dict[str, Any]]:
+        """Create ``count`` servers named ``NAME-1`` ... ``NAME-N`` (same options).
+
+        Each carries its own UUID, so a retry after a timeout never doubles
+        one; a failure (say, no valid host for the seventh) stops the
+        series and is raised after the records of those made so far are
+        returned in the error's ``created`` attribute.
+        """
+        if count < 1:
+            raise exception.Invalid(reason="--count must be at least 1, not %d" % count)
+        made: list[dict[str, Any]] = []
+        for index in range(1, count + 1):
+            try:
+                made.append(self.create_server("%s-%d" % (name, index), **kwargs))
+            except exception.ComputeDriverError as exc:
+                exc.created = made  # type: ignore[attr-defined]
+                raise
+        return made
 
     def list_servers(
         self, project: str | None = None, host: str | None = None
@@ -396,3 +419,59 @@ class Client:
     def list_interfaces(self, server: str) -> list[dict[str, Any]]:
         """A server's ports, in device order (eth0 first)."""
         return self._api.call("list_interfaces", server=server)
+
+    # --- aggregates, zones, server groups ------------------------------------------
+
+    def create_aggregate(self, name: str, availability_zone: str | None = None) -> dict[str, Any]:
+        return self._api.call("create_aggregate", name=name, availability_zone=availability_zone)
+
+    def set_aggregate(
+        self,
+        aggregate: str,
+        availability_zone: str | None = None,
+        properties: dict[str, str] | None = None,
+        no_availability_zone: bool = False,
+    ) -> dict[str, Any]:
+        """Set (or remove) an aggregate's zone, and properties ('' value removes one)."""
+        return self._api.call(
+            "set_aggregate",
+            aggregate=aggregate,
+            availability_zone=availability_zone,
+            no_availability_zone=no_availability_zone or None,
+            properties=properties or None,
+        )
+
+    def add_aggregate_host(self, aggregate: str, host: str) -> dict[str, Any]:
+        return self._api.call("add_aggregate_host", aggregate=aggregate, host=host)
+
+    def remove_aggregate_host(self, aggregate: str, host: str) -> dict[str, Any]:
+        return self._api.call("remove_aggregate_host", aggregate=aggregate, host=host)
+
+    def list_aggregates(self) -> list[dict[str, Any]]:
+        return self._api.call("list_aggregates")
+
+    def show_aggregate(self, aggregate: str) -> dict[str, Any]:
+        return self._api.call("show_aggregate", aggregate=aggregate)
+
+    def delete_aggregate(self, aggregate: str) -> dict[str, Any]:
+        return self._api.call("delete_aggregate", aggregate=aggregate)
+
+    def create_server_group(
+        self, name: str, policy: str, project: str = "default", uuid: str | None = None
+    ) -> dict[str, Any]:
+        return self._api.call(
+            "create_server_group",
+            uuid=uuid or str(uuidlib.uuid4()),
+            name=name,
+            policy=policy,
+            project=project,
+        )
+
+    def list_server_groups(self, project: str | None = None) -> list[dict[str, Any]]:
+        return self._api.call("list_server_groups", project=project)
+
+    def show_server_group(self, group: str) -> dict[str, Any]:
+        return self._api.call("show_server_group", group=group)
+
+    def delete_server_group(self, group: str) -> dict[str, Any]:
+        return self._api.call("delete_server_group", group=group)

@@ -10,6 +10,7 @@ view (``host_networks``) so nothing said while it was away is lost.
 from __future__ import annotations
 
 import logging
+import threading
 from typing import TYPE_CHECKING, Any
 
 import oslo_messaging as messaging
@@ -58,6 +59,21 @@ class PortEndpoint:
 
     def __init__(self, manager: ComputeManager) -> None:
         self.manager = manager
+        #: Network id -> revision of the topology last applied.
+        self._revisions: dict[str, int] = {}
+        self._revisions_lock = threading.Lock()
+
+    def _newer(self, network: dict[str, Any]) -> bool:
+        """Record ``network``'s revision if it is not older than the last one applied.
+
+        Call with ``_revisions_lock`` held, together with the apply.
+        """
+        revision = int(network.get("revision") or 0)
+        known = self._revisions.get(network["id"], 0)
+        if revision < known:
+            return False
+        self._revisions[network["id"]] = revision
+        return True
 
     @property
     def plugin(self) -> Any:
@@ -112,7 +128,17 @@ class PortEndpoint:
         self, ctxt: dict, network: dict[str, Any], remote_endpoints: list[str]
     ) -> None:
         net = network_of(network)
-        self.plugin.update_topology(net, remote_endpoints)
+        # NOTE: check and apply under one lock: two casts for one network
+        # may be served by two threads, and the older must not win.
+        with self._revisions_lock:
+            if not self._newer(network):
+                LOG.info(
+                    "Network %s: topology revision %s is stale; ignored",
+                    net.name,
+                    network.get("revision"),
+                )
+                return
+            self.plugin.update_topology(net, remote_endpoints)
         LOG.info("Network %s: remote endpoints %s", net.name, ", ".join(remote_endpoints) or "none")
 
     @compute_method
@@ -146,6 +172,8 @@ class PortEndpoint:
         """
         for entry in self.manager._reconcile_scheduler.host_networks(self.manager.host):
             net = network_of(entry["network"])
+            with self._revisions_lock:
+                self._newer(entry["network"])
             try:
                 self.plugin.ensure_network(net)
                 for item in entry["ports"]:

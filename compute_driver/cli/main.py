@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from compute_driver import exception
-from compute_driver.cli import networks, volumes
+from compute_driver.cli import aggregates, networks, volumes
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -179,6 +179,13 @@ def build_parser() -> ArgumentParser:
         dest="networks",
         help="a port on this network (repeatable: eth0, eth1, ... in order)",
     )
+    create.add_argument("--availability-zone", help="place it in this zone")
+    create.add_argument(
+        "--group", dest="server_group", help="join this server group (its policy applies)"
+    )
+    create.add_argument(
+        "--count", type=int, default=1, help="make N servers named NAME-1 ... NAME-N"
+    )
     create.add_argument("--wait", action="store_true", help="wait until it is ACTIVE (or failed)")
     create.add_argument("--wait-timeout", type=int, default=600, metavar="S")
     lst = server.add_parser("list", help="list servers")
@@ -226,6 +233,7 @@ def build_parser() -> ArgumentParser:
         snap_parser.add_argument("--wait", action="store_true", help="wait until it is done")
         snap_parser.add_argument("--wait-timeout", type=int, default=600, metavar="S")
     networks.add_interface_parser(server)
+    aggregates.add_group_parser(server)
     server.add_parser("diagnostics", help="CPU, memory, disk and NIC counters").add_argument(
         "server"
     )
@@ -235,6 +243,7 @@ def build_parser() -> ArgumentParser:
 
     volumes.add_parser(groups)
     networks.add_parser(groups)
+    aggregates.add_parser(groups, key_value)
 
     demo = groups.add_parser("demo", help="boot a tiny guest through the bus, show it, remove it")
     demo.add_argument(
@@ -299,6 +308,25 @@ def _snapshot_command(args: argparse.Namespace, client: Any) -> tuple[Any, list[
     return record, None
 
 
+def _create_many(
+    args: argparse.Namespace, client: Any, user_data: bytes | None, options: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """``server create --count N``: N servers, then (with --wait) until each settles."""
+    records = client.create_servers(
+        args.name,
+        args.count,
+        flavor=args.flavor,
+        image=args.image,
+        project=args.project,
+        host=args.host,
+        user_data=user_data,
+        **options,
+    )
+    if args.wait:
+        records = [client.wait_for_server(r["uuid"], timeout=args.wait_timeout) for r in records]
+    return records
+
+
 def run_command(args: argparse.Namespace, client: Any) -> tuple[Any, list[str] | None]:
     """Do what ``args`` asks; return (result, table columns)."""
     from compute_driver.cli.output import Progress
@@ -348,17 +376,18 @@ def run_command(args: argparse.Namespace, client: Any) -> tuple[Any, list[str] |
                     raise exception.Invalid(
                         reason="cannot read --user-data %s: %s" % (args.user_data, exc.strerror)
                     ) from exc
+            options = {
+                "full_clone": args.full_clone,
+                "root_backend": args.root_backend,
+                "boot_volume": args.boot_volume,
+                "networks": args.networks,
+                "availability_zone": args.availability_zone,
+                "group": args.server_group,
+            }
+            if args.count != 1:
+                return _create_many(args, client, user_data, options), SERVER_COLUMNS
             record = client.create_server(
-                args.name,
-                args.flavor,
-                args.image,
-                args.project,
-                args.host,
-                user_data,
-                full_clone=args.full_clone,
-                root_backend=args.root_backend,
-                boot_volume=args.boot_volume,
-                networks=args.networks,
+                args.name, args.flavor, args.image, args.project, args.host, user_data, **options
             )
             if args.wait:
                 progress = Progress()
@@ -392,6 +421,8 @@ def run_command(args: argparse.Namespace, client: Any) -> tuple[Any, list[str] |
             return _snapshot_command(args, client)
         if action == "interface":
             return networks.run_interface(args, client)
+        if action == "group":
+            return aggregates.run_group(args, client)
         if action in ACTION_HELP:
             name = "hard-reboot" if action == "reboot" and args.hard else action
             record = client.server_action(args.server, name)
@@ -412,6 +443,8 @@ def run_command(args: argparse.Namespace, client: Any) -> tuple[Any, list[str] |
         return volumes.run(args, client)
     if group == "network":
         return networks.run(args, client)
+    if group == "aggregate":
+        return aggregates.run(args, client)
     raise exception.Invalid(reason="unknown command %s" % group)
 
 

@@ -12,6 +12,10 @@ GROUP = cfg.OptGroup("scheduler", title="Scheduler", help="The scheduler service
 DEFAULT_FILTERS = [
     "retry",
     "compute",
+    "availability_zone",
+    "aggregate_instance_extra_specs",
+    "server_group_affinity",
+    "server_group_anti_affinity",
     "image_properties",
     "network_plugins",
     "storage_backends",
@@ -19,7 +23,7 @@ DEFAULT_FILTERS = [
     "ram",
     "disk",
 ]
-DEFAULT_WEIGHERS = ["ram", "cpu", "disk", "build_failure"]
+DEFAULT_WEIGHERS = ["ram", "cpu", "disk", "build_failure", "soft_affinity"]
 
 OPTS = [
     cfg.IntOpt(
@@ -71,8 +75,10 @@ OPTS = [
         help="Filters that drop hosts unable to take a server, run in this "
         "order; each sees only the hosts the ones before it kept. Names are "
         "entry points of the 'compute_driver.scheduler.filters' namespace: "
-        "retry, compute, num_instances, image_properties, network_plugins, "
-        "storage_backends, cpu, ram, disk. Put cheap, selective filters first. "
+        "retry, compute, availability_zone, aggregate_instance_extra_specs, "
+        "server_group_affinity, server_group_anti_affinity, num_instances, "
+        "image_properties, network_plugins, storage_backends, cpu, ram, disk. "
+        "Put cheap, selective filters first. "
         "When no host is left, the error says how many hosts each filter "
         "removed and why. Related options: weighers.",
     ),
@@ -83,7 +89,22 @@ OPTS = [
         "values are scaled to 0..1 across those hosts, times its multiplier, "
         "and summed; the claim is tried on the heaviest host first. Names are "
         "entry points of the 'compute_driver.scheduler.weighers' namespace: "
-        "ram, cpu, disk, build_failure. Related options: *_weight_multiplier.",
+        "ram, cpu, disk, build_failure, soft_affinity. Related options: "
+        "*_weight_multiplier.",
+    ),
+    cfg.StrOpt(
+        "default_availability_zone",
+        default="default",
+        help="Availability zone of hosts that are in no aggregate with a zone. "
+        "Read by the availability_zone filter.",
+    ),
+    cfg.FloatOpt(
+        "soft_affinity_weight_multiplier",
+        default=1.0,
+        min=0.0,
+        help="Weight of the soft_affinity weigher: how strongly soft-affinity "
+        "groups prefer hosts with members, and soft-anti-affinity groups hosts "
+        "without (0 turns it off).",
     ),
     cfg.IntOpt(
         "max_attempts",

@@ -148,6 +148,7 @@ NETWORK = obj(
         },
         "physnet": {"anyOf": [NAME, {"type": "null"}]},
         "mtu": MTU,
+        "revision": {"type": "integer", "minimum": 0},
     },
     ("id", "name", "type", "mtu"),
 )
@@ -237,6 +238,8 @@ SCHEDULER_METHODS: dict[str, dict[str, Any]] = {
             "root_backend": NAME,
             "boot_volume": NAME_OR_UUID,
             "networks": {"type": "array", "items": NAME_OR_UUID, "maxItems": 16},
+            "availability_zone": NAME,
+            "group": NAME_OR_UUID,
         },
         ("uuid", "name", "flavor", "image", "project"),
     ),
@@ -328,6 +331,35 @@ SCHEDULER_METHODS: dict[str, dict[str, Any]] = {
     "list_interfaces": obj({"server": NAME_OR_UUID}, ("server",)),
     "show_network": obj({"network": NAME_OR_UUID}, ("network",)),
     "delete_network": obj({"network": NAME_OR_UUID}, ("network",)),
+    "create_aggregate": obj({"name": NAME, "availability_zone": NAME}, ("name",)),
+    "set_aggregate": obj(
+        {
+            "aggregate": NAME,
+            "availability_zone": NAME,
+            "no_availability_zone": {"type": "boolean"},
+            "properties": PROPERTIES,
+        },
+        ("aggregate",),
+    ),
+    "add_aggregate_host": obj({"aggregate": NAME, "host": HOST}, ("aggregate", "host")),
+    "remove_aggregate_host": obj({"aggregate": NAME, "host": HOST}, ("aggregate", "host")),
+    "list_aggregates": obj({}),
+    "show_aggregate": obj({"aggregate": NAME}, ("aggregate",)),
+    "delete_aggregate": obj({"aggregate": NAME}, ("aggregate",)),
+    "create_server_group": obj(
+        {
+            "uuid": UUID,
+            "name": NAME,
+            "policy": {
+                "enum": ["affinity", "anti-affinity", "soft-affinity", "soft-anti-affinity"]
+            },
+            "project": PROJECT,
+        },
+        ("uuid", "name", "policy", "project"),
+    ),
+    "list_server_groups": obj({"project": PROJECT}),
+    "show_server_group": obj({"group": NAME_OR_UUID}, ("group",)),
+    "delete_server_group": obj({"group": NAME_OR_UUID}, ("group",)),
     "list_hosts": obj({}),
     "show_host": obj({"host": HOST}, ("host",)),
     "list_flavors": obj({}),

@@ -19,6 +19,7 @@ from compute_driver import exception, notifications
 from compute_driver.rpc import compute_api, schemas
 from compute_driver.rpc.endpoint import rpc_method
 from compute_driver.scheduler import placement
+from compute_driver.scheduler.aggregates import AggregateManager
 from compute_driver.scheduler.imagestore import ImageStore
 from compute_driver.scheduler.networks import NetworkManager
 from compute_driver.scheduler.store import Store
@@ -51,6 +52,8 @@ class SchedulerManager:
         self.volumes = VolumeManager(conf, store, compute)
         #: The network methods, a third endpoint on the same RPC server.
         self.networks = NetworkManager(conf, store, compute)
+        #: Aggregates, zones and server groups, a fourth endpoint.
+        self.aggregates = AggregateManager(conf, store)
         self.notifier = notifications.Notifier(conf, "compute-scheduler:%s" % conf.host)
 
     @property
@@ -87,8 +90,13 @@ class SchedulerManager:
         root_backend: str | None = None,
         boot_volume: str | None = None,
         networks: list[str] | None = None,
+        availability_zone: str | None = None,
+        group: str | None = None,
     ) -> dict[str, Any]:
         decode_user_data(user_data)  # InvalidPayload before anything is stored
+        if availability_zone is not None:
+            self.aggregates.check_zone(availability_zone)
+        group_rec = self.aggregates.group_for(group, project) if group else None
         flavor_rec = self.store.get_flavor(flavor)
         image_rec = self.store.get_image(image)
         if host is not None:
@@ -107,6 +115,8 @@ class SchedulerManager:
             user_data=user_data,
             root_backend=root_backend,
             root_clone=root_clone,
+            availability_zone=availability_zone,
+            group_uuid=group_rec["uuid"] if group_rec else None,
         )
         if not created:
             LOG.info("create_server %s repeated: returning the existing record", uuid)
@@ -161,8 +171,12 @@ class SchedulerManager:
             image_rec,
             tried_hosts=[a["host"] for a in record.get("attempts") or ()],
             storage_backends=needed,
+            availability_zone=record.get("availability_zone"),
+            group=self.aggregates.group_for(record["group"], record["project"])
+            if record.get("group")
+            else None,
         )
-        hosts = self.store.list_hosts(self._down_after)
+        hosts = self.aggregates.annotate(self.store.list_hosts(self._down_after))
         if forced_host is not None:
             hosts = [h for h in hosts if h["name"] == forced_host]
         if boot is not None and not boot["shared"]:
@@ -177,7 +191,7 @@ class SchedulerManager:
             raise
         chosen = None
         for candidate in selection.candidates:
-            if self.store.claim(
+            if not self.store.claim(
                 candidate.name,
                 request.vcpus,
                 request.memory_mb,
@@ -185,9 +199,18 @@ class SchedulerManager:
                 self._limits().as_dict(),
                 uuid,
             ):
-                chosen = candidate.name
-                break
-            selection.claim_failed(candidate.name)
+                selection.claim_failed(candidate.name)
+                continue
+            if request.group_policy == "anti-affinity" and self.aggregates.members_on(
+                record["group"], candidate.name, other_than=uuid
+            ):
+                # NOTE: the late check: a member placed at the same moment
+                # passed the same filters; the claim decides who stays.
+                self.store.undo_claim(uuid, candidate.name)
+                selection.claim_failed(candidate.name, "another member of its group got here first")
+                continue
+            chosen = candidate.name
+            break
         if chosen is None:
             why = selection.explain()
             tried = record.get("attempts") or []
@@ -431,8 +454,18 @@ class SchedulerManager:
 
     @scheduler_method
     def show_host(self, ctxt: dict, host: str) -> dict[str, Any]:
-        record = self.store.get_host(host, self._down_after)
-        record["instances"] = [i["uuid"] for i in self.store.list_instances(host=host)]
+        record = self.aggregates.annotate([self.store.get_host(host, self._down_after)])[0]
+        record["aggregate_properties"] = {
+            k: sorted(v) for k, v in record["aggregate_properties"].items()
+        }
+        servers = self.store.list_instances(host=host)
+        record["instances"] = [i["uuid"] for i in servers]
+        # NOTE: what each server claims here (ERROR servers claim nothing).
+        record["allocations"] = [
+            {k: i[k] for k in ("uuid", "name", "vcpus", "memory_mb", "root_gb", "vm_state")}
+            for i in servers
+            if i["vm_state"] != "error"
+        ]
         return record
 
     # --- flavors ---------------------------------------------------------------

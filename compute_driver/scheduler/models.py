@@ -107,6 +107,10 @@ class Instance(Base):
     root_clone: Mapped[str] = mapped_column(String(8), default="linked", server_default="linked")
     #: Failed builds of this server: ``[{"host": ..., "fault": ...}]``, oldest first.
     attempts: Mapped[list] = mapped_column(JSON, default=list, server_default="[]")
+    #: The availability zone asked for (None: any).
+    availability_zone: Mapped[str | None] = mapped_column(String(63))
+    #: The server group it belongs to (affinity policies).
+    group_uuid: Mapped[str | None] = mapped_column(String(36), index=True)
     deleted: Mapped[bool] = mapped_column(Boolean, default=False, index=True)
     created_at: Mapped[datetime.datetime] = mapped_column(DateTime, default=utcnow)
     updated_at: Mapped[datetime.datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
@@ -166,6 +170,9 @@ class Network(Base):
     cidr: Mapped[str] = mapped_column(String(43))
     gateway: Mapped[str | None] = mapped_column(String(39))
     mtu: Mapped[int] = mapped_column(Integer)
+    #: Bumped with every change of its ports' hosts: agents apply a topology
+    #: only if it is newer than the last one they applied (fan-outs race).
+    revision: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[datetime.datetime] = mapped_column(DateTime, default=utcnow)
 
 
@@ -182,4 +189,39 @@ class Port(Base):
     mac: Mapped[str] = mapped_column(String(17), unique=True)
     ip: Mapped[str] = mapped_column(String(39))
     host: Mapped[str | None] = mapped_column(String(255), index=True)
+    created_at: Mapped[datetime.datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class Aggregate(Base):
+    """A named set of hosts with metadata (matched against flavor extra
+    specs), and optionally the availability zone of its hosts."""
+
+    __tablename__ = "aggregates"
+
+    name: Mapped[str] = mapped_column(String(63), primary_key=True)
+    availability_zone: Mapped[str | None] = mapped_column(String(63))
+    properties: Mapped[dict] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime.datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class AggregateHost(Base):
+    """A host's membership of an aggregate."""
+
+    __tablename__ = "aggregate_hosts"
+
+    aggregate: Mapped[str] = mapped_column(
+        String(63), ForeignKey("aggregates.name"), primary_key=True
+    )
+    host: Mapped[str] = mapped_column(String(255), primary_key=True)
+
+
+class ServerGroup(Base):
+    """Servers placed together (affinity) or apart (anti-affinity), hard or soft."""
+
+    __tablename__ = "server_groups"
+
+    uuid: Mapped[str] = mapped_column(String(36), primary_key=True)
+    name: Mapped[str] = mapped_column(String(63), index=True)
+    project: Mapped[str] = mapped_column(String(64), index=True)
+    policy: Mapped[str] = mapped_column(String(32))
     created_at: Mapped[datetime.datetime] = mapped_column(DateTime, default=utcnow)

@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from compute_driver import exception
@@ -43,6 +43,7 @@ def network_dict(network: Network) -> dict[str, Any]:
         "cidr": network.cidr,
         "gateway": network.gateway,
         "mtu": network.mtu,
+        "revision": network.revision or 0,
         "created_at": _iso(network.created_at),
     }
 
@@ -199,6 +200,7 @@ class NetworkStore:
                     )
                     session.add(port)
                     session.flush()
+                    _bump(session, [network.uuid])
                     return port_dict(port, network)
             except IntegrityError:
                 # NOTE: a concurrent create took this address (or, once in
@@ -217,11 +219,24 @@ class NetworkStore:
             row = session.get(Port, port["uuid"])
             if row is not None:
                 row.host = host
+                _bump(session, [row.network_uuid])
         return dict(port, host=host)
 
     def delete_port(self, port_uuid: str) -> None:
         with self.store.session() as session:
-            session.execute(delete(Port).where(Port.uuid == port_uuid))
+            row = session.get(Port, port_uuid)
+            if row is not None:
+                _bump(session, [row.network_uuid])
+                session.delete(row)
+
+    def topology(self, network_uuid: str) -> tuple[dict[str, Any], set[str]]:
+        """A network (with its revision) and the hosts with ports on it, read together."""
+        with self.store.session() as session:
+            network = self._find(session, network_uuid)
+            hosts = session.scalars(
+                select(Port.host).where(Port.network_uuid == network.uuid, Port.host.is_not(None))
+            )
+            return network_dict(network), {h for h in hosts if h}
 
     def ports_of(self, instance_uuid: str) -> list[dict[str, Any]]:
         """A server's ports, in device order."""
@@ -237,8 +252,11 @@ class NetworkStore:
     def bind(self, instance_uuid: str, host: str) -> None:
         """Record that a server's ports live on ``host``."""
         with self.store.session() as session:
+            networks = []
             for port in session.scalars(select(Port).where(Port.instance_uuid == instance_uuid)):
                 port.host = host
+                networks.append(port.network_uuid)
+            _bump(session, networks)
 
     def release(self, instance_uuid: str) -> list[str]:
         """Remove a server's ports; returns the networks they were on."""
@@ -249,6 +267,7 @@ class NetworkStore:
                 )
             )
             session.execute(delete(Port).where(Port.instance_uuid == instance_uuid))
+            _bump(session, networks)
             return sorted(set(networks))
 
     def hosts_of(self, network_uuid: str) -> set[str]:
@@ -279,6 +298,17 @@ class NetworkStore:
                 .order_by(Network.created_at)
             )
             return [network_dict(n) for n in rows]
+
+
+def _bump(session: Any, network_uuids: Iterable[str]) -> None:
+    """A new topology revision for each network (same transaction as the change)."""
+    for network_uuid in set(network_uuids):
+        session.execute(
+            update(Network)
+            .where(Network.uuid == network_uuid)
+            .values(revision=Network.revision + 1)
+            .execution_options(synchronize_session=False)
+        )
 
 
 def _uuid() -> str:

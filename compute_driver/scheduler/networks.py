@@ -44,6 +44,7 @@ def agent_network(network: dict[str, Any]) -> dict[str, Any]:
         "segment": network["segment"],
         "physnet": network["physnet"],
         "mtu": network["mtu"],
+        "revision": network.get("revision", 0),
     }
 
 
@@ -264,10 +265,12 @@ class NetworkManager:
         endpoints = self._endpoints()
         for network_uuid in network_uuids:
             try:
-                network = agent_network(self.networks.get(network_uuid))
+                record, hosts = self.networks.topology(network_uuid)
             except exception.NetworkNotFound:
                 continue
-            hosts = self.networks.hosts_of(network_uuid)
+            # NOTE: the revision travels with the list: when two fan-outs of
+            # one network overlap, agents keep the newer list.
+            network = agent_network(record)
             for host in sorted(hosts):
                 remotes = sorted(endpoints[h] for h in hosts if h != host and h in endpoints)
                 try:

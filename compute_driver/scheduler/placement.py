@@ -94,6 +94,10 @@ class HostState:
     num_instances: int | None = None
     #: Recent failed builds; 0 until the store keeps the counter.
     failed_builds: int = 0
+    #: Its availability zone (from its aggregates, or the default zone).
+    availability_zone: str | None = None
+    #: Property -> the values the host's aggregates give it.
+    aggregate_properties: Mapping[str, frozenset[str]] = dataclasses.field(default_factory=dict)
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any], num_instances: int | None = None) -> HostState:
@@ -115,6 +119,8 @@ class HostState:
             capabilities=dict(record.get("capabilities") or {}),
             num_instances=num_instances,
             failed_builds=record.get("failed_builds") or 0,
+            availability_zone=record.get("availability_zone"),
+            aggregate_properties=dict(record.get("aggregate_properties") or {}),
         )
 
     # NOTE: the same arithmetic as the conditional UPDATE of store.claim, so
@@ -143,6 +149,12 @@ class RequestSpec:
     storage_backends: frozenset[str] = frozenset()
     #: Hosts already tried for this build (a reschedule skips them).
     tried_hosts: frozenset[str] = frozenset()
+    #: The availability zone asked for (None: any).
+    availability_zone: str | None = None
+    #: The policy of the server group it joins, and where its members are
+    #: (host -> number of members).
+    group_policy: str | None = None
+    group_hosts: Mapping[str, int] = dataclasses.field(default_factory=dict)
 
     @classmethod
     def from_records(
@@ -152,6 +164,8 @@ class RequestSpec:
         image: Mapping[str, Any],
         tried_hosts: Iterable[str] = (),
         storage_backends: Iterable[str] = (),
+        availability_zone: str | None = None,
+        group: Mapping[str, Any] | None = None,
     ) -> RequestSpec:
         """From the store's flavor and image shapes.
 
@@ -159,6 +173,7 @@ class RequestSpec:
         :param tried_hosts: hosts a reschedule must skip.
         :param storage_backends: backends the request needs besides the
             flavor's (a root disk or boot volume on a named backend).
+        :param group: the server group it joins (``policy``, ``hosts``).
         """
         specs = dict(flavor.get("extra_specs") or {})
         return cls(
@@ -172,6 +187,9 @@ class RequestSpec:
             storage_backends=split_names(specs.get(STORAGE_BACKENDS_SPEC))
             | frozenset(storage_backends),
             tried_hosts=frozenset(tried_hosts),
+            availability_zone=availability_zone,
+            group_policy=group["policy"] if group else None,
+            group_hosts=dict(group["hosts"]) if group else {},
         )
 
 
@@ -213,11 +231,11 @@ class Selection:
     weights: dict[str, float]
     filters: list[FilterReport]
 
-    def claim_failed(self, host: str) -> None:
+    def claim_failed(self, host: str, why: str = "filled up by a concurrent claim") -> None:
         """Record that the claim on candidate ``host`` lost to a concurrent one."""
         if not self.filters or self.filters[-1].name != CLAIM_STEP:
             self.filters.append(FilterReport(CLAIM_STEP))
-        self.filters[-1].remove(host, "filled up by a concurrent claim")
+        self.filters[-1].remove(host, why)
 
     def explain(self) -> str:
         """Why no candidate is left, on one line (for NoValidHost and the fault)."""

@@ -49,7 +49,12 @@ class SchedulerService:
         self.server = transport.get_server(
             conf,
             target,
-            [self.manager, self.manager.volumes, self.manager.networks],
+            [
+                self.manager,
+                self.manager.volumes,
+                self.manager.networks,
+                self.manager.aggregates,
+            ],
             conf.scheduler.rpc_workers,
         )
         self.periodic = service.Periodic(

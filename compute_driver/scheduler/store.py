@@ -105,6 +105,8 @@ def instance_dict(instance: Instance) -> dict[str, Any]:
         "root_backend": instance.root_backend,
         "root_clone": instance.root_clone or "linked",
         "attempts": list(instance.attempts or []),
+        "availability_zone": instance.availability_zone,
+        "group": instance.group_uuid,
         "created_at": _iso(instance.created_at),
         "updated_at": _iso(instance.updated_at),
     }
@@ -562,6 +564,16 @@ class Store:
             instance.host = None
             instance.task_state = "scheduling"
             return instance_dict(instance), True
+
+    def undo_claim(self, uuid: str, host: str) -> None:
+        """Take back a claim just made on ``host``: the server waits for a host again."""
+        with self.session() as session:
+            instance = session.get(Instance, uuid)
+            if instance is None or instance.host != host or instance.task_state != "spawning":
+                return
+            self._release(session, instance)
+            instance.host = None
+            instance.task_state = "scheduling"
 
     def build_succeeded(self, uuid: str, host: str) -> bool:
         """If ``uuid`` was building on ``host``: its failed-builds counter starts

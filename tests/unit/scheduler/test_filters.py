@@ -15,6 +15,8 @@ from oslo_config import cfg
 from compute_driver.conf import scheduler as scheduler_opts
 from compute_driver.scheduler import placement
 from compute_driver.scheduler.filters import (
+    aggregate_extra_specs,
+    availability_zone,
     compute,
     cpu,
     disk,
@@ -23,6 +25,7 @@ from compute_driver.scheduler.filters import (
     num_instances,
     ram,
     retry,
+    server_group,
     storage_backends,
 )
 from compute_driver.scheduler.filters.base import BaseHostFilter
@@ -41,12 +44,17 @@ compute_driver.scheduler.filters =
     cpu = compute_driver.scheduler.filters.cpu:CpuFilter
     ram = compute_driver.scheduler.filters.ram:RamFilter
     disk = compute_driver.scheduler.filters.disk:DiskFilter
+    availability_zone = compute_driver.scheduler.filters.availability_zone:AvailabilityZoneFilter
+    aggregate_instance_extra_specs = compute_driver.scheduler.filters.aggregate_extra_specs:AggregateInstanceExtraSpecsFilter
+    server_group_affinity = compute_driver.scheduler.filters.server_group:ServerGroupAffinityFilter
+    server_group_anti_affinity = compute_driver.scheduler.filters.server_group:ServerGroupAntiAffinityFilter
 compute_driver.scheduler.weighers =
     ram = compute_driver.scheduler.weighers.ram:RamWeigher
     cpu = compute_driver.scheduler.weighers.cpu:CpuWeigher
     disk = compute_driver.scheduler.weighers.disk:DiskWeigher
     build_failure = compute_driver.scheduler.weighers.build_failure:BuildFailureWeigher
-"""
+    soft_affinity = compute_driver.scheduler.weighers.soft_affinity:SoftAffinityWeigher
+"""  # noqa: E501 - setup.cfg lines, as they are
 
 
 def _entry_points(setup_cfg: str) -> dict[str, dict[str, str]]:
@@ -170,6 +178,10 @@ def test_placement_loads_the_plugins_by_entry_point_name(conf, tmp_path, monkeyp
         cpu.CpuFilter,
         ram.RamFilter,
         disk.DiskFilter,
+        availability_zone.AvailabilityZoneFilter,
+        aggregate_extra_specs.AggregateInstanceExtraSpecsFilter,
+        server_group.ServerGroupAffinityFilter,
+        server_group.ServerGroupAntiAffinityFilter,
     ]
     assert [w.name for w in loaded.weighers] == conf.scheduler.weighers
 

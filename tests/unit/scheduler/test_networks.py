@@ -152,3 +152,20 @@ def test_topology_goes_only_to_hosts_with_ports(
     with pytest.raises(exception.InUse):
         call(manager, "delete_network", network="a")
     call(manager, "delete_network", network="quiet")
+
+
+def test_every_port_change_gives_the_network_a_newer_revision(
+    manager: NetworkManager, recorder: TopologyRecorder
+) -> None:
+    net = _net(manager, "a")
+    revisions = [manager.networks.get(net["uuid"])["revision"]]
+    instance = str(uuidlib.uuid4())
+    manager.allocate(instance, "demo", ["a"])
+    revisions.append(manager.networks.get(net["uuid"])["revision"])
+    manager.networks.bind(instance, "h1")
+    revisions.append(manager.networks.get(net["uuid"])["revision"])
+    manager.fan_out([net["uuid"]])
+    manager.networks.release(instance)
+    revisions.append(manager.networks.get(net["uuid"])["revision"])
+    assert revisions == sorted(set(revisions)) and len(revisions) == 4
+    assert recorder.sent == [("h1", "a", [])]

@@ -15,6 +15,8 @@ from compute_driver import exception
 from compute_driver.conf import scheduler as scheduler_opts
 from compute_driver.scheduler import placement
 from compute_driver.scheduler.filters import (
+    aggregate_extra_specs,
+    availability_zone,
     compute,
     cpu,
     disk,
@@ -23,10 +25,11 @@ from compute_driver.scheduler.filters import (
     num_instances,
     ram,
     retry,
+    server_group,
     storage_backends,
 )
 from compute_driver.scheduler.placement import RequestSpec
-from compute_driver.scheduler.weighers import build_failure
+from compute_driver.scheduler.weighers import build_failure, soft_affinity
 from compute_driver.scheduler.weighers import cpu as cpu_weigher
 from compute_driver.scheduler.weighers import disk as disk_weigher
 from compute_driver.scheduler.weighers import ram as ram_weigher
@@ -41,12 +44,17 @@ FILTERS = [
     cpu.CpuFilter,
     ram.RamFilter,
     disk.DiskFilter,
+    availability_zone.AvailabilityZoneFilter,
+    aggregate_extra_specs.AggregateInstanceExtraSpecsFilter,
+    server_group.ServerGroupAffinityFilter,
+    server_group.ServerGroupAntiAffinityFilter,
 ]
 WEIGHERS = [
     ram_weigher.RamWeigher,
     cpu_weigher.CpuWeigher,
     disk_weigher.DiskWeigher,
     build_failure.BuildFailureWeigher,
+    soft_affinity.SoftAffinityWeigher,
 ]
 NEED = RequestSpec(instance="web", vcpus=2, memory_mb=1024, disk_gb=10)
 
@@ -133,6 +141,10 @@ def test_filters_each_bad_host_with_its_reason(conf):
                 "down: down (last report 2026-01-01T00:00:00Z)",
             ],
         },
+        {"filter": "availability_zone", "removed": 0, "reasons": []},
+        {"filter": "aggregate_instance_extra_specs", "removed": 0, "reasons": []},
+        {"filter": "server_group_affinity", "removed": 0, "reasons": []},
+        {"filter": "server_group_anti_affinity", "removed": 0, "reasons": []},
         {"filter": "image_properties", "removed": 0, "reasons": []},
         {"filter": "network_plugins", "removed": 0, "reasons": []},
         {"filter": "storage_backends", "removed": 0, "reasons": []},

@@ -13,10 +13,16 @@ from stevedore.extension import Extension, ExtensionManager
 from compute_driver.conf import scheduler as scheduler_opts
 from compute_driver.scheduler import placement
 from compute_driver.scheduler.placement import HostState, RequestSpec
-from compute_driver.scheduler.weighers import build_failure, cpu, disk, ram
+from compute_driver.scheduler.weighers import build_failure, cpu, disk, ram, soft_affinity
 from compute_driver.scheduler.weighers.base import BaseHostWeigher
 
-WEIGHERS = [ram.RamWeigher, cpu.CpuWeigher, disk.DiskWeigher, build_failure.BuildFailureWeigher]
+WEIGHERS = [
+    ram.RamWeigher,
+    cpu.CpuWeigher,
+    disk.DiskWeigher,
+    build_failure.BuildFailureWeigher,
+    soft_affinity.SoftAffinityWeigher,
+]
 REQUEST = RequestSpec(instance="web", vcpus=1, memory_mb=512, disk_gb=1)
 
 
