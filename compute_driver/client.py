@@ -17,7 +17,7 @@ from typing import Any
 
 from oslo_config import cfg
 
-from compute_driver import exception
+from compute_driver import exception, image_convert
 from compute_driver.rpc.scheduler_api import SchedulerAPI
 
 #: vm_states in which a server stays until someone acts.
@@ -274,25 +274,35 @@ class Client:
         cmdline: str | None = None,
         uuid: str | None = None,
         properties: dict[str, str] | None = None,
+        progress: Callable[[float], None] | None = None,
     ) -> dict[str, Any]:
         """Register an image; the files must be readable by the scheduler at these paths.
 
         ``properties`` shape the guests booted from it (``hw_disk_bus`` ...).
+        A vmdk, vdi, vhdx, vpc or qed disk is converted to qcow2 here first
+        (``progress`` hears the percentage done), and the copy removed after.
         """
 
         def absolute(path: str | None) -> str | None:
             return os.path.abspath(path) if path else None
 
-        return self._api.call(
-            "import_image",
-            uuid=uuid or str(uuidlib.uuid4()),
-            name=name,
-            file=absolute(file),
-            kernel=absolute(kernel),
-            initrd=absolute(initrd),
-            cmdline=cmdline,
-            properties=properties or None,
-        )
+        converted = None
+        if image_convert.needs_conversion(file):
+            converted = image_convert.convert_to_qcow2(file, progress)
+        try:
+            return self._api.call(
+                "import_image",
+                uuid=uuid or str(uuidlib.uuid4()),
+                name=name,
+                file=absolute(converted or file),
+                kernel=absolute(kernel),
+                initrd=absolute(initrd),
+                cmdline=cmdline,
+                properties=properties or None,
+            )
+        finally:
+            if converted is not None:
+                image_convert.remove_converted(converted)
 
     def create_image_from_server(
         self, name: str, server: str, uuid: str | None = None

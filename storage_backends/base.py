@@ -56,7 +56,7 @@ class Capacity:
 
 #: Abilities a backend may lack; ``describe()`` says which it has, and the
 #: default methods below refuse with :class:`~storage_backends.exception.Unsupported`.
-OPTIONAL_ABILITIES = ("snapshots", "resize", "linked_clone")
+OPTIONAL_ABILITIES = ("snapshots", "resize", "linked_clone", "image_cache")
 
 
 class StorageBackend(abc.ABC):
@@ -174,3 +174,11 @@ class StorageBackend(abc.ABC):
         :raises Unsupported: ``describe()["snapshots"]`` is false.
         """
         raise exception.Unsupported(backend=self.name, ability="snapshots")
+
+    def cleanup_image_cache(self, min_age: int | None = None) -> list[str]:
+        """Remove cached images no volume backs onto any more (never one in use).
+
+        :returns: what was removed.
+        :raises Unsupported: ``describe()["image_cache"]`` is false.
+        """
+        raise exception.Unsupported(backend=self.name, ability="image_cache")

@@ -233,6 +233,7 @@ class NfsStorageBackend(dir_backend.FileStoreBackend):
             "linked_clone": True,
             "snapshots": True,
             "resize": True,
+            "image_cache": True,
         }
 
     def disk_config(self, volume: base.Volume) -> lvxml.Disk:

@@ -70,11 +70,30 @@ class AgentService:
             conf.agent.rpc_workers,
         )
         self.reporter = service.Periodic("report", conf.agent.report_interval, self.manager.report)
+        interval = conf.agent.image_cache_cleanup_interval
+        self.cache_cleaner = (
+            service.Periodic("image-cache", interval, self.clean_image_caches) if interval else None
+        )
+
+    def clean_image_caches(self) -> None:
+        """Remove cached images nothing backs onto, on every backend that caches."""
+        for name, backend in sorted(self.manager.storage.items()):
+            if not backend.describe().get("image_cache"):
+                continue
+            try:
+                removed = backend.cleanup_image_cache()
+            except exception.ComputeDriverError as exc:
+                LOG.warning("Image cache cleanup of %s failed: %s", name, exc)
+                continue
+            if removed:
+                LOG.info("Image cache of %s: removed %s", name, ", ".join(removed))
 
     def start(self) -> None:
         self.driver.start_events()
         self.server.start()
         self.reporter.start()
+        if self.cache_cleaner is not None:
+            self.cache_cleaner.start()
         # NOTE: the scheduler may start after us (its queue does not exist
         # yet and our call would wait for nothing), so reconciling retries in
         # the background instead of holding up the start.
@@ -97,6 +116,8 @@ class AgentService:
     def stop(self) -> None:
         self.driver.stop_events()
         self.reporter.stop()
+        if self.cache_cleaner is not None:
+            self.cache_cleaner.stop()
         self.server.stop()
         self.server.wait()
 

@@ -162,6 +162,8 @@ class VolumeEndpoint:
             backend.create_snapshot(volume["id"], name)
         elif action == "revert":
             backend.revert_to_snapshot(volume["id"], name)
+            # NOTE: a revert brings the snapshot's size back too.
+            return volume_answer(backend.get_volume(volume["id"]), backend)
         else:
             backend.delete_snapshot(volume["id"], name)
         return None

@@ -132,7 +132,9 @@ def build_parser() -> ArgumentParser:
         "import", help="import an image (files must be readable by the scheduler)"
     )
     imp.add_argument("name")
-    imp.add_argument("file", help="disk image (qcow2 or raw)")
+    imp.add_argument(
+        "file", help="disk image: qcow2 or raw; vmdk, vdi, vhdx, vpc, qed are converted to qcow2"
+    )
     imp.add_argument("--kernel", help="kernel for direct kernel boot")
     imp.add_argument("--initrd", help="initrd for direct kernel boot")
     imp.add_argument("--cmdline", help="kernel command line")
@@ -350,14 +352,19 @@ def run_command(args: argparse.Namespace, client: Any) -> tuple[Any, list[str] |
         return None, None
     if group == "image":
         if action == "import":
-            return client.import_image(
-                args.name,
-                args.file,
-                args.kernel,
-                args.initrd,
-                args.cmdline,
-                properties=dict(args.property),
-            ), None
+            progress = Progress()
+            try:
+                return client.import_image(
+                    args.name,
+                    args.file,
+                    args.kernel,
+                    args.initrd,
+                    args.cmdline,
+                    properties=dict(args.property),
+                    progress=lambda done: progress.update("Converting to qcow2: %5.1f%%" % done),
+                ), None
+            finally:
+                progress.done()
         if action == "create":
             return client.create_image_from_server(args.name, args.server), None
         if action == "list":

@@ -60,6 +60,15 @@ OPTS = [
         help="Threads serving RPC requests in the agent (oslo.messaging threading executor).",
     ),
     cfg.IntOpt(
+        "image_cache_cleanup_interval",
+        default=3600,
+        min=0,
+        max=86400 * 7,
+        help="Seconds between cleanups of the storage backends' image caches "
+        "(backends whose describe() has image_cache): a cached image no volume "
+        "or snapshot backs onto any more is removed. 0 turns cleanup off.",
+    ),
+    cfg.IntOpt(
         "volume_detach_timeout",
         default=30,
         min=1,

@@ -255,7 +255,7 @@ class VolumeManager:
             )
         except exception.ComputeDriverError as exc:
             self.volumes.update(record["uuid"], attached_to=None, target_dev=None)
-            self.volumes.settle(record["uuid"], fault="attach failed: " + exc.message)
+            self.volumes.settle(record["uuid"], fault=_fault("attach", exc))
             raise
         LOG.info(
             "Volume %s attached to %s as %s", record["name"], instance["name"], answer["target_dev"]
@@ -281,7 +281,7 @@ class VolumeManager:
         try:
             self.compute.detach_volume(instance["host"], instance["uuid"], agent_volume(record))
         except exception.ComputeDriverError as exc:
-            self.volumes.settle(record["uuid"], fault="detach failed: " + exc.message)
+            self.volumes.settle(record["uuid"], fault=_fault("detach", exc))
             raise
         self.volumes.update(record["uuid"], attached_to=None, target_dev=None, fault=None)
         return self.volumes.settle(record["uuid"])
@@ -305,7 +305,7 @@ class VolumeManager:
                 self._agent_for(record), agent_volume(record), size_gb, record["attached_to"]
             )
         except exception.ComputeDriverError as exc:
-            self.volumes.settle(record["uuid"], fault="resize failed: " + exc.message)
+            self.volumes.settle(record["uuid"], fault=_fault("resize", exc))
             raise
         self.volumes.update(record["uuid"], size_gb=grown["size_gb"], fault=None)
         return self.volumes.settle(record["uuid"])
@@ -326,12 +326,20 @@ class VolumeManager:
         allowed = frozenset({"available"} if action == "revert" else {"available", "in-use"})
         record = self.volumes.begin(record["uuid"], allowed, "snapshotting", "snapshot " + action)
         try:
-            self.compute.volume_snapshot(
+            answer = self.compute.volume_snapshot(
                 self._agent_for(record), agent_volume(record), action, name
             )
         except exception.ComputeDriverError as exc:
-            self.volumes.settle(
-                record["uuid"], fault="snapshot %s failed: %s" % (action, exc.message)
-            )
+            self.volumes.settle(record["uuid"], fault=_fault("snapshot " + action, exc))
             raise
+        if action == "revert" and answer:
+            self.volumes.update(record["uuid"], size_gb=answer["size_gb"])
         return self.volumes.settle(record["uuid"])
+
+
+def _fault(operation: str, exc: exception.ComputeDriverError) -> str | None:
+    """What a failed operation leaves on the volume: nothing for a refused
+    request (the volume is as it was), the reason for a failure."""
+    if exc.kind == "invalid":
+        return None
+    return "%s failed: %s" % (operation, exc.message)
