@@ -43,7 +43,8 @@ class NetworkPlugin(abc.ABC):
 
     @abc.abstractmethod
     def describe(self) -> dict[str, Any]:
-        """Abilities: ``network_types`` offered, ``anti_spoofing``, ``tunnels``."""
+        """Abilities: ``network_types`` offered, ``anti_spoofing``, ``tunnels``,
+        ``resync`` (:meth:`check_and_resync` does something)."""
 
     @abc.abstractmethod
     def ensure_network(self, network: Network) -> None:
@@ -74,3 +75,14 @@ class NetworkPlugin(abc.ABC):
     @abc.abstractmethod
     def delete_network(self, network: Network) -> None:
         """Remove what :meth:`ensure_network` made. Idempotent."""
+
+    def check_and_resync(self) -> bool:
+        """Reprogram what the datapath lost (e.g. its switch daemon restarted).
+
+        Called periodically by the agent when ``describe()["resync"]``;
+        returns whether anything was reprogrammed. The default has nothing
+        to check.
+
+        :raises NetworkError: the datapath cannot be reached.
+        """
+        return False

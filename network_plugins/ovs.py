@@ -298,6 +298,7 @@ class OvsNetworkPlugin(base.NetworkPlugin):
             "network_types": list(NETWORK_TYPES),
             "anti_spoofing": True,
             "tunnels": True,
+            "resync": True,
         }
 
     # --- the interface --------------------------------------------------------------

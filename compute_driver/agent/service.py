@@ -70,10 +70,26 @@ class AgentService:
             conf.agent.rpc_workers,
         )
         self.reporter = service.Periodic("report", conf.agent.report_interval, self.manager.report)
+        # NOTE: as often as reports: a switch daemon that restarted loses
+        # every flow, and guests are cut off until they are back.
+        self.network_checker = service.Periodic(
+            "network-resync", conf.agent.report_interval, self.resync_networks
+        )
         interval = conf.agent.image_cache_cleanup_interval
         self.cache_cleaner = (
             service.Periodic("image-cache", interval, self.clean_image_caches) if interval else None
         )
+
+    def resync_networks(self) -> None:
+        """Let each network plugin that can reprogram what its datapath lost."""
+        for name, plugin in sorted(self.manager.networks.items()):
+            if not plugin.describe().get("resync"):
+                continue
+            try:
+                if plugin.check_and_resync():
+                    LOG.warning("Network plugin %s reprogrammed its datapath", name)
+            except exception.ComputeDriverError as exc:
+                LOG.warning("Network plugin %s cannot check its datapath: %s", name, exc)
 
     def clean_image_caches(self) -> None:
         """Remove cached images nothing backs onto, on every backend that caches."""
@@ -92,6 +108,7 @@ class AgentService:
         self.driver.start_events()
         self.server.start()
         self.reporter.start()
+        self.network_checker.start()
         if self.cache_cleaner is not None:
             self.cache_cleaner.start()
         # NOTE: the scheduler may start after us (its queue does not exist
@@ -116,6 +133,7 @@ class AgentService:
     def stop(self) -> None:
         self.driver.stop_events()
         self.reporter.stop()
+        self.network_checker.stop()
         if self.cache_cleaner is not None:
             self.cache_cleaner.stop()
         self.server.stop()

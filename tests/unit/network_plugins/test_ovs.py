@@ -79,6 +79,7 @@ def test_defaults() -> None:
         "network_types": ["flat", "vlan", "vxlan", "geneve"],
         "anti_spoofing": True,
         "tunnels": True,
+        "resync": True,
     }
 
 
