@@ -11,6 +11,7 @@ import dataclasses
 import datetime
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -30,6 +31,9 @@ LOG = logging.getLogger(__name__)
 API = "compute"
 ROOT_TARGET_DEV = "vda"
 DEFAULT_CONSOLE_LINES = 100
+#: Seconds after a build or power action during which a hypervisor event
+#: that shows the state the action reported is taken as its echo.
+ECHO_WINDOW = 30.0
 
 
 def compute_method(func):
@@ -67,6 +71,9 @@ class ComputeManager:
         # calls for the whole host: a slow build must not block others.
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
+        # uuid -> (power state, monotonic deadline): what a build or action
+        # just reported, so that the event it caused is not reported again.
+        self._echoes: dict[str, tuple[str, float]] = {}
         #: When this agent started (UTC), to tell builds it missed from builds on their way.
         self.started_at = datetime.datetime.now(datetime.UTC).replace(microsecond=0, tzinfo=None)
         #: The volume methods, a second endpoint on the same RPC server.
@@ -81,6 +88,26 @@ class ComputeManager:
     def _forget_lock(self, uuid: str) -> None:
         with self._locks_guard:
             self._locks.pop(uuid, None)
+            self._echoes.pop(uuid, None)
+
+    def _expect_echo(self, uuid: str, power_state: str) -> None:
+        """Note that ``power_state`` of ``uuid`` was just reported (call with its lock held).
+
+        NOTE: libvirt delivers the event of our own create, start or stop on
+        another thread, often after the action released the instance lock;
+        reported again, it costs the scheduler a cast and a transaction that
+        change nothing. Only the first event after the action, and only
+        within ECHO_WINDOW, can be taken as its echo.
+        """
+        with self._locks_guard:
+            self._echoes[uuid] = (power_state, time.monotonic() + ECHO_WINDOW)
+
+    def _is_echo(self, uuid: str, power_state: str) -> bool:
+        with self._locks_guard:
+            expected = self._echoes.pop(uuid, None)
+        return (
+            expected is not None and expected[0] == power_state and time.monotonic() <= expected[1]
+        )
 
     @compute_method
     def ping(self, ctxt: dict) -> dict[str, str]:
@@ -114,6 +141,7 @@ class ComputeManager:
                 return
             info = self.driver.get_info(spec.uuid)
             LOG.info("Server %s (%s) is %s", spec.name, spec.uuid, info.power_state)
+            self._expect_echo(spec.uuid, info.power_state)
             self.scheduler.instance_update(self.host, spec.uuid, "active", info.power_state)
 
     def _root_backend(self, name: str | None = None) -> Any:
@@ -224,6 +252,7 @@ class ComputeManager:
                     fault="%s: the domain is missing on %s" % (action, self.host),
                 )
                 return
+            self._expect_echo(uuid, info.power_state)
         LOG.info("Server %s after %s: %s", uuid, action, info.power_state)
         self.scheduler.instance_update(
             self.host, uuid, VM_STATE_OF_POWER[info.power_state], info.power_state, fault=fault
@@ -369,7 +398,12 @@ class ComputeManager:
         lock = self._instance_lock(event.uuid)
         if not lock.acquire(blocking=False):
             return  # a build or action in flight reports the state itself when it ends
-        lock.release()
+        try:
+            if self._is_echo(event.uuid, power_state):
+                LOG.debug("Server %s: %s, as already reported", event.uuid, power_state)
+                return
+        finally:
+            lock.release()
         self.scheduler.instance_power_changed(self.host, event.uuid, power_state)
 
     def handle_host_state(self, available: bool, reason: str) -> None:

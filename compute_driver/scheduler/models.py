@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime
 
 from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import false as sa_false
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -107,6 +108,9 @@ class Instance(Base):
     root_clone: Mapped[str] = mapped_column(String(8), default="linked", server_default="linked")
     #: Failed builds of this server: ``[{"host": ..., "fault": ...}]``, oldest first.
     attempts: Mapped[list] = mapped_column(JSON, default=list, server_default="[]")
+    #: It holds a claim on ``host`` (set with the claim, cleared by the one
+    #: release; the conditional UPDATE of that flag makes a release count once).
+    claimed: Mapped[bool] = mapped_column(Boolean, default=False, server_default=sa_false())
     #: The availability zone asked for (None: any).
     availability_zone: Mapped[str | None] = mapped_column(String(63))
     #: The server group it belongs to (affinity policies).

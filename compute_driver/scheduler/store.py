@@ -263,7 +263,7 @@ class Store:
                     Instance.task_state == "scheduling",
                     Instance.host.is_(None),
                 )
-                .values(host=host, task_state="spawning", updated_at=utcnow())
+                .values(host=host, task_state="spawning", claimed=True, updated_at=utcnow())
                 .execution_options(synchronize_session=False)
             )
             if _rowcount(placed) != 1:
@@ -272,10 +272,20 @@ class Store:
 
     @staticmethod
     def _release(session: Session, instance: Instance) -> None:
-        # NOTE: an instance holds a claim while it has a host and is not in
-        # ERROR: fail_instance() is the only way into ERROR and releases
-        # there, so a later delete must not release a second time.
-        if not instance.host or instance.vm_state == "error":
+        # NOTE: compare-and-swap on the instance's claimed flag first: of two
+        # releases racing (a failure report and a delete, or a resent one),
+        # exactly one finds it set, and only that one gives the resources
+        # back. The ORM row may be stale; the UPDATE's condition is not.
+        if not instance.host:
+            return
+        flipped = session.execute(
+            update(Instance)
+            .where(Instance.uuid == instance.uuid, Instance.claimed.is_(True))
+            .values(claimed=False)
+            .execution_options(synchronize_session=False)
+        )
+        instance.claimed = False
+        if _rowcount(flipped) != 1:
             return
         session.execute(
             update(Host)

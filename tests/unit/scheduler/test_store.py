@@ -450,3 +450,23 @@ def test_power_change_is_ignored_while_a_task_is_in_flight(store):
     store.begin_task(UUID, frozenset({"stopped"}), "powering-on")
     assert store.power_changed(UUID, host, "running", "active") is False
     assert store.get_instance(UUID)["task_state"] == "powering-on"
+
+
+def test_two_releases_racing_on_stale_rows_give_the_claim_back_once(store):
+    """A failure report and a delete, each holding a row read before the other wrote."""
+    from compute_driver.scheduler.models import Instance
+
+    _report(store)
+    server = _instance(store)
+    assert _claim(store, server["uuid"])
+    claimed = _used(store)
+    with store.session() as first:
+        stale_a = first.get(Instance, server["uuid"])
+        with store.session() as second:
+            stale_b = second.get(Instance, server["uuid"])
+            Store._release(second, stale_b)
+        Store._release(first, stale_a)
+    assert _used(store) == tuple(c - n for c, n in zip(claimed, NANO.values(), strict=True))
+    # And later releases (a delete after an ERROR) change nothing more.
+    store.fail_instance(server["uuid"], "boom")
+    assert _used(store) == tuple(c - n for c, n in zip(claimed, NANO.values(), strict=True))

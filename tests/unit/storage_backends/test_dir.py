@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import errno
 import json
 import os
 import subprocess
@@ -18,7 +19,7 @@ from oslo_config import cfg
 from compute_driver import exception as cd_exception
 from compute_driver.virt.base import ImageSpec
 from storage_backends import dir as dir_backend
-from storage_backends import exception, qemu_img
+from storage_backends import exception, qcow2, qemu_img
 from storage_backends.dir import DirStorageBackend
 
 GiB = 1024**3
@@ -132,6 +133,7 @@ def test_options_and_describe(backend):
         "linked_clone": True,
         "snapshots": True,
         "resize": True,
+        "image_cache": True,
     }
 
 
@@ -167,6 +169,68 @@ def test_linked_clone_backs_onto_the_cached_image(backend, image) -> None:
     assert info["virtual-size"] == GiB
     assert (volume.size_gb, volume.format) == (1, "qcow2")
     _qemu_io(volume.location, "read -P 0x5a 0 64k")
+
+
+@pytest.fixture
+def qemu_img_calls(monkeypatch) -> list[tuple[str, ...]]:
+    """Every qemu-img run (still run for real)."""
+    calls: list[tuple[str, ...]] = []
+    real = qemu_img.run
+
+    def recording(*args: str, timeout: float = qemu_img.TIMEOUT) -> str:
+        calls.append(args)
+        return real(*args, timeout=timeout)
+
+    monkeypatch.setattr(qemu_img, "run", recording)
+    return calls
+
+
+def test_linked_clone_is_written_in_process_as_qemu_img_writes_it(
+    backend, image, qemu_img_calls, tmp_path
+) -> None:
+    volume = backend.create_from_image("v1", image, 1)
+    assert [c[0] for c in qemu_img_calls if c[0] == "create"] == []
+    theirs = tmp_path / "theirs.qcow2"
+    subprocess.run(
+        ["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b"]
+        + [backend.cached_image(image), str(theirs), str(GiB)],
+        check=True,
+    )
+    assert Path(volume.location).read_bytes() == theirs.read_bytes()
+    assert os.stat(volume.location).st_mode & 0o777 == 0o644
+    subprocess.run(["qemu-img", "check", "-q", volume.location], check=True)
+
+
+def test_uncommon_linked_clone_is_made_by_qemu_img(backend, image, qemu_img_calls) -> None:
+    odd = ImageSpec(**{**image.__dict__, "virtual_size": GiB + 1})
+    volume = backend.create_from_image("v1", odd, 1)
+    assert [c[0] for c in qemu_img_calls].count("create") == 1
+    assert _info(volume.location)["virtual-size"] == GiB + 512
+
+
+def test_file_stores_elsewhere_make_overlays_with_qemu_img(backend, image, qemu_img_calls):
+    # NOTE: the default, as the nfs backend builds its store: a write on a
+    # dead mount has no timeout in-process.
+    store = dir_backend.FileStore("dir", backend.files, backend.opts)
+    volume = store.create_from_image("v1", image, 1)
+    assert [c[0] for c in qemu_img_calls].count("create") == 1
+    assert _info(volume.location)["backing-filename"] == backend.cached_image(image)
+
+
+@pytest.mark.parametrize(
+    ("code", "error"), [(errno.ENOSPC, exception.NoSpace), (errno.EIO, cd_exception.StorageError)]
+)
+def test_overlay_write_failure_is_typed_and_leaves_nothing(
+    backend, image, monkeypatch, code, error
+):
+    def failing(path: str, size: int, backing: str, fmt: str) -> None:
+        Path(path).write_bytes(b"QFI")
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(qcow2, "write_overlay", failing)
+    with pytest.raises(error, match=os.strerror(code)):
+        backend.create_from_image("v1", image, 1)
+    assert os.listdir(backend.opts.path) == []
 
 
 def test_full_copy_stands_alone_and_is_resized(backend, image) -> None:

@@ -97,6 +97,7 @@ def test_direct_mode_describe_and_network_disk(tmp_path):
         "linked_clone": True,
         "snapshots": True,
         "resize": True,
+        "image_cache": True,
     }
     volume = base.Volume(
         id="v1", backend="nfs", size_gb=1, format="qcow2", location=backend.files.location(

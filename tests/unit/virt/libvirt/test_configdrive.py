@@ -395,3 +395,73 @@ def test_read_iso_rejects_non_iso(tmp_path):
 def test_sanitize_hostname(name, expected):
     assert configdrive.sanitize_hostname(name) == expected
     configdrive.render_meta_data("i", configdrive.sanitize_hostname(name))
+
+
+# --- templates: one pycdlib run per shape and second ----------------------------
+
+
+def _contents(instance_id: str, user_data: bytes, nics: int = 1) -> ConfigDriveContents:
+    return ConfigDriveContents(
+        instance_id=instance_id,
+        hostname="web-" + instance_id[-4:],
+        user_data=user_data,
+        interfaces=tuple(
+            NetworkInterfaceConfig(mac="52:54:00:ab:cd:%02x" % (2 * i), address="10.0.0.%d/24" % i)
+            for i in range(1, nics + 1)
+        ),
+    )
+
+
+@pytest.fixture
+def frozen(monkeypatch) -> list[float]:
+    """time.time() (which pycdlib's dates read too) stands at ``frozen[0]``."""
+    now = [1_700_000_000.25]
+    monkeypatch.setattr(configdrive.time, "time", lambda: now[0])
+    monkeypatch.setattr(configdrive, "_TEMPLATES", configdrive._Templates())
+    return now
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        (b"", b""),
+        (b"#!/bin/sh\necho one\n", b"#!/bin/sh\necho two\n"),
+        (b"a" * 5000, b"b" * 5000),  # three sectors
+        (b"x" * 2048, b"y" * 2048),
+    ],
+    ids=["empty", "script", "multi-sector", "one-full-sector"],
+)
+def test_a_drive_like_the_last_one_is_what_pycdlib_writes(
+    tmp_path, frozen, monkeypatch, first, second
+):
+    one, two = _contents("iid-0001", first), _contents("iid-0002", second)
+    configdrive.build_iso(one, str(tmp_path / "one.iso"))
+    real, calls = configdrive._pycdlib_image, []
+    monkeypatch.setattr(
+        configdrive, "_pycdlib_image", lambda files: calls.append(files) or real(files)
+    )
+
+    configdrive.build_iso(two, str(tmp_path / "two.iso"))
+
+    assert calls == []  # made from the first drive's image
+    expected = real(configdrive.render_files(two))[0] + b"\0" * configdrive._PAD_BYTES
+    assert (tmp_path / "two.iso").read_bytes() == expected
+    assert configdrive.read_iso(str(tmp_path / "two.iso")) == configdrive.render_files(two)
+    assert configdrive.read_iso(str(tmp_path / "one.iso")) == configdrive.render_files(one)
+
+
+def test_other_shapes_and_seconds_get_their_own_image(tmp_path, frozen):
+    drives = [
+        _contents("iid-0001", b"abc"),
+        _contents("iid-0002", b"abcd"),  # another size
+        _contents("iid-0003", b"abc", nics=2),  # another network-config
+        _contents("iid-0004", b"abc"),
+    ]
+    for index, contents in enumerate(drives):
+        frozen[0] += 1.0 if index == 3 else 0.0  # the last one a second later
+        path = tmp_path / ("%d.iso" % index)
+        configdrive.build_iso(contents, str(path))
+        files = configdrive.render_files(contents)
+        pad = b"\0" * configdrive._PAD_BYTES
+        assert path.read_bytes() == configdrive._pycdlib_image(files)[0] + pad
+        assert configdrive.read_iso(str(path)) == files
