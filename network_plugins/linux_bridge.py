@@ -264,25 +264,11 @@ class LinuxBridgePlugin(base.NetworkPlugin):
         layout = self._layout(network)
         if network.type != "vxlan":
             return  # flat and vlan networks have no tunnels
-        local = self._local_ip()
-        remotes = set()
-        for endpoint in remote_endpoints:
-            try:
-                address = ipaddress.ip_address(endpoint)
-            except ValueError:
-                raise cd_exception.Invalid(
-                    reason=f"remote endpoint {endpoint!r} of network {network.id} "
-                    "is not an IP address"
-                ) from None
-            if address.version != local.version:
-                raise cd_exception.Invalid(
-                    reason=f"remote endpoint {endpoint} of network {network.id} is IPv"
-                    f"{address.version} but [{GROUP.name}] local_ip {local} is IPv{local.version}"
-                )
-            if address != local:
-                remotes.add(str(address))
+        remotes = base.remote_endpoints(
+            network, remote_endpoints, self._local_ip(), f"[{GROUP.name}] local_ip"
+        )
         with self._lock:
-            self._remotes[network.id] = frozenset(remotes)
+            self._remotes[network.id] = remotes
             with self._failure("update_topology", "-", network):
                 if self._api().link(layout.uplink) is not None:
                     self._api().set_flood_destinations(layout.uplink, set(remotes))

@@ -517,24 +517,9 @@ class OvsNetworkPlugin(base.NetworkPlugin):
         return self.mappings[physnet]
 
     def _remotes(self, network: base.Network, endpoints: list[str]) -> frozenset[str]:
-        local = self._local_ip()
-        remotes = set()
-        for endpoint in endpoints:
-            try:
-                address = ipaddress.ip_address(endpoint)
-            except ValueError:
-                raise cd_exception.Invalid(
-                    reason=f"remote endpoint {endpoint!r} of network {network.id} "
-                    "is not an IP address"
-                ) from None
-            if address.version != local.version:
-                raise cd_exception.Invalid(
-                    reason=f"remote endpoint {endpoint} of network {network.id} is IPv"
-                    f"{address.version} but [{GROUP.name}] local_ip {local} is IPv{local.version}"
-                )
-            if address != local:
-                remotes.add(str(address))
-        return frozenset(remotes)
+        return base.remote_endpoints(
+            network, endpoints, self._local_ip(), f"[{GROUP.name}] local_ip"
+        )
 
     # --- start: state from OVSDB, bridges, every rule --------------------------------------
 

@@ -24,7 +24,7 @@ from compute_driver import exception
 from compute_driver.rpc import schemas
 from compute_driver.rpc.endpoint import rpc_method
 from compute_driver.scheduler.models import Aggregate, AggregateHost, Host, Instance, ServerGroup
-from compute_driver.scheduler.store import Store
+from compute_driver.scheduler.store import Store, find_by_ref
 
 LOG = logging.getLogger(__name__)
 
@@ -232,14 +232,7 @@ class AggregateManager:
         }
 
     def _group(self, session: Any, ref: str) -> ServerGroup:
-        group = session.get(ServerGroup, ref)
-        if group is None:
-            matches = session.scalars(select(ServerGroup).where(ServerGroup.name == ref)).all()
-            if len(matches) > 1:
-                raise exception.Conflict(
-                    reason="%d server groups are named %s; use a UUID" % (len(matches), ref)
-                )
-            group = matches[0] if matches else None
+        group = find_by_ref(session, ServerGroup, ref, ServerGroup.name, "server groups")
         if group is None:
             raise exception.NotFound(what="Server group", name=ref)
         return group

@@ -23,7 +23,7 @@ from compute_driver.scheduler.aggregates import AggregateManager
 from compute_driver.scheduler.imagestore import ImageStore
 from compute_driver.scheduler.networks import NetworkManager
 from compute_driver.scheduler.store import Store
-from compute_driver.scheduler.volumes import VolumeManager, agent_volume
+from compute_driver.scheduler.volumes import IMAGE_FIELDS, VolumeManager, agent_volume
 from compute_driver.virt.base import VM_STATE_OF_POWER, decode_user_data
 from compute_driver.virt.libvirt import guest_config
 
@@ -306,20 +306,7 @@ class SchedulerManager:
                 "root_gb": instance["root_gb"],
                 "extra_specs": instance["extra_specs"],
             },
-            "image": {
-                k: image[k]
-                for k in (
-                    "uuid",
-                    "name",
-                    "disk_format",
-                    "path",
-                    "virtual_size",
-                    "kernel_path",
-                    "initrd_path",
-                    "cmdline",
-                    "properties",
-                )
-            },
+            "image": {k: image[k] for k in IMAGE_FIELDS},
             "created_at": instance["created_at"],
         }
         if user_data:

@@ -19,7 +19,7 @@ from sqlalchemy.exc import IntegrityError
 
 from compute_driver import exception
 from compute_driver.scheduler.models import Network, Port
-from compute_driver.scheduler.store import Store
+from compute_driver.scheduler.store import Store, find_by_ref
 
 #: Tries before an allocation gives up (each loses only to a concurrent one).
 ALLOCATION_TRIES = 64
@@ -85,14 +85,7 @@ class NetworkStore:
     # --- networks -------------------------------------------------------------
 
     def _find(self, session: Any, ref: str) -> Network:
-        network = session.get(Network, ref)
-        if network is None:
-            matches = session.scalars(select(Network).where(Network.name == ref)).all()
-            if len(matches) > 1:
-                raise exception.Conflict(
-                    reason="%d networks are named %s; use a UUID" % (len(matches), ref)
-                )
-            network = matches[0] if matches else None
+        network = find_by_ref(session, Network, ref, Network.name, "networks")
         if network is None:
             raise exception.NetworkNotFound(network=ref)
         return network

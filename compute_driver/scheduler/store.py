@@ -422,16 +422,9 @@ class Store:
             return instance_dict(instance), True
 
     def _find_instance(self, session: Session, ref: str, include_deleted: bool = False) -> Instance:
-        instance = session.get(Instance, ref)
-        if instance is None:
-            matches = session.scalars(
-                select(Instance).where(Instance.name == ref, Instance.deleted.is_(False))
-            ).all()
-            if len(matches) > 1:
-                raise exception.Conflict(
-                    reason="%d servers are named %s; use a UUID" % (len(matches), ref)
-                )
-            instance = matches[0] if matches else None
+        instance = find_by_ref(
+            session, Instance, ref, Instance.name, "servers", Instance.deleted.is_(False)
+        )
         if instance is None or (instance.deleted and not include_deleted):
             raise exception.InstanceNotFound(instance=ref)
         return instance
@@ -698,6 +691,34 @@ class Store:
 
 class _NotWaiting(Exception):
     """A claim's server no longer waits for a host (its transaction is rolled back)."""
+
+
+def find_by_ref(
+    session: Session,
+    model: Any,
+    ref: str,
+    name_column: Any,
+    plural: str,
+    live: Any = None,
+) -> Any:
+    """The row of ``model`` whose key is ``ref``, else the one live row named ``ref``.
+
+    :param live: an extra condition for the lookup by name (e.g. not deleted).
+    :returns: the row, or None.
+    :raises Conflict: several rows have that name (the caller must use the key).
+    """
+    row = session.get(model, ref)
+    if row is not None:
+        return row
+    query = select(model).where(name_column == ref)
+    if live is not None:
+        query = query.where(live)
+    matches = session.scalars(query).all()
+    if len(matches) > 1:
+        raise exception.Conflict(
+            reason="%d %s are named %s; use a UUID" % (len(matches), plural, ref)
+        )
+    return matches[0] if matches else None
 
 
 def _rowcount(result: Any) -> int:

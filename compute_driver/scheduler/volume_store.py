@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from compute_driver import exception
 from compute_driver.scheduler.models import Instance, Volume, utcnow
-from compute_driver.scheduler.store import Store
+from compute_driver.scheduler.store import Store, find_by_ref
 
 #: Statuses in which no operation is in flight.
 SETTLED = frozenset({"available", "in-use", "error"})
@@ -61,16 +61,9 @@ class VolumeStore:
         self.store = store
 
     def _find(self, session: Session, ref: str) -> Volume:
-        volume = session.get(Volume, ref)
-        if volume is None:
-            matches = session.scalars(
-                select(Volume).where(Volume.name == ref, Volume.deleted.is_(False))
-            ).all()
-            if len(matches) > 1:
-                raise exception.Conflict(
-                    reason="%d volumes are named %s; use a UUID" % (len(matches), ref)
-                )
-            volume = matches[0] if matches else None
+        volume = find_by_ref(
+            session, Volume, ref, Volume.name, "volumes", Volume.deleted.is_(False)
+        )
         if volume is None or volume.deleted:
             raise exception.VolumeNotFound(volume=ref)
         return volume

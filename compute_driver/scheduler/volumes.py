@@ -28,6 +28,7 @@ LOG = logging.getLogger(__name__)
 GiB = 1024**3
 #: Server states a volume can be attached in or detached from.
 ATTACH_STATES = frozenset({"active", "stopped", "paused"})
+#: The image fields an agent takes (``schemas.IMAGE``).
 IMAGE_FIELDS = (
     "uuid",
     "name",

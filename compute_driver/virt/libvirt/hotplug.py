@@ -14,6 +14,40 @@ from lxml import etree
 
 from compute_driver import exception
 from compute_driver.virt.libvirt import events
+from compute_driver.virt.libvirt import xml as lvxml
+
+LIVE = libvirt.VIR_DOMAIN_AFFECT_LIVE
+CONFIG = libvirt.VIR_DOMAIN_AFFECT_CONFIG
+
+
+class DeviceEditor:
+    """What attaching and detaching devices of our domains share.
+
+    :param metadata_of: reads our metadata of a domain.
+    :param event_handler: the host's event handler (for DEVICE_REMOVED).
+    """
+
+    def __init__(
+        self,
+        metadata_of: Callable[[libvirt.virDomain], lvxml.InstanceMetadata],
+        event_handler: events.DomainEventHandler,
+    ) -> None:
+        self._metadata_of = metadata_of
+        self._events = event_handler
+
+    @staticmethod
+    def _flags(virt_dom: libvirt.virDomain) -> int:
+        """Live and persistent for a running guest, persistent only otherwise."""
+        return CONFIG | LIVE if virt_dom.isActive() else CONFIG
+
+    def _save_metadata(self, virt_dom: libvirt.virDomain, meta: lvxml.InstanceMetadata) -> None:
+        virt_dom.setMetadata(
+            libvirt.VIR_DOMAIN_METADATA_ELEMENT,
+            meta.to_string(),
+            lvxml.METADATA_PREFIX,
+            lvxml.METADATA_NAMESPACE,
+            self._flags(virt_dom),
+        )
 
 
 def unplug_live(

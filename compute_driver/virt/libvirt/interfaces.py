@@ -8,20 +8,19 @@ the guest to release the NIC (:mod:`.hotplug`).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 
 import libvirt
 from lxml import etree
 
 from compute_driver import exception
-from compute_driver.virt.libvirt import events, hotplug
+from compute_driver.virt.libvirt import hotplug
 from compute_driver.virt.libvirt import xml as lvxml
 
 LOG = logging.getLogger(__name__)
 
 ALIAS_PREFIX = "ua-port-"
-_LIVE = libvirt.VIR_DOMAIN_AFFECT_LIVE
-_CONFIG = libvirt.VIR_DOMAIN_AFFECT_CONFIG
+_LIVE = hotplug.LIVE
+_CONFIG = hotplug.CONFIG
 
 
 def port_alias(port_id: str) -> str:
@@ -38,29 +37,8 @@ def _find_nic(virt_dom: libvirt.virDomain, mac: str, flags: int = 0) -> etree._E
     return None
 
 
-class InterfaceAttacher:
+class InterfaceAttacher(hotplug.DeviceEditor):
     """Port work on one host's domains (used by the libvirt driver)."""
-
-    def __init__(
-        self,
-        metadata_of: Callable[[libvirt.virDomain], lvxml.InstanceMetadata],
-        event_handler: events.DomainEventHandler,
-    ) -> None:
-        self._metadata_of = metadata_of
-        self._events = event_handler
-
-    @staticmethod
-    def _flags(virt_dom: libvirt.virDomain) -> int:
-        return _CONFIG | _LIVE if virt_dom.isActive() else _CONFIG
-
-    def _save(self, virt_dom: libvirt.virDomain, meta: lvxml.InstanceMetadata) -> None:
-        virt_dom.setMetadata(
-            libvirt.VIR_DOMAIN_METADATA_ELEMENT,
-            meta.to_string(),
-            lvxml.METADATA_PREFIX,
-            lvxml.METADATA_NAMESPACE,
-            self._flags(virt_dom),
-        )
 
     def attach(
         self,
@@ -87,7 +65,7 @@ class InterfaceAttacher:
             ) from exc
         meta.ports.append(port)
         try:
-            self._save(virt_dom, meta)
+            self._save_metadata(virt_dom, meta)
         except libvirt.libvirtError as exc:
             # NOTE: a NIC our metadata does not list would be invisible to a
             # hard reboot and to delete: take it off again.
@@ -145,7 +123,7 @@ class InterfaceAttacher:
                 ) from exc
         meta.ports = [p for p in meta.ports if p.id != port_id]
         try:
-            self._save(virt_dom, meta)
+            self._save_metadata(virt_dom, meta)
         except libvirt.libvirtError as exc:
             raise exception.VirtError(
                 operation="record the detach of port %s" % port_id,

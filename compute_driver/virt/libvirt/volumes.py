@@ -15,22 +15,21 @@ from __future__ import annotations
 
 import logging
 import string
-from collections.abc import Callable
 
 import libvirt
 from lxml import etree
 
 from compute_driver import exception
 from compute_driver.virt import base
-from compute_driver.virt.libvirt import events, hotplug
+from compute_driver.virt.libvirt import hotplug
 from compute_driver.virt.libvirt import xml as lvxml
 
 LOG = logging.getLogger(__name__)
 
 #: libvirt user aliases must start with "ua-".
 ALIAS_PREFIX = "ua-vol-"
-_LIVE = libvirt.VIR_DOMAIN_AFFECT_LIVE
-_CONFIG = libvirt.VIR_DOMAIN_AFFECT_CONFIG
+_LIVE = hotplug.LIVE
+_CONFIG = hotplug.CONFIG
 
 
 def volume_alias(volume_id: str) -> str:
@@ -71,33 +70,8 @@ def _find_disk(
     return None
 
 
-class VolumeAttacher:
-    """Volume work on one host's domains (used by the libvirt driver).
-
-    :param metadata_of: reads our metadata of a domain.
-    :param events: the host's event handler (for DEVICE_REMOVED).
-    """
-
-    def __init__(
-        self,
-        metadata_of: Callable[[libvirt.virDomain], lvxml.InstanceMetadata],
-        event_handler: events.DomainEventHandler,
-    ) -> None:
-        self._metadata_of = metadata_of
-        self._events = event_handler
-
-    @staticmethod
-    def _flags(virt_dom: libvirt.virDomain) -> int:
-        return _CONFIG | _LIVE if virt_dom.isActive() else _CONFIG
-
-    def _save_metadata(self, virt_dom: libvirt.virDomain, meta: lvxml.InstanceMetadata) -> None:
-        virt_dom.setMetadata(
-            libvirt.VIR_DOMAIN_METADATA_ELEMENT,
-            meta.to_string(),
-            lvxml.METADATA_PREFIX,
-            lvxml.METADATA_NAMESPACE,
-            self._flags(virt_dom),
-        )
+class VolumeAttacher(hotplug.DeviceEditor):
+    """Volume work on one host's domains (used by the libvirt driver)."""
 
     def attach(
         self, virt_dom: libvirt.virDomain, uuid: str, disk: lvxml.Disk, volume: base.VolumeRef
