@@ -101,7 +101,7 @@ class SchedulerManager:
         image_rec = self.store.get_image(image)
         if host is not None:
             self.store.get_host(host, self._down_after)  # HostNotFound before anything is stored
-        boot = self.volumes.bootable(boot_volume, project) if boot_volume else None
+        boot = self.volumes.bootable(boot_volume, project, uuid) if boot_volume else None
         record, created = self.store.create_instance(
             uuid=uuid,
             name=name,

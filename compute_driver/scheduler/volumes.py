@@ -183,8 +183,9 @@ class VolumeManager:
 
     # --- boot volumes (create_server) ---------------------------------------------
 
-    def bootable(self, volume: str, project: str) -> dict[str, Any]:
-        """The record of ``volume`` if a new server of ``project`` may boot from it.
+    def bootable(self, volume: str, project: str, instance_uuid: str) -> dict[str, Any]:
+        """The record of ``volume`` if the new server ``instance_uuid`` of
+        ``project`` may boot from it (or already does: a repeated create).
 
         :raises ProjectMismatch, VolumeStateConflict: it may not.
         """
@@ -193,6 +194,8 @@ class VolumeManager:
             raise exception.ProjectMismatch(
                 what="Volume", name=record["name"], instance="of project %s" % project
             )
+        if record["attached_to"] == instance_uuid:
+            return record
         if record["status"] != "available":
             raise exception.VolumeStateConflict(
                 volume=record["name"], status=record["status"], reason="boot needs it available"

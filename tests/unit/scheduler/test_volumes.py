@@ -297,3 +297,16 @@ def test_agent_volume_carries_only_what_the_agent_needs(manager: VolumeManager) 
         "format": "qcow2",
     }
     assert VolumeStore(manager.store).attached("nobody") == []
+
+
+def test_a_repeated_create_may_boot_from_the_volume_it_already_holds(
+    manager: VolumeManager,
+) -> None:
+    volume = _volume(manager)
+    server = str(uuidlib.uuid4())
+    manager.claim_boot_volume(manager.bootable(volume["uuid"], "demo", server), server)
+    assert manager.bootable(volume["uuid"], "demo", server)["attached_to"] == server
+    with pytest.raises(exception.VolumeStateConflict):
+        manager.bootable(volume["uuid"], "demo", str(uuidlib.uuid4()))
+    with pytest.raises(exception.ProjectMismatch):
+        manager.bootable(volume["uuid"], "other", server)
