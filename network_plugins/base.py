@@ -8,12 +8,8 @@ reads its own option group, named like its entry point.
 from __future__ import annotations
 
 import abc
-import ipaddress
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
-
-from compute_driver import exception
 
 
 @dataclass(frozen=True)
@@ -38,35 +34,6 @@ class Port:
     network: Network
     mac: str
     addresses: tuple[str, ...] = field(default=())
-
-
-def remote_endpoints(
-    network: Network,
-    endpoints: Iterable[str],
-    local: ipaddress.IPv4Address | ipaddress.IPv6Address,
-    local_option: str,
-) -> frozenset[str]:
-    """The tunnel endpoints of the other hosts: checked, this host's own left out.
-
-    :param local_option: the option naming ``local`` (``[ovs] local_ip``), for errors.
-    :raises Invalid: an endpoint that is not an IP address, or of the other IP version.
-    """
-    remotes = set()
-    for endpoint in endpoints:
-        try:
-            address = ipaddress.ip_address(endpoint)
-        except ValueError:
-            raise exception.Invalid(
-                reason=f"remote endpoint {endpoint!r} of network {network.id} is not an IP address"
-            ) from None
-        if address.version != local.version:
-            raise exception.Invalid(
-                reason=f"remote endpoint {endpoint} of network {network.id} is IPv"
-                f"{address.version} but {local_option} {local} is IPv{local.version}"
-            )
-        if address != local:
-            remotes.add(str(address))
-    return frozenset(remotes)
 
 
 class NetworkPlugin(abc.ABC):

@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
-import ipaddress
 import logging
 import threading
 from collections.abc import Iterator
@@ -33,7 +32,7 @@ from oslo_config import cfg
 from compute_driver import exception as cd_exception
 from compute_driver.virt.libvirt import xml as lvxml
 from compute_driver.virt.libvirt.xml.checks import check_mac
-from network_plugins import base, netlink
+from network_plugins import base, netlink, segments
 from network_plugins import exception as np_exception
 
 LOG = logging.getLogger(__name__)
@@ -87,8 +86,6 @@ OPTS = [
 ]
 
 NETWORK_TYPES = ("flat", "vlan", "vxlan")
-MAX_VNI = 2**24 - 1
-MIN_MTU = 68
 BRIDGE_PREFIX = "brq"
 BRIDGE_ID_CHARS = 11  # as Neutron's linuxbridge agent: 'brq' + 11 = 14 characters
 VXLAN_PREFIX = "vxlan-"
@@ -133,24 +130,9 @@ def parse_mappings(values: list[str]) -> dict[str, str]:
     :raises InvalidConfig: a malformed pair, a bad interface name, or a
         physical network or interface named twice.
     """
-    mappings: dict[str, str] = {}
-    for value in values:
-        physnet, sep, interface = (part.strip() for part in value.partition(":"))
-        why = None
-        if not sep or not physnet:
-            why = "is not <physical_network>:<interface>"
-        elif reason := netlink.check_ifname(interface):
-            why = "names no usable interface: " + reason
-        elif physnet in mappings:
-            why = f"maps physical network {physnet!r} a second time"
-        elif interface in mappings.values():
-            why = f"maps interface {interface!r} a second time"
-        if why:
-            raise cd_exception.InvalidConfig(
-                reason=f"[{GROUP.name}] physical_interface_mappings: {value!r} {why}"
-            )
-        mappings[physnet] = interface
-    return mappings
+    return segments.parse_mappings(
+        values, f"[{GROUP.name}] physical_interface_mappings", "interface", netlink.check_ifname
+    )
 
 
 # --- the plugin ----------------------------------------------------------------
@@ -264,7 +246,7 @@ class LinuxBridgePlugin(base.NetworkPlugin):
         layout = self._layout(network)
         if network.type != "vxlan":
             return  # flat and vlan networks have no tunnels
-        remotes = base.remote_endpoints(
+        remotes = segments.remote_endpoints(
             network, remote_endpoints, self._local_ip(), f"[{GROUP.name}] local_ip"
         )
         with self._lock:
@@ -329,13 +311,8 @@ class LinuxBridgePlugin(base.NetworkPlugin):
     def _ports_of(self, network_id: str) -> list[str]:
         return [port for port, (net, _) in self._ports.items() if net == network_id]
 
-    def _local_ip(self) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
-        if not self.opts.local_ip:
-            raise cd_exception.InvalidConfig(
-                reason=f"[{GROUP.name}] local_ip is not set: vxlan networks need this "
-                "host's tunnel endpoint address"
-            )
-        return ipaddress.ip_address(self.opts.local_ip)
+    def _local_ip(self) -> segments.IPAddress:
+        return segments.local_ip(self.opts.local_ip, f"[{GROUP.name}] local_ip", "vxlan")
 
     def _layout(self, network: base.Network) -> Layout:
         """Names and MTU of ``network`` here; validates the network against the options.
@@ -348,44 +325,33 @@ class LinuxBridgePlugin(base.NetworkPlugin):
             raise np_exception.NetworkTypeNotSupported(plugin=self.name, network_type=network.type)
         bridge = bridge_name(network.id)
         if network.type == "vxlan":
-            vni = _segment(network, "VNI", 1, MAX_VNI)
+            vni = segments.segment(network, "VNI", 1, segments.MAX_VNI)
             limit = self.opts.underlay_mtu - VXLAN_OVERHEAD[self._local_ip().version]
             # NOTE: the smaller of the two, not an error: Network.mtu defaults to
             # 1500, which no VXLAN network on a 1500-byte underlay can carry.
-            return Layout(bridge, vxlan_name(vni), _mtu(network, min(network.mtu, limit)))
+            return Layout(bridge, vxlan_name(vni), segments.mtu(network, min(network.mtu, limit)))
         interface = self._interface(network)
         if network.type == "flat":
-            return Layout(bridge, interface, _mtu(network, network.mtu), interface)
-        vid = _segment(network, "VLAN id", 1, 4094)
-        return Layout(bridge, vlan_name(interface, vid), _mtu(network, network.mtu), interface)
+            return Layout(bridge, interface, segments.mtu(network, network.mtu), interface)
+        vid = segments.segment(network, "VLAN id", 1, segments.MAX_VLAN)
+        return Layout(
+            bridge, vlan_name(interface, vid), segments.mtu(network, network.mtu), interface
+        )
 
     def _interface(self, network: base.Network) -> str:
-        physnet = network.physical_network
-        if physnet is None:
-            if len(self.mappings) != 1:
-                raise cd_exception.InvalidConfig(
-                    reason=f"{network.type} network {network.id} names no physical network and "
-                    f"[{GROUP.name}] physical_interface_mappings has "
-                    f"{len(self.mappings)} entries, not exactly one"
-                )
-            return next(iter(self.mappings.values()))
-        if physnet not in self.mappings:
-            raise cd_exception.InvalidConfig(
-                reason=f"physical network {physnet!r} of network {network.id} is not in "
-                f"[{GROUP.name}] physical_interface_mappings "
-                f"({', '.join(sorted(self.mappings)) or 'empty'})"
-            )
-        return self.mappings[physnet]
+        return segments.mapped(
+            network, self.mappings, f"[{GROUP.name}] physical_interface_mappings"
+        )
 
     def _ensure(self, network: base.Network, operation: str, port: str) -> None:
         layout = self._layout(network)
         known = self._networks.get(network.id)
-        if known is not None and _shape(known) != _shape(network):
+        if known is not None and segments.shape(known) != segments.shape(network):
             raise cd_exception.NetworkError(
                 operation=operation,
                 port=port,
-                reason=f"network {network.id} is set up here as {_shape(known)}, "
-                f"not {_shape(network)}; delete it first",
+                reason=f"network {network.id} is set up here as {segments.shape(known)}, "
+                f"not {segments.shape(network)}; delete it first",
             )
         for other in self._networks.values():
             if other.id != network.id and bridge_name(other.id) == layout.bridge:
@@ -488,30 +454,3 @@ class LinuxBridgePlugin(base.NetworkPlugin):
                 api.delete(layout.uplink)
             api.delete(layout.bridge)
         self._networks.pop(network.id, None)
-
-
-def _segment(network: base.Network, what: str, low: int, high: int) -> int:
-    segment = network.segment
-    if not isinstance(segment, int) or isinstance(segment, bool) or not low <= segment <= high:
-        raise cd_exception.Invalid(
-            reason=f"{network.type} network {network.id} needs a segment ({what}) "
-            f"in {low}..{high}, not {segment!r}"
-        )
-    return segment
-
-
-def _mtu(network: base.Network, mtu: int) -> int:
-    if mtu < MIN_MTU:
-        raise cd_exception.Invalid(
-            reason=f"network {network.id} would get MTU {mtu}, below the minimum {MIN_MTU}"
-        )
-    return mtu
-
-
-def _shape(network: base.Network) -> str:
-    text = f"{network.type} network"
-    if network.segment is not None:
-        text += f" segment {network.segment}"
-    if network.physical_network is not None:
-        text += f" on {network.physical_network}"
-    return text

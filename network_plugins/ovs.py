@@ -58,7 +58,7 @@ from oslo_config import cfg
 from compute_driver import exception as cd_exception
 from compute_driver.virt.libvirt import xml as lvxml
 from compute_driver.virt.libvirt.xml.checks import check_mac
-from network_plugins import base, ovs_db, ovs_flows
+from network_plugins import base, ovs_db, ovs_flows, segments
 from network_plugins import exception as np_exception
 
 LOG = logging.getLogger(__name__)
@@ -141,8 +141,6 @@ OPTS = [
 NETWORK_TYPES = ("flat", "vlan", "vxlan", "geneve")
 TUNNEL_TYPES = ("vxlan", "geneve")
 OVERHEAD = {"vxlan": 50, "geneve": 58}
-MAX_VNI = 2**24 - 1
-MIN_MTU = 68
 TAP_PREFIX = "tap"
 TAP_ID_CHARS = 11  # tap + 11 = 14 characters, as Nova names them
 PATCH_TUN = "patch-tun"
@@ -181,22 +179,7 @@ def parse_mappings(values: list[str]) -> dict[str, str]:
 
     :raises InvalidConfig: a malformed pair, or a network or bridge named twice.
     """
-    mappings: dict[str, str] = {}
-    for value in values:
-        physnet, sep, bridge = (part.strip() for part in value.partition(":"))
-        why = None
-        if not sep or not physnet or not bridge:
-            why = "is not <physical_network>:<bridge>"
-        elif physnet in mappings:
-            why = f"maps physical network {physnet!r} a second time"
-        elif bridge in mappings.values():
-            why = f"maps bridge {bridge!r} a second time"
-        if why:
-            raise cd_exception.InvalidConfig(
-                reason=f"[{GROUP.name}] bridge_mappings: {value!r} {why}"
-            )
-        mappings[physnet] = bridge
-    return mappings
+    return segments.parse_mappings(values, f"[{GROUP.name}] bridge_mappings", "bridge")
 
 
 @dataclasses.dataclass
@@ -464,13 +447,8 @@ class OvsNetworkPlugin(base.NetworkPlugin):
     def _ports_of(self, network_id: str) -> list[str]:
         return [pid for pid, p in self._ports.items() if p.network_id == network_id]
 
-    def _local_ip(self) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
-        if not self.opts.local_ip:
-            raise cd_exception.InvalidConfig(
-                reason=f"[{GROUP.name}] local_ip is not set: vxlan and geneve networks need "
-                "this host's tunnel endpoint address"
-            )
-        return ipaddress.ip_address(self.opts.local_ip)
+    def _local_ip(self) -> segments.IPAddress:
+        return segments.local_ip(self.opts.local_ip, f"[{GROUP.name}] local_ip", "vxlan and geneve")
 
     def _mtu(self, network: base.Network) -> int:
         """The guests' MTU on ``network``; validates the network against the options.
@@ -482,42 +460,25 @@ class OvsNetworkPlugin(base.NetworkPlugin):
         if network.type not in NETWORK_TYPES:
             raise np_exception.NetworkTypeNotSupported(plugin=self.name, network_type=network.type)
         if network.type in TUNNEL_TYPES:
-            _segment(network, "VNI", 1, MAX_VNI)
+            segments.segment(network, "VNI", 1, segments.MAX_VNI)
             extra = 20 if self._local_ip().version == 6 else 0
             mtu = min(network.mtu, self.opts.underlay_mtu - OVERHEAD[network.type] - extra)
         else:
             if network.type == "vlan":
-                _segment(network, "VLAN id", 1, 4094)
+                segments.segment(network, "VLAN id", 1, segments.MAX_VLAN)
             elif network.segment is not None:
                 raise cd_exception.Invalid(
                     reason=f"flat network {network.id} has no segment, not {network.segment!r}"
                 )
             self._provider_bridge(network)
             mtu = network.mtu
-        if mtu < MIN_MTU:
-            raise cd_exception.Invalid(
-                reason=f"network {network.id} would get MTU {mtu}, below the minimum {MIN_MTU}"
-            )
-        return mtu
+        return segments.mtu(network, mtu)
 
     def _provider_bridge(self, network: base.Network) -> str:
-        physnet = network.physical_network
-        if physnet is None:
-            if len(self.mappings) != 1:
-                raise cd_exception.InvalidConfig(
-                    reason=f"{network.type} network {network.id} names no physical network and "
-                    f"[{GROUP.name}] bridge_mappings has {len(self.mappings)} entries, not one"
-                )
-            return next(iter(self.mappings.values()))
-        if physnet not in self.mappings:
-            raise cd_exception.InvalidConfig(
-                reason=f"physical network {physnet!r} of network {network.id} is not in "
-                f"[{GROUP.name}] bridge_mappings ({', '.join(sorted(self.mappings)) or 'empty'})"
-            )
-        return self.mappings[physnet]
+        return segments.mapped(network, self.mappings, f"[{GROUP.name}] bridge_mappings")
 
     def _remotes(self, network: base.Network, endpoints: list[str]) -> frozenset[str]:
-        return base.remote_endpoints(
+        return segments.remote_endpoints(
             network, endpoints, self._local_ip(), f"[{GROUP.name}] local_ip"
         )
 
@@ -706,12 +667,13 @@ class OvsNetworkPlugin(base.NetworkPlugin):
     def _ensure(self, network: base.Network, operation: str, port: str) -> NetState:
         state = self._networks.get(network.id)
         if state is not None:
-            if _shape(state.network) != _shape(network):
+            if segments.shape(state.network) != segments.shape(network):
                 raise cd_exception.NetworkError(
                     operation=operation,
                     port=port,
-                    reason=f"network {network.id} is set up here as {_shape(state.network)}, "
-                    f"not {_shape(network)}; delete it first",
+                    reason=f"network {network.id} is set up here as "
+                    f"{segments.shape(state.network)}, not {segments.shape(network)}; "
+                    "delete it first",
                 )
             return state
         used = {s.vlan for s in self._networks.values()}
@@ -800,22 +762,3 @@ class OvsNetworkPlugin(base.NetworkPlugin):
                     self._teardown(self._networks[new_network], quiet=True)
         except Exception:  # noqa: BLE001 - keep the first error, log this one
             LOG.exception("Could not remove port %s while undoing a failed plug", tap)
-
-
-def _segment(network: base.Network, what: str, low: int, high: int) -> int:
-    segment = network.segment
-    if not isinstance(segment, int) or isinstance(segment, bool) or not low <= segment <= high:
-        raise cd_exception.Invalid(
-            reason=f"{network.type} network {network.id} needs a segment ({what}) "
-            f"in {low}..{high}, not {segment!r}"
-        )
-    return segment
-
-
-def _shape(network: base.Network) -> str:
-    text = f"{network.type} network"
-    if network.segment is not None:
-        text += f" segment {network.segment}"
-    if network.physical_network is not None:
-        text += f" on {network.physical_network}"
-    return text

@@ -48,6 +48,7 @@ class SchedulerManager:
         self.images = ImageStore(conf.image.store_path, conf.image.max_image_gb * 1024**3)
         self._known_down: set[str] = set()
         self._lock = threading.Lock()
+        self._placement_cache: placement.Placement | None = None
         #: The volume methods, a second endpoint on the same RPC server.
         self.volumes = VolumeManager(conf, store, compute)
         #: The network methods, a third endpoint on the same RPC server.
@@ -59,6 +60,16 @@ class SchedulerManager:
     @property
     def _down_after(self) -> int:
         return self.conf.scheduler.service_down_time
+
+    def _placement(self) -> placement.Placement:
+        """The configured filters and weighers, loaded on first use and kept.
+
+        NOTE: loading them scans the entry points and imports the plugins;
+        once per process, not once per create.
+        """
+        if self._placement_cache is None:
+            self._placement_cache = placement.Placement(self.conf)
+        return self._placement_cache
 
     def _limits(self) -> placement.Limits:
         opts = self.conf.scheduler
@@ -182,7 +193,7 @@ class SchedulerManager:
         if boot is not None and not boot["shared"]:
             hosts = [h for h in hosts if h["name"] == boot["host"]]
         try:
-            selection = placement.Placement(self.conf).select(
+            selection = self._placement().select(
                 hosts, request, list_instances=self.store.list_instances
             )
         except Exception as exc:
@@ -597,29 +608,23 @@ class SchedulerManager:
             else:
                 self.notifier.error("instance.create.error", requeued[0])
             return
-        built = self.store.build_succeeded(uuid, host)
-        before = None
-        if not built:
-            try:
-                before = self.store.get_instance(uuid, include_deleted=True)["vm_state"]
-            except exception.InstanceNotFound:
-                LOG.info("Ignoring update of unknown server %s from %s", uuid, host)
-                return
         # NOTE: fault is what this update says went wrong (an action that
         # failed while the server stays usable), and None clears the last one.
         values: dict[str, Any] = {"vm_state": vm_state, "task_state": None, "fault": fault}
         if power_state is not None:
             values["power_state"] = power_state
-        if not self.store.update_instance(uuid, expected_host=host, **values):
-            LOG.info("Ignoring update of %s from %s: deleted or placed elsewhere", uuid, host)
+        reported = self.store.report_state(uuid, host, **values)
+        if reported is None:
+            LOG.info("Ignoring update of %s from %s: unknown, deleted or elsewhere", uuid, host)
             return
+        before, record, built = reported
         # NOTE: only changes are news: a repeated report (a resent build, a
         # reconcile) of the state the server is in says nothing new.
         event = "instance.create.end" if built else None
         if not built and before != vm_state:
             event = notifications.POWER_EVENTS.get(vm_state)
         if event:
-            self.notifier.info(event, self.store.get_instance(uuid))
+            self.notifier.info(event, record)
 
     def _notify_failure(self, event_type: str, uuid: str) -> None:
         try:

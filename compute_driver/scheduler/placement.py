@@ -304,7 +304,7 @@ def _extensions(namespace: str) -> extension.ExtensionManager:
 
 
 class Placement:
-    """The configured filters and weighers; cheap to build, so one per request is fine."""
+    """The configured filters and weighers (the scheduler builds one and keeps it)."""
 
     def __init__(
         self,

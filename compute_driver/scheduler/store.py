@@ -578,26 +578,39 @@ class Store:
             instance.host = None
             instance.task_state = "scheduling"
 
-    def build_succeeded(self, uuid: str, host: str) -> bool:
-        """If ``uuid`` was building on ``host``: its failed-builds counter starts
-        again, and the answer is True (the build ended)."""
+    def report_state(
+        self, uuid: str, host: str, **values: Any
+    ) -> tuple[str, dict[str, Any], bool] | None:
+        """An agent reports a live server's state: one transaction for the lot.
+
+        Ends a build (``spawning``) on ``host``, whose failed-builds counter
+        then starts again.
+
+        :returns: (the vm_state before, the record after, whether a build
+            ended), or None when the server is unknown, deleted, elsewhere or
+            in ERROR (a late report must not bring it back without a claim).
+        """
         with self.session() as session:
-            building = session.scalar(
-                select(Instance.uuid).where(
-                    Instance.uuid == uuid,
-                    Instance.host == host,
-                    Instance.task_state == "spawning",
+            instance = session.get(Instance, uuid)
+            if (
+                instance is None
+                or instance.deleted
+                or instance.host != host
+                or instance.vm_state == "error"
+            ):
+                return None
+            before, built = instance.vm_state, instance.task_state == "spawning"
+            if built:
+                session.execute(
+                    update(Host)
+                    .where(Host.name == host, Host.failed_builds != 0)
+                    .values(failed_builds=0)
+                    .execution_options(synchronize_session=False)
                 )
-            )
-            if building is None:
-                return False
-            session.execute(
-                update(Host)
-                .where(Host.name == host, Host.failed_builds != 0)
-                .values(failed_builds=0)
-                .execution_options(synchronize_session=False)
-            )
-            return True
+            for key, value in values.items():
+                setattr(instance, key, value)
+            session.flush()
+            return before, instance_dict(instance), built
 
     def power_changed(self, uuid: str, host: str, power_state: str, vm_state: str) -> bool:
         """Follow a guest's own power change, unless a task of ours is in flight.

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -27,6 +28,15 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("filterwarnings", "ignore:(?s).*Eventlet is deprecated")
     # The oslo libraries' own deprecations (tox ignores DeprecationWarning too).
     config.addinivalue_line("filterwarnings", r"ignore::DeprecationWarning:oslo_\w+")
+
+
+@pytest.fixture(scope="session")
+def qemu_img() -> str:
+    """The qemu-img tests compare against; missing, the test fails and says how to get it."""
+    path = shutil.which("qemu-img")
+    if path is None:
+        pytest.fail("qemu-img is not installed: apt-get install qemu-utils (tools/install-deps.sh)")
+    return path
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ made by qemu-img in tmp_path.
 from __future__ import annotations
 
 import datetime
-import shutil
 import uuid as uuidlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,7 +26,7 @@ from storage_backends.dir import DirStorageBackend
 HOST = "unit-host"
 CTXT = {"request_id": "req-unit"}
 
-pytestmark = pytest.mark.skipif(shutil.which("qemu-img") is None, reason="needs qemu-img")
+pytestmark = pytest.mark.usefixtures("qemu_img")
 
 
 class RecordingScheduler:

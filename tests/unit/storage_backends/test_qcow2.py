@@ -11,7 +11,7 @@ import pytest
 
 from storage_backends import qcow2
 
-pytestmark = pytest.mark.skipif(shutil.which("qemu-img") is None, reason="needs qemu-img")
+pytestmark = pytest.mark.usefixtures("qemu_img")
 
 KiB, MiB, GiB, TiB = 1024, 1024**2, 1024**3, 1024**4
 
