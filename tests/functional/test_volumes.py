@@ -26,12 +26,14 @@ watch() {
         for d in /sys/block/vd*; do
             n=${d##*/}
             [ "$n" = vda ] && continue
-            [ -e "$d/size" ] || continue
-            key="$n:$(cat "$d/size")"
+            size=$(cat "$d/size" 2>/dev/null)
+            # A disk being hot-plugged shows up before its size is known.
+            case "$size" in ""|0) continue ;; esac
+            key="$n:$size"
             now="$now$key "
             case "$seen" in *" $key "*) continue ;; esac
             m=$(dd if="/dev/$n" bs=32 count=1 2>/dev/null | tr -cd 'a-z0-9-')
-            echo "CD-GUEST disk $n sectors=$(cat "$d/size") marker=[$m]"
+            echo "CD-GUEST disk $n sectors=$size marker=[$m]"
             if [ -n "$TO" ] && [ "$m" = "$FROM" ]; then
                 printf '%%s' "$TO" | dd of="/dev/$n" bs=32 count=1 conv=sync,fsync 2>/dev/null
                 echo "CD-GUEST wrote $n $TO"
