@@ -6,8 +6,8 @@ namespace ``cdobench<random>`` with its own OVS_RUNDIR (the system OVS is
 never touched), so no side pays for the ports of another:
 
 * ``plugin``: ``OvsNetworkPlugin.plug`` one port at a time (one OVSDB
-  transaction plus one ``ovs-ofctl --bundle`` of the port's anti-spoofing
-  rules each);
+  transaction plus one OpenFlow 1.4 bundle of the port's anti-spoofing
+  rules each, on the plugin's persistent connection to br-int);
 * ``raw_txn``: the same OVSDB writes (Interface with external_ids,
   ofport_request and mtu_request; Port with tag; Bridge.ports) as one raw
   ovsdbapp transaction per port, no OpenFlow rules;

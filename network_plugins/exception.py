@@ -6,3 +6,8 @@ from compute_driver import exception
 class NetworkTypeNotSupported(exception.Invalid):
     msg_fmt = "Network plugin %(plugin)s does not offer %(network_type)s networks"
     code = "network_type_not_supported"
+
+
+class OpenFlowError(exception.ComputeDriverError):
+    msg_fmt = "OpenFlow %(operation)s on bridge %(bridge)s failed: %(reason)s"
+    code = "openflow_error"

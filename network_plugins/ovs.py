@@ -60,83 +60,11 @@ from compute_driver.virt.libvirt import xml as lvxml
 from compute_driver.virt.libvirt.xml.checks import check_mac
 from network_plugins import base, ovs_db, ovs_flows, segments
 from network_plugins import exception as np_exception
+from network_plugins.ovs_opts import GROUP, OPTS, list_opts
+
+__all__ = ["GROUP", "OPTS", "OvsNetworkPlugin", "list_opts"]
 
 LOG = logging.getLogger(__name__)
-
-GROUP = cfg.OptGroup(
-    "ovs",
-    title="ovs network plugin",
-    help="Open vSwitch: an integration bridge with a local VLAN per network, a tunnel "
-    "bridge with flow-based VXLAN/GENEVE ports, provider bridges for flat and vlan "
-    "networks, anti-spoofing rules per port.",
-)
-
-OPTS = [
-    cfg.StrOpt(
-        "integration_bridge",
-        default="br-int",
-        help="Bridge the guests' ports are on (created if missing, fail_mode=secure). "
-        "Related options: tunnel_bridge, datapath_type.",
-    ),
-    cfg.StrOpt(
-        "tunnel_bridge",
-        default="br-tun",
-        help="Bridge of the VXLAN/GENEVE tunnel ports (created if missing, "
-        "fail_mode=secure), patched to the integration bridge. Related options: local_ip.",
-    ),
-    cfg.StrOpt(
-        "datapath_type",
-        default="system",
-        choices=[
-            ("system", "the kernel datapath (module openvswitch)"),
-            ("netdev", "the userspace datapath (no kernel module; slower)"),
-        ],
-        help="Datapath of the bridges this plugin creates. 'netdev' also turns off the "
-        "host-side checksum offload of guest NICs (partial checksums break TCP there).",
-    ),
-    cfg.StrOpt(
-        "ovsdb_connection",
-        default="unix:/var/run/openvswitch/db.sock",
-        help="OVSDB server of this host's ovs-vswitchd (unix:PATH, tcp:IP:PORT or "
-        "ssl:IP:PORT). Related options: run_dir, ovsdb_timeout.",
-    ),
-    cfg.IntOpt(
-        "ovsdb_timeout",
-        default=10,
-        min=1,
-        max=300,
-        help="Seconds (1-300) to wait for OVSDB (including ovs-vswitchd applying a "
-        "change) and for each ovs-ofctl call.",
-    ),
-    cfg.StrOpt(
-        "run_dir",
-        default="/var/run/openvswitch",
-        help="ovs-vswitchd's run directory (OVS_RUNDIR), where its per-bridge OpenFlow "
-        "sockets <bridge>.mgmt are. Related options: ovsdb_connection.",
-    ),
-    cfg.IPOpt(
-        "local_ip",
-        help="This host's tunnel endpoint (VTEP) address, which other hosts reach. "
-        "Required for vxlan and geneve networks. With datapath_type=netdev it must be on "
-        "an OVS internal port of another bridge. Related options: underlay_mtu.",
-    ),
-    cfg.ListOpt(
-        "bridge_mappings",
-        default=[],
-        help="Provider bridges, as <physical_network>:<bridge> pairs (e.g. "
-        "'physnet1:br-eth1'); each bridge must exist and hold its physical interface. "
-        "flat and vlan networks use them.",
-    ),
-    cfg.IntOpt(
-        "underlay_mtu",
-        default=1500,
-        min=576,
-        max=65535,
-        help="MTU of the path between VTEPs (576-65535). A tunnel network's MTU is this "
-        "minus the encapsulation (vxlan 50, geneve 58 bytes over IPv4; 20 more over IPv6) "
-        "or the network's own MTU when smaller. Related options: local_ip.",
-    ),
-]
 
 NETWORK_TYPES = ("flat", "vlan", "vxlan", "geneve")
 TUNNEL_TYPES = ("vxlan", "geneve")
@@ -153,13 +81,12 @@ OFPORT_TUNNEL = {"vxlan": 2, "geneve": 3}
 OFPORT_PROVIDER_FIRST = 10
 OFPORT_GUEST_FIRST = 100
 OFPORT_MAX = 0xFEFF
+# NOTE: 1.4 for the bundles of network_plugins.openflow; 1.0 and 1.3 for
+# operators' ovs-ofctl (1.0 is its default).
+OPENFLOW_VERSIONS = ["OpenFlow10", "OpenFlow13", "OpenFlow14"]
 NETWORK_KEY = "cd-network-"
 IFACE_NETWORK = "cd-network-id"
 IFACE_ADDRESSES = "cd-addresses"
-
-
-def list_opts() -> dict:
-    return {GROUP: OPTS}
 
 
 def tap_name(port_id: str) -> str:
@@ -233,7 +160,7 @@ class PortState:
 
 
 class OvsNetworkPlugin(base.NetworkPlugin):
-    """Open vSwitch bridges and rules, through ovsdbapp (OVSDB) and ovs-ofctl (OpenFlow)."""
+    """Open vSwitch bridges and rules, through ovsdbapp (OVSDB) and OpenFlow bundles."""
 
     name = "ovs"
 
@@ -241,9 +168,9 @@ class OvsNetworkPlugin(base.NetworkPlugin):
         self,
         conf: cfg.ConfigOpts,
         ovsdb: ovs_db.OvsDb | None = None,
-        ofctl: ovs_flows.OfCtl | None = None,
+        openflow: ovs_flows.OpenFlowBridges | None = None,
     ) -> None:
-        """:param ovsdb: / :param ofctl: helpers to use (tests); made from the options otherwise.
+        """:param ovsdb: / :param openflow: helpers to use (tests); made from the options otherwise.
 
         :raises InvalidConfig: a malformed option.
         """
@@ -261,7 +188,9 @@ class OvsNetworkPlugin(base.NetworkPlugin):
         self.int_br = self.opts.integration_bridge
         self.tun_br = self.opts.tunnel_bridge
         self.db = ovsdb or ovs_db.OvsDb(self.opts.ovsdb_connection, self.opts.ovsdb_timeout)
-        self.ofctl = ofctl or ovs_flows.OfCtl(self.opts.run_dir, self.opts.ovsdb_timeout)
+        self.openflow = openflow or ovs_flows.OpenFlowBridges(
+            self.opts.run_dir, self.opts.ovsdb_timeout
+        )
         # NOTE: one lock for everything: a plug and an unplug of one network
         # must not interleave (the unplug could tear down what the plug uses).
         self._lock = threading.RLock()
@@ -273,6 +202,7 @@ class OvsNetworkPlugin(base.NetworkPlugin):
         self._foreign_ofports: set[int] = set()  # guest-range numbers of others' ports
 
     def close(self) -> None:
+        self.openflow.close()
         self.db.close()
 
     def describe(self) -> dict[str, Any]:
@@ -317,7 +247,7 @@ class OvsNetworkPlugin(base.NetworkPlugin):
                 with self._failure("plug", port.id, port.network):
                     with self.db.transaction() as txn:
                         txn.add(self._plug_command(tap, port, entry, state, mtu))
-                    self.ofctl.apply(
+                    self.openflow.apply(
                         self.int_br,
                         delete=[ovs_flows.Deletion(ovs_flows.cookie(ovs_flows.KIND_PORT, ofport))],
                         add=entry.flows,
@@ -341,7 +271,7 @@ class OvsNetworkPlugin(base.NetworkPlugin):
                 )
                 return
             if known is not None:
-                self.ofctl.apply(
+                self.openflow.apply(
                     self.int_br,
                     delete=[
                         ovs_flows.Deletion(ovs_flows.cookie(ovs_flows.KIND_PORT, known.ofport))
@@ -425,7 +355,7 @@ class OvsNetworkPlugin(base.NetworkPlugin):
                 self._start()
                 return True
             canary = ovs_flows.cookie(ovs_flows.KIND_CANARY)
-            if not self.ofctl.has(self.int_br, ovs_flows.CANARY, canary):
+            if not self.openflow.has(self.int_br, ovs_flows.CANARY, canary):
                 LOG.warning("ovs-vswitchd lost its flows (restarted?); reinstalling them")
                 self._setup_bridges()
                 self._resync_flows()
@@ -438,7 +368,7 @@ class OvsNetworkPlugin(base.NetworkPlugin):
     def _failure(self, operation: str, port: str, network: base.Network | None) -> Iterator[None]:
         try:
             yield
-        except (ovs_db.OvsDbError, ovs_flows.OfCtlError) as exc:
+        except (ovs_db.OvsDbError, np_exception.OpenFlowError) as exc:
             where = f"network {network.id}: " if network is not None else ""
             raise cd_exception.NetworkError(
                 operation=operation, port=port, reason=f"{where}{exc}"
@@ -505,7 +435,18 @@ class OvsNetworkPlugin(base.NetworkPlugin):
         with self.db.transaction() as txn:
             for bridge in (self.int_br, self.tun_br):
                 txn.add(api.add_br(bridge, may_exist=True, datapath_type=dp))
-                txn.add(api.db_set("Bridge", bridge, ("fail_mode", "secure")))
+                txn.add(
+                    api.db_set(
+                        "Bridge", bridge, ("fail_mode", "secure"), ("protocols", OPENFLOW_VERSIONS)
+                    )
+                )
+            for bridge in self.mappings.values():
+                # NOTE: the operator's bridge: OpenFlow 1.4 (bundles) added to the
+                # versions it allows, never others removed (empty: OVS's defaults,
+                # which include 1.4).
+                protocols = getattr(self.db.bridge(bridge), "protocols", [])
+                if protocols and "OpenFlow14" not in protocols:
+                    txn.add(api.db_add("Bridge", bridge, "protocols", "OpenFlow14"))
             self._add_patch(txn, self.int_br, PATCH_TUN, PATCH_INT, OFPORT_PATCH)
             self._add_patch(txn, self.tun_br, PATCH_INT, PATCH_TUN, OFPORT_PATCH)
             for i, bridge in enumerate(sorted(self.mappings.values())):
@@ -567,7 +508,7 @@ class OvsNetworkPlugin(base.NetworkPlugin):
             )
             old, entry.ofport = entry.ofport, real
             if apply:
-                self.ofctl.apply(
+                self.openflow.apply(
                     self.int_br,
                     delete=[ovs_flows.Deletion(ovs_flows.cookie(ovs_flows.KIND_PORT, old))],
                     add=entry.flows,
@@ -593,12 +534,12 @@ class OvsNetworkPlugin(base.NetworkPlugin):
                 provider_flows[bridge] += flows
         for entry in self._ports.values():
             int_flows += entry.flows
-        self.ofctl.replace(self.int_br, int_flows)
-        self.ofctl.replace(self.tun_br, tun_flows)
+        self.openflow.replace(self.int_br, int_flows)
+        self.openflow.replace(self.tun_br, tun_flows)
         ours = ovs_flows.Deletion(ovs_flows.COOKIE_BASE, ovs_flows.COOKIE_OURS_MASK)
         for bridge, flows in provider_flows.items():
             # NOTE: the provider bridge is the operator's: only our rules are replaced.
-            self.ofctl.apply(bridge, delete=[ours], add=flows)
+            self.openflow.apply(bridge, delete=[ours], add=flows)
 
     # --- networks ----------------------------------------------------------------
 
@@ -627,7 +568,7 @@ class OvsNetworkPlugin(base.NetworkPlugin):
         )
 
     def _apply_tunnel_rules(self, state: NetState) -> None:
-        self.ofctl.apply(
+        self.openflow.apply(
             self.tun_br,
             delete=[ovs_flows.Deletion(ovs_flows.cookie(ovs_flows.KIND_NETWORK, state.vlan))],
             add=self._tunnel_rules(state),
@@ -688,9 +629,9 @@ class OvsNetworkPlugin(base.NetworkPlugin):
             with self.db.transaction() as txn:
                 self._record_network(txn, state)
                 self._converge_tunnel_ports(txn)
-            self.ofctl.apply(self.int_br, add=self._provider_in_rules(state))
+            self.openflow.apply(self.int_br, add=self._provider_in_rules(state))
             for bridge, flows in self._provider_out_rules(state).items():
-                self.ofctl.apply(bridge, add=flows)
+                self.openflow.apply(bridge, add=flows)
             self._apply_tunnel_rules(state)
         except BaseException:
             self._teardown(state, quiet=True)
@@ -705,7 +646,7 @@ class OvsNetworkPlugin(base.NetworkPlugin):
         self._networks.pop(network.id, None)
         try:
             for bridge in bridges:
-                self.ofctl.apply(bridge, delete=delete)
+                self.openflow.apply(bridge, delete=delete)
             with self.db.transaction() as txn:
                 self._record_network(txn, None, network.id)
                 self._converge_tunnel_ports(txn)

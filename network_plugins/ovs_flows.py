@@ -1,4 +1,4 @@
-"""OpenFlow rules of the ``ovs`` plugin, and the ``ovs-ofctl`` calls that install them.
+"""OpenFlow rules of the ``ovs`` plugin, and the OpenFlow bundles that install them.
 
 The rules are plain data (:class:`Flow`), built by pure functions, so the
 unit tests check them without a switch. Layout (Neutron's OVS agent,
@@ -26,19 +26,27 @@ Cookies say whose a rule is: ``0xcd`` in the top byte, then a kind and an
 id (the local VLAN for a network's rules, the OpenFlow port for a guest
 port's), so that a logical change deletes exactly its own rules.
 
-NOTE: rules go in through ``ovs-ofctl --bundle add-flows BRIDGE -`` (one
-process, list arguments, no shell): ovsdbapp has no OpenFlow API, and a
-bundle makes each logical change on a bridge one atomic commit (the
-delete lines and the add lines of a change land together or not at all).
-A change that touches several bridges is one bundle per bridge.
+NOTE: rules go in through :mod:`network_plugins.openflow` (an in-process
+OpenFlow 1.4 client on the bridge's management socket, one persistent
+connection per bridge): ovsdbapp has no OpenFlow API, and a process of
+``ovs-ofctl`` per change cost more than the OVSDB write of a plug. Each
+logical change on a bridge is one bundle, one atomic commit (its deletes
+and adds land together or not at all); a change that touches several
+bridges is one bundle per bridge. The rules are written in ovs-ofctl's
+syntax (what logs and ``ovs-ofctl dump-flows`` show), turned into OpenFlow
+in one place (:func:`flow_mod`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import ipaddress
-import subprocess
+import os
+import threading
 from collections.abc import Iterable
+
+from network_plugins import openflow
 
 COOKIE_BASE = 0xCD << 56
 COOKIE_OURS_MASK = 0xFF << 56
@@ -56,7 +64,6 @@ INBOUND = 4
 OUTBOUND = 20
 
 NORMAL = "NORMAL"
-OPENFLOW_VERSION = "OpenFlow13"
 
 
 def cookie(kind: int, ident: int = 0) -> int:
@@ -214,60 +221,179 @@ def tunnel_network(
     return flows
 
 
-# --- ovs-ofctl -----------------------------------------------------------------------
+# --- to OpenFlow ------------------------------------------------------------------------
+#
+# NOTE: the rules above are written in ovs-ofctl's syntax (what logs and
+# ``ovs-ofctl dump-flows`` show); this is the one place that turns that
+# subset into OpenFlow messages. A field or action outside it is a
+# ValueError: a rule this module builds, caught by the unit tests.
+
+_MAC = "mac"
+_IPV4 = "ipv4"
+_IPV6 = "ipv6"
+_MATCH_FIELDS: dict[str, tuple[openflow.Field, str]] = {
+    "in_port": (openflow.IN_PORT, "int"),
+    "dl_src": (openflow.ETH_SRC, _MAC),
+    "dl_vlan": (openflow.VLAN_VID, "vlan"),
+    "arp_sha": (openflow.ARP_SHA, _MAC),
+    "arp_spa": (openflow.ARP_SPA, _IPV4),
+    "nw_src": (openflow.IPV4_SRC, _IPV4),
+    "ipv6_src": (openflow.IPV6_SRC, _IPV6),
+    "tp_src": (openflow.UDP_SRC, "int"),  # NOTE: our rules only use UDP ports (DHCP)
+    "tp_dst": (openflow.UDP_DST, "int"),
+    "tun_id": (openflow.TUNNEL_ID, "int"),
+    "tun_src": (openflow.TUN_IPV4_SRC, _IPV4),
+    "tun_ipv6_src": (openflow.TUN_IPV6_SRC, _IPV6),
+}
+_SET_FIELDS: dict[str, tuple[openflow.Field, str]] = {
+    "tun_id": (openflow.TUNNEL_ID, "int"),
+    "tun_dst": (openflow.TUN_IPV4_DST, _IPV4),
+    "tun_ipv6_dst": (openflow.TUN_IPV6_DST, _IPV6),
+}
+# shorthands: (eth_type, ip_proto)
+_PROTOCOLS = {
+    "arp": (0x0806, None),
+    "ip": (0x0800, None),
+    "ipv6": (0x86DD, None),
+    "udp": (0x0800, 17),
+}
 
 
-class OfCtlError(Exception):
-    """An ``ovs-ofctl`` call failed."""
+def _value(kind: str, field: openflow.Field, text: str) -> bytes:
+    if kind == _MAC:
+        return bytes(int(octet, 16) for octet in text.split(":"))
+    if kind in (_IPV4, _IPV6):
+        return ipaddress.ip_address(text).packed
+    number = int(text, 0)
+    if kind == "vlan":
+        number |= openflow.VID_PRESENT
+    return number.to_bytes(field[2], "big")
 
 
-class OfCtl:
-    """``ovs-ofctl`` against ``<run_dir>/<bridge>.mgmt`` (ovs-vswitchd's per-bridge socket)."""
+def _match(text: str) -> tuple[bytes, bool]:
+    """The OXM match of ovs-ofctl match ``text``, and whether it matches a VLAN tag."""
+    fields: dict[openflow.Field, bytes] = {}
+    for item in filter(None, text.split(",")):
+        name, _, value = item.partition("=")
+        if name in _PROTOCOLS and not value:
+            eth_type, proto = _PROTOCOLS[name]
+            fields[openflow.ETH_TYPE] = eth_type.to_bytes(2, "big")
+            if proto is not None:
+                fields[openflow.IP_PROTO] = bytes([proto])
+        elif name == "vlan_tci" and value == "0x0000/0x1fff":
+            fields[openflow.VLAN_VID] = bytes(2)  # no tag at all
+        elif name in _MATCH_FIELDS:
+            field, kind = _MATCH_FIELDS[name]
+            fields[field] = _value(kind, field, value)
+        else:
+            raise ValueError(f"match field {item!r} has no OpenFlow encoding here")
+    tagged = fields.get(openflow.VLAN_VID, bytes(2)) != bytes(2)
+    # (class, number) order puts every prerequisite before the fields needing it
+    ordered = sorted(fields.items(), key=lambda item: (-item[0][0], item[0][1]))
+    return openflow.match(ordered), tagged
 
-    def __init__(self, run_dir: str, timeout: int, binary: str = "ovs-ofctl") -> None:
+
+def _instructions(text: str, tagged: bool) -> bytes:
+    """The instructions of ovs-ofctl ``actions=text``; ``tagged``: the packet has a VLAN tag."""
+    actions: list[bytes] = []
+    goto = b""
+    for item in filter(None, text.split(",")):
+        name, _, value = item.partition(":")
+        if item == NORMAL:
+            actions.append(openflow.output(openflow.PORT_NORMAL))
+        elif item == "drop":
+            pass
+        elif name == "output":
+            actions.append(openflow.output(int(value)))
+        elif name == "goto_table":
+            goto = openflow.goto_table(int(value))
+        elif item == "strip_vlan":
+            actions.append(openflow.pop_vlan())
+            tagged = False
+        elif name == "mod_vlan_vid":
+            # NOTE: as ovs-ofctl does, mod_vlan_vid on an untagged packet pushes a tag first
+            if not tagged:
+                actions.append(openflow.push_vlan())
+                tagged = True
+            field = openflow.VLAN_VID
+            actions.append(openflow.set_field(field, _value("vlan", field, value)))
+        elif name == "set_field" and "->" in value:
+            new, _, target = value.partition("->")
+            if target not in _SET_FIELDS:
+                raise ValueError(f"action {item!r} has no OpenFlow encoding here")
+            field, kind = _SET_FIELDS[target]
+            actions.append(openflow.set_field(field, _value(kind, field, new)))
+        else:
+            raise ValueError(f"action {item!r} has no OpenFlow encoding here")
+    return (openflow.apply_actions(actions) if actions else b"") + goto
+
+
+@functools.lru_cache(maxsize=8192)
+def flow_mod(flow: Flow) -> bytes:
+    """OFPFC_ADD of ``flow`` (xid 0: the connection numbers it)."""
+    match_bytes, tagged = _match(flow.match)
+    return openflow.flow_mod(
+        0,
+        openflow.ADD,
+        table=flow.table,
+        priority=flow.priority,
+        cookie=flow.cookie,
+        match_bytes=match_bytes,
+        instructions=_instructions(flow.actions, tagged),
+    )
+
+
+def deletion_mod(deletion: Deletion) -> bytes:
+    """OFPFC_DELETE (not strict: any match) of the rules with ``deletion``'s cookie."""
+    return openflow.flow_mod(
+        0,
+        openflow.DELETE,
+        table=openflow.TABLE_ALL if deletion.table is None else deletion.table,
+        cookie=deletion.cookie,
+        cookie_mask=deletion.mask,
+    )
+
+
+class OpenFlowBridges:
+    """The plugin's OpenFlow side: one :class:`openflow.Connection` per bridge, opened on use.
+
+    Each call is one atomic bundle on one bridge. Errors are
+    :class:`network_plugins.exception.OpenFlowError`.
+    """
+
+    def __init__(self, run_dir: str, timeout: float) -> None:
         self.run_dir = run_dir
         self.timeout = timeout
-        self.binary = binary
+        self._connections: dict[str, openflow.Connection] = {}
+        self._lock = threading.Lock()
 
-    def target(self, bridge: str) -> str:
-        return f"unix:{self.run_dir}/{bridge}.mgmt"
-
-    def _run(
-        self, bridge: str, command: str, *rest: str, bundle: bool = False, stdin: str | None = None
-    ) -> str:
-        argv = [self.binary, "-O", OPENFLOW_VERSION, f"--timeout={self.timeout}"]
-        if bundle:
-            argv.append("--bundle")
-        argv += [command, self.target(bridge), *rest]
-        try:
-            result = subprocess.run(
-                argv,
-                input=stdin,
-                capture_output=True,
-                text=True,
-                timeout=self.timeout + 5,
-                check=False,
-            )
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            raise OfCtlError(f"ovs-ofctl {command} on bridge {bridge}: {exc}") from exc
-        if result.returncode != 0:
-            raise OfCtlError(f"ovs-ofctl {command} on bridge {bridge}: {result.stderr.strip()}")
-        return result.stdout
+    def connection(self, bridge: str) -> openflow.Connection:
+        with self._lock:
+            conn = self._connections.get(bridge)
+            if conn is None:
+                path = os.path.join(self.run_dir, f"{bridge}.mgmt")
+                conn = self._connections[bridge] = openflow.Connection(path, bridge, self.timeout)
+            return conn
 
     def apply(self, bridge: str, delete: Iterable[Deletion] = (), add: Iterable[Flow] = ()) -> None:
         """Delete then add, as one bundle (one atomic commit on ``bridge``)."""
-        lines = [f"delete {d.text()}" for d in delete] + [f"add {f.text()}" for f in add]
-        if lines:
-            self._run(bridge, "add-flows", "-", bundle=True, stdin="\n".join(lines) + "\n")
+        mods = [deletion_mod(d) for d in delete] + [flow_mod(f) for f in add]
+        if mods:
+            self.connection(bridge).bundle(mods)
 
     def replace(self, bridge: str, flows: Iterable[Flow]) -> None:
         """Make ``flows`` the only rules of ``bridge``, as one bundle."""
-        text = "".join(f.text() + "\n" for f in flows)
-        self._run(bridge, "replace-flows", "-", bundle=True, stdin=text)
+        # NOTE: delete-all then add in one atomic commit: the same end state as
+        # ovs-ofctl replace-flows (which sends a diff), no window without rules.
+        everything = Deletion(0, mask=0)
+        self.apply(bridge, delete=[everything], add=flows)
 
     def has(self, bridge: str, table: int, flow_cookie: int) -> bool:
-        out = self._run(bridge, "dump-flows", f"table={table},cookie={flow_cookie:#x}/-1")
-        return f"cookie={flow_cookie:#x}" in out
+        """Whether ``bridge`` has a rule with exactly ``flow_cookie`` in ``table``."""
+        return bool(self.connection(bridge).flow_stats(table, flow_cookie))
 
-    def dump(self, bridge: str) -> str:
-        return self._run(bridge, "dump-flows", "--no-stats")
+    def close(self) -> None:
+        with self._lock:
+            for conn in self._connections.values():
+                conn.close()
+            self._connections.clear()

@@ -18,7 +18,7 @@ import pytest
 from netns_lab import Endpoint, ping, pings, tcp_transfer
 from ovs_lab import OvsHost, OvsLab, missing_prerequisites
 
-from network_plugins import base, ovs, ovs_flows
+from network_plugins import base, exception, ovs, ovs_flows
 
 INSTANCE = "0b6f2c5e-7a41-4c1e-9d2a-5b1f0e3c8a01"
 
@@ -221,3 +221,20 @@ def test_vswitchd_restart_then_resync(ovs_lab: OvsLab, hosts: tuple[OvsHost, Ovs
     assert ping(a1, b1) == 3
     sent, received = tcp_transfer(a1, b1, 1024 * 1024)
     assert sent == received
+
+
+def test_a_refused_rule_leaves_the_bridge_unchanged(
+    ovs_lab: OvsLab, hosts: tuple[OvsHost, OvsHost]
+) -> None:
+    a, _ = hosts
+    plugin = a.plugin()
+    assert plugin.check_and_resync() is True  # bridges and their base rules
+    assert "OpenFlow14" in a.vsctl("get", "Bridge", "br-int", "protocols")
+    mark = ovs_flows.cookie(ovs_flows.KIND_PORT, 4000)
+    good = ovs_flows.Flow(ovs_flows.INGRESS, 7, "in_port=4000", "drop", mark)
+    backwards = ovs_flows.Flow(ovs_flows.INGRESS, 8, "", "goto_table:0", mark)  # goes back
+    with pytest.raises(exception.OpenFlowError, match="BAD_INSTRUCTION.*FLOW_MOD"):
+        plugin.openflow.apply("br-int", add=[good, backwards])
+    assert f"cookie={mark:#x}" not in a.flows("br-int")  # the bundle was not committed
+    plugin.openflow.apply("br-int", add=[good])  # the connection is usable again
+    assert f"cookie={mark:#x}" in a.flows("br-int")

@@ -278,14 +278,11 @@ def test_unreachable_ovsdb_is_a_network_error() -> None:
         plugin.check_and_resync()
 
 
-def test_ofctl_failures() -> None:
-    missing = ovs_flows.OfCtl("/nonexistent", 1, binary="/nonexistent/ovs-ofctl")
-    with pytest.raises(ovs_flows.OfCtlError, match="add-flows on bridge br-int"):
-        missing.apply("br-int", add=[ovs_flows.Flow(0, 0, "", "drop", 1)])
-    failing = ovs_flows.OfCtl("/nonexistent", 1, binary="false")
-    with pytest.raises(ovs_flows.OfCtlError, match="replace-flows on bridge br-tun"):
-        failing.replace("br-tun", [])
-    failing.apply("br-int")  # nothing to do: no process at all
+def test_unreachable_openflow_is_a_network_error(tmp_path: pathlib.Path) -> None:
+    plugin = _plugin(run_dir=str(tmp_path))
+    plugin._ready = True  # as if OVSDB had been read: the canary check goes to OpenFlow
+    with pytest.raises(cd_exception.NetworkError, match="OpenFlow connect on bridge br-int"):
+        plugin.check_and_resync()
 
 
 def test_plug_into_a_second_network_is_refused() -> None:
