@@ -12,6 +12,9 @@ the end; nothing outside it is touched): 100 VXLAN networks, each told two
 remote VTEPs, with 5 ports plugged on each (500 plugs: the first plug of a
 network makes its bridge and VXLAN device, the others check them), then
 every port unplugged (the last unplug of a network removes both devices).
+Between the two phases (untimed) the namespace's devices, their settings
+(MTU, state, master, VXLAN id/local/port/learning), their FDB entries and
+the namespace's addresses are read back: both sides must leave the same.
 Rounds alternate which side goes first.
 
 Run as root::
@@ -37,6 +40,7 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from oslo_config import cfg
@@ -74,7 +78,11 @@ class IpCommands(netlink.Netlink):
             raise netlink.LinkError(action, name, result.stderr.strip())
         return result.stdout
 
-    def _get(self, name: str) -> netlink.Link | None:
+    def _get(
+        self, name: str, known: tuple[netlink.Link, ...] = (), resolve: bool = True
+    ) -> netlink.Link | None:
+        # NOTE: `ip -j` names the master and the VLAN parent itself, so the
+        # hints that spare pyroute2 a lookup by index have nothing to spare here.
         self.processes += 1
         result = subprocess.run(
             ["ip", "-n", self.ns, "-j", "-d", "link", "show", "dev", name],
@@ -183,14 +191,29 @@ def make_plugin(ns: str, api: netlink.Netlink) -> linux_bridge.LinuxBridgePlugin
     return linux_bridge.LinuxBridgePlugin(conf, netlink_api=api)
 
 
-def workload(plugin: linux_bridge.LinuxBridgePlugin, networks: int, per_network: int) -> dict:
+def workload(
+    plugin: linux_bridge.LinuxBridgePlugin,
+    networks: int,
+    per_network: int,
+    after_plug: Callable[[], None],
+) -> dict:
+    """Time the plugs and unplugs; ``after_plug`` runs between them, untimed."""
+    # NOTE: the same ids on both sides (uuid5), so both make devices of the
+    # same names and their states can be compared.
     nets = [
-        base.Network(id=str(uuid.uuid4()), name=f"bench-{i}", type="vxlan", segment=1000 + i)
+        base.Network(
+            id=str(uuid.uuid5(uuid.NAMESPACE_URL, f"cdtbench/network/{i}")),
+            name=f"bench-{i}",
+            type="vxlan",
+            segment=1000 + i,
+        )
         for i in range(networks)
     ]
     ports = [
         base.Port(
-            id=str(uuid.uuid4()), network=net, mac="fa:16:3e:%02x:%02x:%02x" % (i >> 8, i & 255, j)
+            id=str(uuid.uuid5(uuid.NAMESPACE_URL, f"cdtbench/port/{i}/{j}")),
+            network=net,
+            mac="fa:16:3e:%02x:%02x:%02x" % (i >> 8, i & 255, j),
         )
         for i, net in enumerate(nets)
         for j in range(per_network)
@@ -200,11 +223,13 @@ def workload(plugin: linux_bridge.LinuxBridgePlugin, networks: int, per_network:
         plugin.update_topology(net, REMOTES)
     for port in ports:
         plugin.plug(port, INSTANCE)
-    plugged = time.perf_counter()
+    plug_s = time.perf_counter() - start
+    after_plug()
+    start = time.perf_counter()
     for port in ports:
         plugin.unplug(port, INSTANCE)
-    done = time.perf_counter()
-    return {"plug_s": plugged - start, "unplug_s": done - plugged, "total_s": done - start}
+    unplug_s = time.perf_counter() - start
+    return {"plug_s": plug_s, "unplug_s": unplug_s, "total_s": plug_s + unplug_s}
 
 
 def setup_namespace(name: str) -> None:
@@ -214,6 +239,19 @@ def setup_namespace(name: str) -> None:
         for ifname in ("lo", "ul0", "ul1"):
             ipr.link("set", index=ipr.link_lookup(ifname=ifname)[0], state="up")
         ipr.addr("add", index=ipr.link_lookup(ifname="ul0")[0], address=LOCAL_IP, prefixlen=24)
+
+
+def namespace_state(name: str) -> dict[str, Any]:
+    """Every device the plugs made (kind, MTU, state, master, VXLAN settings, FDB) and
+    every address of the namespace (an IPv6 link-local on one of ours would show)."""
+    devices: dict[str, Any] = {}
+    with netlink.Netlink(name) as nl:
+        for ifname in sorted(leftovers(name)):
+            link = nl.link(ifname)
+            assert link is not None, ifname
+            fdb = sorted(nl.fdb_entries(ifname)) if link.kind == "vxlan" else []
+            devices[ifname] = (link.kind, link.mtu, link.up, link.master, link.data, fdb)
+        return {"devices": devices, "addresses": sorted(nl.addresses())}
 
 
 def leftovers(name: str) -> list[str]:
@@ -234,6 +272,7 @@ def main() -> int:
     ns = "cdtbench" + secrets.token_hex(3)
     setup_namespace(ns)
     results: dict[str, list[dict]] = {"pyroute2": [], "subprocess": []}
+    states: dict[str, dict[str, Any]] = {}
     processes = 0
     try:
         for round_no in range(args.rounds):
@@ -241,14 +280,22 @@ def main() -> int:
             for side in order:
                 api = netlink.Netlink(ns) if side == "pyroute2" else IpCommands(ns)
                 plugin = make_plugin(ns, api)
+
+                def check(side: str = side) -> None:
+                    states[side] = namespace_state(ns)
+
                 try:
-                    figures = workload(plugin, args.networks, args.ports_per_network)
+                    figures = workload(plugin, args.networks, args.ports_per_network, check)
                 finally:
                     plugin.close()
                 if isinstance(api, IpCommands):
                     processes = api.processes
                 left = leftovers(ns)
                 assert not left, f"{side} left devices behind: {left[:5]}"
+                devices = states[side]["devices"]
+                assert len(devices) == 2 * args.networks, f"{side} made {len(devices)} devices"
+                if len(states) == 2:  # the same devices, settings and FDB on both sides
+                    assert states["pyroute2"] == states["subprocess"], "the sides differ"
                 results[side].append(figures)
                 print(
                     "round %d %-10s plug %.3f s  unplug %.3f s  total %.3f s"

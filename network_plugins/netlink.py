@@ -65,6 +65,8 @@ class Link:
     kind: str | None  # None for plain devices (physical NICs)
     mtu: int
     up: bool
+    # NOTE: master and parent are names; Netlink's internal lookups may leave
+    # them None when only the index matters (Netlink._get, resolve=False).
     master: str | None = None  # name of the bridge it is a port of
     parent: str | None = None  # lower device of a VLAN
     data: dict[str, Any] = field(default_factory=dict)  # vxlan: id, local, port, learning; vlan: id
@@ -135,16 +137,17 @@ class Netlink:
         """A VXLAN device with source-address learning off, a port of ``bridge``, up."""
         want = {"id": vni, "local": local_ip, "port": port, "learning": False}
         with self._lock:
-            link = self.link(name)
+            master = self._bridge(bridge, name)
+            link = self._get(name, known=(master,))
             created = link is None
             if link is None:
                 self._create(name, "vxlan", vni=vni, local=local_ip, port=port)
-                link = self._require(name, "create vxlan")
+                link = self._require(name, "create vxlan", known=(master,))
             elif link.kind != "vxlan":
                 raise LinkError("ensure vxlan", name, f"exists as {_kind(link)}")
             else:
                 _check_same(name, "vxlan", want, link.data)
-            self._attach(link, bridge, mtu, created)
+            self._attach(link, master, mtu, created)
             if created:
                 LOG.info(
                     "Created %s (vni %d, local %s:%d)%s", name, vni, local_ip, port, self._where()
@@ -155,11 +158,12 @@ class Netlink:
         """A VLAN ``vid`` device on ``parent``, a port of ``bridge``, up (``parent`` up too)."""
         with self._lock:
             lower = self._require(parent, "ensure vlan on")
-            link = self.link(name)
+            master = self._bridge(bridge, name)
+            link = self._get(name, known=(lower, master))
             created = link is None
             if link is None:
                 self._create(name, "vlan", parent=lower, vid=vid)
-                link = self._require(name, "create vlan")
+                link = self._require(name, "create vlan", known=(lower, master))
             elif link.kind != "vlan":
                 raise LinkError("ensure vlan", name, f"exists as {_kind(link)}")
             else:
@@ -176,7 +180,7 @@ class Netlink:
                 if created:
                     self.delete(name)
                 raise
-            self._attach(link, bridge, mtu, created)
+            self._attach(link, master, mtu, created)
             if created:
                 LOG.info("Created %s (vlan %d on %s)%s", name, vid, parent, self._where())
             return created
@@ -187,12 +191,13 @@ class Netlink:
         :raises LinkError: no such device, or it is a port of another bridge.
         """
         with self._lock:
-            self._attach(self._require(name, "enslave"), bridge, mtu, created=False)
+            link = self._require(name, "enslave")
+            self._attach(link, self._bridge(bridge, name), mtu, created=False)
 
     def delete(self, name: str) -> bool:
         """Delete device ``name``; False when it did not exist."""
         with self._lock:
-            link = self.link(name)
+            link = self._get(name, resolve=False)
             if link is None:
                 return False
             try:
@@ -211,14 +216,20 @@ class Netlink:
         return {dst for mac, dst in self.fdb_entries(dev) if mac == FLOOD_MAC}
 
     def set_flood_destinations(self, dev: str, destinations: set[str]) -> tuple[set[str], set[str]]:
-        """Make the flood entries of ``dev`` exactly ``destinations``; (added, removed)."""
+        """Make the flood entries of ``dev`` exactly ``destinations``; (added, removed).
+
+        :raises LinkError: no device ``dev``, or the kernel refused a change.
+        """
         with self._lock:
-            current = self.flood_destinations(dev)
+            # NOTE: the device is looked up once for the dump and every change
+            # (not once per entry, as add_fdb/del_fdb do).
+            link = self._require(dev, "read fdb of", resolve=False)
+            current = {dst for mac, dst in self._fdb_dump(link) if mac == FLOOD_MAC}
             added, removed = destinations - current, current - destinations
             for dst in sorted(added):
-                self.add_fdb(dev, FLOOD_MAC, dst)
+                self._fdb("append", link, FLOOD_MAC, dst)
             for dst in sorted(removed):
-                self.del_fdb(dev, FLOOD_MAC, dst)
+                self._fdb_del(link, FLOOD_MAC, dst)
             if added or removed:
                 LOG.info(
                     "Flood list of %s: +%s -%s%s",
@@ -232,25 +243,19 @@ class Netlink:
     def fdb_entries(self, dev: str) -> set[tuple[str, str]]:
         """(MAC, remote VTEP) pairs of the FDB entries of ``dev`` that have a destination."""
         with self._lock:
-            link = self._require(dev, "read fdb of")
-            return self._fdb_dump(link)
+            return self._fdb_dump(self._require(dev, "read fdb of", resolve=False))
 
     def add_fdb(self, dev: str, mac: str, dst: str) -> None:
         """Append a static entry ``mac`` → ``dst`` (several destinations per MAC may coexist)."""
         with self._lock:
-            self._fdb("append", self._require(dev, "add fdb entry to"), mac, dst)
+            self._fdb("append", self._require(dev, "add fdb entry to", resolve=False), mac, dst)
 
     def del_fdb(self, dev: str, mac: str, dst: str) -> None:
         """Remove the entry ``mac`` → ``dst``; missing entries are fine."""
         with self._lock:
-            link = self.link(dev)
-            if link is None:
-                return
-            try:
-                self._fdb("del", link, mac, dst)
-            except LinkError as exc:
-                if exc.errno != errno.ENOENT:
-                    raise
+            link = self._get(dev, resolve=False)
+            if link is not None:
+                self._fdb_del(link, mac, dst)
 
     # --- reading -------------------------------------------------------------
 
@@ -262,7 +267,7 @@ class Netlink:
     def ports(self, bridge: str) -> list[str]:
         """Names of the ports of ``bridge`` (empty when there is no such bridge)."""
         with self._lock:
-            link = self.link(bridge)
+            link = self._get(bridge, resolve=False)
             return [] if link is None else sorted(self._ports(link))
 
     def addresses(self) -> set[str]:
@@ -275,27 +280,43 @@ class Netlink:
     def _where(self) -> str:
         return f" in netns {self.netns}" if self.netns else ""
 
-    def _require(self, name: str, action: str) -> Link:
-        link = self.link(name)
+    def _require(
+        self, name: str, action: str, known: tuple[Link, ...] = (), resolve: bool = True
+    ) -> Link:
+        link = self._get(name, known, resolve)
         if link is None:
             raise LinkError(action, name, "no such device" + self._where(), errno.ENODEV)
         return link
 
-    def _attach(self, link: Link, bridge: str, mtu: int | None, created: bool) -> None:
-        """Put ``link`` into ``bridge`` and converge it; delete it again if ``created``."""
+    def _bridge(self, bridge: str, port: str) -> Link:
+        """The bridge ``bridge`` that ``port`` is to be a port of.
+
+        :raises LinkError: no such device, or it is not a bridge.
+        """
+        master = self._require(bridge, "enslave " + port + " to")
+        if master.kind != "bridge":
+            raise LinkError("enslave " + port + " to", bridge, f"is {_kind(master)}")
+        return master
+
+    def _attach(self, link: Link, master: Link, mtu: int | None, created: bool) -> None:
+        """Put ``link`` into bridge ``master`` and converge it; delete it again if ``created``."""
         try:
-            if link.master not in (None, bridge):
+            if link.master not in (None, master.name):
                 raise LinkError(
-                    "add to bridge " + bridge, link.name, f"is a port of bridge {link.master}"
+                    "add to bridge " + master.name, link.name, f"is a port of bridge {link.master}"
                 )
-            master = self._require(bridge, "enslave " + link.name + " to")
-            if master.kind != "bridge":
-                raise LinkError("enslave " + link.name + " to", bridge, f"is {_kind(master)}")
             self._converge(link, mtu=mtu, master=master)
         except LinkError:
             if created:
                 self.delete(link.name)
             raise
+
+    def _fdb_del(self, link: Link, mac: str, dst: str) -> None:
+        try:
+            self._fdb("del", link, mac, dst)
+        except LinkError as exc:
+            if exc.errno != errno.ENOENT:  # already gone is fine
+                raise
 
     def _converge(self, link: Link, mtu: int | None, master: Link | None = None) -> None:
         changes: dict[str, Any] = {}
@@ -322,7 +343,14 @@ class Netlink:
         except OSError as exc:
             raise LinkError(action, name, exc.strerror or str(exc), exc.errno) from exc
 
-    def _get(self, name: str) -> Link | None:
+    def _get(self, name: str, known: tuple[Link, ...] = (), resolve: bool = True) -> Link | None:
+        """The device ``name``, or None.
+
+        The kernel names a device's bridge and VLAN parent by index: those
+        among ``known`` are named without a request, any other costs one
+        more request, unless ``resolve`` is False (then ``master`` and
+        ``parent`` are left None: for callers that need the index only).
+        """
         if check_ifname(name):
             return None
         try:
@@ -331,9 +359,10 @@ class Netlink:
             if exc.errno == errno.ENODEV:
                 return None
             raise
-        return self._to_link(msg)
+        names = {link.index: link.name for link in known}
+        return self._to_link(msg, names, resolve)
 
-    def _to_link(self, msg: Any) -> Link:
+    def _to_link(self, msg: Any, names: dict[int, str], resolve: bool) -> Link:
         kind = msg.get_nested("IFLA_LINKINFO", "IFLA_INFO_KIND")
         info = msg.get_nested("IFLA_LINKINFO", "IFLA_INFO_DATA")
         data: dict[str, Any] = {}
@@ -347,20 +376,24 @@ class Netlink:
             }
         elif kind == "vlan" and info is not None:
             data = {"id": info.get_attr("IFLA_VLAN_ID")}
-            parent = self._name_of(msg.get_attr("IFLA_LINK"))
+            parent = self._name_of(msg.get_attr("IFLA_LINK"), names, resolve)
         return Link(
             name=msg.get_attr("IFLA_IFNAME"),
             index=msg["index"],
             kind=kind,
             mtu=msg.get_attr("IFLA_MTU"),
             up=bool(msg["flags"] & IFF_UP),
-            master=self._name_of(msg.get_attr("IFLA_MASTER")),
+            master=self._name_of(msg.get_attr("IFLA_MASTER"), names, resolve),
             parent=parent,
             data=data,
         )
 
-    def _name_of(self, index: int | None) -> str | None:
+    def _name_of(self, index: int | None, names: dict[int, str], resolve: bool) -> str | None:
         if not index:
+            return None
+        if index in names:
+            return names[index]
+        if not resolve:
             return None
         try:
             (msg,) = self._call("get", str(index), self._ipr.link, "get", index=index)

@@ -139,6 +139,34 @@ def test_last_unplug_removes_bridge_and_vxlan(lab: Lab, hosts: tuple[Host, Host]
     plugin.unplug(port2, INSTANCE)  # idempotent
 
 
+def test_plug_on_a_ready_network_reads_its_devices_only(
+    lab: Lab, hosts: tuple[Host, Host], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another plug on a network set up here: three lookups by name, no dump, no change.
+
+    Guards issue 4 (bench/lb_plug.py): a plug must not cost a dump (which
+    grows with the number of devices) nor a lookup of the bridge by index.
+    """
+    a, _ = hosts
+    plugin = lab.plugin(a)
+    network = _network("vxlan", 4343)
+    plugin.update_topology(network, [a.underlay_ip, "10.250.0.9"])
+    plugin.plug(_port(network, 1), INSTANCE)
+
+    api = plugin._api()
+    requests: list[tuple[str, str]] = []
+    call = api._call
+
+    def counting(action: str, name: str, method: object, *args: object, **kwargs: object) -> object:
+        requests.append((action, name))
+        return call(action, name, method, *args, **kwargs)
+
+    monkeypatch.setattr(api, "_call", counting)
+    plugin.plug(_port(network, 2), INSTANCE)
+    bridge = bridge_name(network.id)
+    assert requests == [("get", bridge), ("get", bridge), ("get", vxlan_name(4343))]
+
+
 def test_vlan_networks_connect_their_own_ports_only(lab: Lab, hosts: tuple[Host, Host]) -> None:
     a, b = hosts
     if not _kernel_has_vlan(a):

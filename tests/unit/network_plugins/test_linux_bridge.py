@@ -1,7 +1,7 @@
 """The ``linux_bridge`` plugin's options, names, decisions and error paths, on a fake netlink.
 
 The kernel side (network_plugins/netlink.py) is exercised for real by
-tests/functional/network/test_linux_bridge.py.
+tests/functional/network/test_linux_bridge_traffic.py.
 """
 
 from __future__ import annotations
