@@ -36,6 +36,18 @@ OPTS = [
         "report_interval; the 'compute' filter.",
     ),
     cfg.FloatOpt(
+        "host_view_ttl",
+        default=1.0,
+        min=0.0,
+        max=60.0,
+        help="Seconds the scheduler keeps the host records it read for placement "
+        "before reading them again (0: read them for every server). Its own "
+        "claims are counted in at once; what other schedulers claim, and hosts "
+        "going down, are seen within this time. Claims stay exact either way: "
+        "a host that has no room fails its claim and the next one is tried. "
+        "Related options: service_down_time.",
+    ),
+    cfg.FloatOpt(
         "cpu_allocation_ratio",
         default=4.0,
         min=0.1,

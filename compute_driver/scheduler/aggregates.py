@@ -11,9 +11,11 @@ policies only prefer so.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import logging
 from collections import Counter
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import oslo_messaging as messaging
@@ -44,9 +46,21 @@ class AggregateManager:
 
     target = messaging.Target(version="1.0")
 
-    def __init__(self, conf: cfg.ConfigOpts, store: Store) -> None:
+    def __init__(
+        self, conf: cfg.ConfigOpts, store: Store, on_change: Callable[[], None] | None = None
+    ) -> None:
+        """:param on_change: called after each committed change of an aggregate
+        (the scheduler's host view reads zones and properties again)."""
         self.conf = conf
         self.store = store
+        self._on_change = on_change or (lambda: None)
+
+    @contextlib.contextmanager
+    def _changing(self) -> Iterator[Any]:
+        """A transaction that changes aggregates; ``on_change`` runs after its commit."""
+        with self.store.session() as session:
+            yield session
+        self._on_change()
 
     # --- aggregates ------------------------------------------------------------
 
@@ -92,7 +106,7 @@ class AggregateManager:
         properties: dict[str, str] | None = None,
     ) -> dict[str, Any]:
         """Set (or remove) the zone, and properties (an empty value removes one)."""
-        with self.store.session() as session:
+        with self._changing() as session:
             record = self._aggregate(session, aggregate)
             if no_availability_zone:
                 record.availability_zone = None
@@ -111,7 +125,7 @@ class AggregateManager:
 
     @scheduler_method
     def add_aggregate_host(self, ctxt: dict, aggregate: str, host: str) -> dict[str, Any]:
-        with self.store.session() as session:
+        with self._changing() as session:
             record = self._aggregate(session, aggregate)
             if session.get(Host, host) is None:
                 raise exception.HostNotFound(host=host)
@@ -140,7 +154,7 @@ class AggregateManager:
 
     @scheduler_method
     def remove_aggregate_host(self, ctxt: dict, aggregate: str, host: str) -> dict[str, Any]:
-        with self.store.session() as session:
+        with self._changing() as session:
             record = self._aggregate(session, aggregate)
             session.execute(
                 delete(AggregateHost).where(
@@ -164,7 +178,7 @@ class AggregateManager:
 
     @scheduler_method
     def delete_aggregate(self, ctxt: dict, aggregate: str) -> dict[str, Any]:
-        with self.store.session() as session:
+        with self._changing() as session:
             record = self._aggregate(session, aggregate)
             gone = self._aggregate_dict(session, record)
             session.execute(delete(AggregateHost).where(AggregateHost.aggregate == aggregate))

@@ -20,6 +20,7 @@ from compute_driver.rpc import compute_api, schemas
 from compute_driver.rpc.endpoint import rpc_method
 from compute_driver.scheduler import placement
 from compute_driver.scheduler.aggregates import AggregateManager
+from compute_driver.scheduler.host_view import HostView
 from compute_driver.scheduler.imagestore import ImageStore
 from compute_driver.scheduler.networks import NetworkManager
 from compute_driver.scheduler.store import Store
@@ -53,8 +54,13 @@ class SchedulerManager:
         self.volumes = VolumeManager(conf, store, compute)
         #: The network methods, a third endpoint on the same RPC server.
         self.networks = NetworkManager(conf, store, compute)
+        #: The hosts as placement sees them (see host_view.py).
+        self.host_view = HostView(
+            lambda: self.aggregates.annotate(self.store.list_hosts(self._down_after)),
+            conf.scheduler.host_view_ttl,
+        )
         #: Aggregates, zones and server groups, a fourth endpoint.
-        self.aggregates = AggregateManager(conf, store)
+        self.aggregates = AggregateManager(conf, store, on_change=self.host_view.invalidate)
         self.notifier = notifications.Notifier(conf, "compute-scheduler:%s" % conf.host)
 
     @property
@@ -187,41 +193,14 @@ class SchedulerManager:
             if record.get("group")
             else None,
         )
-        hosts = self.aggregates.annotate(self.store.list_hosts(self._down_after))
-        if forced_host is not None:
-            hosts = [h for h in hosts if h["name"] == forced_host]
-        if boot is not None and not boot["shared"]:
-            hosts = [h for h in hosts if h["name"] == boot["host"]]
-        try:
-            selection = self._placement().select(
-                hosts, request, list_instances=self.store.list_instances
-            )
-        except Exception as exc:
-            # NOTE: the record exists already: never leave it scheduling.
-            self.store.fail_instance(uuid, "placement failed: %s" % exc)
-            raise
-        chosen = None
-        for candidate in selection.candidates:
-            if not self.store.claim(
-                candidate.name,
-                request.vcpus,
-                request.memory_mb,
-                request.disk_gb,
-                self._limits().as_dict(),
-                uuid,
-            ):
-                selection.claim_failed(candidate.name)
-                continue
-            if request.group_policy == "anti-affinity" and self.aggregates.members_on(
-                record["group"], candidate.name, other_than=uuid
-            ):
-                # NOTE: the late check: a member placed at the same moment
-                # passed the same filters; the claim decides who stays.
-                self.store.undo_claim(uuid, candidate.name)
-                selection.claim_failed(candidate.name, "another member of its group got here first")
-                continue
-            chosen = candidate.name
-            break
+        hosts, fresh = self.host_view.hosts()
+        selection, chosen = self._claim_first(hosts, request, record, forced_host, boot)
+        if chosen is None and not fresh:
+            # NOTE: the view may be behind (another scheduler freed room, an
+            # operator enabled a host): "no valid host" only from a fresh read.
+            self.host_view.invalidate()
+            hosts, _ = self.host_view.hosts()
+            selection, chosen = self._claim_first(hosts, request, record, forced_host, boot)
         if chosen is None:
             why = selection.explain()
             tried = record.get("attempts") or []
@@ -255,6 +234,59 @@ class SchedulerManager:
             ) from exc
         self.networks.fan_out(sorted({p["network"]["id"] for p in ports}))
         return record
+
+    def _claim_first(
+        self,
+        hosts: list[dict[str, Any]],
+        request: placement.RequestSpec,
+        record: dict[str, Any],
+        forced_host: str | None,
+        boot: dict[str, Any] | None,
+    ) -> tuple[placement.Selection, str | None]:
+        """Filter and weigh ``hosts``, then claim on the best that takes the claim.
+
+        :returns: the selection (its report explains the hosts left out) and
+            the host claimed on, or None when no candidate took the claim.
+        """
+        uuid = record["uuid"]
+        if forced_host is not None:
+            hosts = [h for h in hosts if h["name"] == forced_host]
+        if boot is not None and not boot["shared"]:
+            hosts = [h for h in hosts if h["name"] == boot["host"]]
+        try:
+            selection = self._placement().select(
+                hosts, request, list_instances=self.store.list_instances
+            )
+        except Exception as exc:
+            # NOTE: the record exists already: never leave it scheduling.
+            self.store.fail_instance(uuid, "placement failed: %s" % exc)
+            raise
+        for candidate in selection.candidates:
+            if not self.store.claim(
+                candidate.name,
+                request.vcpus,
+                request.memory_mb,
+                request.disk_gb,
+                self._limits().as_dict(),
+                uuid,
+            ):
+                selection.claim_failed(candidate.name)
+                # NOTE: the view thought it had room: read it again next time.
+                self.host_view.invalidate()
+                continue
+            if request.group_policy == "anti-affinity" and self.aggregates.members_on(
+                record["group"], candidate.name, other_than=uuid
+            ):
+                # NOTE: the late check: a member placed at the same moment
+                # passed the same filters; the claim decides who stays.
+                self.store.undo_claim(uuid, candidate.name)
+                selection.claim_failed(candidate.name, "another member of its group got here first")
+                continue
+            self.host_view.consume(
+                candidate.name, request.vcpus, request.memory_mb, request.disk_gb
+            )
+            return selection, candidate.name
+        return selection, None
 
     def _reschedule(self, record: dict[str, Any]) -> None:
         """Place a server whose build failed on another host (its attempts are skipped)."""
@@ -441,6 +473,7 @@ class SchedulerManager:
         automatic: bool = False,
     ) -> dict[str, Any]:
         record = self.store.set_host_enabled(host, enabled, reason, automatic, self._down_after)
+        self.host_view.invalidate()
         LOG.info(
             "Host %s: enabled=%s (%s)", host, record["enabled"], record["disabled_reason"] or "-"
         )
@@ -578,6 +611,7 @@ class SchedulerManager:
     ) -> None:
         if self.store.report_host(host, resources, capabilities):
             LOG.info("New compute host %s: %s", host, resources)
+            self.host_view.invalidate()
         with self._lock:
             if host in self._known_down:
                 self._known_down.discard(host)
@@ -600,6 +634,8 @@ class SchedulerManager:
             requeued = self.store.requeue_failed_build(
                 uuid, host, fault, self.conf.scheduler.max_attempts
             )
+            # NOTE: the host's claim went back and its failed-builds count up.
+            self.host_view.invalidate()
             if requeued is None:
                 self.store.fail_instance(uuid, fault, expected_host=host)
                 self._notify_failure("instance.error", uuid)

@@ -28,6 +28,7 @@ from compute_driver.scheduler.filters import (
     server_group,
     storage_backends,
 )
+from compute_driver.scheduler.models import Host
 from compute_driver.scheduler.placement import RequestSpec
 from compute_driver.scheduler.weighers import build_failure, soft_affinity
 from compute_driver.scheduler.weighers import cpu as cpu_weigher
@@ -411,6 +412,42 @@ def test_manager_raises_no_valid_host_with_the_per_filter_report(scheduler):
     assert "small: needs 1024 MiB RAM, 512 free" in error.message
     server = scheduler.store.list_instances()[0]
     assert server["vm_state"] == "error" and server["fault"].startswith("No valid host: 3 host(s)")
+
+
+# --- the scheduler's host view (host_view.py) ------------------------------------------
+
+
+def _with_host_view_ttl(manager: Any, ttl: float) -> Any:
+    """A scheduler like ``manager`` (same store and compute) whose view lasts ``ttl`` s."""
+    from compute_driver.scheduler.manager import SchedulerManager
+
+    manager.conf.set_override("host_view_ttl", ttl, "scheduler")
+    return SchedulerManager(manager.conf, manager.store, manager.compute)
+
+
+def test_a_claim_another_scheduler_made_fails_ours_and_the_view_is_read_again(
+    scheduler,
+) -> None:
+    scheduler = _with_host_view_ttl(scheduler, 60.0)
+    _create(scheduler, "first")  # reads the view: "big" has most free RAM
+    # NOTE: another scheduler fills "big" behind this one's view.
+    with scheduler.store.session() as session:
+        session.get(Host, "big").memory_mb_used = 16384
+    record = _create(scheduler, "second")
+    assert record["host"] == "medium"
+    assert scheduler.host_view.hosts()[1] is False  # read again after the lost claim
+
+
+def test_no_valid_host_is_said_only_after_a_fresh_read(scheduler) -> None:
+    scheduler = _with_host_view_ttl(scheduler, 60.0)
+    scheduler.host_view.hosts()
+    # NOTE: hosts gone from the store behind the view: the stale view still
+    # lists them, the fresh read explains the empty cloud.
+    for host in ("big", "medium", "small"):
+        scheduler.store.set_host_enabled(host, False, "gone", False, 60)
+    with pytest.raises(exception.NoValidHost) as info:
+        _create(scheduler, "web")
+    assert "disabled (gone)" in info.value.message
 
 
 # --- reschedule of a failed build ---------------------------------------------------
