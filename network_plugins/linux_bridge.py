@@ -80,8 +80,9 @@ OPTS = [
         "netns",
         help="Name of a network namespace (under /run/netns) to do all the work in instead "
         "of the agent's own. Unset: the host's namespace. For tests that simulate several "
-        "hosts on one machine; libvirt's taps live in the host namespace and cannot reach "
-        "bridges in another one.",
+        "hosts on one machine: libvirt creates a guest's tap in its own namespace, so "
+        "that host's libvirtd must run in this namespace too, and the agent, which "
+        "checks the taps under /sys/class/net, must see this namespace's /sys.",
     ),
 ]
 

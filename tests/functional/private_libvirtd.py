@@ -10,6 +10,12 @@ docs of the recipe: /work/shared/recipes/migration-two-hosts.md.
 
 Restarting it with the same ``root`` keeps its state: a daemon killed with
 SIGKILL leaves its QEMU processes running, and the next one reconnects to them.
+
+Given a network namespace, the daemon runs inside it (``ip netns exec``):
+the taps libvirt makes for its guests, and the bridges it puts them in,
+are then that namespace's, as on a separate host. Its unix socket stays
+reachable from here (sockets on a file system belong to no network
+namespace).
 """
 
 from __future__ import annotations
@@ -64,7 +70,9 @@ def usable() -> str | None:
 class PrivateLibvirtd:
     """One privileged libvirtd in a private mount namespace; kill it by its PID only."""
 
-    def __init__(self) -> None:
+    def __init__(self, netns: str | None = None) -> None:
+        """:param netns: a network namespace (under /run/netns) to run the daemon in."""
+        self.netns = netns
         self.root = tempfile.mkdtemp(prefix="cd-libvirtd-")
         # NOTE: QEMU runs as libvirt-qemu and must traverse these directories.
         os.chmod(self.root, 0o755)
@@ -86,9 +94,13 @@ class PrivateLibvirtd:
         )
         script += 'exec libvirtd -f "$1" -p "$2"\n'
         log = open(os.path.join(self.root, "stdout.log"), "ab")  # noqa: SIM115 - the child keeps it
-        # NOTE: unshare without --fork and bash's exec: the PID we hold is libvirtd's.
+        # NOTE: ip netns exec, unshare without --fork and bash's exec all exec
+        # in place: the PID we hold is libvirtd's. ip netns exec also mounts a
+        # /sys of that namespace, where libvirt looks up bridges and taps.
+        prefix = ["ip", "netns", "exec", self.netns] if self.netns else []
         self.proc = subprocess.Popen(
             [
+                *prefix,
                 "unshare",
                 "--mount",
                 "--propagation",

@@ -1,6 +1,7 @@
 """Fixtures of the functional network tests: a :class:`Lab` of namespaces, two hosts.
 
-Needs root; not the compute-driver services. See netns_lab.py for the layout.
+Needs root; not the compute-driver services (except ``two_host_cloud``, which
+runs our services and libvirtd on them). See netns_lab.py for the layout.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 from netns_lab import Host, Lab
+from two_host_cloud import TwoHostCloud
 
 
 @pytest.fixture
@@ -27,3 +29,17 @@ def lab() -> Iterator[Lab]:
 def hosts(lab: Lab) -> tuple[Host, Host]:
     """Hosts A and B joined by the underlay (ul0) and physnet1 (ph0) veths."""
     return lab.build_hosts()
+
+
+@pytest.fixture
+def two_host_cloud(lab: Lab) -> Iterator[TwoHostCloud]:
+    """Our scheduler and two agents, each on its own simulated host (namespace + libvirtd).
+
+    See two_host_cloud.py. Torn down whatever happened, before the lab's namespaces.
+    """
+    cloud = TwoHostCloud(lab)
+    try:
+        cloud.start()
+        yield cloud
+    finally:
+        cloud.cleanup()
