@@ -114,8 +114,7 @@ class SchedulerManager:
         if availability_zone is not None:
             self.aggregates.check_zone(availability_zone)
         group_rec = self.aggregates.group_for(group, project) if group else None
-        flavor_rec = self.store.get_flavor(flavor)
-        image_rec = self.store.get_image(image)
+        flavor_rec, image_rec = self.store.get_flavor_and_image(flavor, image)
         if host is not None:
             self.store.get_host(host, self._down_after)  # HostNotFound before anything is stored
         boot = self.volumes.bootable(boot_volume, project, uuid) if boot_volume else None

@@ -362,6 +362,19 @@ class Store:
         with self.session() as session:
             return image_dict(self._find_image(session, ref))
 
+    def get_flavor_and_image(
+        self, flavor: str, image: str
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """A create's flavor and image, read in one transaction.
+
+        :raises FlavorNotFound: / :raises ImageNotFound:
+        """
+        with self.session() as session:
+            record = session.get(Flavor, flavor)
+            if record is None:
+                raise exception.FlavorNotFound(flavor=flavor)
+            return flavor_dict(record), image_dict(self._find_image(session, image))
+
     def find_image_by_name(self, name: str) -> dict[str, Any] | None:
         with self.session() as session:
             image = session.scalar(select(Image).where(Image.name == name))
