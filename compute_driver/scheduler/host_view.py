@@ -19,18 +19,22 @@ through this scheduler is seen at once (:meth:`HostView.invalidate`).
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
+from compute_driver.scheduler.placement import HostState
+
 HostRecord = dict[str, Any]
 
 
 class HostView:
-    """Host records (``store.host_dict`` shape, annotated) kept for ``ttl`` seconds.
+    """The hosts as placement's HostStates, kept for ``ttl`` seconds.
 
-    Thread-safe: RPC worker threads read and consume it at once.
+    Thread-safe: RPC worker threads read and consume it at once. HostStates
+    are immutable, so callers get the view's own; a claim replaces one.
     """
 
     def __init__(
@@ -40,45 +44,47 @@ class HostView:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """
-        :param load: reads every host record from the store.
+        :param load: reads every host record (``store.host_dict`` shape,
+            annotated with zones and aggregate properties) from the store.
         :param ttl: seconds a read stays in use; 0 reads on every call.
         """
         self._load = load
         self._ttl = ttl
         self._clock = clock
         self._lock = threading.Lock()
-        self._records: list[HostRecord] | None = None
+        self._states: list[HostState] | None = None
         self._read_at = 0.0
 
-    def hosts(self) -> tuple[list[HostRecord], bool]:
-        """A copy of every host record, and whether it was read just now.
-
-        NOTE: copies: placement and the caller may keep or change them while
-        another thread consumes from the view.
-        """
+    def hosts(self) -> tuple[list[HostState], bool]:
+        """Every host, and whether the store was read just now."""
         with self._lock:
-            fresh = self._records is None or self._clock() - self._read_at >= self._ttl
+            fresh = self._states is None or self._clock() - self._read_at >= self._ttl
             if fresh:
                 # NOTE: read under the lock: concurrent callers wait for one
                 # read instead of all reading the same rows at once.
-                self._records = self._load()
+                self._states = [HostState.from_record(r) for r in self._load()]
                 self._read_at = self._clock()
-            assert self._records is not None
-            return [dict(r) for r in self._records], fresh
+            assert self._states is not None
+            return list(self._states), fresh
 
     def consume(self, host: str, vcpus: int, memory_mb: int, disk_gb: int) -> None:
         """Count a claim this scheduler just made on ``host``."""
         with self._lock:
-            for record in self._records or ():
-                if record["name"] == host:
-                    record["vcpus_used"] += vcpus
-                    record["memory_mb_used"] += memory_mb
-                    record["disk_gb_used"] += disk_gb
-                    if record.get("num_instances") is not None:
-                        record["num_instances"] += 1
+            for index, state in enumerate(self._states or ()):
+                if state.name == host:
+                    assert self._states is not None
+                    self._states[index] = dataclasses.replace(
+                        state,
+                        vcpus_used=state.vcpus_used + vcpus,
+                        memory_mb_used=state.memory_mb_used + memory_mb,
+                        disk_gb_used=state.disk_gb_used + disk_gb,
+                        num_instances=None
+                        if state.num_instances is None
+                        else state.num_instances + 1,
+                    )
                     return
 
     def invalidate(self) -> None:
         """Read the store again on the next call (a change the view cannot follow)."""
         with self._lock:
-            self._records = None
+            self._states = None

@@ -236,7 +236,7 @@ class SchedulerManager:
 
     def _claim_first(
         self,
-        hosts: list[dict[str, Any]],
+        hosts: list[placement.HostState],
         request: placement.RequestSpec,
         record: dict[str, Any],
         forced_host: str | None,
@@ -249,9 +249,9 @@ class SchedulerManager:
         """
         uuid = record["uuid"]
         if forced_host is not None:
-            hosts = [h for h in hosts if h["name"] == forced_host]
+            hosts = [h for h in hosts if h.name == forced_host]
         if boot is not None and not boot["shared"]:
-            hosts = [h for h in hosts if h["name"] == boot["host"]]
+            hosts = [h for h in hosts if h.name == boot["host"]]
         try:
             selection = self._placement().select(
                 hosts, request, list_instances=self.store.list_instances

@@ -340,26 +340,30 @@ class Placement:
 
     def select(
         self,
-        hosts: Iterable[Mapping[str, Any]],
+        hosts: Iterable[Mapping[str, Any] | HostState],
         request: RequestSpec,
         list_instances: Callable[[], Iterable[Mapping[str, Any]]] | None = None,
     ) -> Selection:
         """Filter ``hosts`` for ``request``, then order what is left, best first.
 
-        :param hosts: host records (``store.host_dict`` shape).
+        :param hosts: host records (``store.host_dict`` shape) or HostStates.
         :param list_instances: every live server record; called once, and only
             when a filter needs per-host server counts the records lack.
         """
-        records = list(hosts)
-        counts: Mapping[str, int] | None = None
+        # NOTE: HostStates pass as they are (the scheduler's host view keeps
+        # them built); records are turned into them here.
+        states = [h if isinstance(h, HostState) else HostState.from_record(h) for h in hosts]
+        total = len(states)
         needs_counts = any(f.needs_instance_counts for f in self.filters)
         if needs_counts and list_instances is not None:
-            if any(r.get("num_instances") is None for r in records):
+            if any(s.num_instances is None for s in states):
                 counts = Counter(i["host"] for i in list_instances() if i.get("host"))
-        states = [
-            HostState.from_record(r, None if counts is None else counts.get(r["name"], 0))
-            for r in records
-        ]
+                states = [
+                    s
+                    if s.num_instances is not None
+                    else dataclasses.replace(s, num_instances=counts.get(s.name, 0))
+                    for s in states
+                ]
         reports = []
         for host_filter in self.filters:
             if not states:
@@ -385,7 +389,7 @@ class Placement:
             states = kept
         weights = self._weigh(states, request)
         states.sort(key=lambda h: (-weights[h.name], h.name))
-        return Selection(len(records), states, weights, reports)
+        return Selection(total, states, weights, reports)
 
     def _weigh(self, hosts: list[HostState], request: RequestSpec) -> dict[str, float]:
         """Each weigher's values scaled to 0..1 across ``hosts``, times its multiplier, summed."""

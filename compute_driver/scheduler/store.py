@@ -112,6 +112,46 @@ def instance_dict(instance: Instance) -> dict[str, Any]:
     }
 
 
+# NOTE: a claim's two UPDATEs are built once, with bound parameters: building
+# and caching a statement per claim was a fifth of the scheduler's CPU.
+_CLAIM_HOST = (
+    update(Host)
+    .where(
+        Host.name == sa.bindparam("claim_host"),
+        Host.enabled.is_(True),
+        Host.vcpus_used + sa.bindparam("claim_vcpus")
+        <= Host.vcpus * sa.bindparam("claim_cpu_ratio"),
+        Host.memory_mb_used + sa.bindparam("claim_memory_mb")
+        <= (Host.memory_mb - sa.bindparam("claim_reserved_mb")) * sa.bindparam("claim_ram_ratio"),
+        Host.disk_gb_used + sa.bindparam("claim_disk_gb")
+        <= Host.disk_gb * sa.bindparam("claim_disk_ratio"),
+    )
+    .values(
+        vcpus_used=Host.vcpus_used + sa.bindparam("claim_vcpus"),
+        memory_mb_used=Host.memory_mb_used + sa.bindparam("claim_memory_mb"),
+        disk_gb_used=Host.disk_gb_used + sa.bindparam("claim_disk_gb"),
+    )
+    .execution_options(synchronize_session=False)
+)
+_PLACE_INSTANCE = (
+    update(Instance)
+    .where(
+        Instance.uuid == sa.bindparam("claim_uuid"),
+        Instance.deleted.is_(False),
+        Instance.vm_state == "building",
+        Instance.task_state == "scheduling",
+        Instance.host.is_(None),
+    )
+    .values(
+        host=sa.bindparam("claim_host"),
+        task_state="spawning",
+        claimed=True,
+        updated_at=sa.bindparam("claim_now"),
+    )
+    .execution_options(synchronize_session=False)
+)
+
+
 class Store:
     """Access to the scheduler database at one SQLAlchemy URL."""
 
@@ -228,24 +268,17 @@ class Store:
         limits: dict[str, float],
         instance_uuid: str,
     ) -> bool:
+        params = {
+            "claim_host": host,
+            "claim_uuid": instance_uuid,
+            "claim_vcpus": vcpus,
+            "claim_memory_mb": memory_mb,
+            "claim_disk_gb": disk_gb,
+            "claim_now": utcnow(),
+            **{"claim_" + k: v for k, v in limits.items()},
+        }
         with self.session() as session:
-            result = session.execute(
-                update(Host)
-                .where(
-                    Host.name == host,
-                    Host.enabled.is_(True),
-                    Host.vcpus_used + vcpus <= Host.vcpus * limits["cpu_ratio"],
-                    Host.memory_mb_used + memory_mb
-                    <= (Host.memory_mb - limits["reserved_mb"]) * limits["ram_ratio"],
-                    Host.disk_gb_used + disk_gb <= Host.disk_gb * limits["disk_ratio"],
-                )
-                .values(
-                    vcpus_used=Host.vcpus_used + vcpus,
-                    memory_mb_used=Host.memory_mb_used + memory_mb,
-                    disk_gb_used=Host.disk_gb_used + disk_gb,
-                )
-                .execution_options(synchronize_session=False)
-            )
+            result = session.execute(_CLAIM_HOST, params)
             if _rowcount(result) != 1:
                 return False
             # NOTE: the server must still be waiting for a host. A delete
@@ -254,18 +287,7 @@ class Store:
             # away) may have settled it since create_server stored it; a
             # claim for it then would never be released. Raising rolls the
             # host's claim back with this transaction.
-            placed = session.execute(
-                update(Instance)
-                .where(
-                    Instance.uuid == instance_uuid,
-                    Instance.deleted.is_(False),
-                    Instance.vm_state == "building",
-                    Instance.task_state == "scheduling",
-                    Instance.host.is_(None),
-                )
-                .values(host=host, task_state="spawning", claimed=True, updated_at=utcnow())
-                .execution_options(synchronize_session=False)
-            )
+            placed = session.execute(_PLACE_INSTANCE, params)
             if _rowcount(placed) != 1:
                 raise _NotWaiting()
             return True

@@ -16,13 +16,19 @@ class Clock:
         return self.now
 
 
-def _record(name: str, memory_mb_used: int = 0) -> dict[str, Any]:
+def _record(name: str) -> dict[str, Any]:
     return {
         "name": name,
+        "state": "up",
+        "enabled": True,
+        "disabled_reason": None,
+        "reported_at": None,
+        "vcpus": 4,
         "vcpus_used": 0,
-        "memory_mb_used": memory_mb_used,
+        "memory_mb": 4096,
+        "memory_mb_used": 0,
+        "disk_gb": 100,
         "disk_gb_used": 0,
-        "num_instances": None,
     }
 
 
@@ -45,20 +51,16 @@ def test_ttl_zero_reads_every_time() -> None:
     assert len(reads) == 2
 
 
-def test_own_claims_are_counted_at_once_and_copies_are_handed_out() -> None:
+def test_own_claims_are_counted_at_once() -> None:
     view = HostView(lambda: [_record("a"), _record("b")], ttl=60.0)
-    first, _ = view.hosts()
-    first[0]["memory_mb_used"] = 12345  # a caller's copy: the view is not changed
+    before, _ = view.hosts()
     view.consume("b", 2, 512, 10)
     view.consume("gone", 1, 1, 1)  # a host the view lacks: nothing to count
     hosts, fresh = view.hosts()
     assert not fresh
-    assert hosts[0]["memory_mb_used"] == 0
-    assert (hosts[1]["vcpus_used"], hosts[1]["memory_mb_used"], hosts[1]["disk_gb_used"]) == (
-        2,
-        512,
-        10,
-    )
+    assert hosts[0] == before[0]
+    assert (hosts[1].vcpus_used, hosts[1].memory_mb_used, hosts[1].disk_gb_used) == (2, 512, 10)
+    assert before[1].memory_mb_used == 0  # what a caller holds does not change under it
 
 
 def test_invalidate_makes_the_next_call_read() -> None:
