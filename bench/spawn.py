@@ -99,7 +99,7 @@ from compute_driver.client import Client  # noqa: E402
 from compute_driver.rpc import transport  # noqa: E402
 from compute_driver.virt.libvirt import configdrive  # noqa: E402
 from compute_driver.virt.libvirt import xml as lvxml  # noqa: E402
-from compute_driver.virt.libvirt.driver import CONFIG_DRIVE_DEV, domain_name  # noqa: E402
+from compute_driver.virt.libvirt.domain_builder import CONFIG_DRIVE_DEV, domain_name  # noqa: E402
 from storage_backends import qcow2  # noqa: E402
 
 LOG = logging.getLogger("spawn-bench")

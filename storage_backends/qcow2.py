@@ -157,3 +157,57 @@ def write_overlay(path: str, size: int, backing: str, backing_format: str) -> No
         os.fdatasync(fd)
     finally:
         os.close(fd)
+
+
+#: Layers :func:`backing_chain` follows at most (qemu's own limit is 16 levels of nesting).
+MAX_CHAIN = 64
+#: Bytes of a qcow2 header that hold the backing file's offset and length.
+_CHAIN_HEADER = struct.Struct(">4sIQI")
+
+
+def _has_protocol(name: str) -> bool:
+    """Whether qemu reads ``name`` as ``protocol:...`` (a ':' before any '/')."""
+    head = name.split("/", 1)[0]
+    return ":" in head
+
+
+def backing_chain(top: str) -> list[str] | None:
+    """The files of the qcow2 backing chain from ``top`` (top first), read from their headers.
+
+    The names are what ``qemu-img info --backing-chain`` reports as each
+    layer's ``filename``: a relative backing name is joined to the directory
+    of the file that names it, as qemu does (no normalisation).
+
+    NOTE: for the common chains only (qcow2 v2/v3 layers named by plain
+    paths, ending in a qcow2 file without a backing file): for anything else
+    (a raw or other format layer, a protocol or ``json:`` name, a missing
+    file, a chain longer than :data:`MAX_CHAIN`) this returns None and the
+    caller asks qemu-img, which probes formats and reports errors.
+    """
+    chain: list[str] = []
+    path = top
+    while len(chain) < MAX_CHAIN:
+        chain.append(path)
+        try:
+            with open(path, "rb") as f:
+                head = f.read(_CHAIN_HEADER.size)
+                if len(head) < _CHAIN_HEADER.size:
+                    return None
+                magic, version, offset, length = _CHAIN_HEADER.unpack(head)
+                if magic != _MAGIC or version not in (2, 3):
+                    return None
+                if not offset or not length:
+                    return chain
+                if length > MAX_BACKING_NAME:
+                    return None
+                f.seek(offset)
+                raw = f.read(length)
+        except OSError:
+            return None
+        if len(raw) != length or b"\0" in raw:
+            return None
+        name = raw.decode("utf-8", "surrogateescape")
+        if _has_protocol(name):
+            return None
+        path = name if os.path.isabs(name) else os.path.join(os.path.dirname(path), name)
+    return None

@@ -133,16 +133,15 @@ class ComputeManager:
                 )
                 return
             try:
-                self._spawn(spec)
+                power_state = self._spawn(spec)
             except Exception as exc:
                 LOG.exception("Build of server %s (%s) failed", spec.name, spec.uuid)
                 reason = exc.message if isinstance(exc, exception.ComputeDriverError) else repr(exc)
                 self.scheduler.instance_update(self.host, spec.uuid, "error", fault=reason)
                 return
-            info = self.driver.get_info(spec.uuid)
-            LOG.info("Server %s (%s) is %s", spec.name, spec.uuid, info.power_state)
-            self._expect_echo(spec.uuid, info.power_state)
-            self.scheduler.instance_update(self.host, spec.uuid, "active", info.power_state)
+            LOG.info("Server %s (%s) is %s", spec.name, spec.uuid, power_state)
+            self._expect_echo(spec.uuid, power_state)
+            self.scheduler.instance_update(self.host, spec.uuid, "active", power_state)
 
     def _root_backend(self, name: str | None = None) -> Any:
         return self.volumes.backend(name or self.conf.storage.root_backend)
@@ -180,15 +179,18 @@ class ComputeManager:
             refs.append(VolumeRef(payload["id"], payload["backend"], payload["target_dev"]))
         return disks, refs
 
-    def _spawn(self, spec: InstanceSpec) -> None:
-        """Root disk, then the guest; on any failure, undo both."""
+    def _spawn(self, spec: InstanceSpec) -> str:
+        """Root disk, then the guest; on any failure, undo both.
+
+        :returns: the guest's power state once started.
+        """
         made_disk = False
         interfaces: list[Any] = []
         try:
             disks, volumes = self._disks(spec)
             made_disk = spec.boot_volume is None
             interfaces = self.ports.plug(spec.uuid, spec.ports)
-            self.driver.spawn(spec, disks, interfaces, volumes)
+            return self.driver.spawn(spec, disks, interfaces, volumes)
         except Exception:
             try:
                 self.driver.destroy(spec.uuid)

@@ -169,13 +169,14 @@ class ComputeDriver(abc.ABC):
     @abc.abstractmethod
     def spawn(
         self, instance: InstanceSpec, disks: list, interfaces: list, volumes: list[VolumeRef]
-    ) -> None:
+    ) -> str:
         """Create and start the guest.
 
         :param instance: what to build.
         :param disks: disk builders from the storage backends, root disk first.
         :param interfaces: interface builders from the network plugins.
         :param volumes: what ``disks`` are, recorded in the guest's metadata.
+        :returns: the guest's power state once started (one of ``POWER_STATES``).
         :raises VirtError: the guest could not be defined or started; nothing
             of it is left behind.
         """

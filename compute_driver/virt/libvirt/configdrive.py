@@ -418,7 +418,9 @@ def build_iso(
     try:
         with os.fdopen(fd, "w+b") as out:
             out.write(image)
-            out.write(b"\0" * _PAD_BYTES)
+            # NOTE: the padding as a hole: it reads as zeros, like written ones,
+            # without building and writing 300 KiB per drive.
+            out.truncate(len(image) + _PAD_BYTES)
             out.flush()
             os.fsync(out.fileno())
         os.chmod(tmp, 0o644)

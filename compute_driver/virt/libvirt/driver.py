@@ -22,8 +22,16 @@ from oslo_config import cfg
 
 from compute_driver import exception
 from compute_driver.virt import base
-from compute_driver.virt.libvirt import configdrive, events, guest_config, ports, snapshots
+from compute_driver.virt.libvirt import (
+    configdrive,
+    domain_builder,
+    events,
+    guest_config,
+    ports,
+    snapshots,
+)
 from compute_driver.virt.libvirt import xml as lvxml
+from compute_driver.virt.libvirt.domain_builder import domain_name
 from compute_driver.virt.libvirt.host import LibvirtHost, choose_virt_type
 from compute_driver.virt.libvirt.interfaces import InterfaceAttacher
 from compute_driver.virt.libvirt.volumes import VolumeAttacher
@@ -45,7 +53,6 @@ _POWER_STATES = {
     libvirt.VIR_DOMAIN_PMSUSPENDED: "suspended",
 }
 
-CONFIG_DRIVE_DEV = "hdc"
 #: Seconds between two looks at a guest that is shutting down.
 POLL_INTERVAL = 0.25
 # NOTE: no VIR_DOMAIN_UNDEFINE_NVRAM: we boot no UEFI guests, and the test
@@ -53,11 +60,6 @@ POLL_INTERVAL = 0.25
 UNDEFINE_FLAGS = (
     libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
 )
-
-
-def domain_name(uuid: str) -> str:
-    """The libvirt name of an instance's domain (unique: built from its UUID)."""
-    return "cd-" + uuid
 
 
 class LibvirtDriver(base.ComputeDriver):
@@ -128,98 +130,22 @@ class LibvirtDriver(base.ComputeDriver):
         volumes: list[base.VolumeRef],
         config_drive: str,
     ) -> lvxml.Domain:
-        """The domain of ``instance`` as a typed builder (no I/O).
+        """The domain of ``instance`` as a typed builder (no I/O): see
+        :func:`~compute_driver.virt.libvirt.domain_builder.build_domain`.
 
         :raises GuestConfigError: the flavor's extra specs or the image's
             properties are unknown, conflict, or cannot be met on this host.
         """
-        image, flavor = instance.image, instance.flavor
-        host = self.host_facts or guest_config.HostFacts(cpus=1, virt_type=self.virt_type)
-        settings = guest_config.guest_settings(
-            flavor.vcpus,
-            flavor.memory_mb,
-            flavor.extra_specs,
-            image.properties,
-            host,
-            self.virt_type,
+        return domain_builder.build_domain(
+            instance,
+            disks,
+            interfaces,
+            volumes,
+            config_drive,
+            host=self.host_facts or guest_config.HostFacts(cpus=1, virt_type=self.virt_type),
+            virt_type=self.virt_type,
+            console_log=self.console_log_path(instance.uuid),
         )
-        domain = lvxml.Domain(
-            type=self.virt_type,
-            name=domain_name(instance.uuid),
-            uuid=instance.uuid,
-            memory_kib=flavor.memory_mb * 1024,
-            vcpus=flavor.vcpus,
-            on_poweroff="destroy",
-            on_reboot="restart",
-            on_crash="destroy",
-        )
-        domain.title = instance.name
-        if image.kernel_path:
-            domain.os = lvxml.OS(
-                type="hvm",
-                arch="x86_64",
-                machine="pc",
-                kernel=image.kernel_path,
-                initrd=image.initrd_path,
-                cmdline=image.cmdline,
-            )
-        else:
-            domain.os = lvxml.OS(type="hvm", arch="x86_64", machine="pc", boot_devices=["hd"])
-        domain.features = lvxml.Features(acpi=True, apic=True)
-        domain.metadata = lvxml.InstanceMetadata(
-            uuid=instance.uuid,
-            name=instance.name,
-            project=instance.project,
-            user_data_size=len(instance.user_data),
-            flavor=lvxml.FlavorRef(
-                name=flavor.name,
-                vcpus=flavor.vcpus,
-                memory_mb=flavor.memory_mb,
-                root_gb=flavor.root_gb,
-            ),
-            image_uuid=image.uuid,
-            require_quiesce=snapshots.image_requires_quiesce(image.properties, image.name) or None,
-            created_at=instance.created_at,
-            ports=[
-                lvxml.PortRef(id=p["id"], network=p["network"]["id"], mac=p["mac"])
-                for p in instance.ports
-            ],
-            volumes=[
-                lvxml.VolumeRef(id=v.id, backend=v.backend, target_dev=v.target_dev)
-                for v in volumes
-            ],
-        )
-        for disk in disks:
-            domain.devices.append(disk)
-        domain.devices.append(
-            lvxml.Disk(
-                type="file",
-                device="cdrom",
-                driver_name="qemu",
-                driver_type="raw",
-                source_file=config_drive,
-                target_dev=CONFIG_DRIVE_DEV,
-                target_bus="ide",
-                readonly=True,
-            )
-        )
-        for interface in interfaces:
-            domain.devices.append(interface)
-        if self.virt_type != "test":
-            domain.devices.append(
-                lvxml.Serial(
-                    type="pty",
-                    target_port=0,
-                    log_file=self.console_log_path(instance.uuid),
-                    log_append=False,
-                )
-            )
-            domain.devices.append(lvxml.Console(type="pty", target_type="serial", target_port=0))
-        # CPU, NUMA, pinning, huge pages, disk tuning, rng, balloon, agent, watchdog.
-        guest_config.apply(
-            domain, settings, [d for d in domain.devices_of(lvxml.Disk) if d.device == "disk"]
-        )
-        return domain
 
     def spawn(
         self,
@@ -227,7 +153,7 @@ class LibvirtDriver(base.ComputeDriver):
         disks: list,
         interfaces: list,
         volumes: list[base.VolumeRef],
-    ) -> None:
+    ) -> str:
         conn = self.host.get_connection()
         workdir = self.instance_dir(instance.uuid)
         os.makedirs(workdir, mode=0o755, exist_ok=True)
@@ -242,6 +168,9 @@ class LibvirtDriver(base.ComputeDriver):
                 virt_dom = self._define(instance, disks, interfaces, volumes, config_drive)
             try:
                 self._start_wired(virt_dom, instance.uuid, bool(interfaces))
+                # NOTE: asked of the domain in hand: a lookup by UUID and a
+                # read of the metadata we just wrote would tell nothing more.
+                return self._power_state(virt_dom)
             except (libvirt.libvirtError, exception.VirtError):
                 if virt_dom.isActive():
                     virt_dom.destroy()
@@ -331,11 +260,19 @@ class LibvirtDriver(base.ComputeDriver):
             return None  # not one of ours
         return lvxml.InstanceMetadata.parse(text)
 
+    @staticmethod
+    def _power_state_of(virt_dom: libvirt.virDomain, state: int) -> str:
+        """Our power state of ``virt_dom`` in libvirt state ``state``."""
+        if state == libvirt.VIR_DOMAIN_SHUTOFF and virt_dom.hasManagedSaveImage():
+            return "suspended"
+        return _POWER_STATES.get(state, "nostate")
+
+    def _power_state(self, virt_dom: libvirt.virDomain) -> str:
+        return self._power_state_of(virt_dom, virt_dom.state()[0])
+
     def _info(self, virt_dom: libvirt.virDomain, meta: lvxml.InstanceMetadata) -> base.InstanceInfo:
         state, _max_mem, memory_kib, vcpus, _cpu_time = virt_dom.info()
-        power_state = _POWER_STATES.get(state, "nostate")
-        if state == libvirt.VIR_DOMAIN_SHUTOFF and virt_dom.hasManagedSaveImage():
-            power_state = "suspended"
+        power_state = self._power_state_of(virt_dom, state)
         # NOTE: our own metadata always carries these; str() keeps the types honest.
         return base.InstanceInfo(
             uuid=str(meta.uuid),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import errno
+import fcntl
 import json
 import os
 import subprocess
@@ -20,6 +21,7 @@ from compute_driver import exception as cd_exception
 from compute_driver.virt.base import ImageSpec
 from storage_backends import dir as dir_backend
 from storage_backends import exception, qcow2, qemu_img
+from storage_backends import files as files_mod
 from storage_backends.dir import DirStorageBackend
 
 GiB = 1024**3
@@ -514,3 +516,75 @@ def test_cleanup_removes_nothing_when_a_volume_cannot_be_read(backend, image, mo
     monkeypatch.setattr(backend.files, "read", read)
     assert backend.cleanup_image_cache(min_age=0) == []
     assert os.listdir(backend.opts.image_cache_path) == [image.uuid + ".qcow2"]
+
+
+def test_capacity_scans_read_only_the_headers_that_changed(tmp_path, monkeypatch):
+    files = dir_backend.LocalFiles(str(tmp_path / "v"), str(tmp_path / "i"), cache_headers=True)
+    files.check("test")
+    path = tmp_path / "v" / "a.qcow2"
+    qcow2.write_overlay(str(path), 1024**2, "/base.qcow2", "qcow2")
+    reads: list[str] = []
+    real_read = files.read
+
+    def read(area: str, name: str, offset: int, length: int) -> bytes:
+        reads.append(name)
+        return real_read(area, name, offset, length)
+
+    monkeypatch.setattr(files, "read", read)
+    first = files.scan_reusing_headers("volumes")
+    per_header = len(reads)
+    assert per_header and set(reads) == {"a.qcow2"}
+    assert files.scan_reusing_headers("volumes") == first
+    assert len(reads) == per_header
+    assert files.stat("volumes", "a.qcow2") == first[0]  # stat always reads
+    assert len(reads) == 2 * per_header
+
+    # A rewrite (a resize) is read again, not taken from memory.
+    qcow2.write_overlay(str(path), 2 * 1024**2, "/base.qcow2", "qcow2")
+    (again,) = files.scan_reusing_headers("volumes")
+    assert again.header is not None and again.header.virtual_size == 2 * 1024**2
+
+    path.unlink()
+    assert files.scan_reusing_headers("volumes") == [] and files._headers == {}
+
+
+def _qemu_img_says_busy(path: str) -> bool:
+    done = subprocess.run(["qemu-img", "info", path], capture_output=True, text=True)
+    return done.returncode != 0 and "lock" in done.stderr
+
+
+@pytest.mark.parametrize("offset", [*range(100, 106), *range(200, 206)])
+def test_in_process_lock_test_agrees_with_qemu_img(tmp_path, offset):
+    path = str(tmp_path / "v.qcow2")
+    qcow2.write_overlay(path, MiB, "/base.qcow2", "qcow2")
+    assert not files_mod.qemu_lock_held(path) and not _qemu_img_says_busy(path)
+    holder = os.open(path, os.O_RDWR)  # another open file description, as another process
+    try:
+        flock = files_mod._FLOCK.pack(fcntl.F_RDLCK, os.SEEK_SET, offset, 1, 0)
+        fcntl.fcntl(holder, fcntl.F_OFD_SETLK, flock)
+        assert files_mod.qemu_lock_held(path) == _qemu_img_says_busy(path)
+    finally:
+        os.close(holder)
+
+
+@pytest.mark.parametrize("read_only", [False, True], ids=["writer", "reader"])
+def test_in_process_lock_test_agrees_with_qemu_img_on_qemu_holders(backend, held, read_only):
+    volume = backend.create_volume("v", 1)
+    if read_only:
+        proc = subprocess.Popen(
+            ["qemu-io", "-r", "-f", "qcow2", volume.location],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        assert proc.stdout is not None
+        os.read(proc.stdout.fileno(), 100)
+    else:
+        held(volume.location)
+    try:
+        busy = _qemu_img_says_busy(volume.location)
+        assert busy == (not read_only)
+        assert files_mod.qemu_lock_held(volume.location) == busy
+    finally:
+        if read_only:
+            proc.communicate(b"quit\n", timeout=10)

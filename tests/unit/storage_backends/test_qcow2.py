@@ -106,3 +106,58 @@ def test_uncommon_overlays_are_left_to_qemu_img(tmp_path, size, backing, fmt):
     with pytest.raises(ValueError, match="use qemu-img"):
         qcow2.write_overlay(str(tmp_path / "v.qcow2"), size, backing, fmt)
     assert not (tmp_path / "v.qcow2").exists()
+
+
+def _qemu_chain(top: Path) -> list[str]:
+    info = json.loads(_qemu_img("info", "-U", "--backing-chain", "--output=json", str(top)))
+    return [layer["filename"] for layer in (info if isinstance(info, list) else [info])]
+
+
+@pytest.fixture
+def chains(tmp_path: Path) -> dict[str, Path]:
+    """Tops of qcow2 chains: absolute and relative backing names, and one on a raw file."""
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    _qemu_img("create", "-q", "-f", "qcow2", str(tmp_path / "base.qcow2"), "1M")
+    mid = tmp_path / "mid.qcow2"
+    _qemu_img("create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", "base.qcow2", str(mid))
+    absolute, relative = sub / "abs.qcow2", sub / "rel.qcow2"
+    _qemu_img("create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", str(mid), str(absolute))
+    _qemu_img("create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", "../mid.qcow2", str(relative))
+    (tmp_path / "base.raw").write_bytes(b"\0" * MiB)
+    on_raw = tmp_path / "on-raw.qcow2"
+    _qemu_img("create", "-q", "-f", "qcow2", "-F", "raw", "-b", "base.raw", str(on_raw))
+    our_overlay = sub / "ours.qcow2"
+    qcow2.write_overlay(str(our_overlay), MiB, str(mid), "qcow2")
+    return {
+        "base": tmp_path / "base.qcow2",
+        "absolute": absolute,
+        "relative": relative,
+        "ours": our_overlay,
+        "on-raw": on_raw,
+        "raw": tmp_path / "base.raw",
+    }
+
+
+@pytest.mark.parametrize("which", ["base", "absolute", "relative", "ours"])
+def test_backing_chain_is_what_qemu_img_reports(chains, which):
+    assert qcow2.backing_chain(str(chains[which])) == _qemu_chain(chains[which])
+
+
+@pytest.mark.parametrize("which", ["on-raw", "raw"])
+def test_backing_chain_leaves_other_formats_to_qemu_img(chains, which):
+    assert qcow2.backing_chain(str(chains[which])) is None
+
+
+def test_backing_chain_leaves_missing_and_protocol_backings_to_qemu_img(tmp_path, chains):
+    gone = tmp_path / "gone.qcow2"
+    qcow2.write_overlay(str(gone), MiB, str(tmp_path / "missing.qcow2"), "qcow2")
+    assert qcow2.backing_chain(str(gone)) is None
+    remote = tmp_path / "remote.qcow2"
+    remote.write_bytes(
+        qcow2.overlay(MiB, str(chains["base"]), "qcow2").replace(
+            str(chains["base"]).encode(), b"nbd:x:1" + b"/" * (len(str(chains["base"])) - 7)
+        )
+    )
+    assert qcow2.backing_chain(str(remote)) is None
+    assert qcow2.backing_chain(str(tmp_path / "nothing.qcow2")) is None
