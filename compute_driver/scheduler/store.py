@@ -85,8 +85,9 @@ def image_dict(image: Image) -> dict[str, Any]:
     }
 
 
-def instance_dict(instance: Instance) -> dict[str, Any]:
-    """The public shape of a server (user data is never echoed back)."""
+def instance_dict(instance: Instance | sa.Row) -> dict[str, Any]:
+    """The public shape of a server (user data is never echoed back), from
+    an Instance or a row of :data:`_LISTED_COLUMNS`."""
     return {
         "uuid": instance.uuid,
         "name": instance.name,
@@ -110,6 +111,32 @@ def instance_dict(instance: Instance) -> dict[str, Any]:
         "created_at": _iso(instance.created_at),
         "updated_at": _iso(instance.updated_at),
     }
+
+
+#: What instance_dict reads of an instance, for listings.
+_LISTED_COLUMNS = (
+    Instance.uuid,
+    Instance.name,
+    Instance.project,
+    Instance.flavor_name,
+    Instance.vcpus,
+    Instance.memory_mb,
+    Instance.root_gb,
+    Instance.extra_specs,
+    Instance.image_uuid,
+    Instance.host,
+    Instance.vm_state,
+    Instance.task_state,
+    Instance.power_state,
+    Instance.fault,
+    Instance.root_backend,
+    Instance.root_clone,
+    Instance.attempts,
+    Instance.availability_zone,
+    Instance.group_uuid,
+    Instance.created_at,
+    Instance.updated_at,
+)
 
 
 # NOTE: a claim's two UPDATEs are built once, with bound parameters: building
@@ -480,15 +507,20 @@ class Store:
     def list_instances(
         self, project: str | None = None, host: str | None = None
     ) -> list[dict[str, Any]]:
+        # NOTE: the columns of instance_dict only, as rows, not ORM objects:
+        # a listing of thousands of servers loads no user data and builds
+        # no identity map (a third of its cost).
         with self.session() as session:
             query = (
-                select(Instance).where(Instance.deleted.is_(False)).order_by(Instance.created_at)
+                select(*_LISTED_COLUMNS)
+                .where(Instance.deleted.is_(False))
+                .order_by(Instance.created_at)
             )
             if project:
                 query = query.where(Instance.project == project)
             if host:
                 query = query.where(Instance.host == host)
-            return [instance_dict(i) for i in session.scalars(query)]
+            return [instance_dict(row) for row in session.execute(query)]
 
     def update_instance(self, uuid: str, expected_host: str | None = None, **values: Any) -> bool:
         """Set fields of a live server; False when it is deleted or elsewhere."""
