@@ -11,6 +11,7 @@ import contextlib
 import datetime
 import logging
 import os
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -194,11 +195,20 @@ class Store:
         if url.startswith("sqlite"):
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        # NOTE: SQLite takes one writer at a time, and a writer that finds
+        # the file locked sleeps in SQLite's busy handler (1, 2, 5, 10 ...
+        # 100 ms) instead of waking when the lock is free: with a dozen RPC
+        # threads writing, the scheduler idled in those sleeps. Our own
+        # threads queue on a lock instead; the busy timeout is left for
+        # other processes.
+        self._turn: contextlib.AbstractContextManager[Any] = (
+            threading.RLock() if url.startswith("sqlite") else contextlib.nullcontext()
+        )
 
     @contextlib.contextmanager
     def session(self) -> Iterator[Session]:
         """A transaction: committed on success, rolled back on any error."""
-        with self._sessions.begin() as session:
+        with self._turn, self._sessions.begin() as session:
             yield session
 
     def upgrade(self) -> None:
