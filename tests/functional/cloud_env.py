@@ -235,6 +235,24 @@ def ensure_test_guest() -> dict[str, str]:
         return json.load(f)
 
 
+def guest_import_args(name: str = "test-guest", *extra: str) -> list[str]:
+    """``computectl`` arguments that import the test guest (built if needed) as ``name``."""
+    manifest = ensure_test_guest()
+    return [
+        "image",
+        "import",
+        name,
+        os.path.join(GUEST_DIR, manifest["disk"]),
+        "--kernel",
+        os.path.join(GUEST_DIR, manifest["kernel"]),
+        "--initrd",
+        os.path.join(GUEST_DIR, manifest["initrd"]),
+        "--cmdline",
+        manifest["cmdline"],
+        *extra,
+    ]
+
+
 def wait_for_console(cloud: Cloud, server: str, marker: str, timeout: float = 120) -> str:
     """Poll the server's console log until ``marker`` appears; return the log."""
     deadline = time.monotonic() + timeout

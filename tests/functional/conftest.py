@@ -17,14 +17,13 @@ import libvirt
 import pytest
 from cloud_env import (
     CONFIG,
-    GUEST_DIR,
     LIBVIRT_URI,
     STATE_ROOT,
     TRANSPORT_URL,
     Cloud,
     add_vhost,
     delete_vhost,
-    ensure_test_guest,
+    guest_import_args,
     remove_domains_of,
     require_services,
 )
@@ -75,19 +74,7 @@ def cloud() -> Iterator[Cloud]:
 @pytest.fixture(scope="session")
 def guest_image(cloud: Cloud) -> dict[str, Any]:
     """The tiny test guest, imported once per session."""
-    manifest = ensure_test_guest()
-    image = cloud.ok(
-        "image",
-        "import",
-        "test-guest",
-        os.path.join(GUEST_DIR, manifest["disk"]),
-        "--kernel",
-        os.path.join(GUEST_DIR, manifest["kernel"]),
-        "--initrd",
-        os.path.join(GUEST_DIR, manifest["initrd"]),
-        "--cmdline",
-        manifest["cmdline"],
-    )
+    image = cloud.ok(*guest_import_args())
     return image
 
 

@@ -31,13 +31,12 @@ from typing import Any
 
 from cloud_env import (
     BIN,
-    GUEST_DIR,
     STATE_ROOT,
     TRANSPORT_URL,
     Cloud,
     add_vhost,
     delete_vhost,
-    ensure_test_guest,
+    guest_import_args,
     require_services,
 )
 from netns_lab import Host, Lab
@@ -236,19 +235,7 @@ class TwoHostCloud:
 
     def import_test_guest(self) -> dict[str, Any]:
         """The tiny test guest (built and cached by ``ensure_test_guest``), imported here."""
-        manifest = ensure_test_guest()
-        return self.api.ok(
-            "image",
-            "import",
-            "test-guest",
-            os.path.join(GUEST_DIR, manifest["disk"]),
-            "--kernel",
-            os.path.join(GUEST_DIR, manifest["kernel"]),
-            "--initrd",
-            os.path.join(GUEST_DIR, manifest["initrd"]),
-            "--cmdline",
-            manifest["cmdline"],
-        )
+        return self.api.ok(*guest_import_args())
 
     # --- driving it ------------------------------------------------------------
 

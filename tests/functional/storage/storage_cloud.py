@@ -31,14 +31,13 @@ from typing import Any
 import libvirt
 from cloud_env import (
     CONFIG,
-    GUEST_DIR,
     LIBVIRT_URI,
     STATE_ROOT,
     TRANSPORT_URL,
     Cloud,
     add_vhost,
     delete_vhost,
-    ensure_test_guest,
+    guest_import_args,
     remove_domains_of,
     require_services,
 )
@@ -219,19 +218,7 @@ def running_storage_cloud(ceph: CephCluster) -> Iterator[StorageCloud]:
         env.start("compute-agent")
         env.wait_for_host("up")
         stack.callback(_cleanup, env)
-        manifest = ensure_test_guest()
-        image = env.ok(
-            "image",
-            "import",
-            "test-guest",
-            os.path.join(GUEST_DIR, manifest["disk"]),
-            "--kernel",
-            os.path.join(GUEST_DIR, manifest["kernel"]),
-            "--initrd",
-            os.path.join(GUEST_DIR, manifest["initrd"]),
-            "--cmdline",
-            manifest["cmdline"],
-        )
+        image = env.ok(*guest_import_args())
         yield StorageCloud(
             cloud=env,
             ceph=ceph,
