@@ -31,7 +31,7 @@ import subprocess
 import tempfile
 import time
 
-from netns_lab import Endpoint, Host
+from netns_lab import PING, Endpoint, Host
 from oslo_config import cfg
 from pyroute2 import NetNS, netns
 
@@ -192,7 +192,30 @@ class OvsLab:
                     ipr.link("set", index=ipr.link_lookup(ifname=ifname)[0], state="up")
                 index = ipr.link_lookup(ifname="br-phy")[0]
                 ipr.addr("add", index=index, address=host.underlay_ip, prefixlen=24)
+        # NOTE: the underlay answering both ways before any test: a tunnel
+        # packet needs the remote VTEP's MAC, which the userspace datapath
+        # learns from ARP on br-phy; a first test that had to wait for that
+        # lost all its pings on a busy machine (once in a fresh-clone run).
+        for src, dst in ((a, b), (b, a)):
+            self._wait_for_underlay(src, dst)
         return a, b
+
+    @staticmethod
+    def _wait_for_underlay(src: OvsHost, dst: OvsHost, timeout: float = 30.0) -> None:
+        """:raises AssertionError: ``src`` cannot ping ``dst``'s VTEP within ``timeout`` s."""
+        if PING is None:
+            return  # the tests' pings stand in with TCP connections, which retry
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            result = subprocess.run(
+                ["ip", "netns", "exec", src.netns, PING, "-n", "-q", "-c", "1", "-w", "2",
+                 dst.underlay_ip],
+                capture_output=True,
+                text=True,
+            )  # fmt: skip
+            if result.returncode == 0:
+                return
+        raise AssertionError("underlay %s -> %s does not answer" % (src.name, dst.underlay_ip))
 
     def _start_ovs(self, host: OvsHost) -> None:
         s = host.state_dir
