@@ -260,14 +260,10 @@ class SchedulerManager:
             # NOTE: the record exists already: never leave it scheduling.
             self.store.fail_instance(uuid, "placement failed: %s" % exc)
             raise
+        limits = self._limits().as_dict()
         for candidate in selection.candidates:
             if not self.store.claim(
-                candidate.name,
-                request.vcpus,
-                request.memory_mb,
-                request.disk_gb,
-                self._limits().as_dict(),
-                uuid,
+                candidate.name, request.vcpus, request.memory_mb, request.disk_gb, limits, uuid
             ):
                 selection.claim_failed(candidate.name)
                 # NOTE: the view thought it had room: read it again next time.

@@ -235,6 +235,30 @@ def ensure_test_guest() -> dict[str, str]:
         return json.load(f)
 
 
+#: User data for the test guest: pings ``target`` once a second until a
+#: reply (then prints "ok after N failures"), at most ``tries`` times (then
+#: prints "failed"), on the serial console. See :func:`pinger_user_data`.
+PINGER = """#!/bin/sh
+(
+i=0
+while [ $i -lt %(tries)d ]; do
+    if ping -c 1 -W 1 %(target)s >/dev/null 2>&1; then
+        echo "CD-GUEST ping %(target)s ok after $i failures"
+        exit 0
+    fi
+    i=$((i + 1))
+    sleep 1
+done
+echo "CD-GUEST ping %(target)s failed"
+) </dev/null >/dev/console 2>&1 &
+"""
+
+
+def pinger_user_data(target: str, tries: int) -> bytes:
+    """User data that makes the test guest report ``CD-GUEST ping TARGET ok|failed``."""
+    return (PINGER % {"target": target, "tries": tries}).encode()
+
+
 def guest_import_args(name: str = "test-guest", *extra: str) -> list[str]:
     """``computectl`` arguments that import the test guest (built if needed) as ``name``."""
     manifest = ensure_test_guest()

@@ -5,33 +5,22 @@ from __future__ import annotations
 import os
 
 import libvirt
-from cloud_env import GUEST_DIR, Cloud, wait_for_console
+from cloud_env import Cloud, guest_import_args, wait_for_console
 
 from compute_driver.virt.libvirt import xml as lvxml
 
 
 def test_properties_reach_the_domain_and_the_guest_boots(cloud: Cloud, libvirt_conn) -> None:
-    import json
-
-    with open(os.path.join(GUEST_DIR, "guest.json")) as f:
-        manifest = json.load(f)
     image = cloud.ok(
-        "image",
-        "import",
-        "ft-scsi-guest",
-        os.path.join(GUEST_DIR, manifest["disk"]),
-        "--kernel",
-        os.path.join(GUEST_DIR, manifest["kernel"]),
-        "--initrd",
-        os.path.join(GUEST_DIR, manifest["initrd"]),
-        "--cmdline",
-        manifest["cmdline"],
-        "--property",
-        "hw_qemu_guest_agent=yes",
-        "--property",
-        "hw_watchdog_action=reset",
-        "--property",
-        "hw_disk_cache=writeback",
+        *guest_import_args(
+            "ft-scsi-guest",
+            "--property",
+            "hw_qemu_guest_agent=yes",
+            "--property",
+            "hw_watchdog_action=reset",
+            "--property",
+            "hw_disk_cache=writeback",
+        )
     )
     assert image["properties"]["hw_watchdog_action"] == "reset"
     cloud.ok(

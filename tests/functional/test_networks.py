@@ -8,26 +8,7 @@ the outcome: B reaches A; C, on its own network, reaches nobody.
 from __future__ import annotations
 
 import libvirt
-from cloud_env import Cloud, wait_for_console
-
-PINGER = """#!/bin/sh
-(
-i=0
-while [ $i -lt %(tries)d ]; do
-    if ping -c 1 -W 1 %(target)s >/dev/null 2>&1; then
-        echo "CD-GUEST ping %(target)s ok"
-        exit 0
-    fi
-    i=$((i + 1))
-    sleep 1
-done
-echo "CD-GUEST ping %(target)s failed"
-) </dev/null >/dev/console 2>&1 &
-"""
-
-
-def _pinger(target: str, tries: int) -> bytes:
-    return (PINGER % {"target": target, "tries": tries}).encode()
+from cloud_env import Cloud, pinger_user_data, wait_for_console
 
 
 def test_guests_on_one_network_talk_and_other_networks_do_not(
@@ -93,7 +74,7 @@ def test_guests_on_one_network_talk_and_other_networks_do_not(
             guest_image["uuid"],
             "--network",
             "ft-net-a",
-            user_data=_pinger("10.90.0.2", 60),
+            user_data=pinger_user_data("10.90.0.2", 60),
         )
         servers.append(b)
         c = cloud.create_server(
@@ -101,7 +82,7 @@ def test_guests_on_one_network_talk_and_other_networks_do_not(
             guest_image["uuid"],
             "--network",
             "ft-net-b",
-            user_data=_pinger("10.90.0.3", 8),
+            user_data=pinger_user_data("10.90.0.3", 8),
         )
         servers.append(c)
 

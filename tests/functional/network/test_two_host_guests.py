@@ -21,30 +21,13 @@ import re
 import time
 
 import libvirt
-from cloud_env import wait_for_console
+from cloud_env import pinger_user_data, wait_for_console
 from two_host_cloud import SimHost, TwoHostCloud, flood_destinations, links, wait_until
 
 from network_plugins.linux_bridge import bridge_name, vxlan_name
 
 CIDR = "10.97.0.0/24"
 GUEST1_IP, GUEST2_IP = "10.97.0.1", "10.97.0.2"
-
-# Pings ``target`` once a second until a reply (then prints "ok"), at most
-# ``tries`` times (then prints "failed").
-PINGER = """#!/bin/sh
-(
-i=0
-while [ $i -lt %(tries)d ]; do
-    if ping -c 1 -W 1 %(target)s >/dev/null 2>&1; then
-        echo "CD-GUEST ping %(target)s ok after $i failures"
-        exit 0
-    fi
-    i=$((i + 1))
-    sleep 1
-done
-echo "CD-GUEST ping %(target)s failed"
-) </dev/null >/dev/console 2>&1 &
-"""
 
 # Pings ``target`` once a second and prints every outcome, "ok" or "lost",
 # numbered: the test reads how many failed while the other network worked.
@@ -110,8 +93,8 @@ def test_guests_on_two_hosts_talk_over_vxlan_and_another_tenant_does_not(
     # Guests 1 and 2 keep pinging each other until both are up; guest 3 keeps
     # probing guest 1's address (for longer than the test lasts).
     plan = [
-        ("cdt-g1", host_a, "p1", "cdt-x", _script(PINGER, GUEST2_IP, 150)),
-        ("cdt-g2", host_b, "p1", "cdt-x", _script(PINGER, GUEST1_IP, 150)),
+        ("cdt-g1", host_a, "p1", "cdt-x", pinger_user_data(GUEST2_IP, 150)),
+        ("cdt-g2", host_b, "p1", "cdt-x", pinger_user_data(GUEST1_IP, 150)),
         ("cdt-g3", host_b, "p2", "cdt-y", _script(PROBE, GUEST1_IP, 600)),
     ]
     servers = []
