@@ -4,7 +4,8 @@ What the driver defines: identity and size from the flavor, our
 ``<metadata>`` (so the agent can rebuild its view from libvirt), the disks
 from the storage backends, the config drive, the NICs from the network
 plugin, a logged serial console (not on the test driver, which runs no
-guest), then :mod:`.guest_config` (CPU, NUMA, tuning, devices). Every
+guest), then the settings :mod:`.guest_config` checks, written by
+:mod:`.guest_xml` (CPU, NUMA, tuning, devices). Every
 document built here is validated with ``virt-xml-validate`` in the tests
 (``tests/unit/virt/libvirt/test_driver_xml.py``).
 """
@@ -12,7 +13,7 @@ document built here is validated with ``virt-xml-validate`` in the tests
 from __future__ import annotations
 
 from compute_driver.virt import base
-from compute_driver.virt.libvirt import guest_config, snapshots
+from compute_driver.virt.libvirt import guest_config, guest_xml, host_facts, snapshots
 from compute_driver.virt.libvirt import xml as lvxml
 
 CONFIG_DRIVE_DEV = "hdc"
@@ -30,7 +31,7 @@ def build_domain(
     volumes: list[base.VolumeRef],
     config_drive: str,
     *,
-    host: guest_config.HostFacts,
+    host: host_facts.HostFacts,
     virt_type: str,
     console_log: str,
 ) -> lvxml.Domain:
@@ -127,7 +128,7 @@ def build_domain(
         )
         domain.devices.append(lvxml.Console(type="pty", target_type="serial", target_port=0))
     # CPU, NUMA, pinning, huge pages, disk tuning, rng, balloon, agent, watchdog.
-    guest_config.apply(
+    guest_xml.apply(
         domain, settings, [d for d in domain.devices_of(lvxml.Disk) if d.device == "disk"]
     )
     return domain

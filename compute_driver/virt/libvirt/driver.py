@@ -26,7 +26,7 @@ from compute_driver.virt.libvirt import (
     configdrive,
     domain_builder,
     events,
-    guest_config,
+    host_facts,
     ports,
     snapshots,
 )
@@ -70,7 +70,7 @@ class LibvirtDriver(base.ComputeDriver):
         self.opts = conf.libvirt
         self.host = LibvirtHost(self.opts.uri)
         self.virt_type = "qemu"
-        self.host_facts: guest_config.HostFacts | None = None
+        self.host_facts: host_facts.HostFacts | None = None
         # NOTE: held only while a dedicated-CPU guest chooses its CPUs and is
         # defined, so that two such builds never pick the same CPUs.
         self._pinning_lock = threading.Lock()
@@ -101,13 +101,13 @@ class LibvirtDriver(base.ComputeDriver):
             self.virt_type,
         )
         try:
-            dedicated = guest_config.parse_cpuset(self.opts.cpu_dedicated_set)
+            dedicated = host_facts.parse_cpuset(self.opts.cpu_dedicated_set)
         except ValueError as exc:
             raise exception.InvalidConfig(
                 reason="[libvirt] cpu_dedicated_set = %r is invalid: %s"
                 % (self.opts.cpu_dedicated_set, exc)
             ) from exc
-        self.host_facts = guest_config.HostFacts.from_capabilities(
+        self.host_facts = host_facts.HostFacts.from_capabilities(
             conn.getCapabilities(), virt_type=self.virt_type, dedicated_cpus=dedicated
         )
         os.makedirs(self.opts.instances_path, mode=0o755, exist_ok=True)
@@ -142,7 +142,7 @@ class LibvirtDriver(base.ComputeDriver):
             interfaces,
             volumes,
             config_drive,
-            host=self.host_facts or guest_config.HostFacts(cpus=1, virt_type=self.virt_type),
+            host=self.host_facts or host_facts.HostFacts(cpus=1, virt_type=self.virt_type),
             virt_type=self.virt_type,
             console_log=self.console_log_path(instance.uuid),
         )
@@ -234,10 +234,10 @@ class LibvirtDriver(base.ComputeDriver):
 
     def _refresh_pinned_cpus(self, conn: libvirt.virConnect) -> None:
         """Note the CPUs that defined guests already pin (one XML read per domain)."""
-        held = guest_config.pinned_cpus(
+        held = host_facts.pinned_cpus(
             lvxml.Domain.parse(d.XMLDesc()) for d in conn.listAllDomains()
         )
-        host = self.host_facts or guest_config.HostFacts(cpus=1, virt_type=self.virt_type)
+        host = self.host_facts or host_facts.HostFacts(cpus=1, virt_type=self.virt_type)
         self.host_facts = dataclasses.replace(host, pinned_cpus=held)
 
     # --- lookups -------------------------------------------------------------

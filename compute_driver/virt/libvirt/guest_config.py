@@ -7,7 +7,10 @@ Two pure steps, no I/O and no libvirt calls:
    :class:`GuestConfigError` naming the property, its value and what is
    allowed. Run it before anything is created, so conflicting or impossible
    requests fail fast.
-2. :func:`apply` writes those settings into a :class:`~.xml.Domain`.
+2. :func:`.guest_xml.apply` writes those settings into a :class:`~.xml.Domain`.
+
+What is known of the host (CPUs, the dedicated set, NUMA nodes, huge pages)
+is a :class:`~.host_facts.HostFacts`.
 
 Flavor extra specs (the operator's) use ``hw:``, ``hw_rng:`` and ``quota:``
 keys; image properties (the image owner's) use ``hw_`` keys. Any key in those
@@ -135,16 +138,12 @@ Booleans also accept yes/no, true/false, 1/0 (any case).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from lxml import etree
-
 from compute_driver import exception
-from compute_driver.virt.libvirt import xml as lvxml
-from compute_driver.virt.libvirt.xml.base import parse_xml
-from compute_driver.virt.libvirt.xml.checks import KIB_PER_UNIT
+from compute_driver.virt.libvirt.host_facts import HostFacts
 
 
 class GuestConfigError(exception.Invalid):
@@ -154,7 +153,6 @@ class GuestConfigError(exception.Invalid):
     code = "invalid_guest_config"
 
 
-VIRT_TYPES = ("kvm", "qemu", "test")
 CPU_MODES = ("host-model", "host-passthrough", "custom", "maximum", "none")
 CPU_POLICIES = ("shared", "dedicated")
 DISK_BUSES = ("virtio", "scsi", "sata", "ide")
@@ -166,10 +164,7 @@ WATCHDOG_ACTIONS = ("reset", "poweroff", "pause", "none", "dump", "shutdown", "i
 IOTUNE_LIMITS = tuple(
     f"{part}_{kind}_sec" for kind in ("bytes", "iops") for part in ("total", "read", "write")
 )
-QGA_CHANNEL = "org.qemu.guest_agent.0"
 DEFAULT_MEM_STATS_PERIOD = 10
-RNG_BACKEND = "/dev/urandom"
-WATCHDOG_MODEL = "i6300esb"
 
 FLAVOR_KEYS = frozenset(
     {
@@ -202,147 +197,9 @@ IMAGE_KEYS = frozenset(
 _NAMESPACES = ("hw:", "hw_", "quota:")
 _BOOLS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
 _CPU_MODEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-_DEV_PREFIX = {"virtio": "vd", "scsi": "sd", "sata": "sd", "ide": "hd"}
 
 
-# --- cpusets ---------------------------------------------------------------
-
-
-def parse_cpuset(text: str) -> frozenset[int]:
-    """The CPU numbers of a cpuset string such as ``"2-5,8"`` or ``"0-7,^3"``.
-
-    An empty string is the empty set. Exclusions (``^n``) apply after all ranges.
-
-    :raises ValueError: ``text`` is not a cpuset.
-    """
-    cpus: set[int] = set()
-    excluded: set[int] = set()
-    for raw in text.split(","):
-        part = raw.strip()
-        if not part and text.strip() == "":
-            continue
-        target = excluded if part.startswith("^") else cpus
-        low, dash, high = part.lstrip("^").partition("-")
-        if not low.isdigit() or (dash and not high.isdigit()):
-            raise ValueError(f"{text!r} is not a cpuset (e.g. '2-5,8'): bad part {part!r}")
-        first, last = int(low), int(high) if dash else int(low)
-        if last < first:
-            raise ValueError(f"{text!r} is not a cpuset: descending range {part!r}")
-        target.update(range(first, last + 1))
-    return frozenset(cpus - excluded)
-
-
-def format_cpuset(cpus: Iterable[int]) -> str:
-    """The shortest cpuset string of ``cpus``: ``{2, 3, 4, 5, 8}`` gives ``"2-5,8"``."""
-    parts: list[str] = []
-    run: list[int] = []
-    for cpu in sorted(set(cpus)):
-        if run and cpu != run[-1] + 1:
-            parts.append(_run(run))
-            run = []
-        run.append(cpu)
-    if run:
-        parts.append(_run(run))
-    return ",".join(parts)
-
-
-def _run(run: list[int]) -> str:
-    return str(run[0]) if len(run) == 1 else f"{run[0]}-{run[-1]}"
-
-
-# --- inputs and outputs ----------------------------------------------------
-
-
-@dataclass(frozen=True)
-class HostFacts:
-    """What the policy needs to know about the host.
-
-    :param cpus: host logical CPUs (numbered ``0..cpus-1``; offline ones count).
-    :param dedicated_cpus: the CPUs set aside for pinned guests (an option,
-        read with :func:`parse_cpuset`).
-    :param hugepage_sizes_kib: huge page sizes with pages reserved (4 KiB pages excluded).
-    :param virt_type: the domain type this host builds (kvm, qemu or test).
-    :param numa_nodes: the host CPUs of each host NUMA node, indexed by node
-        id (a CPU-less node is an empty set); empty when unknown (then no
-        ``<numatune>`` is written).
-    :param pinned_cpus: dedicated CPUs other guests already hold (see :func:`pinned_cpus`).
-    """
-
-    cpus: int
-    dedicated_cpus: frozenset[int] = frozenset()
-    hugepage_sizes_kib: frozenset[int] = frozenset()
-    virt_type: str = "qemu"
-    numa_nodes: tuple[frozenset[int], ...] = ()
-    pinned_cpus: frozenset[int] = frozenset()
-
-    def __post_init__(self) -> None:
-        if self.cpus < 1:
-            raise ValueError(f"a host has at least one CPU, not {self.cpus}")
-        if self.virt_type not in VIRT_TYPES:
-            raise ValueError(f"virt_type {self.virt_type!r} is not one of {VIRT_TYPES}")
-        beyond = sorted(c for c in self.dedicated_cpus if not 0 <= c < self.cpus)
-        if beyond:
-            raise ValueError(
-                f"dedicated CPUs {format_cpuset(beyond)} do not exist "
-                f"(the host has CPUs 0-{self.cpus - 1})"
-            )
-        seen: set[int] = set()
-        for node in self.numa_nodes:
-            if node & seen or any(not 0 <= c < self.cpus for c in node):
-                raise ValueError(f"host NUMA nodes overlap or name missing CPUs: {self.numa_nodes}")
-            seen |= node
-
-    @classmethod
-    def from_capabilities(
-        cls,
-        capabilities_xml: str,
-        *,
-        virt_type: str,
-        dedicated_cpus: frozenset[int] = frozenset(),
-        pinned_cpus: frozenset[int] = frozenset(),
-    ) -> HostFacts:
-        """Read CPUs, NUMA nodes and reserved huge page sizes from ``getCapabilities()``."""
-        host = parse_xml(capabilities_xml).find("host")
-        if host is None:
-            raise ValueError("capabilities XML has no <host>")
-        cells = host.findall("./topology/cells/cell")
-        by_id = {
-            int(cell.get("id", "0")): frozenset(int(c.get("id", "0")) for c in cell.iter("cpu"))
-            for cell in cells
-        }
-        # NOTE: node ids and CPU ids can have gaps (offline CPUs, CPU-less nodes).
-        nodes = tuple(by_id.get(n, frozenset()) for n in range(max(by_id, default=-1) + 1))
-        cpus = max((max(node) + 1 for node in nodes if node), default=0)
-        base_page = min(
-            (_page_kib(p) for p in host.findall("./cpu/pages")), default=4
-        )  # the small page
-        sizes = frozenset(
-            _page_kib(p)
-            for cell in cells
-            for p in cell.findall("./pages")
-            if int(p.text or "0") > 0 and _page_kib(p) != base_page
-        )
-        return cls(
-            cpus=cpus or 1,
-            dedicated_cpus=dedicated_cpus,
-            hugepage_sizes_kib=sizes,
-            virt_type=virt_type,
-            numa_nodes=nodes if cpus else (),
-            pinned_cpus=pinned_cpus,
-        )
-
-
-def _page_kib(el: etree._Element) -> int:
-    return int(el.get("size", "0")) * KIB_PER_UNIT.get(el.get("unit", "KiB"), 1)
-
-
-def pinned_cpus(domains: Iterable[lvxml.Domain]) -> frozenset[int]:
-    """The host CPUs the vCPUs of ``domains`` are pinned to (for :attr:`HostFacts.pinned_cpus`)."""
-    found: set[int] = set()
-    for domain in domains:
-        for pin in domain.cputune.vcpupins if domain.cputune is not None else []:
-            found |= parse_cpuset(pin.cpuset or "")
-    return frozenset(found)
+# --- outputs ---------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -357,7 +214,7 @@ class GuestCell:
 
 @dataclass(frozen=True)
 class GuestSettings:
-    """Every decision :func:`guest_settings` made; :func:`apply` writes them.
+    """Every decision :func:`guest_settings` made; :func:`.guest_xml.apply` writes them.
 
     ``cpu_mode`` "none" means no mode. ``vcpu_pins[i]`` is the host CPU of
     vCPU ``i`` (empty: not pinned). ``shared_cpus`` is where unpinned vCPUs
@@ -480,7 +337,7 @@ def guest_settings(
     :param image_properties: the image's properties (``hw_`` keys).
     :param host: this host's CPUs, dedicated set and huge pages.
     :param virt_type: the domain type (must be ``host.virt_type``).
-    :returns: the settings :func:`apply` writes.
+    :returns: the settings :func:`.guest_xml.apply` writes.
     :raises GuestConfigError: an unknown key, a malformed value, or a request
         that conflicts with another or that this host cannot meet.
     """
@@ -721,140 +578,3 @@ def _iotune(flavor: _Props) -> tuple[tuple[str, int], ...]:
                 f"excludes {' and '.join(both)}: set a total or read/write limits",
             )
     return tuple(limits.items())
-
-
-# --- writing the domain ----------------------------------------------------
-
-
-def apply(domain: lvxml.Domain, settings: GuestSettings, disks: list[lvxml.Disk]) -> None:
-    """Write ``settings`` into ``domain``: CPU, NUMA, tuning, memory backing, devices, disks.
-
-    Replaces what it owns (``cpu``, ``vcpu_cpuset``, ``cputune``, ``numatune``,
-    ``memory_backing``, any rng, memballoon, watchdog, guest agent channel
-    and virtio-scsi controller), so calling it twice gives the same domain.
-
-    :param domain: a domain with the flavor's vCPUs and memory; its
-        metadata's volume target names follow renamed disks.
-    :param settings: from :func:`guest_settings` for the same flavor.
-    :param disks: the instance's disks (already in ``domain.devices``); cdroms
-        are left alone.
-    :raises ValueError: ``domain`` was sized from another flavor.
-    """
-    if (domain.vcpus, domain.memory_kib) != (settings.vcpus, settings.memory_kib):
-        raise ValueError(
-            f"domain has {domain.vcpus} vCPUs and {domain.memory_kib} KiB, "
-            f"settings are for {settings.vcpus} and {settings.memory_kib}"
-        )
-    domain.cpu = _cpu(settings)
-    domain.vcpu_cpuset = format_cpuset(settings.shared_cpus) if settings.shared_cpus else None
-    domain.cputune = None
-    if settings.vcpu_pins:
-        domain.cputune = lvxml.CPUTune(
-            vcpupins=[
-                lvxml.VCPUPin(vcpu=vcpu, cpuset=str(cpu))
-                for vcpu, cpu in enumerate(settings.vcpu_pins)
-            ],
-            emulatorpin_cpuset=format_cpuset(settings.vcpu_pins),
-        )
-    domain.numatune = None
-    if settings.memory_host_nodes:
-        domain.numatune = lvxml.NUMATune(
-            memory_mode="strict",
-            memory_nodeset=format_cpuset(settings.memory_host_nodes),
-            memnodes=[
-                lvxml.NUMAMemNode(cellid=c.id, mode="strict", nodeset=format_cpuset(c.host_nodes))
-                for c in settings.numa_cells
-                if c.host_nodes
-            ],
-        )
-    domain.memory_backing = (
-        lvxml.MemoryBacking(hugepage_kib=settings.hugepage_kib) if settings.hugepage_kib else None
-    )
-    _apply_disks(domain, settings, disks)
-    domain.devices = [dev for dev in domain.devices if not _owned(dev)] + _devices(settings)
-
-
-def _cpu(settings: GuestSettings) -> lvxml.CPU | None:
-    mode = None if settings.cpu_mode == "none" else settings.cpu_mode
-    if mode is None and settings.topology is None and not settings.numa_cells:
-        return None
-    sockets, cores, threads = settings.topology or (None, None, None)
-    return lvxml.CPU(
-        mode=mode,
-        model=settings.cpu_model,
-        topology_sockets=sockets,
-        topology_cores=cores,
-        topology_threads=threads,
-        numa_cells=[
-            lvxml.NUMACell(id=c.id, cpus=format_cpuset(c.vcpus), memory_kib=c.memory_kib)
-            for c in settings.numa_cells
-        ],
-    )
-
-
-def _owned(dev: lvxml.XMLBuilder) -> bool:
-    if isinstance(dev, lvxml.Rng | lvxml.MemBalloon | lvxml.Watchdog):
-        return True
-    if isinstance(dev, lvxml.Channel):
-        return dev.target_name == QGA_CHANNEL
-    return isinstance(dev, lvxml.Controller) and (dev.type, dev.model) == ("scsi", "virtio-scsi")
-
-
-def _devices(settings: GuestSettings) -> list[lvxml.XMLBuilder]:
-    devices: list[lvxml.XMLBuilder] = []
-    if settings.disk_bus == "scsi":
-        devices.append(lvxml.Controller(type="scsi", index=0, model="virtio-scsi"))
-    if settings.qemu_guest_agent:
-        # NOTE: no source path: libvirt makes one under its channel directory.
-        devices.append(lvxml.Channel(type="unix", target_type="virtio", target_name=QGA_CHANNEL))
-    if settings.rng:
-        devices.append(
-            lvxml.Rng(
-                model="virtio",
-                rate_bytes=settings.rng_rate_bytes,
-                rate_period=settings.rng_rate_period,
-                backend_model="random",
-                backend_path=RNG_BACKEND,
-            )
-        )
-    if settings.watchdog_action is not None:
-        devices.append(lvxml.Watchdog(model=WATCHDOG_MODEL, action=settings.watchdog_action))
-    if settings.mem_stats_period == 0:
-        devices.append(lvxml.MemBalloon(model="none"))
-    elif settings.mem_stats_period is not None:
-        devices.append(lvxml.MemBalloon(model="virtio", stats_period=settings.mem_stats_period))
-    return devices
-
-
-def _apply_disks(domain: lvxml.Domain, settings: GuestSettings, disks: list[lvxml.Disk]) -> None:
-    taken = {d.target_dev for d in domain.devices_of(lvxml.Disk)}
-    for disk in disks:
-        if disk.device not in (None, "disk"):
-            continue
-        old = disk.target_dev
-        prefix = _DEV_PREFIX[settings.disk_bus]
-        if old is not None and not old.startswith(prefix):
-            new = _free_dev(prefix, old[2:], taken)
-            taken.discard(old)
-            taken.add(new)
-            disk.target_dev = new
-            for volume in domain.metadata.volumes if domain.metadata is not None else []:
-                if volume.target_dev == old:
-                    volume.target_dev = new
-        disk.target_bus = settings.disk_bus
-        disk.cache = settings.disk_cache or disk.cache or "none"
-        disk.io = settings.disk_io or disk.io
-        disk.discard = settings.disk_discard or disk.discard
-        disk.detect_zeroes = settings.disk_detect_zeroes or disk.detect_zeroes
-        if settings.disk_iotune:  # the flavor's limits replace the storage's
-            for limit in IOTUNE_LIMITS:
-                setattr(disk, limit, dict(settings.disk_iotune).get(limit))
-        if disk.io == "native" and disk.cache not in ("none", "directsync"):
-            disk.io = None  # the storage asked for native, the image for a buffered cache
-
-
-def _free_dev(prefix: str, suffix: str, taken: set[str | None]) -> str:
-    if prefix + suffix not in taken:
-        return prefix + suffix
-    letters = "abcdefghijklmnopqrstuvwxyz"
-    return next(prefix + c for c in letters if prefix + c not in taken)

@@ -46,25 +46,10 @@ Quiesce (freezing the guest's file systems through the QEMU guest agent)
     snapshot was quiesced is kept in the domain's metadata (our element
     ``<cdsnap:snapshots>``) and read by :meth:`SnapshotManager.quiesced`.
 
-External revert (libvirt 9.0 has none; we do it for stopped servers only)
-    Each disk gets a fresh overlay, ``<volume>.revert-<name>-<random>.qcow2``,
-    on the snapshot's state file; the domain is redefined onto the overlays;
-    the snapshot becomes the current one (so the next snapshot is its child);
-    then every overlay file that neither the disks nor any snapshot still
-    need is removed. A running server is refused (SnapshotConflict), not
-    stopped for the caller: stopping a guest is the caller's decision. Only
-    the disks go back: the domain's definition (memory, devices) stays, and a
-    disk attached after the snapshot is left as it is.
-
-External delete
-    Refused while the snapshot has children (delete the newest first). The
-    snapshot's metadata goes first: from then on its state file may change.
-    Then, where a disk's chain runs through the state file, the overlay on top
-    of it is merged down into it (running: ``blockCommit`` of the active layer
-    and a pivot; stopped: ``qemu-img commit`` and a redefinition), and files
-    nothing needs any more are removed. Disks are merged one at a time; if a
-    merge fails, the snapshot is gone but the guest's data is whole: that
-    disk just keeps a longer chain.
+External revert and delete
+    Only a stopped server's disks are reverted (libvirt 9.0 has no external
+    revert), and a snapshot with children is not deleted; how both are done
+    is in :mod:`.snapshot_external`.
 
 Files
     We only ever create or remove files named ``<stem>.snap-*.qcow2`` or
@@ -80,18 +65,30 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
 
 import libvirt
 
 from compute_driver import exception
 from compute_driver.virt import base
 from compute_driver.virt.libvirt import xml as lvxml
+from compute_driver.virt.libvirt.snapshot_domain import (
+    _call,
+    _lookup,
+    _parse,
+    _parsed,
+    _read_quiesced,
+    _record_quiesced,
+    _refuse_suspended,
+    _sources,
+)
+from compute_driver.virt.libvirt.snapshot_external import (
+    _all_files,
+    _delete_external,
+    _revert_external,
+)
 from compute_driver.virt.libvirt.snapshot_model import (
-    _EXCLUDED_DEVICES,
     AGENT_ABSENT,
     AGENT_CHANNEL,
     AGENT_CONNECTED,
@@ -105,13 +102,10 @@ from compute_driver.virt.libvirt.snapshot_model import (
     QUIESCE_METADATA_PREFIX,
     REQUIRE_QUIESCE_PROPERTY,
     QuiescePlan,
-    _chain,
     _check_description,
     _conflict,
-    _format_of,
     _homes,
     _is_agent_error,
-    _qemu_img,
     _quiesce_needs_external,
     agent_state,
     check_name,
@@ -131,7 +125,6 @@ from compute_driver.virt.libvirt.snapshot_model import (
     stem_of,
     with_disk_sources,
 )
-from compute_driver.virt.libvirt.xml.base import XMLBuilderError
 from compute_driver.virt.libvirt.xml.snapshot import DomainSnapshot
 
 # NOTE: the names of the snapshot model stay reachable here (the driver and the tests).
@@ -231,8 +224,8 @@ class SnapshotManager:
         require_quiesce: bool,
         description: str,
     ) -> base.SnapshotInfo:
-        self._refuse_suspended(virt_dom, uuid, "create", name)
-        existing = self._parsed(virt_dom, uuid)
+        _refuse_suspended(virt_dom, uuid, "create", name)
+        existing = _parsed(virt_dom, uuid)
         if any(s.name == name for s in existing):
             raise exception.SnapshotExists(instance=uuid, name=name)
         if len(existing) >= self.max_per_instance:
@@ -249,7 +242,7 @@ class SnapshotManager:
                 "one kind only; delete them first",
             )
         running = bool(virt_dom.isActive())
-        domain_xml = self._call(uuid, "snapshot_create", virt_dom.XMLDesc, 0)
+        domain_xml = _call(uuid, "snapshot_create", virt_dom.XMLDesc, 0)
         domain = lvxml.Domain.parse(domain_xml)
         plan = plan_quiesce(
             uuid, name, kind, running, agent_state(domain_xml), quiesce, require_quiesce
@@ -290,8 +283,8 @@ class SnapshotManager:
             uuid,
             "quiesced" if quiesced else "not quiesced",
         )
-        self._record_quiesced(virt_dom, uuid, name, quiesced)
-        return infos([self._parse(uuid, snap)], {name: quiesced})[0]
+        _record_quiesced(virt_dom, uuid, name, quiesced)
+        return infos([_parse(uuid, snap)], {name: quiesced})[0]
 
     def _create_quiesced(
         self,
@@ -358,7 +351,7 @@ class SnapshotManager:
             if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN_SNAPSHOT:
                 return False
         try:
-            in_use = set(self._sources(virt_dom, 0).values())
+            in_use = set(_sources(virt_dom, 0).values())
         except libvirt.libvirtError:
             return False
         return not in_use.intersection(overlays)
@@ -366,7 +359,7 @@ class SnapshotManager:
     def _remove_unused_overlays(self, virt_dom: libvirt.virDomain, overlays: list[str]) -> None:
         """After a failed create: remove the overlays no disk has switched to."""
         try:
-            in_use = set(self._sources(virt_dom, 0).values())
+            in_use = set(_sources(virt_dom, 0).values())
         except libvirt.libvirtError:
             in_use = set(overlays)  # NOTE: unsure what the domain uses: remove nothing.
         for path in overlays:
@@ -377,284 +370,39 @@ class SnapshotManager:
     # --- list ------------------------------------------------------------------
 
     def list_snapshots(self, virt_dom: libvirt.virDomain, uuid: str) -> list[base.SnapshotInfo]:
-        return infos(self._parsed(virt_dom, uuid), self._read_quiesced(virt_dom, uuid))
+        return infos(_parsed(virt_dom, uuid), _read_quiesced(virt_dom, uuid))
 
     def quiesced(self, virt_dom: libvirt.virDomain, uuid: str) -> dict[str, bool]:
         """``{snapshot name: whether the guest agent froze the file systems for it}``."""
-        records = self._read_quiesced(virt_dom, uuid)
-        return {s.name: records.get(s.name, False) for s in self._parsed(virt_dom, uuid) if s.name}
-
-    # --- the quiesce record (domain metadata) ----------------------------------
-
-    @staticmethod
-    def _read_quiesced(virt_dom: libvirt.virDomain, uuid: str) -> dict[str, bool]:
-        try:
-            text = virt_dom.metadata(
-                libvirt.VIR_DOMAIN_METADATA_ELEMENT, QUIESCE_METADATA_NAMESPACE, 0
-            )
-        except libvirt.libvirtError as exc:
-            if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN_METADATA:
-                return {}
-            raise exception.VirtError(
-                operation="snapshot_list", instance=uuid, reason=exc.get_error_message()
-            ) from exc
-        try:
-            return quiesced_from_xml(text)
-        except XMLBuilderError as exc:
-            # NOTE: unreadable reads as "nothing quiesced"; the next create rewrites it.
-            LOG.warning("Server %s: ignoring unreadable snapshot metadata: %s", uuid, exc)
-            return {}
-
-    def _record_quiesced(
-        self, virt_dom: libvirt.virDomain, uuid: str, name: str, quiesced: bool | None
-    ) -> None:
-        """Set (or, with None, drop) the record of ``name``; records of gone snapshots go too.
-
-        NOTE: a failure is only logged: the snapshot itself is done, and a
-        missing record reads as "not quiesced", never the other way round.
-        """
-        try:
-            existing = {s.name for s in self._parsed(virt_dom, uuid)}
-            records = {
-                n: q for n, q in self._read_quiesced(virt_dom, uuid).items() if n in existing
-            }
-            if quiesced is None:
-                records.pop(name, None)
-            else:
-                records[name] = quiesced
-            flags = libvirt.VIR_DOMAIN_AFFECT_CONFIG
-            if virt_dom.isActive():
-                flags |= libvirt.VIR_DOMAIN_AFFECT_LIVE
-            virt_dom.setMetadata(
-                libvirt.VIR_DOMAIN_METADATA_ELEMENT,
-                quiesced_to_xml(records),
-                QUIESCE_METADATA_PREFIX,
-                QUIESCE_METADATA_NAMESPACE,
-                flags,
-            )
-        except (libvirt.libvirtError, exception.VirtError) as exc:
-            LOG.warning(
-                "Server %s: could not record whether snapshot %s was quiesced: %s", uuid, name, exc
-            )
+        records = _read_quiesced(virt_dom, uuid)
+        return {s.name: records.get(s.name, False) for s in _parsed(virt_dom, uuid) if s.name}
 
     # --- revert ----------------------------------------------------------------
 
     def revert(self, virt_dom: libvirt.virDomain, uuid: str, name: str) -> None:
         with self._locked(uuid):
-            snap = self._lookup(virt_dom, uuid, name)
-            parsed = self._parse(uuid, snap)
-            self._refuse_suspended(virt_dom, uuid, "revert to", name)
+            snap = _lookup(virt_dom, uuid, name)
+            parsed = _parse(uuid, snap)
+            _refuse_suspended(virt_dom, uuid, "revert to", name)
             if parsed.kind == "internal":
-                self._call(uuid, "snapshot_revert", virt_dom.revertToSnapshot, snap, 0)
+                _call(uuid, "snapshot_revert", virt_dom.revertToSnapshot, snap, 0)
             else:
-                self._revert_external(virt_dom, uuid, snap, parsed)
+                _revert_external(virt_dom, uuid, snap, parsed)
         LOG.info("Reverted server %s to snapshot %s", uuid, name)
-
-    def _revert_external(
-        self,
-        virt_dom: libvirt.virDomain,
-        uuid: str,
-        snap: libvirt.virDomainSnapshot,
-        parsed: DomainSnapshot,
-    ) -> None:
-        name = parsed.name or ""
-        if virt_dom.isActive():
-            raise _conflict(
-                "revert to",
-                name,
-                uuid,
-                "an external snapshot can only be reverted while the server is "
-                "stopped; stop it first",
-            )
-        states = state_files(parsed)
-        current = self._sources(virt_dom, libvirt.VIR_DOMAIN_XML_INACTIVE)
-        for dev, state in states.items():
-            why = None
-            if dev not in current:
-                why = f"disk {dev} has been detached since"
-            elif os.path.dirname(current[dev]) != os.path.dirname(state):
-                why = f"disk {dev} has moved to another directory since"
-            elif not os.path.exists(state):
-                why = f"its file {state} is missing"
-            if why:
-                raise _conflict("revert to", name, uuid, why)
-        before = self._all_files(virt_dom, uuid, current)
-        made: dict[str, str] = {}
-        try:
-            for dev, state in states.items():
-                made[dev] = revert_overlay_path(state, name)
-                _qemu_img(
-                    uuid,
-                    "create",
-                    "-q",
-                    "-f",
-                    "qcow2",
-                    "-F",
-                    _format_of(uuid, state),
-                    "-b",
-                    state,
-                    made[dev],
-                )
-            xml = self._call(
-                uuid,
-                "snapshot_revert",
-                virt_dom.XMLDesc,
-                libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_SECURE,
-            )
-            self._call(
-                uuid, "snapshot_revert", virt_dom.connect().defineXML, with_disk_sources(xml, made)
-            )
-        except BaseException:
-            for path in made.values():
-                if os.path.lexists(path):
-                    os.unlink(path)
-            raise
-        self._make_current(virt_dom, uuid, snap)
-        self._collect_garbage(virt_dom, uuid, before, current)
-
-    def _make_current(
-        self, virt_dom: libvirt.virDomain, uuid: str, snap: libvirt.virDomainSnapshot
-    ) -> None:
-        """Mark ``snap`` as the current snapshot (the parent of the next one)."""
-        flags = (
-            libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_REDEFINE | libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_CURRENT
-        )
-        try:
-            virt_dom.snapshotCreateXML(
-                snap.getXMLDesc(libvirt.VIR_DOMAIN_SNAPSHOT_XML_SECURE), flags
-            )
-        except libvirt.libvirtError as exc:
-            # NOTE: the disks are already reverted; only the tree's notion of
-            # "current" is off, which changes the parent of the next snapshot.
-            LOG.warning(
-                "Server %s: could not make snapshot %s current: %s",
-                uuid,
-                snap.getName(),
-                exc.get_error_message(),
-            )
 
     # --- delete ----------------------------------------------------------------
 
     def delete(self, virt_dom: libvirt.virDomain, uuid: str, name: str) -> None:
         with self._locked(uuid):
-            snap = self._lookup(virt_dom, uuid, name)
-            parsed = self._parse(uuid, snap)
-            self._refuse_suspended(virt_dom, uuid, "delete", name)
+            snap = _lookup(virt_dom, uuid, name)
+            parsed = _parse(uuid, snap)
+            _refuse_suspended(virt_dom, uuid, "delete", name)
             if parsed.kind == "internal":
-                self._call(uuid, "snapshot_delete", snap.delete, 0)
+                _call(uuid, "snapshot_delete", snap.delete, 0)
             else:
-                self._delete_external(virt_dom, uuid, snap, parsed)
-            self._record_quiesced(virt_dom, uuid, name, None)
+                _delete_external(virt_dom, uuid, snap, parsed)
+            _record_quiesced(virt_dom, uuid, name, None)
         LOG.info("Deleted snapshot %s of server %s", name, uuid)
-
-    def _delete_external(
-        self,
-        virt_dom: libvirt.virDomain,
-        uuid: str,
-        snap: libvirt.virDomainSnapshot,
-        parsed: DomainSnapshot,
-    ) -> None:
-        name = parsed.name or ""
-        children = [s.name for s in self._parsed(virt_dom, uuid) if s.parent == name]
-        if children:
-            raise _conflict(
-                "delete",
-                name,
-                uuid,
-                "it has child snapshots (%s); delete them first" % ", ".join(map(str, children)),
-            )
-        running = bool(virt_dom.isActive())
-        current = self._sources(virt_dom, 0)
-        merges: list[tuple[str, str, str]] = []
-        for dev, state in state_files(parsed).items():
-            top = current.get(dev)
-            chain = _chain(uuid, top) if top else []
-            if state not in chain or chain.index(state) == 0:
-                continue  # nothing above the state file to merge into it
-            if chain.index(state) != 1:
-                raise _conflict(
-                    "delete",
-                    name,
-                    uuid,
-                    f"disk {dev}: {chain[chain.index(state) - 1]} lies between the "
-                    "snapshot and the disk's top",
-                )
-            merges.append((dev, top or "", state))
-        before = self._all_files(virt_dom, uuid, current)
-        self._call(
-            uuid, "snapshot_delete", snap.delete, libvirt.VIR_DOMAIN_SNAPSHOT_DELETE_METADATA_ONLY
-        )
-        merged: dict[str, str] = {}
-        for dev, top, state in merges:
-            if running:
-                self._block_commit(virt_dom, uuid, dev, state)
-            else:
-                _qemu_img(uuid, "commit", "-q", top)
-                merged[dev] = state
-        if merged:
-            xml = self._call(
-                uuid,
-                "snapshot_delete",
-                virt_dom.XMLDesc,
-                libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_SECURE,
-            )
-            self._call(
-                uuid,
-                "snapshot_delete",
-                virt_dom.connect().defineXML,
-                with_disk_sources(xml, merged),
-            )
-        self._collect_garbage(virt_dom, uuid, before, current)
-
-    def _block_commit(
-        self, virt_dom: libvirt.virDomain, uuid: str, dev: str, base_file: str
-    ) -> None:
-        """Merge the active layer of disk ``dev`` down into ``base_file`` and pivot to it."""
-        self._call(
-            uuid,
-            "snapshot_delete",
-            virt_dom.blockCommit,
-            dev,
-            base_file,
-            None,
-            0,
-            libvirt.VIR_DOMAIN_BLOCK_COMMIT_ACTIVE,
-        )
-        deadline = time.monotonic() + BLOCK_COMMIT_TIMEOUT
-        while time.monotonic() < deadline:
-            info = self._call(uuid, "snapshot_delete", virt_dom.blockJobInfo, dev, 0)
-            if not info:
-                raise exception.VirtError(
-                    operation="snapshot_delete",
-                    instance=uuid,
-                    reason=f"the merge of disk {dev} ended before it could be completed",
-                )
-            if info["cur"] == info["end"]:
-                try:
-                    virt_dom.blockJobAbort(dev, libvirt.VIR_DOMAIN_BLOCK_JOB_ABORT_PIVOT)
-                    return
-                except libvirt.libvirtError as exc:
-                    # NOTE: cur == end can show before QEMU declares the job
-                    # ready; a pivot then is refused, and we look again.
-                    if exc.get_error_code() not in (
-                        libvirt.VIR_ERR_BLOCK_COPY_ACTIVE,
-                        libvirt.VIR_ERR_OPERATION_INVALID,
-                    ):
-                        raise exception.VirtError(
-                            operation="snapshot_delete",
-                            instance=uuid,
-                            reason=exc.get_error_message(),
-                        ) from exc
-            time.sleep(BLOCK_JOB_POLL)
-        try:
-            virt_dom.blockJobAbort(dev, 0)
-        except libvirt.libvirtError:
-            LOG.warning("Server %s: could not cancel the merge of disk %s", uuid, dev)
-        raise exception.VirtError(
-            operation="snapshot_delete",
-            instance=uuid,
-            reason=f"the merge of disk {dev} took more than {BLOCK_COMMIT_TIMEOUT} s",
-        )
 
     # --- purge -----------------------------------------------------------------
 
@@ -669,9 +417,9 @@ class SnapshotManager:
         with self._locked(uuid):
             if virt_dom.isActive():
                 raise _conflict("purge", "(all)", uuid, "the server is running")
-            current = self._sources(virt_dom, libvirt.VIR_DOMAIN_XML_INACTIVE)
+            current = _sources(virt_dom, libvirt.VIR_DOMAIN_XML_INACTIVE)
             try:
-                files = self._all_files(virt_dom, uuid, current)
+                files = _all_files(virt_dom, uuid, current)
             except exception.VirtError as exc:
                 # NOTE: purge runs on the way to undefining the domain; an
                 # unreadable file must not keep it defined.
@@ -689,98 +437,8 @@ class SnapshotManager:
                         ) from exc
                     # NOTE: a driver without metadata-only deletion (libvirt's
                     # test driver) keeps no files to forget either.
-                    self._call(uuid, "snapshot_purge", snap.delete, 0)
+                    _call(uuid, "snapshot_purge", snap.delete, 0)
             for path in garbage(files, set(), _homes(current)):
                 if os.path.lexists(path):
                     LOG.info("Removing snapshot file %s of server %s", path, uuid)
                     os.unlink(path)
-
-    # --- helpers ---------------------------------------------------------------
-
-    @staticmethod
-    def _call(uuid: str, operation: str, call: Callable[..., Any], *args: Any) -> Any:
-        try:
-            return call(*args)
-        except libvirt.libvirtError as exc:
-            raise exception.VirtError(
-                operation=operation, instance=uuid, reason=exc.get_error_message()
-            ) from exc
-
-    def _lookup(
-        self, virt_dom: libvirt.virDomain, uuid: str, name: str
-    ) -> libvirt.virDomainSnapshot:
-        if not isinstance(name, str) or not name:
-            raise exception.SnapshotNotFound(instance=uuid, name=name)
-        try:
-            return virt_dom.snapshotLookupByName(name, 0)
-        except libvirt.libvirtError as exc:
-            if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN_SNAPSHOT:
-                raise exception.SnapshotNotFound(instance=uuid, name=name) from exc
-            raise exception.VirtError(
-                operation="snapshot_lookup", instance=uuid, reason=exc.get_error_message()
-            ) from exc
-
-    def _parse(self, uuid: str, snap: libvirt.virDomainSnapshot) -> DomainSnapshot:
-        return DomainSnapshot.parse(self._call(uuid, "snapshot_list", snap.getXMLDesc, 0))
-
-    def _parsed(self, virt_dom: libvirt.virDomain, uuid: str) -> list[DomainSnapshot]:
-        snaps = self._call(
-            uuid,
-            "snapshot_list",
-            virt_dom.listAllSnapshots,
-            libvirt.VIR_DOMAIN_SNAPSHOT_LIST_TOPOLOGICAL,
-        )
-        return [self._parse(uuid, snap) for snap in snaps]
-
-    @staticmethod
-    def _refuse_suspended(virt_dom: libvirt.virDomain, uuid: str, action: str, name: str) -> None:
-        if not virt_dom.isActive() and virt_dom.hasManagedSaveImage(0):
-            raise _conflict(
-                action,
-                name,
-                uuid,
-                "the server is suspended (its saved memory belongs to the disks as "
-                "they are); resume it first",
-            )
-
-    @staticmethod
-    def _sources(virt_dom: libvirt.virDomain, flags: int) -> dict[str, str]:
-        """``{target dev: file}`` of the domain's local file disks, CD-ROMs excluded."""
-        domain = lvxml.Domain.parse(virt_dom.XMLDesc(flags))
-        return {
-            d.target_dev: d.source_file
-            for d in domain.devices_of(lvxml.Disk)
-            if d.target_dev and d.source_file and d.device not in _EXCLUDED_DEVICES
-        }
-
-    def _all_files(
-        self, virt_dom: libvirt.virDomain, uuid: str, current: dict[str, str]
-    ) -> set[str]:
-        """Every file of the disks' chains and of every snapshot of the domain."""
-        files: set[str] = set()
-        for top in current.values():
-            files.update(_chain(uuid, top))
-        for snapshot in self._parsed(virt_dom, uuid):
-            files.update(snapshot_files(snapshot))
-        return files
-
-    def _collect_garbage(
-        self,
-        virt_dom: libvirt.virDomain,
-        uuid: str,
-        candidates: set[str],
-        old_sources: dict[str, str],
-    ) -> None:
-        """Remove our overlays that neither the disks nor any snapshot still need."""
-        current = self._sources(virt_dom, 0)
-        keep: set[str] = set()
-        for top in current.values():
-            keep.update(_chain(uuid, top))
-        for snapshot in self._parsed(virt_dom, uuid):
-            for state in state_files(snapshot).values():
-                keep.update(_chain(uuid, state))
-        homes = _homes(old_sources) | _homes(current)
-        for path in garbage(candidates, keep, homes):
-            if os.path.lexists(path):
-                LOG.info("Removing %s of server %s: no disk or snapshot needs it", path, uuid)
-                os.unlink(path)

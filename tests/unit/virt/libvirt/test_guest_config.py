@@ -11,7 +11,14 @@ import pytest
 
 from compute_driver import exception
 from compute_driver.virt.libvirt import guest_config as gc
+from compute_driver.virt.libvirt import guest_xml
 from compute_driver.virt.libvirt import xml as lvxml
+from compute_driver.virt.libvirt.host_facts import (
+    HostFacts,
+    format_cpuset,
+    parse_cpuset,
+    pinned_cpus,
+)
 
 GOLDEN = Path(__file__).parent / "xml" / "golden"
 INSTANCE = "0b0c3a4e-1b6e-4a55-9d0e-2f9f3c1d7a10"
@@ -19,7 +26,7 @@ GUEST_DIR = "/var/lib/libvirt/images/cd-0b0c3a4e"
 NODES = (frozenset(range(4)), frozenset(range(4, 8)))
 
 
-def _host(virt_type: str = "kvm", **kwargs: Any) -> gc.HostFacts:
+def _host(virt_type: str = "kvm", **kwargs: Any) -> HostFacts:
     """8 CPUs in two NUMA nodes, 2-7 dedicated, 2 MiB and 1 GiB pages reserved."""
     base: dict[str, Any] = dict(
         cpus=8,
@@ -29,7 +36,7 @@ def _host(virt_type: str = "kvm", **kwargs: Any) -> gc.HostFacts:
         numa_nodes=NODES,
     )
     base.update(kwargs)
-    return gc.HostFacts(**base)
+    return HostFacts(**base)
 
 
 def _settings(
@@ -38,7 +45,7 @@ def _settings(
     *,
     vcpus: int = 2,
     memory_mb: int = 512,
-    host: gc.HostFacts | None = None,
+    host: HostFacts | None = None,
 ) -> gc.GuestSettings:
     host = host or _host()
     return gc.guest_settings(vcpus, memory_mb, specs or {}, props or {}, host, host.virt_type)
@@ -95,7 +102,7 @@ def _applied(
     settings = _settings(specs, props, **kwargs)
     disks = disks if disks is not None else [_root()]
     domain = _domain(settings, disks)
-    gc.apply(domain, settings, disks)
+    guest_xml.apply(domain, settings, disks)
     return domain
 
 
@@ -125,20 +132,20 @@ def _validate(domain: lvxml.Domain, tmp_path: Path) -> None:
     ],
 )
 def test_parse_cpuset(text: str, cpus: set[int]) -> None:
-    assert gc.parse_cpuset(text) == frozenset(cpus)
+    assert parse_cpuset(text) == frozenset(cpus)
 
 
 @pytest.mark.parametrize("text", ["a", "3-1", "1,,2", "-1", "1-", "1;2", "^"])
 def test_parse_cpuset_rejects_malformed_sets(text: str) -> None:
     with pytest.raises(ValueError, match="is not a cpuset"):
-        gc.parse_cpuset(text)
+        parse_cpuset(text)
 
 
 def test_format_cpuset_is_the_shortest_form_and_round_trips() -> None:
-    assert gc.format_cpuset({8, 2, 3, 4, 5}) == "2-5,8"
-    assert gc.format_cpuset([1, 3, 5]) == "1,3,5"
-    assert gc.format_cpuset([]) == ""
-    assert gc.parse_cpuset(gc.format_cpuset({0, 1, 2, 7, 9, 10})) == {0, 1, 2, 7, 9, 10}
+    assert format_cpuset({8, 2, 3, 4, 5}) == "2-5,8"
+    assert format_cpuset([1, 3, 5]) == "1,3,5"
+    assert format_cpuset([]) == ""
+    assert parse_cpuset(format_cpuset({0, 1, 2, 7, 9, 10})) == {0, 1, 2, 7, 9, 10}
 
 
 @pytest.mark.parametrize(
@@ -172,10 +179,10 @@ CAPABILITIES = """<capabilities><host>
 
 
 def test_host_facts_from_capabilities() -> None:
-    host = gc.HostFacts.from_capabilities(
-        CAPABILITIES, virt_type="qemu", dedicated_cpus=gc.parse_cpuset("2-3")
+    host = HostFacts.from_capabilities(
+        CAPABILITIES, virt_type="qemu", dedicated_cpus=parse_cpuset("2-3")
     )
-    assert host == gc.HostFacts(
+    assert host == HostFacts(
         cpus=4,
         dedicated_cpus=frozenset({2, 3}),
         hugepage_sizes_kib=frozenset({2048}),  # 1 GiB pages exist but none are reserved
@@ -183,17 +190,17 @@ def test_host_facts_from_capabilities() -> None:
         numa_nodes=(frozenset({0, 1}), frozenset({2, 3})),
     )
     sparse = CAPABILITIES.replace("cell id='1'", "cell id='2'").replace("id='3'", "id='5'")
-    facts = gc.HostFacts.from_capabilities(sparse, virt_type="qemu")
+    facts = HostFacts.from_capabilities(sparse, virt_type="qemu")
     assert facts.cpus == 6  # CPUs 3 and 4 are offline
     assert facts.numa_nodes == (frozenset({0, 1}), frozenset(), frozenset({2, 5}))
     with pytest.raises(ValueError, match="no <host>"):
-        gc.HostFacts.from_capabilities("<capabilities/>", virt_type="qemu")
+        HostFacts.from_capabilities("<capabilities/>", virt_type="qemu")
 
 
 def test_pinned_cpus_of_existing_domains() -> None:
     pinned = _applied({"hw:cpu_policy": "dedicated"}, vcpus=3)
     unpinned = _applied()
-    assert gc.pinned_cpus([pinned, unpinned]) == {4, 5, 6}  # 3 vCPUs fit only node 1
+    assert pinned_cpus([pinned, unpinned]) == {4, 5, 6}  # 3 vCPUs fit only node 1
 
 
 # --- defaults ---------------------------------------------------------------
@@ -413,7 +420,7 @@ def test_mem_page_size_large_fits_each_numa_cell() -> None:
     ],
 )
 def test_mem_page_size_must_exist_on_the_host(
-    value: str, memory_mb: int, host: gc.HostFacts, match: str
+    value: str, memory_mb: int, host: HostFacts, match: str
 ) -> None:
     _rejects(match, {"hw:mem_page_size": value}, memory_mb=memory_mb, host=host)
 
@@ -489,7 +496,7 @@ def test_disk_bus_rename_skips_names_in_use_and_leaves_cdroms_alone() -> None:
     settings = _settings({}, {"hw_disk_bus": "ide"})
     domain = _domain(settings, [root])
     domain.devices.append(cdrom)
-    gc.apply(domain, settings, [root, cdrom])
+    guest_xml.apply(domain, settings, [root, cdrom])
     assert (root.target_dev, cdrom.target_dev, cdrom.cache) == ("hdb", "hda", None)
 
 
@@ -751,7 +758,7 @@ def test_programming_errors_are_value_errors() -> None:
         gc.guest_settings(1, 256, {}, {}, _host("kvm"), "qemu")
     settings = _settings()
     with pytest.raises(ValueError, match="settings are for 2"):
-        gc.apply(_domain(_settings(vcpus=4)), settings, [])
+        guest_xml.apply(_domain(_settings(vcpus=4)), settings, [])
 
 
 # --- whole domains ----------------------------------------------------------
@@ -807,7 +814,7 @@ def _maximal() -> lvxml.Domain:
             lvxml.Rng(model="virtio", backend_model="builtin"),
         ],
     )
-    gc.apply(domain, settings, [root])
+    guest_xml.apply(domain, settings, [root])
     return domain
 
 
@@ -850,7 +857,7 @@ def test_shared_guest_matches_the_shared_cpus_golden(tmp_path: Path) -> None:
         os=lvxml.OS(type="hvm", arch="x86_64", machine="pc"),
         devices=[root],
     )
-    gc.apply(domain, settings, [root])
+    guest_xml.apply(domain, settings, [root])
     _validate(domain, tmp_path)
     assert domain.to_string() == (GOLDEN / "shared-cpus.xml").read_text()
 
@@ -859,7 +866,7 @@ def test_apply_is_idempotent() -> None:
     domain = _maximal()
     again = lvxml.Domain.parse(domain.to_string())
     settings = _settings(MAXIMAL_SPECS, MAXIMAL_PROPS, vcpus=4, memory_mb=2048)
-    gc.apply(again, settings, again.devices_of(lvxml.Disk))
+    guest_xml.apply(again, settings, again.devices_of(lvxml.Disk))
     assert again == domain
 
 

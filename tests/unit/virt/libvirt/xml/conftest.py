@@ -254,7 +254,7 @@ def storage_kinds() -> lvxml.Domain:
 def maximal() -> lvxml.Domain:
     """Everything guest_config can turn on (kvm, dedicated, 2 NUMA cells, 1 GiB pages, scsi).
 
-    NOTE: test_guest_config checks that guest_config.apply() writes exactly this.
+    NOTE: test_guest_config checks that guest_xml.apply() writes exactly this.
     """
     root = lvxml.Disk(
         type="file",
