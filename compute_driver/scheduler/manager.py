@@ -641,10 +641,7 @@ class SchedulerManager:
             return
         # NOTE: fault is what this update says went wrong (an action that
         # failed while the server stays usable), and None clears the last one.
-        values: dict[str, Any] = {"vm_state": vm_state, "task_state": None, "fault": fault}
-        if power_state is not None:
-            values["power_state"] = power_state
-        reported = self.store.report_state(uuid, host, **values)
+        reported = self.store.report_state(uuid, host, vm_state, fault, power_state)
         if reported is None:
             LOG.info("Ignoring update of %s from %s: unknown, deleted or elsewhere", uuid, host)
             return

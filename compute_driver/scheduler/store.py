@@ -2,7 +2,9 @@
 
 Everything a scheduler restart must not forget lives here. Rows leave as
 plain dicts with stable keys (the shapes the RPC API returns), so no ORM
-object escapes a session.
+object escapes a session. The steps every server create takes (flavor and
+image, insert, claim, the agent's report) run prebuilt Core statements on a
+bare connection: a Session's unit of work cost more than their SQL.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import datetime
 import logging
 import os
 import threading
+import types
 from collections.abc import Iterator
 from typing import Any
 
@@ -57,7 +60,7 @@ def host_dict(host: Host, down_after: int) -> dict[str, Any]:
     }
 
 
-def flavor_dict(flavor: Flavor) -> dict[str, Any]:
+def flavor_dict(flavor: Flavor | sa.Row) -> dict[str, Any]:
     """The public shape of a flavor."""
     return {
         "name": flavor.name,
@@ -68,7 +71,7 @@ def flavor_dict(flavor: Flavor) -> dict[str, Any]:
     }
 
 
-def image_dict(image: Image) -> dict[str, Any]:
+def image_dict(image: Image | sa.Row) -> dict[str, Any]:
     """The public shape of an image."""
     return {
         "uuid": image.uuid,
@@ -86,9 +89,10 @@ def image_dict(image: Image) -> dict[str, Any]:
     }
 
 
-def instance_dict(instance: Instance | sa.Row) -> dict[str, Any]:
+def instance_dict(instance: Any) -> dict[str, Any]:
     """The public shape of a server (user data is never echoed back), from
-    an Instance or a row of :data:`_LISTED_COLUMNS`."""
+    an Instance, a row of :data:`_LISTED_COLUMNS` or any object with their
+    attributes."""
     return {
         "uuid": instance.uuid,
         "name": instance.name,
@@ -139,6 +143,30 @@ _LISTED_COLUMNS = (
     Instance.updated_at,
 )
 
+
+#: A server's listed columns and whether it is deleted, by uuid.
+_INSTANCE_BY_UUID = select(*_LISTED_COLUMNS, Instance.deleted).where(
+    Instance.uuid == sa.bindparam("uuid")
+)
+#: A flavor, by name.
+_FLAVOR_BY_NAME = select(*Flavor.__table__.c).where(Flavor.name == sa.bindparam("flavor"))
+#: An image by uuid or (unique) name; a uuid match wins.
+_IMAGE_BY_REF = (
+    select(*Image.__table__.c)
+    .where(sa.or_(Image.uuid == sa.bindparam("image"), Image.name == sa.bindparam("image")))
+    .order_by((Image.uuid == sa.bindparam("image")).desc())
+    .limit(1)
+)
+#: A new server; the values given name its columns.
+_INSERT_INSTANCE = sa.insert(Instance)
+#: A server's columns, by uuid; the SET clause is the columns the parameters name.
+_UPDATE_INSTANCE = update(Instance).where(Instance.uuid == sa.bindparam("by_uuid"))
+#: A build ended on a host: its failed-builds count starts again.
+_RESET_FAILED_BUILDS = (
+    update(Host)
+    .where(Host.name == sa.bindparam("host"), Host.failed_builds != 0)
+    .values(failed_builds=0)
+)
 
 # NOTE: a claim's two UPDATEs are built once, with bound parameters: building
 # and caching a statement per claim was a fifth of the scheduler's CPU.
@@ -210,6 +238,13 @@ class Store:
         """A transaction: committed on success, rolled back on any error."""
         with self._turn, self._sessions.begin() as session:
             yield session
+
+    @contextlib.contextmanager
+    def connection(self) -> Iterator[sa.Connection]:
+        """A transaction on a bare connection, for Core statements: committed
+        on success, rolled back on any error."""
+        with self._turn, self.engine.begin() as connection:
+            yield connection
 
     def upgrade(self) -> None:
         """Bring the schema to the newest migration (idempotent)."""
@@ -305,7 +340,7 @@ class Store:
         limits: dict[str, float],
         instance_uuid: str,
     ) -> bool:
-        params = {
+        params: dict[str, Any] = {
             "claim_host": host,
             "claim_uuid": instance_uuid,
             "claim_vcpus": vcpus,
@@ -314,8 +349,8 @@ class Store:
             "claim_now": utcnow(),
             **{"claim_" + k: v for k, v in limits.items()},
         }
-        with self.session() as session:
-            result = session.execute(_CLAIM_HOST, params)
+        with self.connection() as connection:
+            result = connection.execute(_CLAIM_HOST, params)
             if _rowcount(result) != 1:
                 return False
             # NOTE: the server must still be waiting for a host. A delete
@@ -324,7 +359,7 @@ class Store:
             # away) may have settled it since create_server stored it; a
             # claim for it then would never be released. Raising rolls the
             # host's claim back with this transaction.
-            placed = session.execute(_PLACE_INSTANCE, params)
+            placed = connection.execute(_PLACE_INSTANCE, params)
             if _rowcount(placed) != 1:
                 raise _NotWaiting()
             return True
@@ -428,11 +463,14 @@ class Store:
 
         :raises FlavorNotFound: / :raises ImageNotFound:
         """
-        with self.session() as session:
-            record = session.get(Flavor, flavor)
-            if record is None:
+        with self.connection() as connection:
+            flavor_row = connection.execute(_FLAVOR_BY_NAME, {"flavor": flavor}).first()
+            if flavor_row is None:
                 raise exception.FlavorNotFound(flavor=flavor)
-            return flavor_dict(record), image_dict(self._find_image(session, image))
+            image_row = connection.execute(_IMAGE_BY_REF, {"image": image}).first()
+            if image_row is None:
+                raise exception.ImageNotFound(image=image)
+            return flavor_dict(flavor_row), image_dict(image_row)
 
     def find_image_by_name(self, name: str) -> dict[str, Any] | None:
         with self.session() as session:
@@ -478,20 +516,26 @@ class Store:
 
         :returns: (the record, True if it was created now).
         """
-        with self.session() as session:
-            existing = session.get(Instance, fields["uuid"])
+        now = utcnow()
+        values = {
+            **fields,
+            "vm_state": "building",
+            "task_state": "scheduling",
+            "power_state": "nostate",
+            "claimed": False,
+            "deleted": False,
+            "created_at": now,
+            "updated_at": now,
+        }
+        with self.connection() as connection:
+            existing = connection.execute(_INSTANCE_BY_UUID, {"uuid": fields["uuid"]}).first()
             if existing is not None:
                 return instance_dict(existing), False
-            instance = Instance(
-                vm_state="building",
-                task_state="scheduling",
-                power_state="nostate",
-                deleted=False,
-                **fields,
-            )
-            session.add(instance)
-            session.flush()
-            return instance_dict(instance), True
+            connection.execute(_INSERT_INSTANCE, values)
+        # NOTE: a column not given has its default, which instance_dict reads
+        # None as (no extra specs, no attempts, a linked clone...).
+        listed = dict.fromkeys(column.key for column in _LISTED_COLUMNS)
+        return instance_dict(types.SimpleNamespace(**{**listed, **values})), True
 
     def _find_instance(self, session: Session, ref: str, include_deleted: bool = False) -> Instance:
         instance = find_by_ref(
@@ -656,38 +700,40 @@ class Store:
             instance.task_state = "scheduling"
 
     def report_state(
-        self, uuid: str, host: str, **values: Any
+        self,
+        uuid: str,
+        host: str,
+        vm_state: str,
+        fault: str | None,
+        power_state: str | None = None,
     ) -> tuple[str, dict[str, Any], bool] | None:
         """An agent reports a live server's state: one transaction for the lot.
 
-        Ends a build (``spawning``) on ``host``, whose failed-builds counter
-        then starts again.
+        Ends any task of the server, and a build (``spawning``) on ``host``,
+        whose failed-builds counter then starts again.
 
+        :param fault: what went wrong in an action the server survived
+            (None clears the last one).
+        :param power_state: None leaves it as it is.
         :returns: (the vm_state before, the record after, whether a build
             ended), or None when the server is unknown, deleted, elsewhere or
             in ERROR (a late report must not bring it back without a claim).
         """
-        with self.session() as session:
-            instance = session.get(Instance, uuid)
-            if (
-                instance is None
-                or instance.deleted
-                or instance.host != host
-                or instance.vm_state == "error"
-            ):
+        values: dict[str, Any] = {"vm_state": vm_state, "task_state": None, "fault": fault}
+        if power_state is not None:
+            values["power_state"] = power_state
+        with self.connection() as connection:
+            row = connection.execute(_INSTANCE_BY_UUID, {"uuid": uuid}).first()
+            if row is None or row.deleted or row.host != host or row.vm_state == "error":
                 return None
-            before, built = instance.vm_state, instance.task_state == "spawning"
+            before, built = row.vm_state, row.task_state == "spawning"
             if built:
-                session.execute(
-                    update(Host)
-                    .where(Host.name == host, Host.failed_builds != 0)
-                    .values(failed_builds=0)
-                    .execution_options(synchronize_session=False)
-                )
-            for key, value in values.items():
-                setattr(instance, key, value)
-            session.flush()
-            return before, instance_dict(instance), built
+                connection.execute(_RESET_FAILED_BUILDS, {"host": host})
+            values["updated_at"] = utcnow()
+            connection.execute(_UPDATE_INSTANCE, {"by_uuid": uuid, **values})
+        record = instance_dict(row)
+        record.update(values, updated_at=_iso(values["updated_at"]))
+        return before, record, built
 
     def power_changed(self, uuid: str, host: str, power_state: str, vm_state: str) -> bool:
         """Follow a guest's own power change, unless a task of ours is in flight.
