@@ -25,8 +25,9 @@ from sqlalchemy import delete, func, select
 from compute_driver import exception
 from compute_driver.rpc import schemas
 from compute_driver.rpc.endpoint import rpc_method
+from compute_driver.scheduler.database import find_by_ref
 from compute_driver.scheduler.models import Aggregate, AggregateHost, Host, Instance, ServerGroup
-from compute_driver.scheduler.store import Store, find_by_ref
+from compute_driver.scheduler.store import Store
 
 LOG = logging.getLogger(__name__)
 

@@ -18,8 +18,9 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from compute_driver import exception
+from compute_driver.scheduler.database import find_by_ref
 from compute_driver.scheduler.models import Network, Port
-from compute_driver.scheduler.store import Store, find_by_ref
+from compute_driver.scheduler.store import Store
 
 #: Tries before an allocation gives up (each loses only to a concurrent one).
 ALLOCATION_TRIES = 64

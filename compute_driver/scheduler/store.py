@@ -5,254 +5,48 @@ plain dicts with stable keys (the shapes the RPC API returns), so no ORM
 object escapes a session. The steps every server create takes (flavor and
 image, insert, claim, the agent's report) run prebuilt Core statements on a
 bare connection: a Session's unit of work cost more than their SQL.
+
+Beside it: the engine and transactions (``database.py``), flavors and images
+(``catalog.py``), the rows' public shapes (``records.py``) and the prebuilt
+statements (``statements.py``).
 """
 
 from __future__ import annotations
 
-import contextlib
-import datetime
 import logging
-import os
-import threading
 import types
-from collections.abc import Iterator
 from typing import Any
 
 import sqlalchemy as sa
-from alembic import command as alembic_command
-from alembic.config import Config as AlembicConfig
-from sqlalchemy import event, select, update
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
 
 from compute_driver import exception
-from compute_driver.scheduler.models import Flavor, Host, Image, Instance, Port, Volume, utcnow
+from compute_driver.scheduler.catalog import Catalog
+from compute_driver.scheduler.database import find_by_ref
+from compute_driver.scheduler.models import Host, Instance, Port, Volume, utcnow
+from compute_driver.scheduler.records import LISTED_COLUMNS, host_dict, instance_dict, iso
+from compute_driver.scheduler.statements import (
+    CLAIM_HOST,
+    INSERT_INSTANCE,
+    INSTANCE_BY_UUID,
+    PLACE_INSTANCE,
+    RESET_FAILED_BUILDS,
+    UPDATE_INSTANCE,
+)
 
 LOG = logging.getLogger(__name__)
 
 #: Marks a disable made by an agent, which that agent may lift again.
 AUTO_DISABLED_PREFIX = "AUTO: "
 
-MIGRATIONS = os.path.join(os.path.dirname(__file__), "migrations")
 
+class Store(Catalog):
+    """Access to the scheduler database at one SQLAlchemy URL.
 
-def _iso(value: datetime.datetime | None) -> str | None:
-    return value.strftime("%Y-%m-%dT%H:%M:%SZ") if value else None
-
-
-def host_dict(host: Host, down_after: int) -> dict[str, Any]:
-    """The public shape of a host; ``state`` is up or down from its last report."""
-    now = utcnow()
-    up = host.reported_at is not None and (now - host.reported_at).total_seconds() <= down_after
-    return {
-        "name": host.name,
-        "state": "up" if up else "down",
-        "enabled": host.enabled,
-        "disabled_reason": host.disabled_reason,
-        "vcpus": host.vcpus,
-        "vcpus_used": host.vcpus_used,
-        "memory_mb": host.memory_mb,
-        "memory_mb_used": host.memory_mb_used,
-        "disk_gb": host.disk_gb,
-        "disk_gb_used": host.disk_gb_used,
-        "capabilities": dict(host.capabilities or {}),
-        "failed_builds": host.failed_builds or 0,
-        "reported_at": _iso(host.reported_at),
-    }
-
-
-def flavor_dict(flavor: Flavor | sa.Row) -> dict[str, Any]:
-    """The public shape of a flavor."""
-    return {
-        "name": flavor.name,
-        "vcpus": flavor.vcpus,
-        "memory_mb": flavor.memory_mb,
-        "root_gb": flavor.root_gb,
-        "extra_specs": dict(flavor.extra_specs or {}),
-    }
-
-
-def image_dict(image: Image | sa.Row) -> dict[str, Any]:
-    """The public shape of an image."""
-    return {
-        "uuid": image.uuid,
-        "name": image.name,
-        "disk_format": image.disk_format,
-        "path": image.path,
-        "size_bytes": image.size_bytes,
-        "virtual_size": image.virtual_size,
-        "checksum": image.checksum,
-        "kernel_path": image.kernel_path,
-        "initrd_path": image.initrd_path,
-        "cmdline": image.cmdline,
-        "properties": dict(image.properties or {}),
-        "created_at": _iso(image.created_at),
-    }
-
-
-def instance_dict(instance: Any) -> dict[str, Any]:
-    """The public shape of a server (user data is never echoed back), from
-    an Instance, a row of :data:`_LISTED_COLUMNS` or any object with their
-    attributes."""
-    return {
-        "uuid": instance.uuid,
-        "name": instance.name,
-        "project": instance.project,
-        "flavor": instance.flavor_name,
-        "vcpus": instance.vcpus,
-        "memory_mb": instance.memory_mb,
-        "root_gb": instance.root_gb,
-        "extra_specs": dict(instance.extra_specs or {}),
-        "image": instance.image_uuid,
-        "host": instance.host,
-        "vm_state": instance.vm_state,
-        "task_state": instance.task_state,
-        "power_state": instance.power_state,
-        "fault": instance.fault,
-        "root_backend": instance.root_backend,
-        "root_clone": instance.root_clone or "linked",
-        "attempts": list(instance.attempts or []),
-        "availability_zone": instance.availability_zone,
-        "group": instance.group_uuid,
-        "created_at": _iso(instance.created_at),
-        "updated_at": _iso(instance.updated_at),
-    }
-
-
-#: What instance_dict reads of an instance, for listings.
-_LISTED_COLUMNS = (
-    Instance.uuid,
-    Instance.name,
-    Instance.project,
-    Instance.flavor_name,
-    Instance.vcpus,
-    Instance.memory_mb,
-    Instance.root_gb,
-    Instance.extra_specs,
-    Instance.image_uuid,
-    Instance.host,
-    Instance.vm_state,
-    Instance.task_state,
-    Instance.power_state,
-    Instance.fault,
-    Instance.root_backend,
-    Instance.root_clone,
-    Instance.attempts,
-    Instance.availability_zone,
-    Instance.group_uuid,
-    Instance.created_at,
-    Instance.updated_at,
-)
-
-
-#: A server's listed columns and whether it is deleted, by uuid.
-_INSTANCE_BY_UUID = select(*_LISTED_COLUMNS, Instance.deleted).where(
-    Instance.uuid == sa.bindparam("uuid")
-)
-#: A flavor, by name.
-_FLAVOR_BY_NAME = select(*Flavor.__table__.c).where(Flavor.name == sa.bindparam("flavor"))
-#: An image by uuid or (unique) name; a uuid match wins.
-_IMAGE_BY_REF = (
-    select(*Image.__table__.c)
-    .where(sa.or_(Image.uuid == sa.bindparam("image"), Image.name == sa.bindparam("image")))
-    .order_by((Image.uuid == sa.bindparam("image")).desc())
-    .limit(1)
-)
-#: A new server; the values given name its columns.
-_INSERT_INSTANCE = sa.insert(Instance)
-#: A server's columns, by uuid; the SET clause is the columns the parameters name.
-_UPDATE_INSTANCE = update(Instance).where(Instance.uuid == sa.bindparam("by_uuid"))
-#: A build ended on a host: its failed-builds count starts again.
-_RESET_FAILED_BUILDS = (
-    update(Host)
-    .where(Host.name == sa.bindparam("host"), Host.failed_builds != 0)
-    .values(failed_builds=0)
-)
-
-# NOTE: a claim's two UPDATEs are built once, with bound parameters: building
-# and caching a statement per claim was a fifth of the scheduler's CPU.
-_CLAIM_HOST = (
-    update(Host)
-    .where(
-        Host.name == sa.bindparam("claim_host"),
-        Host.enabled.is_(True),
-        Host.vcpus_used + sa.bindparam("claim_vcpus")
-        <= Host.vcpus * sa.bindparam("claim_cpu_ratio"),
-        Host.memory_mb_used + sa.bindparam("claim_memory_mb")
-        <= (Host.memory_mb - sa.bindparam("claim_reserved_mb")) * sa.bindparam("claim_ram_ratio"),
-        Host.disk_gb_used + sa.bindparam("claim_disk_gb")
-        <= Host.disk_gb * sa.bindparam("claim_disk_ratio"),
-    )
-    .values(
-        vcpus_used=Host.vcpus_used + sa.bindparam("claim_vcpus"),
-        memory_mb_used=Host.memory_mb_used + sa.bindparam("claim_memory_mb"),
-        disk_gb_used=Host.disk_gb_used + sa.bindparam("claim_disk_gb"),
-    )
-    .execution_options(synchronize_session=False)
-)
-_PLACE_INSTANCE = (
-    update(Instance)
-    .where(
-        Instance.uuid == sa.bindparam("claim_uuid"),
-        Instance.deleted.is_(False),
-        Instance.vm_state == "building",
-        Instance.task_state == "scheduling",
-        Instance.host.is_(None),
-    )
-    .values(
-        host=sa.bindparam("claim_host"),
-        task_state="spawning",
-        claimed=True,
-        updated_at=sa.bindparam("claim_now"),
-    )
-    .execution_options(synchronize_session=False)
-)
-
-
-class Store:
-    """Access to the scheduler database at one SQLAlchemy URL."""
-
-    def __init__(self, url: str, busy_timeout: int = 30) -> None:
-        self.url = url
-        connect_args: dict[str, Any] = {}
-        if url.startswith("sqlite"):
-            connect_args = {"timeout": busy_timeout, "check_same_thread": False}
-            path = sa.engine.make_url(url).database
-            if path and path != ":memory:":
-                os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        self.engine = sa.create_engine(url, connect_args=connect_args, future=True)
-        if url.startswith("sqlite"):
-            event.listen(self.engine, "connect", _sqlite_pragmas)
-        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
-        # NOTE: SQLite takes one writer at a time, and a writer that finds
-        # the file locked sleeps in SQLite's busy handler (1, 2, 5, 10 ...
-        # 100 ms) instead of waking when the lock is free: with a dozen RPC
-        # threads writing, the scheduler idled in those sleeps. Our own
-        # threads queue on a lock instead; the busy timeout is left for
-        # other processes.
-        self._turn: contextlib.AbstractContextManager[Any] = (
-            threading.RLock() if url.startswith("sqlite") else contextlib.nullcontext()
-        )
-
-    @contextlib.contextmanager
-    def session(self) -> Iterator[Session]:
-        """A transaction: committed on success, rolled back on any error."""
-        with self._turn, self._sessions.begin() as session:
-            yield session
-
-    @contextlib.contextmanager
-    def connection(self) -> Iterator[sa.Connection]:
-        """A transaction on a bare connection, for Core statements: committed
-        on success, rolled back on any error."""
-        with self._turn, self.engine.begin() as connection:
-            yield connection
-
-    def upgrade(self) -> None:
-        """Bring the schema to the newest migration (idempotent)."""
-        config = AlembicConfig()
-        config.set_main_option("script_location", MIGRATIONS)
-        with self.engine.begin() as connection:
-            config.attributes["connection"] = connection
-            alembic_command.upgrade(config, "head")
+    Hosts, claims and servers are here; the engine and transactions come
+    from ``Database``, flavors and images from ``Catalog``.
+    """
 
     # --- hosts -------------------------------------------------------------
 
@@ -350,7 +144,7 @@ class Store:
             **{"claim_" + k: v for k, v in limits.items()},
         }
         with self.connection() as connection:
-            result = connection.execute(_CLAIM_HOST, params)
+            result = connection.execute(CLAIM_HOST, params)
             if _rowcount(result) != 1:
                 return False
             # NOTE: the server must still be waiting for a host. A delete
@@ -359,7 +153,7 @@ class Store:
             # away) may have settled it since create_server stored it; a
             # claim for it then would never be released. Raising rolls the
             # host's claim back with this transaction.
-            placed = connection.execute(_PLACE_INSTANCE, params)
+            placed = connection.execute(PLACE_INSTANCE, params)
             if _rowcount(placed) != 1:
                 raise _NotWaiting()
             return True
@@ -392,123 +186,6 @@ class Store:
             .execution_options(synchronize_session=False)
         )
 
-    # --- flavors -----------------------------------------------------------
-
-    def list_flavors(self) -> list[dict[str, Any]]:
-        with self.session() as session:
-            return [
-                flavor_dict(f) for f in session.scalars(select(Flavor).order_by(Flavor.memory_mb))
-            ]
-
-    def get_flavor(self, name: str) -> dict[str, Any]:
-        with self.session() as session:
-            flavor = session.get(Flavor, name)
-            if flavor is None:
-                raise exception.FlavorNotFound(flavor=name)
-            return flavor_dict(flavor)
-
-    def create_flavor(
-        self,
-        name: str,
-        vcpus: int,
-        memory_mb: int,
-        root_gb: int,
-        extra_specs: dict[str, str] | None = None,
-    ) -> dict[str, Any]:
-        with self.session() as session:
-            existing = session.get(Flavor, name)
-            if existing is not None:
-                same = (
-                    existing.vcpus,
-                    existing.memory_mb,
-                    existing.root_gb,
-                    dict(existing.extra_specs or {}),
-                ) == (vcpus, memory_mb, root_gb, extra_specs or {})
-                if same:
-                    return flavor_dict(existing)  # a repeated create changes nothing
-                raise exception.DuplicateName(what="Flavor", name=name)
-            flavor = Flavor(
-                name=name,
-                vcpus=vcpus,
-                memory_mb=memory_mb,
-                root_gb=root_gb,
-                extra_specs=extra_specs or {},
-            )
-            session.add(flavor)
-            return flavor_dict(flavor)
-
-    def delete_flavor(self, name: str) -> None:
-        with self.session() as session:
-            flavor = session.get(Flavor, name)
-            if flavor is None:
-                raise exception.FlavorNotFound(flavor=name)
-            session.delete(flavor)
-
-    # --- images ------------------------------------------------------------
-
-    def _find_image(self, session: Session, ref: str) -> Image:
-        image = session.get(Image, ref) or session.scalar(select(Image).where(Image.name == ref))
-        if image is None:
-            raise exception.ImageNotFound(image=ref)
-        return image
-
-    def get_image(self, ref: str) -> dict[str, Any]:
-        with self.session() as session:
-            return image_dict(self._find_image(session, ref))
-
-    def get_flavor_and_image(
-        self, flavor: str, image: str
-    ) -> tuple[dict[str, Any], dict[str, Any]]:
-        """A create's flavor and image, read in one transaction.
-
-        :raises FlavorNotFound: / :raises ImageNotFound:
-        """
-        with self.connection() as connection:
-            flavor_row = connection.execute(_FLAVOR_BY_NAME, {"flavor": flavor}).first()
-            if flavor_row is None:
-                raise exception.FlavorNotFound(flavor=flavor)
-            image_row = connection.execute(_IMAGE_BY_REF, {"image": image}).first()
-            if image_row is None:
-                raise exception.ImageNotFound(image=image)
-            return flavor_dict(flavor_row), image_dict(image_row)
-
-    def find_image_by_name(self, name: str) -> dict[str, Any] | None:
-        with self.session() as session:
-            image = session.scalar(select(Image).where(Image.name == name))
-            return image_dict(image) if image else None
-
-    def list_images(self) -> list[dict[str, Any]]:
-        with self.session() as session:
-            return [image_dict(i) for i in session.scalars(select(Image).order_by(Image.name))]
-
-    def create_image(self, **fields: Any) -> dict[str, Any]:
-        with self.session() as session:
-            if session.scalar(select(Image).where(Image.name == fields["name"])) is not None:
-                raise exception.DuplicateName(what="Image", name=fields["name"])
-            image = Image(**fields)
-            session.add(image)
-            session.flush()
-            return image_dict(image)
-
-    def delete_image(self, ref: str) -> dict[str, Any]:
-        """Remove an image record; refused while a live server uses it."""
-        with self.session() as session:
-            image = self._find_image(session, ref)
-            users = session.scalars(
-                select(Instance.name).where(
-                    Instance.image_uuid == image.uuid, Instance.deleted.is_(False)
-                )
-            ).all()
-            if users:
-                raise exception.InUse(
-                    what="Image",
-                    name=image.name,
-                    reason="used by server(s) %s" % ", ".join(users[:5]),
-                )
-            gone = image_dict(image)
-            session.delete(image)
-            return gone
-
     # --- instances ---------------------------------------------------------
 
     def create_instance(self, **fields: Any) -> tuple[dict[str, Any], bool]:
@@ -528,13 +205,13 @@ class Store:
             "updated_at": now,
         }
         with self.connection() as connection:
-            existing = connection.execute(_INSTANCE_BY_UUID, {"uuid": fields["uuid"]}).first()
+            existing = connection.execute(INSTANCE_BY_UUID, {"uuid": fields["uuid"]}).first()
             if existing is not None:
                 return instance_dict(existing), False
-            connection.execute(_INSERT_INSTANCE, values)
+            connection.execute(INSERT_INSTANCE, values)
         # NOTE: a column not given has its default, which instance_dict reads
         # None as (no extra specs, no attempts, a linked clone...).
-        listed = dict.fromkeys(column.key for column in _LISTED_COLUMNS)
+        listed = dict.fromkeys(column.key for column in LISTED_COLUMNS)
         return instance_dict(types.SimpleNamespace(**{**listed, **values})), True
 
     def _find_instance(self, session: Session, ref: str, include_deleted: bool = False) -> Instance:
@@ -566,7 +243,7 @@ class Store:
         # no identity map (a third of its cost).
         with self.session() as session:
             query = (
-                select(*_LISTED_COLUMNS)
+                select(*LISTED_COLUMNS)
                 .where(Instance.deleted.is_(False))
                 .order_by(Instance.created_at)
             )
@@ -723,16 +400,16 @@ class Store:
         if power_state is not None:
             values["power_state"] = power_state
         with self.connection() as connection:
-            row = connection.execute(_INSTANCE_BY_UUID, {"uuid": uuid}).first()
+            row = connection.execute(INSTANCE_BY_UUID, {"uuid": uuid}).first()
             if row is None or row.deleted or row.host != host or row.vm_state == "error":
                 return None
             before, built = row.vm_state, row.task_state == "spawning"
             if built:
-                connection.execute(_RESET_FAILED_BUILDS, {"host": host})
+                connection.execute(RESET_FAILED_BUILDS, {"host": host})
             values["updated_at"] = utcnow()
-            connection.execute(_UPDATE_INSTANCE, {"by_uuid": uuid, **values})
+            connection.execute(UPDATE_INSTANCE, {"by_uuid": uuid, **values})
         record = instance_dict(row)
-        record.update(values, updated_at=_iso(values["updated_at"]))
+        record.update(values, updated_at=iso(values["updated_at"]))
         return before, record, built
 
     def power_changed(self, uuid: str, host: str, power_state: str, vm_state: str) -> bool:
@@ -829,47 +506,6 @@ class _NotWaiting(Exception):
     """A claim's server no longer waits for a host (its transaction is rolled back)."""
 
 
-def find_by_ref(
-    session: Session,
-    model: Any,
-    ref: str,
-    name_column: Any,
-    plural: str,
-    live: Any = None,
-) -> Any:
-    """The row of ``model`` whose key is ``ref``, else the one live row named ``ref``.
-
-    :param live: an extra condition for the lookup by name (e.g. not deleted).
-    :returns: the row, or None.
-    :raises Conflict: several rows have that name (the caller must use the key).
-    """
-    row = session.get(model, ref)
-    if row is not None:
-        return row
-    query = select(model).where(name_column == ref)
-    if live is not None:
-        query = query.where(live)
-    matches = session.scalars(query).all()
-    if len(matches) > 1:
-        raise exception.Conflict(
-            reason="%d %s are named %s; use a UUID" % (len(matches), plural, ref)
-        )
-    return matches[0] if matches else None
-
-
 def _rowcount(result: Any) -> int:
     """Rows an UPDATE changed (execute() returns a CursorResult for DML)."""
     return int(result.rowcount)
-
-
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    # NOTE: WAL lets readers (list, show) run while a claim writes.
-    cursor.execute("PRAGMA journal_mode=WAL")
-    # NOTE: in WAL mode NORMAL syncs at checkpoints, not at every commit: a
-    # commit survives a crash of any process; only a power cut can lose the
-    # last ones (never corrupt the file). One fsync per claim was most of
-    # a create's time on a slow disk.
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.close()

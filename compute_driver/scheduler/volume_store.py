@@ -20,8 +20,9 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from compute_driver import exception
+from compute_driver.scheduler.database import find_by_ref
 from compute_driver.scheduler.models import Instance, Volume, utcnow
-from compute_driver.scheduler.store import Store, find_by_ref
+from compute_driver.scheduler.store import Store
 
 #: Statuses in which no operation is in flight.
 SETTLED = frozenset({"available", "in-use", "error"})

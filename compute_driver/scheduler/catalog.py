@@ -1,0 +1,139 @@
+"""The scheduler's catalog: every read and write of the flavors and images tables.
+
+A server is built from one flavor and one image.
+:class:`~compute_driver.scheduler.store.Store` inherits these methods.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from compute_driver import exception
+from compute_driver.scheduler.database import Database
+from compute_driver.scheduler.models import Flavor, Image, Instance
+from compute_driver.scheduler.records import flavor_dict, image_dict
+from compute_driver.scheduler.statements import FLAVOR_BY_NAME, IMAGE_BY_REF
+
+
+class Catalog(Database):
+    """Flavor and image rows in the scheduler database."""
+
+    # --- flavors -----------------------------------------------------------
+
+    def list_flavors(self) -> list[dict[str, Any]]:
+        with self.session() as session:
+            return [
+                flavor_dict(f) for f in session.scalars(select(Flavor).order_by(Flavor.memory_mb))
+            ]
+
+    def get_flavor(self, name: str) -> dict[str, Any]:
+        with self.session() as session:
+            flavor = session.get(Flavor, name)
+            if flavor is None:
+                raise exception.FlavorNotFound(flavor=name)
+            return flavor_dict(flavor)
+
+    def create_flavor(
+        self,
+        name: str,
+        vcpus: int,
+        memory_mb: int,
+        root_gb: int,
+        extra_specs: dict[str, str] | None = None,
+    ) -> dict[str, Any]:
+        with self.session() as session:
+            existing = session.get(Flavor, name)
+            if existing is not None:
+                same = (
+                    existing.vcpus,
+                    existing.memory_mb,
+                    existing.root_gb,
+                    dict(existing.extra_specs or {}),
+                ) == (vcpus, memory_mb, root_gb, extra_specs or {})
+                if same:
+                    return flavor_dict(existing)  # a repeated create changes nothing
+                raise exception.DuplicateName(what="Flavor", name=name)
+            flavor = Flavor(
+                name=name,
+                vcpus=vcpus,
+                memory_mb=memory_mb,
+                root_gb=root_gb,
+                extra_specs=extra_specs or {},
+            )
+            session.add(flavor)
+            return flavor_dict(flavor)
+
+    def delete_flavor(self, name: str) -> None:
+        with self.session() as session:
+            flavor = session.get(Flavor, name)
+            if flavor is None:
+                raise exception.FlavorNotFound(flavor=name)
+            session.delete(flavor)
+
+    # --- images ------------------------------------------------------------
+
+    def _find_image(self, session: Session, ref: str) -> Image:
+        image = session.get(Image, ref) or session.scalar(select(Image).where(Image.name == ref))
+        if image is None:
+            raise exception.ImageNotFound(image=ref)
+        return image
+
+    def get_image(self, ref: str) -> dict[str, Any]:
+        with self.session() as session:
+            return image_dict(self._find_image(session, ref))
+
+    def get_flavor_and_image(
+        self, flavor: str, image: str
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """A create's flavor and image, read in one transaction.
+
+        :raises FlavorNotFound: / :raises ImageNotFound:
+        """
+        with self.connection() as connection:
+            flavor_row = connection.execute(FLAVOR_BY_NAME, {"flavor": flavor}).first()
+            if flavor_row is None:
+                raise exception.FlavorNotFound(flavor=flavor)
+            image_row = connection.execute(IMAGE_BY_REF, {"image": image}).first()
+            if image_row is None:
+                raise exception.ImageNotFound(image=image)
+            return flavor_dict(flavor_row), image_dict(image_row)
+
+    def find_image_by_name(self, name: str) -> dict[str, Any] | None:
+        with self.session() as session:
+            image = session.scalar(select(Image).where(Image.name == name))
+            return image_dict(image) if image else None
+
+    def list_images(self) -> list[dict[str, Any]]:
+        with self.session() as session:
+            return [image_dict(i) for i in session.scalars(select(Image).order_by(Image.name))]
+
+    def create_image(self, **fields: Any) -> dict[str, Any]:
+        with self.session() as session:
+            if session.scalar(select(Image).where(Image.name == fields["name"])) is not None:
+                raise exception.DuplicateName(what="Image", name=fields["name"])
+            image = Image(**fields)
+            session.add(image)
+            session.flush()
+            return image_dict(image)
+
+    def delete_image(self, ref: str) -> dict[str, Any]:
+        """Remove an image record; refused while a live server uses it."""
+        with self.session() as session:
+            image = self._find_image(session, ref)
+            users = session.scalars(
+                select(Instance.name).where(
+                    Instance.image_uuid == image.uuid, Instance.deleted.is_(False)
+                )
+            ).all()
+            if users:
+                raise exception.InUse(
+                    what="Image",
+                    name=image.name,
+                    reason="used by server(s) %s" % ", ".join(users[:5]),
+                )
+            gone = image_dict(image)
+            session.delete(image)
+            return gone
