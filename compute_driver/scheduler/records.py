@@ -15,7 +15,8 @@ from compute_driver.scheduler.models import Flavor, Host, Image, Instance, utcno
 
 
 def iso(value: datetime.datetime | None) -> str | None:
-    return value.strftime("%Y-%m-%dT%H:%M:%SZ") if value else None
+    """A naive UTC time as ``YYYY-MM-DDTHH:MM:SSZ``."""
+    return value.isoformat(timespec="seconds") + "Z" if value else None
 
 
 def host_dict(host: Host, down_after: int) -> dict[str, Any]:
@@ -68,56 +69,52 @@ def image_dict(image: Image | sa.Row) -> dict[str, Any]:
     }
 
 
+#: The public keys of a server's record and the columns they come from, in
+#: the order listings select them.
+_LISTED = (
+    ("uuid", Instance.uuid),
+    ("name", Instance.name),
+    ("project", Instance.project),
+    ("flavor", Instance.flavor_name),
+    ("vcpus", Instance.vcpus),
+    ("memory_mb", Instance.memory_mb),
+    ("root_gb", Instance.root_gb),
+    ("extra_specs", Instance.extra_specs),
+    ("image", Instance.image_uuid),
+    ("host", Instance.host),
+    ("vm_state", Instance.vm_state),
+    ("task_state", Instance.task_state),
+    ("power_state", Instance.power_state),
+    ("fault", Instance.fault),
+    ("root_backend", Instance.root_backend),
+    ("root_clone", Instance.root_clone),
+    ("attempts", Instance.attempts),
+    ("availability_zone", Instance.availability_zone),
+    ("group", Instance.group_uuid),
+    ("created_at", Instance.created_at),
+    ("updated_at", Instance.updated_at),
+)
+#: What instance_dict reads of an instance, for listings.
+LISTED_COLUMNS = tuple(column for _, column in _LISTED)
+_PUBLIC_KEYS = tuple(key for key, _ in _LISTED)
+_ATTRIBUTES = tuple((key, column.key) for key, column in _LISTED)
+
+
 def instance_dict(instance: Any) -> dict[str, Any]:
     """The public shape of a server (user data is never echoed back), from
-    an Instance, a row of :data:`LISTED_COLUMNS` or any object with their
-    attributes."""
-    return {
-        "uuid": instance.uuid,
-        "name": instance.name,
-        "project": instance.project,
-        "flavor": instance.flavor_name,
-        "vcpus": instance.vcpus,
-        "memory_mb": instance.memory_mb,
-        "root_gb": instance.root_gb,
-        "extra_specs": dict(instance.extra_specs or {}),
-        "image": instance.image_uuid,
-        "host": instance.host,
-        "vm_state": instance.vm_state,
-        "task_state": instance.task_state,
-        "power_state": instance.power_state,
-        "fault": instance.fault,
-        "root_backend": instance.root_backend,
-        "root_clone": instance.root_clone or "linked",
-        "attempts": list(instance.attempts or []),
-        "availability_zone": instance.availability_zone,
-        "group": instance.group_uuid,
-        "created_at": iso(instance.created_at),
-        "updated_at": iso(instance.updated_at),
-    }
-
-
-#: What instance_dict reads of an instance, for listings.
-LISTED_COLUMNS = (
-    Instance.uuid,
-    Instance.name,
-    Instance.project,
-    Instance.flavor_name,
-    Instance.vcpus,
-    Instance.memory_mb,
-    Instance.root_gb,
-    Instance.extra_specs,
-    Instance.image_uuid,
-    Instance.host,
-    Instance.vm_state,
-    Instance.task_state,
-    Instance.power_state,
-    Instance.fault,
-    Instance.root_backend,
-    Instance.root_clone,
-    Instance.attempts,
-    Instance.availability_zone,
-    Instance.group_uuid,
-    Instance.created_at,
-    Instance.updated_at,
-)
+    a row that starts with :data:`LISTED_COLUMNS`, an Instance or any object
+    with their attributes."""
+    if isinstance(instance, sa.Row):
+        # NOTE: by position, not by attribute: listings build thousands, and
+        # zip leaves out the columns a query selects after these.
+        record = dict(zip(_PUBLIC_KEYS, instance, strict=False))
+    else:
+        record = {key: getattr(instance, attribute) for key, attribute in _ATTRIBUTES}
+    # NOTE: copies of the JSON values, never the ORM's own; a column left at
+    # NULL reads as its default.
+    record["extra_specs"] = dict(record["extra_specs"] or {})
+    record["root_clone"] = record["root_clone"] or "linked"
+    record["attempts"] = list(record["attempts"] or [])
+    record["created_at"] = iso(record["created_at"])
+    record["updated_at"] = iso(record["updated_at"])
+    return record

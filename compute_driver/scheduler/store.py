@@ -238,20 +238,19 @@ class Store(Catalog):
     def list_instances(
         self, project: str | None = None, host: str | None = None
     ) -> list[dict[str, Any]]:
-        # NOTE: the columns of instance_dict only, as rows, not ORM objects:
-        # a listing of thousands of servers loads no user data and builds
-        # no identity map (a third of its cost).
-        with self.session() as session:
-            query = (
-                select(*LISTED_COLUMNS)
-                .where(Instance.deleted.is_(False))
-                .order_by(Instance.created_at)
-            )
-            if project:
-                query = query.where(Instance.project == project)
-            if host:
-                query = query.where(Instance.host == host)
-            return [instance_dict(row) for row in session.execute(query)]
+        # NOTE: the columns of instance_dict only, as rows on a bare
+        # connection, not ORM objects: a listing of thousands of servers
+        # loads no user data, builds no identity map and skips the ORM's
+        # result processing (together two thirds of its cost).
+        query = (
+            select(*LISTED_COLUMNS).where(Instance.deleted.is_(False)).order_by(Instance.created_at)
+        )
+        if project:
+            query = query.where(Instance.project == project)
+        if host:
+            query = query.where(Instance.host == host)
+        with self.connection() as connection:
+            return [instance_dict(row) for row in connection.execute(query)]
 
     def update_instance(self, uuid: str, expected_host: str | None = None, **values: Any) -> bool:
         """Set fields of a live server; False when it is deleted or elsewhere."""

@@ -375,6 +375,38 @@ def test_list_instances_filters(store):
     assert len(store.list_instances()) == 2
 
 
+def test_a_listed_server_reads_as_it_does_alone(store):
+    # Listings build records from rows by position, a single read from the
+    # ORM object by attribute: both must give the same record.
+    _report(store)
+    record, _ = store.create_instance(
+        uuid=str(uuidlib.uuid4()),
+        name="odd",
+        project="p9",
+        flavor_name="m1.odd",
+        vcpus=3,
+        memory_mb=96,
+        root_gb=2,
+        extra_specs={"hw:cpu_cores": "3"},
+        image_uuid="img-9",
+        root_backend="nfs",
+        root_clone="full",
+        availability_zone="az9",
+        group_uuid="g-9",
+    )
+    assert _claim(store, record["uuid"])
+    assert store.requeue_failed_build(record["uuid"], HOST, "disk full", max_attempts=3)
+    assert _claim(store, record["uuid"])
+    store.report_state(record["uuid"], HOST, "active", "slow", "running")
+    [listed] = store.list_instances(project="p9")
+    alone = store.get_instance(record["uuid"])
+    assert listed == alone
+    assert alone["attempts"] == [{"host": HOST, "fault": "disk full"}]
+    assert (alone["flavor"], alone["image"], alone["group"]) == ("m1.odd", "img-9", "g-9")
+    assert (alone["root_backend"], alone["root_clone"], alone["fault"]) == ("nfs", "full", "slow")
+    assert (alone["vm_state"], alone["power_state"], alone["host"]) == ("active", "running", HOST)
+
+
 def test_power_states_only_for_servers_on_that_host(store):
     _report(store)
     here, elsewhere = _instance(store), _instance(store)
