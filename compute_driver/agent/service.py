@@ -67,7 +67,6 @@ class AgentService:
             conf,
             target,
             [self.manager, self.manager.volumes, self.manager.ports],
-            conf.agent.rpc_workers,
         )
         self.reporter = service.Periodic("report", conf.agent.report_interval, self.manager.report)
         # NOTE: as often as reports: a switch daemon that restarted loses
@@ -106,7 +105,7 @@ class AgentService:
 
     def start(self) -> None:
         self.driver.start_events()
-        self.server.start()
+        self.server.start(override_pool_size=self.conf.agent.rpc_workers)
         self.reporter.start()
         self.network_checker.start()
         if self.cache_cleaner is not None:

@@ -80,20 +80,18 @@ def cleanup() -> None:
 
 
 def get_server(
-    conf: cfg.ConfigOpts,
-    target: messaging.Target,
-    endpoints: list,
-    workers: int,
+    conf: cfg.ConfigOpts, target: messaging.Target, endpoints: list
 ) -> messaging.MessageHandlingServer:
-    """An RPC server on ``target`` served by a pool of ``workers`` threads."""
-    server = messaging.get_rpc_server(
+    """An RPC server on ``target`` served by a pool of threads.
+
+    NOTE: start it with ``start(override_pool_size=<workers>)``: the pool
+    size option oslo.messaging reads otherwise is one for the whole process,
+    and the scheduler and the agent of an embedded cloud each have theirs.
+    """
+    return messaging.get_rpc_server(
         get_transport(conf),
         target,
         endpoints,
         executor="threading",
         access_policy=messaging.rpc.dispatcher.ExplicitRPCAccessPolicy,
     )
-    # NOTE: oslo.messaging reads the pool size from this option of the global
-    # config; set it on the conf we were given so each service chooses.
-    conf.set_override("executor_thread_pool_size", workers)
-    return server

@@ -55,14 +55,13 @@ class SchedulerService:
                 self.manager.networks,
                 self.manager.aggregates,
             ],
-            conf.scheduler.rpc_workers,
         )
         self.periodic = service.Periodic(
             "check-hosts", conf.scheduler.periodic_interval, self.manager.check_hosts
         )
 
     def start(self) -> None:
-        self.server.start()
+        self.server.start(override_pool_size=self.conf.scheduler.rpc_workers)
         self.periodic.start()
         recovery.start(self)  # settles servers a stopped scheduler left in flight
         LOG.info("compute-scheduler listening on topic %s", scheduler_api.TOPIC)
