@@ -85,6 +85,10 @@ network_plugins = noop
 # NOTE: one report at start only: a periodic report would change the host
 # row while the tests compare the store before and after each request.
 report_interval = 3600
+rpc_workers = 12
+
+[scheduler]
+rpc_workers = 6
 """
 
 
@@ -767,6 +771,12 @@ def test_refusal_message_stays_short(cloud, payload):
 
 
 # --- and afterwards -------------------------------------------------------------------
+
+
+def test_each_embedded_service_has_its_own_pool_size(cloud):
+    # oslo.messaging's own pool-size option is one for the whole process.
+    assert cloud.scheduler.server._work_executor._max_workers == 6
+    assert cloud.agent.server._work_executor._max_workers == 12
 
 
 def test_services_survive_and_still_serve(cloud):
