@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import sqlalchemy as sa
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -75,15 +76,20 @@ class Catalog(Database):
 
     # --- images ------------------------------------------------------------
 
-    def _find_image(self, session: Session, ref: str) -> Image:
-        image = session.get(Image, ref) or session.scalar(select(Image).where(Image.name == ref))
-        if image is None:
+    @staticmethod
+    def _image_row(connection: sa.Connection | Session, ref: str) -> sa.Row:
+        """The row of the image ``ref`` names (its uuid or its name).
+
+        :raises ImageNotFound:
+        """
+        row = connection.execute(IMAGE_BY_REF, {"image": ref}).first()
+        if row is None:
             raise exception.ImageNotFound(image=ref)
-        return image
+        return row
 
     def get_image(self, ref: str) -> dict[str, Any]:
-        with self.session() as session:
-            return image_dict(self._find_image(session, ref))
+        with self.connection() as connection:
+            return image_dict(self._image_row(connection, ref))
 
     def get_flavor_and_image(
         self, flavor: str, image: str
@@ -96,10 +102,7 @@ class Catalog(Database):
             flavor_row = connection.execute(FLAVOR_BY_NAME, {"flavor": flavor}).first()
             if flavor_row is None:
                 raise exception.FlavorNotFound(flavor=flavor)
-            image_row = connection.execute(IMAGE_BY_REF, {"image": image}).first()
-            if image_row is None:
-                raise exception.ImageNotFound(image=image)
-            return flavor_dict(flavor_row), image_dict(image_row)
+            return flavor_dict(flavor_row), image_dict(self._image_row(connection, image))
 
     def find_image_by_name(self, name: str) -> dict[str, Any] | None:
         with self.session() as session:
@@ -122,7 +125,7 @@ class Catalog(Database):
     def delete_image(self, ref: str) -> dict[str, Any]:
         """Remove an image record; refused while a live server uses it."""
         with self.session() as session:
-            image = self._find_image(session, ref)
+            image = session.get_one(Image, self._image_row(session, ref).uuid)
             users = session.scalars(
                 select(Instance.name).where(
                     Instance.image_uuid == image.uuid, Instance.deleted.is_(False)

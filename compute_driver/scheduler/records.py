@@ -102,12 +102,14 @@ _ATTRIBUTES = tuple((key, column.key) for key, column in _LISTED)
 
 def instance_dict(instance: Any) -> dict[str, Any]:
     """The public shape of a server (user data is never echoed back), from
-    a row that starts with :data:`LISTED_COLUMNS`, an Instance or any object
-    with their attributes."""
+    a row that starts with :data:`LISTED_COLUMNS`, a dict of column values
+    by attribute name (a missing one is NULL), or an Instance."""
     if isinstance(instance, sa.Row):
         # NOTE: by position, not by attribute: listings build thousands, and
         # zip leaves out the columns a query selects after these.
         record = dict(zip(_PUBLIC_KEYS, instance, strict=False))
+    elif isinstance(instance, dict):
+        record = {key: instance.get(attribute) for key, attribute in _ATTRIBUTES}
     else:
         record = {key: getattr(instance, attribute) for key, attribute in _ATTRIBUTES}
     # NOTE: copies of the JSON values, never the ORM's own; a column left at

@@ -14,7 +14,6 @@ statements (``statements.py``).
 from __future__ import annotations
 
 import logging
-import types
 from typing import Any
 
 import sqlalchemy as sa
@@ -211,8 +210,7 @@ class Store(Catalog):
             connection.execute(INSERT_INSTANCE, values)
         # NOTE: a column not given has its default, which instance_dict reads
         # None as (no extra specs, no attempts, a linked clone...).
-        listed = dict.fromkeys(column.key for column in LISTED_COLUMNS)
-        return instance_dict(types.SimpleNamespace(**{**listed, **values})), True
+        return instance_dict(values), True
 
     def _find_instance(self, session: Session, ref: str, include_deleted: bool = False) -> Instance:
         instance = find_by_ref(

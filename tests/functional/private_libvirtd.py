@@ -30,6 +30,39 @@ import time
 
 import libvirt
 
+
+def in_private_mounts(
+    script: str, args: list[str], log_path: str, prefix: list[str] | None = None
+) -> subprocess.Popen:
+    """Run the bash ``script`` (with ``args`` as $1...) in a mount namespace of its own.
+
+    Its mounts are private: nothing it mounts shows outside. Output goes to
+    ``log_path``; ``prefix`` is a command that execs what follows it (such as
+    ``ip netns exec NS``). NOTE: unshare without --fork, bash's exec and such
+    a prefix all exec in place: the PID returned is that of what the script
+    execs last.
+    """
+    with open(log_path, "ab") as log:
+        return subprocess.Popen(
+            [
+                *(prefix or []),
+                "unshare",
+                "--mount",
+                "--propagation",
+                "private",
+                "--",
+                "bash",
+                "-ec",
+                script,
+                "bash",
+                *args,
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
 _DIRS = {
     "etc": "/etc/libvirt",
     "run": "/run/libvirt",
@@ -93,31 +126,18 @@ class PrivateLibvirtd:
             for name, target in _DIRS.items()
         )
         script += 'exec libvirtd -f "$1" -p "$2"\n'
-        log = open(os.path.join(self.root, "stdout.log"), "ab")  # noqa: SIM115 - the child keeps it
-        # NOTE: ip netns exec, unshare without --fork and bash's exec all exec
-        # in place: the PID we hold is libvirtd's. ip netns exec also mounts a
-        # /sys of that namespace, where libvirt looks up bridges and taps.
+        # NOTE: ip netns exec execs in place too, and mounts a /sys of that
+        # namespace, where libvirt looks up bridges and taps.
         prefix = ["ip", "netns", "exec", self.netns] if self.netns else []
-        self.proc = subprocess.Popen(
+        self.proc = in_private_mounts(
+            script,
             [
-                *prefix,
-                "unshare",
-                "--mount",
-                "--propagation",
-                "private",
-                "--",
-                "bash",
-                "-ec",
-                script,
-                "bash",
                 os.path.join(self.root, "etc", "libvirtd.conf"),
                 os.path.join(self.root, "libvirtd.pid"),
             ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+            os.path.join(self.root, "stdout.log"),
+            prefix,
         )
-        log.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

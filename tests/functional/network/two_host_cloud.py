@@ -200,29 +200,11 @@ class TwoHostCloud:
         name anyway (``[linux_bridge] netns``).
         """
         script = 'nsenter --net="/run/netns/$1" mount -t sysfs sysfs /sys\nshift\nexec "$@"\n'
-        log = open(agent.log_path("compute-agent"), "ab")  # noqa: SIM115 - the child keeps it
-        # NOTE: unshare without --fork and bash's exec: the PID we hold is the agent's.
-        agent.procs["compute-agent"] = subprocess.Popen(
-            [
-                "unshare",
-                "--mount",
-                "--propagation",
-                "private",
-                "--",
-                "bash",
-                "-ec",
-                script,
-                "bash",
-                netns,
-                os.path.join(BIN, "compute-agent"),
-                "--config-file",
-                agent.config_file,
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+        agent.procs["compute-agent"] = private_libvirtd.in_private_mounts(
+            script,
+            [netns, os.path.join(BIN, "compute-agent"), "--config-file", agent.config_file],
+            agent.log_path("compute-agent"),
         )
-        log.close()
 
     def _config(self, template: str, host: str, state: str, **extra: str) -> str:
         return template.format(
