@@ -211,7 +211,11 @@ class NetworkManager:
                 reason="interfaces attach to active, stopped or paused servers on a host",
             )
         record = self._of_project(network, instance["project"], instance["name"])
-        port = self.networks.allocate_next_port(instance["uuid"], record["uuid"], instance["host"])
+        # NOTE: one limit for create and attach, the one every payload that
+        # lists a server's ports (delete too) accepts.
+        port = self.networks.allocate_next_port(
+            instance["uuid"], record["uuid"], instance["host"], limit=schemas.MAX_PORTS
+        )
         try:
             self.compute.attach_interface(
                 instance["host"], instance["uuid"], agent_port(port, record)

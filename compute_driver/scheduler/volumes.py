@@ -246,6 +246,12 @@ class VolumeManager:
     @scheduler_method
     def attach_volume(self, ctxt: dict, server: str, volume: str) -> dict[str, Any]:
         instance, record = self._attachable(server, volume)
+        # NOTE: one limit, the one a hard reboot's payload accepts.
+        count = sum(not v["boot"] for v in self.volumes.attached(instance["uuid"]))
+        if count >= schemas.MAX_VOLUMES:
+            raise exception.VolumeLimitReached(
+                instance=instance["name"], count=count, limit=schemas.MAX_VOLUMES
+            )
         record = self.volumes.begin(
             record["uuid"],
             frozenset({"available"}),
