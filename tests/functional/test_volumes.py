@@ -324,3 +324,32 @@ def test_a_volume_on_a_scsi_guest_stays_itself_and_the_root_is_never_touched(
             cloud.ctl("volume", "delete", volume["uuid"])
         cloud.ctl("flavor", "delete", "ft.iops")
         cloud.ctl("image", "delete", image["uuid"])
+
+
+def test_a_detach_sent_while_the_guest_boots_is_sent_again_until_it_goes(
+    cloud: Cloud, guest_image: dict, libvirt_conn
+) -> None:
+    """Issue 12, item 12: a guest still booting drops the unplug request (its
+    kernel clears the pending ACPI event); the agent asks again within the timeout."""
+    server = cloud.create_server("ft-vol-boot", guest_image["uuid"])
+    uuid = server["uuid"]
+    volume = None
+    try:
+        wait_for_console(cloud, uuid, "CD-GUEST ready")
+        volume = cloud.ok(
+            "volume", "create", "ft-boot-data", "--size", "1", "--backend", "dir", "--project", "ft"
+        )
+        cloud.ok("volume", "attach", uuid, volume["uuid"])
+        cloud.ok("server", "stop", uuid, "--wait", "--wait-timeout", "180")
+        cloud.ok("server", "start", uuid, "--wait", "--wait-timeout", "180")
+        # At once: the guest is still in its firmware or early kernel.
+        detached = cloud.ok("volume", "detach", uuid, volume["uuid"])
+        assert (detached["status"], detached["attached_to"]) == ("available", None)
+        dom = libvirt_conn.lookupByUUIDString(uuid)
+        for flags in (0, libvirt.VIR_DOMAIN_XML_INACTIVE):
+            assert _volume_disk(dom, volume["uuid"], flags) is None
+        wait_for_console(cloud, uuid, "CD-GUEST ready")
+    finally:
+        cloud.ctl("server", "delete", uuid, "--wait")
+        if volume is not None:
+            cloud.ctl("volume", "delete", volume["uuid"])
