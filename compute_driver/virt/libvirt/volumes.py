@@ -28,6 +28,7 @@ LOG = logging.getLogger(__name__)
 
 _LIVE = hotplug.LIVE
 _CONFIG = hotplug.CONFIG
+_INACTIVE = libvirt.VIR_DOMAIN_XML_INACTIVE
 ALIAS_PREFIX = guest_xml.VOLUME_ALIAS_PREFIX
 volume_alias = guest_xml.volume_alias
 next_target_dev = guest_xml.next_target_dev
@@ -60,6 +61,20 @@ def _find_disk(
         if by_serial is None and disk.findtext("./serial") == serial:
             by_serial = disk
     return by_serial
+
+
+def _unnamed_disks(virt_dom: libvirt.virDomain) -> list[etree._Element]:
+    """The guest disks (not cdroms) without a volume alias, live or defined."""
+    unnamed = []
+    for flags in (0, _INACTIVE):
+        for disk in _disk_elements(virt_dom, flags):
+            alias = disk.find("./alias")
+            name = alias.get("name", "") if alias is not None else ""
+            if disk.get("device", "disk") == "disk" and not name.startswith(
+                guest_xml.VOLUME_ALIAS_PREFIX
+            ):
+                unnamed.append(disk)
+    return unnamed
 
 
 def _disk_settings(virt_dom: libvirt.virDomain, meta: lvxml.InstanceMetadata) -> DiskSettings:
@@ -174,8 +189,21 @@ class VolumeAttacher(hotplug.DeviceEditor):
         if ref is None:
             LOG.info("Volume %s is not attached to %s", volume_id, uuid)
             return
-        if virt_dom.isActive():
-            live = _find_disk(virt_dom, volume_id)
+        active = virt_dom.isActive()
+        live = _find_disk(virt_dom, volume_id) if active else None
+        if live is None and _find_disk(virt_dom, volume_id, _INACTIVE) is None:
+            if _unnamed_disks(virt_dom):
+                # NOTE: a domain defined before disks were named: the
+                # volume's disk may be one of those; dropping it from our
+                # metadata would leave it in the guest, marked available.
+                raise exception.VirtError(
+                    operation="detach volume %s" % volume_id,
+                    instance=uuid,
+                    reason="no disk carries its alias or serial, and some carry none "
+                    "(defined by an older release); hard reboot the server to name "
+                    "its disks, then detach",
+                )
+        if active:
             if live is not None:
                 hotplug.unplug_live(
                     virt_dom,
@@ -186,7 +214,7 @@ class VolumeAttacher(hotplug.DeviceEditor):
                     timeout,
                     "volume " + volume_id,
                 )
-        persistent = _find_disk(virt_dom, volume_id, libvirt.VIR_DOMAIN_XML_INACTIVE)
+        persistent = _find_disk(virt_dom, volume_id, _INACTIVE)
         if persistent is not None:
             try:
                 virt_dom.detachDeviceFlags(etree.tostring(persistent).decode(), _CONFIG)

@@ -233,3 +233,27 @@ def test_an_unplug_request_the_booting_guest_dropped_is_sent_again(monkeypatch) 
     live, config = libvirt.VIR_DOMAIN_AFFECT_LIVE, libvirt.VIR_DOMAIN_AFFECT_CONFIG
     assert [flags for _, flags in dom.detached] == [live, live, live, config]
     assert len(dom.live) == len(dom.config) == 1
+
+
+def test_a_volume_whose_disk_cannot_be_told_apart_is_not_dropped() -> None:
+    """A domain an older release redefined: no disk carries a name; detaching
+    must not drop the volume from our metadata while its disk stays in the guest."""
+    dom = FakeDomain(
+        [
+            lvxml.Disk(type="file", device="disk", source_file=path, target_dev=dev).to_string()
+            for path, dev in (("/v/root", "sda"), ("/v/data", "sdb"))
+        ]
+    )
+    attacher = volumes.VolumeAttacher(_confused_metadata, events.DomainEventHandler())
+    with pytest.raises(exception.VirtError, match="hard reboot the server"):
+        attacher.detach(dom, UUID, VOLUME, timeout=1)  # type: ignore[arg-type]
+    assert dom.detached == [] and dom.saved == []
+
+
+def test_a_volume_whose_disk_is_gone_is_dropped_from_a_named_domain() -> None:
+    """The agent died between taking the disk off and recording it: a repeat records it."""
+    dom = FakeDomain([_disk_xml(ROOT, "sda")])
+    attacher = volumes.VolumeAttacher(_confused_metadata, events.DomainEventHandler())
+    attacher.detach(dom, UUID, VOLUME, timeout=1)  # type: ignore[arg-type]
+    assert dom.detached == []
+    assert [v.id for v in lvxml.InstanceMetadata.parse(dom.saved[-1]).volumes] == [ROOT]
