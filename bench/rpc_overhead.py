@@ -188,15 +188,17 @@ def run(args: argparse.Namespace) -> dict[str, list[float]]:
             conf,
             messaging.Target(topic=compute_api.TOPIC, server=host),
             [manager],
-            conf.agent.rpc_workers,
         )
         bare_transport = messaging.get_rpc_transport(conf)
         bare_server = messaging.get_rpc_server(
             bare_transport, bare_target, [BareEndpoint()], executor="threading"
         )
-        for server in (ours_server, bare_server):
-            server.start()
-            started.append(server)
+        # NOTE: as the agent starts its server: the pool size is given at
+        # start, since oslo.messaging's own option is one per process.
+        ours_server.start(override_pool_size=conf.agent.rpc_workers)
+        started.append(ours_server)
+        bare_server.start()
+        started.append(bare_server)
 
         ours_client = compute_api.ComputeAPI(conf, timeout=CALL_TIMEOUT)
         bare_client = messaging.get_rpc_client(bare_transport, bare_target, timeout=CALL_TIMEOUT)
