@@ -1,8 +1,10 @@
 """``computectl [--config-file F] [-f table|json] COMMAND``.
 
 Exit status: 0 done; 1 failed; 2 invalid input (including usage errors);
-3 not found; 4 conflict with the current state. Errors print one line on
-stderr naming the thing and the reason.
+3 not found; 4 conflict with the current state; 141 the reader of our output
+went away (as a command killed by SIGPIPE). Errors print one line on stderr
+naming the thing and the reason. What guests and tenants wrote is printed
+with control characters escaped (see ``cli/output.py``).
 """
 
 from __future__ import annotations
@@ -352,7 +354,9 @@ def _console_log(args: argparse.Namespace, client: Any) -> tuple[Any, list[str] 
     text = client.console_log(args.server, args.lines)
     if args.output:
         try:
-            with open(args.output, "w", encoding="utf-8", errors="surrogateescape") as f:
+            # NOTE: 0600: a console log may hold what the guest would not show others.
+            fd = os.open(args.output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with open(fd, "w", encoding="utf-8", errors="surrogateescape") as f:
                 f.write(text)
         except OSError as exc:
             raise exception.Invalid(
