@@ -130,17 +130,22 @@ def test_error_reply_carries_no_traceback(cloud: Cloud, rpc_conf):
 def test_disable_reason_with_control_characters_is_refused(cloud: Cloud):
     """Issue 12 item 7: a reason with ESC and newlines faked rows in ``host show``."""
     before = cloud.ok("host", "show", cloud.host)
-    result = cloud.ctl(
-        "host", "disable", cloud.host, "--reason", "ok\x1b[1A\n| enabled        | yes |"
-    )
-    assert result.rc == 2, result
-    assert result.stderr.startswith("computectl: invalid_payload: ")
-    assert len(result.stderr.splitlines()) == 1
-    after = cloud.ok("host", "show", cloud.host)
-    assert (after["enabled"], after["disabled_reason"]) == (
-        before["enabled"],
-        before["disabled_reason"],
-    )
+    try:
+        result = cloud.ctl(
+            "host", "disable", cloud.host, "--reason", "ok\x1b[1A\n| enabled        | yes |"
+        )
+        assert result.rc == 2, result
+        assert result.stderr.startswith("computectl: invalid_payload: ")
+        assert len(result.stderr.splitlines()) == 1
+        after = cloud.ok("host", "show", cloud.host)
+        assert (after["enabled"], after["disabled_reason"]) == (
+            before["enabled"],
+            before["disabled_reason"],
+        )
+    finally:
+        if before["enabled"]:
+            # NOTE: had the reason been taken, later tests would find no host.
+            cloud.ctl("host", "enable", cloud.host)
 
 
 #: User data that writes a window title, clear-screen and a fake prompt to the console.
