@@ -498,6 +498,16 @@ def test_every_free_text_field_refuses_control_characters(case):
         _refused(api, method, _replace(FULL[api][method], path, bad), _where(path))
 
 
+def test_a_fault_may_span_lines():
+    """An agent's fault is a hypervisor's message, often several lines: refusing it
+    would lose the report that a build failed (it is escaped when shown)."""
+    tables = [getattr(schemas, n, {}) for n in ("SCHEDULER_METHODS", "REPORT_METHODS")]
+    schema = next(t["instance_update"] for t in tables if "instance_update" in t)
+    fault = "internal error: qemu unexpectedly closed the monitor:\n2026-12-07 char device"
+    payload = {"host": "compute-1", "uuid": UUID, "vm_state": "error", "fault": fault}
+    schemas.validate("test", "instance_update_fault", schema, payload)
+
+
 def test_free_text_makes_a_service_message_fit():
     text = schemas.free_text("internal error: qemu died\r\n\x1b[1mcore\x9b dumped\n" * 100)
     assert text.startswith("internal error: qemu died [1mcore  dumped internal error")
