@@ -124,15 +124,16 @@ def rpc_method(api: str, methods: dict[str, dict[str, Any]]) -> Callable:
                 schemas.validate(api, func.__name__, schema, kwargs)
                 return func(self, ctxt, **kwargs)
             except exception.ComputeDriverError as exc:
-                error = exc
+                error, ours = exc, True
             except Exception:
                 # NOTE: the caller gets a typed error that names the request;
                 # the traceback stays in this service's log.
                 LOG.exception("%s failed (request %s)", method, request_id(ctxt))
                 error = exception.InternalError(method=method, request_id=request_id(ctxt))
+                ours = False
             # NOTE: logged and raised outside the except clauses: oslo.log
             # appends the active exception to warnings (its error summary).
-            if not isinstance(error, exception.InternalError):
+            if ours:
                 _log_refusal(method, ctxt, error)
             raise refusal(error)
 
