@@ -470,7 +470,7 @@ class FileStore:
                 dest,
                 copy=True,
             )
-            os.chmod(dest, 0o644)
+            os.chmod(dest, 0o600)
         except BaseException:
             if os.path.exists(dest):
                 os.unlink(dest)
