@@ -346,18 +346,16 @@ def _with(required: dict[str, st.SearchStrategy], **optional: st.SearchStrategy)
 
 
 def _instance_payloads() -> st.SearchStrategy[dict[str, Any]]:
-    """Build payloads (valid to the schema) whose image file does not exist."""
-    image = fs.valid(schemas.IMAGE).map(
-        lambda i: dict(i, kernel_path=None, initrd_path=None, cmdline=None)
-    )
+    """Build payloads (valid to the schema) whose image is not in the store
+    (a random UUID: the agent derives the file from it)."""
+    image = fs.valid(schemas.IMAGE).map(lambda i: dict(i, kernel=False, cmdline=None))
     return st.builds(
-        lambda uuid, base, image, path, user_data: dict(
-            base, uuid=uuid, image=dict(image, path=path), user_data=user_data
+        lambda uuid, base, image, user_data: dict(
+            base, uuid=uuid, image=image, user_data=user_data
         ),
         UUIDS,
         fs.valid(schemas.INSTANCE),
         image,
-        ABSENT_FILE,
         st.none() | B64,
     )
 
@@ -732,7 +730,7 @@ def test_build_with_undecodable_user_data_is_answered(cloud):
             "name": "bad-user-data",
             "project": "fuzz",
             "flavor": {"name": FLAVOR, "vcpus": 1, "memory_mb": 128, "root_gb": 1},
-            "image": {k: cloud.image[k] for k in ("uuid", "name", "disk_format", "path")},
+            "image": {k: cloud.image[k] for k in ("uuid", "name", "disk_format")},
             "created_at": "2026-01-01T00:00:00",
             "user_data": "A",
         }
