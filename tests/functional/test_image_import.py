@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import libvirt
 import pytest
 from cloud_env import (
     CONFIG,
@@ -246,3 +247,28 @@ def test_an_agent_takes_no_path_from_a_message(import_cloud: Cloud, tmp_path: Pa
     )
     assert answer == "invalid_payload"
     assert victim.read_bytes() == b"precious"
+
+
+def test_a_build_naming_a_host_file_is_refused(import_cloud: Cloud) -> None:
+    image = {
+        "uuid": str(uuid.uuid4()),
+        "name": "forged",
+        "disk_format": "raw",
+        "path": "/etc/shadow",
+    }
+    instance = {
+        "uuid": str(uuid.uuid4()),
+        "name": "forged",
+        "project": "ft",
+        "flavor": {"name": "m1.tiny", "vcpus": 1, "memory_mb": 128, "root_gb": 1},
+        "image": image,
+        "created_at": "2026-01-01T00:00:00Z",
+    }
+    # NOTE: sent as a call so that the answer shows the agent refused it
+    # (a cast is dispatched the same way, without the answer).
+    assert _forge(import_cloud, "build_instance", {"instance": instance}) == "invalid_payload"
+    conn = libvirt.open(LIBVIRT_URI)
+    try:
+        assert instance["uuid"] not in [d.UUIDString() for d in conn.listAllDomains()]
+    finally:
+        conn.close()
