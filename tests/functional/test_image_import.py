@@ -204,6 +204,9 @@ def test_an_image_from_the_import_directory_boots(import_cloud: Cloud) -> None:
             assert "CD-TEST ran" in console
             drive = os.path.join(import_cloud.state, "instances", server["uuid"], "config.iso")
             assert oct(os.stat(drive).st_mode & 0o777) == "0o600"
+            # The root disk too (libvirt labels it for QEMU).
+            root = os.path.join(import_cloud.state, "volumes", server["uuid"] + "_root.qcow2")
+            assert oct(os.stat(root).st_mode & 0o777) == "0o600"
         finally:
             import_cloud.ok("server", "delete", server["uuid"], "--wait")
     finally:
