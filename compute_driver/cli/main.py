@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from compute_driver import exception
+from compute_driver import disk_image, exception
 from compute_driver.cli import aggregates, networks, volumes
 
 EXIT_OK = 0
@@ -140,7 +140,7 @@ def build_parser() -> ArgumentParser:
     )
     imp.add_argument(
         "--disk-format",
-        choices=("qcow2", "raw", "vmdk", "vdi", "vhdx", "vpc", "qed"),
+        choices=disk_image.KNOWN_FORMATS,
         help="what the disk is (default: its extension, if it names a format); "
         "content that disagrees is refused",
     )

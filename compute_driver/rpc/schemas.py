@@ -15,7 +15,7 @@ from typing import Any
 
 import jsonschema
 
-from compute_driver import exception
+from compute_driver import disk_image, exception
 
 UUID = {
     "type": "string",
@@ -55,8 +55,6 @@ IMPORT_NAME = {
     "maxLength": 1024,
     "pattern": "^[^\\x00-\\x1f\\x7f]*\\Z",
 }
-#: Formats an imported disk may be (``disk_image.KNOWN_FORMATS``).
-DISK_FORMATS = ("qcow2", "raw", "vmdk", "vdi", "vhdx", "vpc", "qed")
 CMDLINE = {"type": "string", "maxLength": 2048, "pattern": "^[^\\x00\\n]*\\Z"}
 TIMESTAMP = {"type": "string", "maxLength": 40}
 #: User data travels base64-encoded; 64 KiB of data is about 87,400 characters.
@@ -383,7 +381,7 @@ SCHEDULER_METHODS: dict[str, dict[str, Any]] = {
             "file": IMPORT_NAME,
             "kernel": IMPORT_NAME,
             "initrd": IMPORT_NAME,
-            "disk_format": {"enum": list(DISK_FORMATS)},
+            "disk_format": {"enum": list(disk_image.KNOWN_FORMATS)},
             "cmdline": CMDLINE,
             "properties": PROPERTIES,
         },
