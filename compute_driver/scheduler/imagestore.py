@@ -19,6 +19,7 @@ for it), files 0600.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import tempfile
@@ -47,6 +48,23 @@ def agent_image(image: dict[str, Any]) -> dict[str, Any]:
         "cmdline": image.get("cmdline"),
         "properties": image.get("properties") or {},
     }
+
+
+def _publish(work: str, final: str) -> None:
+    """Move a finished work directory into place; never over another's files.
+
+    :raises InvalidImage: files of that image UUID are already in the store
+        (another import of it finished first, or debris of a crash that the
+        operator removes).
+    """
+    try:
+        os.rename(work, final)
+    except OSError as exc:
+        if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+            raise
+        raise exception.InvalidImage(
+            image=os.path.basename(final), reason="its files are already in the image store"
+        ) from None
 
 
 class ImageStore:
@@ -98,7 +116,7 @@ class ImageStore:
             try:
                 fields = self._import_into(work, uuid, name, fds, claimed)
                 os.chmod(work, DIR_MODE)
-                os.rename(work, self.image_dir(uuid))
+                _publish(work, self.image_dir(uuid))
             except BaseException:
                 shutil.rmtree(work, ignore_errors=True)
                 raise
@@ -191,7 +209,7 @@ class ImageStore:
                     os.close(fd)
                 fields[what + "_path"] = os.path.join(final, what)
         os.chmod(work, DIR_MODE)
-        os.rename(work, final)
+        _publish(work, final)
         return fields
 
     @staticmethod

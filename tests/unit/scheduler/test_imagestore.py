@@ -227,3 +227,12 @@ def test_an_image_in_a_subdirectory_is_found(store, import_dir):
     shutil.copy(import_dir / "good.qcow2", import_dir / "team" / "disk.qcow2")
     uuid = str(uuidlib.uuid4())
     assert store.import_files(uuid, "sub", "team/disk.qcow2")["disk_format"] == "qcow2"
+
+
+def test_an_import_never_replaces_stored_files(store, import_dir):
+    uuid = str(uuidlib.uuid4())
+    os.makedirs(os.path.join(store.root, uuid, "debris"))
+    with pytest.raises(exception.InvalidImage, match="already in the image store"):
+        store.import_files(uuid, "again", "good.qcow2")
+    assert _stored(store) == [uuid]
+    assert os.listdir(os.path.join(store.root, uuid)) == ["debris"]
