@@ -160,10 +160,12 @@ def create_all(cloud: SimCloud, url: str, args: argparse.Namespace, tag: str) ->
     # NOTE: a long timeout: all creates are asked for at once, and the
     # last ones wait in the scheduler's queue for the first ones.
     client = Client(timeout=CREATE_TIMEOUT)
-    path = os.path.join(cloud.base, "bench.raw")
+    # NOTE: in the cloud's [image] import_path, named relative to it.
+    os.makedirs(os.path.join(cloud.base, "import"), exist_ok=True)
+    path = os.path.join(cloud.base, "import", "bench.raw")
     with open(path, "wb") as f:
         f.truncate(1024 * 1024)
-    image = client.import_image("bench-" + tag, path)["uuid"]
+    image = client.import_image("bench-" + tag, "bench.raw")["uuid"]
     project = "bench-" + tag
     run = Run()
     uuids = [str(uuidlib.uuid4()) for _ in range(args.servers)]

@@ -146,6 +146,9 @@ default_log_levels = root=WARNING,kombu=ERROR,amqp=ERROR,oslo.messaging=ERROR
 [database]
 connection = sqlite:///{state_path}/scheduler.sqlite
 
+[image]
+import_path = {import_path}
+
 [libvirt]
 uri = {uri}
 virt_type = {virt_type}
@@ -738,11 +741,14 @@ def probe_configdrive(calls: int) -> list[float]:
 # --- the two phases --------------------------------------------------------------------
 
 
-def _conf_text(url: str, state_path: str, host: str, uri: str, args: argparse.Namespace) -> str:
+def _conf_text(
+    url: str, state_path: str, host: str, uri: str, args: argparse.Namespace, import_path: str
+) -> str:
     test = uri == TEST_URI
     return CONFIG.format(
         transport_url=url,
         state_path=state_path,
+        import_path=import_path,
         host=host,
         uri=uri,
         virt_type="auto" if test else "qemu",
@@ -762,7 +768,9 @@ def run_test_driver(args: argparse.Namespace, url: str, tag: str) -> dict[str, A
     our_uuids: set[str] = set()
     raw_names: list[str] = []
     try:
-        conf, conf_path = _load_conf(_conf_text(url, workdir, host, TEST_URI, args), workdir)
+        conf, conf_path = _load_conf(
+            _conf_text(url, workdir, host, TEST_URI, args, workdir), workdir
+        )
         with running_services(conf, args.topology, conf_path) as services:
             client = Client(conf)
             _wait_for_host(client, host)
@@ -770,7 +778,7 @@ def run_test_driver(args: argparse.Namespace, url: str, tag: str) -> dict[str, A
             disk = os.path.join(workdir, "tiny.raw")
             with open(disk, "wb") as f:
                 f.truncate(TEST_IMAGE_BYTES)
-            image = client.import_image("bench-" + tag, disk)
+            image = client.import_image("bench-" + tag, os.path.basename(disk))
             say(
                 "test:///default: host %s up, image %s, flavor %s (vCPUs, MiB, GiB: %s)"
                 % (host, image["uuid"], flavor, TEST_FLAVOR)
@@ -997,10 +1005,11 @@ def _remove_raw(conn: libvirt.virConnect, guest: RawGuest) -> None:
 def _guest_manifest(guest_dir: str) -> dict[str, Any]:
     with open(os.path.join(guest_dir, "guest.json")) as f:
         manifest = json.load(f)
+    # NOTE: names relative to [image] import_path, which is the guest directory.
     return {
-        "file": os.path.join(guest_dir, manifest["disk"]),
-        "kernel": os.path.join(guest_dir, manifest["kernel"]),
-        "initrd": os.path.join(guest_dir, manifest["initrd"]),
+        "file": manifest["disk"],
+        "kernel": manifest["kernel"],
+        "initrd": manifest["initrd"],
         "cmdline": manifest["cmdline"],
     }
 
@@ -1020,7 +1029,9 @@ def run_qemu(args: argparse.Namespace, url: str, tag: str) -> dict[str, Any]:
     our_uuids: set[str] = set()
     raws: list[RawGuest] = []
     try:
-        conf, conf_path = _load_conf(_conf_text(url, state_path, host, QEMU_URI, args), workdir)
+        conf, conf_path = _load_conf(
+            _conf_text(url, state_path, host, QEMU_URI, args, args.guest_dir), workdir
+        )
         with running_services(conf, args.topology, conf_path):
             client = Client(conf)
             _wait_for_host(client, host)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import os
+import stat
 import time
 import uuid as uuidlib
 from collections.abc import Callable
@@ -17,13 +18,55 @@ from typing import Any
 
 from oslo_config import cfg
 
-from compute_driver import exception, image_convert
+from compute_driver import exception
 from compute_driver.rpc.scheduler_api import SchedulerAPI
 
 #: vm_states in which a server stays until someone acts.
 STABLE_STATES = ("active", "stopped", "paused", "suspended", "error")
 
 ProgressCallback = Callable[[dict[str, Any], float], None]
+
+#: Largest user data a server may have (the config drive's bound; the RPC
+#: schema allows its base64 form and no more).
+MAX_USER_DATA_BYTES = 64 * 1024
+
+
+def read_user_data(path: str) -> bytes:
+    """The user data in file ``path``, read no further than the limit.
+
+    A FIFO, device or directory is refused before it is read (``/dev/zero``
+    would never end), and a file larger than :data:`MAX_USER_DATA_BYTES` is
+    refused after reading one byte more than that.
+
+    :raises Invalid: not a readable regular file, or too large.
+    """
+    try:
+        # NOTE: O_NONBLOCK: opening a FIFO for reading would wait for a writer.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise exception.Invalid(
+            reason="cannot read --user-data %s: %s" % (path, exc.strerror)
+        ) from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise exception.Invalid(reason="--user-data %s is not a regular file" % path)
+        data = b""
+        while len(data) <= MAX_USER_DATA_BYTES:
+            chunk = os.read(fd, MAX_USER_DATA_BYTES + 1 - len(data))
+            if not chunk:
+                break
+            data += chunk
+    finally:
+        os.close(fd)
+    _check_user_data_size(data)
+    return data
+
+
+def _check_user_data_size(data: bytes) -> None:
+    if len(data) > MAX_USER_DATA_BYTES:
+        raise exception.Invalid(
+            reason="user data is larger than %d bytes (64 KiB), the limit" % MAX_USER_DATA_BYTES
+        )
 
 
 class Client:
@@ -64,6 +107,8 @@ class Client:
 
         :raises NoValidHost: no host can take it (the reason says why per host).
         """
+        if user_data:
+            _check_user_data_size(user_data)
         encoded = base64.b64encode(user_data).decode("ascii") if user_data else None
         return self._api.call(
             "create_server",
@@ -274,35 +319,31 @@ class Client:
         cmdline: str | None = None,
         uuid: str | None = None,
         properties: dict[str, str] | None = None,
-        progress: Callable[[float], None] | None = None,
+        disk_format: str | None = None,
     ) -> dict[str, Any]:
-        """Register an image; the files must be readable by the scheduler at these paths.
+        """Register an image from the scheduler's import directory.
 
+        ``file``, ``kernel`` and ``initrd`` name files *relative to* the
+        scheduler's ``[image] import_path`` (an operator puts them there);
+        absolute names, ``..`` and symlinks are refused. The scheduler
+        probes the disk and converts vmdk, vdi, vhdx, vpc and qed to qcow2.
+        ``disk_format`` says what the disk is (by default its extension,
+        when that names a format): content that disagrees is refused.
         ``properties`` shape the guests booted from it (``hw_disk_bus`` ...).
-        A vmdk, vdi, vhdx, vpc or qed disk is converted to qcow2 here first
-        (``progress`` hears the percentage done), and the copy removed after.
+
+        :raises InvalidImage: refused, with the reason; nothing is stored.
         """
-
-        def absolute(path: str | None) -> str | None:
-            return os.path.abspath(path) if path else None
-
-        converted = None
-        if image_convert.needs_conversion(file):
-            converted = image_convert.convert_to_qcow2(file, progress)
-        try:
-            return self._api.call(
-                "import_image",
-                uuid=uuid or str(uuidlib.uuid4()),
-                name=name,
-                file=absolute(converted or file),
-                kernel=absolute(kernel),
-                initrd=absolute(initrd),
-                cmdline=cmdline,
-                properties=properties or None,
-            )
-        finally:
-            if converted is not None:
-                image_convert.remove_converted(converted)
+        return self._api.call(
+            "import_image",
+            uuid=uuid or str(uuidlib.uuid4()),
+            name=name,
+            file=file,
+            kernel=kernel,
+            initrd=initrd,
+            cmdline=cmdline,
+            properties=properties or None,
+            disk_format=disk_format,
+        )
 
     def create_image_from_server(
         self, name: str, server: str, uuid: str | None = None

@@ -7,9 +7,12 @@ idempotent by instance UUID.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import logging
+import os
+import stat
 import threading
 import time
 from collections.abc import Callable
@@ -18,7 +21,7 @@ from typing import Any
 import oslo_messaging as messaging
 from oslo_config import cfg
 
-from compute_driver import exception
+from compute_driver import disk_image, exception
 from compute_driver.agent.ports import PortEndpoint
 from compute_driver.agent.volumes import VolumeEndpoint
 from compute_driver.rpc import schemas
@@ -116,7 +119,7 @@ class ComputeManager:
     @compute_method
     def build_instance(self, ctxt: dict, instance: dict[str, Any]) -> None:
         try:
-            spec = InstanceSpec.from_payload(instance)
+            spec = InstanceSpec.from_payload(instance, self.conf.image.store_path)
         except exception.ComputeDriverError as exc:
             # NOTE: a cast: the scheduler waits for this report, never for an answer.
             self.scheduler.instance_update(self.host, instance["uuid"], "error", fault=exc.message)
@@ -294,7 +297,7 @@ class ComputeManager:
         self, ctxt: dict, uuid: str, hard: bool, instance: dict[str, Any] | None = None
     ) -> None:
         if hard and instance is not None:
-            spec = InstanceSpec.from_payload(instance)
+            spec = InstanceSpec.from_payload(instance, self.conf.image.store_path)
             self._act(uuid, "hard reboot", lambda: self._rebuild_and_start(spec))
             return
         timeout = self.conf.libvirt.shutdown_timeout
@@ -371,8 +374,17 @@ class ComputeManager:
         return [dataclasses.asdict(s) for s in self.driver.snapshot_list(uuid)]
 
     @compute_method
-    def export_root_disk(self, ctxt: dict, uuid: str, path: str) -> dict[str, Any]:
-        """Write the root disk of a stopped server, flattened, to ``path``."""
+    def export_root_disk(self, ctxt: dict, uuid: str, image: str) -> dict[str, Any]:
+        """Write the root disk of a stopped server, flattened, as the disk of
+        new image ``image``: into the export directory the scheduler made for
+        it in the image store (``disk_image.export_dir``).
+
+        NOTE: the message names the image by UUID, never a path: the file is
+        created here, exclusively, under this host's own ``[image] store_path``.
+
+        :raises InstanceNotFound: no such server here.
+        :raises InvalidImage: no export of ``image`` is under way, or its disk exists.
+        """
         with self._instance_lock(uuid):
             info = self.driver.get_info(uuid)
             if info.power_state not in ("shutdown", "crashed"):
@@ -385,8 +397,14 @@ class ComputeManager:
                 raise exception.Invalid(
                     reason="the root disk of %s is on a backend that cannot export volumes" % uuid
                 )
-            backend.export_volume(root.id, path)
-        return {"path": path}
+            path = _reserve_export(self.conf.image.store_path, image)
+            try:
+                backend.export_volume(root.id, path)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+                raise
+        return {"image": image}
 
     @compute_method
     def get_diagnostics(self, ctxt: dict, uuid: str) -> dict[str, Any]:
@@ -535,3 +553,27 @@ class ComputeManager:
                     self._delete(uuid)
             except exception.ComputeDriverError as exc:
                 LOG.error("Could not %s unknown server %s: %s", policy, uuid, exc)
+
+
+def _reserve_export(store_root: str, image: str) -> str:
+    """Create, exclusively, the empty disk file of an export of new image
+    ``image`` in its work directory; return its path.
+
+    :raises InvalidImage: the work directory is missing (or not a real
+        directory), or the disk is already there.
+    """
+    work = disk_image.export_dir(store_root, image)
+    try:
+        st = os.lstat(work)
+    except FileNotFoundError:
+        st = None
+    if st is None or not stat.S_ISDIR(st.st_mode):
+        raise exception.InvalidImage(image=image, reason="no export of it is under way")
+    path = os.path.join(work, disk_image.EXPORT_DISK)
+    try:
+        # NOTE: a second request for the same image, or a link planted in the
+        # disk's place, fails here instead of overwriting a file.
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
+    except FileExistsError:
+        raise exception.InvalidImage(image=image, reason="its disk is already written") from None
+    return path

@@ -109,9 +109,11 @@ def _guest_image_args(guest_dir: str) -> dict[str, Any]:
         ) from exc
     return {
         "name": "demo-guest-" + uuidlib.uuid4().hex[:6],
-        "file": os.path.join(guest_dir, manifest["disk"]),
-        "kernel": os.path.join(guest_dir, manifest["kernel"]),
-        "initrd": os.path.join(guest_dir, manifest["initrd"]),
+        # NOTE: names relative to the scheduler's [image] import_path, which
+        # tools/demo.sh sets to the guest directory.
+        "file": manifest["disk"],
+        "kernel": manifest["kernel"],
+        "initrd": manifest["initrd"],
         "cmdline": manifest["cmdline"],
     }
 
@@ -136,6 +138,9 @@ default_log_levels = root=WARNING,kombu=ERROR,oslo.messaging=ERROR
 
 [database]
 connection = sqlite:///{workdir}/scheduler.sqlite
+
+[image]
+import_path = {workdir}/import
 
 [libvirt]
 uri = test:///default
@@ -173,7 +178,8 @@ def run_embedded(args: argparse.Namespace) -> int:
             "embedded: memory transport, SQLite in %s, libvirt test:///default, noop network"
             % workdir
         )
-        disk = os.path.join(workdir, "tiny.raw")
+        os.mkdir(os.path.join(workdir, "import"), 0o700)
+        disk = os.path.join(workdir, "import", "tiny.raw")
         with open(disk, "wb") as f:
             f.truncate(16 * 1024 * 1024)
         scheduler = SchedulerService(conf)
@@ -181,7 +187,7 @@ def run_embedded(args: argparse.Namespace) -> int:
         scheduler.start()
         agent.start()
         try:
-            image_args = {"name": "embedded-image", "file": disk}
+            image_args = {"name": "embedded-image", "file": "tiny.raw"}
             return run_flow(client_mod.Client(conf), image_args, args.boot_timeout, console=False)
         finally:
             agent.stop()

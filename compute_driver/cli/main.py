@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from compute_driver import exception
+from compute_driver import disk_image, exception
 from compute_driver.cli import aggregates, networks, volumes
 
 EXIT_OK = 0
@@ -152,14 +152,23 @@ def build_parser() -> ArgumentParser:
 
     image = groups.add_parser("image", help="images").add_subparsers(dest="action", required=True)
     imp = image.add_parser(
-        "import", help="import an image (files must be readable by the scheduler)"
+        "import",
+        help="import an image from the scheduler's import directory ([image] import_path)",
     )
     imp.add_argument("name")
     imp.add_argument(
-        "file", help="disk image: qcow2 or raw; vmdk, vdi, vhdx, vpc, qed are converted to qcow2"
+        "file",
+        help="disk image, named relative to [image] import_path: qcow2 or raw; "
+        "vmdk, vdi, vhdx, vpc, qed are converted to qcow2",
     )
-    imp.add_argument("--kernel", help="kernel for direct kernel boot")
-    imp.add_argument("--initrd", help="initrd for direct kernel boot")
+    imp.add_argument(
+        "--disk-format",
+        choices=disk_image.KNOWN_FORMATS,
+        help="what the disk is (default: its extension, if it names a format); "
+        "content that disagrees is refused",
+    )
+    imp.add_argument("--kernel", help="kernel for direct kernel boot (relative, like FILE)")
+    imp.add_argument("--initrd", help="initrd for direct kernel boot (relative, like FILE)")
     imp.add_argument("--cmdline", help="kernel command line")
     imp.add_argument(
         "--property",
@@ -408,19 +417,15 @@ def run_command(args: argparse.Namespace, client: Any) -> tuple[Any, list[str] |
         return None, None
     if group == "image":
         if action == "import":
-            progress = Progress()
-            try:
-                return client.import_image(
-                    args.name,
-                    args.file,
-                    args.kernel,
-                    args.initrd,
-                    args.cmdline,
-                    properties=dict(args.property),
-                    progress=lambda done: progress.update("Converting to qcow2: %5.1f%%" % done),
-                ), None
-            finally:
-                progress.done()
+            return client.import_image(
+                args.name,
+                args.file,
+                args.kernel,
+                args.initrd,
+                args.cmdline,
+                properties=dict(args.property),
+                disk_format=args.disk_format,
+            ), None
         if action == "create":
             return client.create_image_from_server(args.name, args.server), None
         if action == "list":
@@ -432,13 +437,9 @@ def run_command(args: argparse.Namespace, client: Any) -> tuple[Any, list[str] |
         if action == "create":
             user_data = None
             if args.user_data:
-                try:
-                    with open(args.user_data, "rb") as f:
-                        user_data = f.read()
-                except OSError as exc:
-                    raise exception.Invalid(
-                        reason="cannot read --user-data %s: %s" % (args.user_data, exc.strerror)
-                    ) from exc
+                from compute_driver.client import read_user_data
+
+                user_data = read_user_data(args.user_data)
             options = {
                 "full_clone": args.full_clone,
                 "root_backend": args.root_backend,

@@ -16,7 +16,7 @@ from typing import Any
 
 import jsonschema
 
-from compute_driver import exception
+from compute_driver import disk_image, exception
 
 UUID = {
     "type": "string",
@@ -48,6 +48,14 @@ PROJECT = {
     "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*\\Z",
 }
 ABS_PATH = {"type": "string", "minLength": 2, "maxLength": 4096, "pattern": "^/[^\\x00]*\\Z"}
+#: A file in the scheduler's import directory, named relative to it (the
+#: scheduler refuses absolute names, '..' and symlinks with invalid_image).
+IMPORT_NAME = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": 1024,
+    "pattern": "^[^\\x00-\\x1f\\x7f]*\\Z",
+}
 CMDLINE = {"type": "string", "maxLength": 2048, "pattern": "^[^\\x00\\n]*\\Z"}
 TIMESTAMP = {"type": "string", "maxLength": 40}
 #: User data travels base64-encoded; 64 KiB of data is about 87,400 characters.
@@ -110,19 +118,20 @@ FLAVOR = obj(
     ("name", "vcpus", "memory_mb", "root_gb"),
 )
 
+#: An image as the scheduler hands it to an agent. NOTE: no paths: the agent
+#: finds the disk (and, with ``kernel``, the kernel and initrd) in its own
+#: ``[image] store_path`` under the UUID, so no message names a file.
 IMAGE = obj(
     {
         "uuid": UUID,
         "name": NAME,
         "disk_format": {"enum": ["qcow2", "raw"]},
-        "path": ABS_PATH,
         "virtual_size": {"type": "integer", "minimum": 0},
-        "kernel_path": {"anyOf": [ABS_PATH, {"type": "null"}]},
-        "initrd_path": {"anyOf": [ABS_PATH, {"type": "null"}]},
+        "kernel": {"type": "boolean"},
         "cmdline": {"anyOf": [CMDLINE, {"type": "null"}]},
         "properties": PROPERTIES,
     },
-    ("uuid", "name", "disk_format", "path"),
+    ("uuid", "name", "disk_format"),
 )
 
 #: A volume as the scheduler hands it to an agent: what the backend said of it.
@@ -380,9 +389,10 @@ SCHEDULER_METHODS: dict[str, dict[str, Any]] = {
         {
             "uuid": UUID,
             "name": NAME,
-            "file": ABS_PATH,
-            "kernel": ABS_PATH,
-            "initrd": ABS_PATH,
+            "file": IMPORT_NAME,
+            "kernel": IMPORT_NAME,
+            "initrd": IMPORT_NAME,
+            "disk_format": {"enum": list(disk_image.KNOWN_FORMATS)},
             "cmdline": CMDLINE,
             "properties": PROPERTIES,
         },
@@ -447,7 +457,7 @@ COMPUTE_METHODS: dict[str, dict[str, Any]] = {
     ),
     "get_instance_info": obj({"uuid": UUID}, ("uuid",)),
     "get_diagnostics": obj({"uuid": UUID}, ("uuid",)),
-    "export_root_disk": obj({"uuid": UUID, "path": ABS_PATH}, ("uuid", "path")),
+    "export_root_disk": obj({"uuid": UUID, "image": UUID}, ("uuid", "image")),
     "stop_instance": obj(
         {"uuid": UUID, "timeout": {"type": "integer", "minimum": 0, "maximum": 3600}}, ("uuid",)
     ),

@@ -35,6 +35,7 @@ class Database:
             path = sa.engine.make_url(url).database
             if path and path != ":memory:":
                 os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+                _private_sqlite_file(path)
         self.engine = sa.create_engine(url, connect_args=connect_args, future=True)
         if url.startswith("sqlite"):
             event.listen(self.engine, "connect", _sqlite_pragmas)
@@ -97,6 +98,19 @@ def find_by_ref(
             reason="%d %s are named %s; use a UUID" % (len(matches), plural, ref)
         )
     return matches[0] if matches else None
+
+
+def _private_sqlite_file(path: str) -> None:
+    """Make the SQLite file readable by its owner only (0600), creating it
+    empty if missing; SQLite gives its journal and WAL files the same mode.
+
+    NOTE: the database holds every tenant's user data and host credentials.
+    """
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -15,16 +15,16 @@ from typing import Any
 import oslo_messaging as messaging
 from oslo_config import cfg
 
-from compute_driver import exception, notifications
+from compute_driver import disk_image, exception, notifications
 from compute_driver.rpc import compute_api, schemas
 from compute_driver.rpc.endpoint import rpc_method
 from compute_driver.scheduler import placement
 from compute_driver.scheduler.aggregates import AggregateManager
 from compute_driver.scheduler.host_view import HostView
-from compute_driver.scheduler.imagestore import ImageStore
+from compute_driver.scheduler.imagestore import ImageStore, agent_image
 from compute_driver.scheduler.networks import NetworkManager
 from compute_driver.scheduler.store import Store
-from compute_driver.scheduler.volumes import IMAGE_FIELDS, VolumeManager, agent_volume
+from compute_driver.scheduler.volumes import VolumeManager, agent_volume
 from compute_driver.virt.base import VM_STATE_OF_POWER, decode_user_data
 from compute_driver.virt.libvirt import guest_config
 
@@ -46,7 +46,15 @@ class SchedulerManager:
         self.conf = conf
         self.store = store
         self.compute = compute
-        self.images = ImageStore(conf.image.store_path, conf.image.max_image_gb * 1024**3)
+        self.images = ImageStore(
+            conf.image.store_path,
+            conf.image.import_path,
+            disk_image.Limits(
+                max_bytes=conf.image.max_image_gb * 1024**3,
+                max_virtual_bytes=conf.image.max_virtual_gb * 1024**3,
+                vmdk_types=tuple(conf.image.vmdk_allowed_types),
+            ),
+        )
         self._known_down: set[str] = set()
         self._lock = threading.Lock()
         self._placement_cache: placement.Placement | None = None
@@ -344,7 +352,7 @@ class SchedulerManager:
                 "root_gb": instance["root_gb"],
                 "extra_specs": instance["extra_specs"],
             },
-            "image": {k: image[k] for k in IMAGE_FIELDS},
+            "image": agent_image(image),
             "created_at": instance["created_at"],
         }
         if user_data:
@@ -530,7 +538,13 @@ class SchedulerManager:
         initrd: str | None = None,
         cmdline: str | None = None,
         properties: dict[str, str] | None = None,
+        disk_format: str | None = None,
     ) -> dict[str, Any]:
+        """Import an image from the import directory (``[image] import_path``).
+
+        ``file``, ``kernel`` and ``initrd`` are names relative to that
+        directory; ``disk_format`` the format the caller says the disk has.
+        """
         guest_config.check_property_names(image_properties=properties)
         if (kernel is None) != (initrd is None):
             raise exception.InvalidImage(image=name, reason="--kernel and --initrd go together")
@@ -544,7 +558,7 @@ class SchedulerManager:
             return existing  # a repeated import changes nothing
         if self.store.find_image_by_name(name) is not None:
             raise exception.DuplicateName(what="Image", name=name)
-        fields = self.images.import_files(uuid, name, file, kernel, initrd)
+        fields = self.images.import_files(uuid, name, file, kernel, initrd, disk_format)
         try:
             return self.store.create_image(
                 uuid=uuid, name=name, cmdline=cmdline, properties=properties or {}, **fields
@@ -567,9 +581,7 @@ class SchedulerManager:
             source = self.store.get_image(record["image"])
             work = self.images.begin_export(uuid)
             try:
-                self.compute.export_root_disk(
-                    record["host"], record["uuid"], os.path.join(work, "disk.qcow2")
-                )
+                self.compute.export_root_disk(record["host"], record["uuid"], uuid)
                 fields = self.images.finish_export(uuid, work, source)
             except BaseException:
                 self.images.abandon(work)
@@ -695,6 +707,20 @@ class SchedulerManager:
 
 
 def ensure_state_dirs(conf: cfg.ConfigOpts) -> None:
-    """Create the scheduler's directories, traversable by QEMU (0755)."""
-    for path in (conf.state_path, conf.image.store_path):
-        os.makedirs(path, mode=0o755, exist_ok=True)
+    """Create the scheduler's directories, missing ones only.
+
+    The state and image store directories are 0711: QEMU (another user)
+    must traverse them to the kernels that libvirt labels for it, but only
+    the services list or read them. The import directory is the
+    operator's, 0700 when made here.
+    """
+    for path, mode in (
+        (conf.state_path, 0o711),
+        (conf.image.store_path, 0o711),
+        (conf.image.import_path, 0o700),
+    ):
+        if not os.path.isdir(path):
+            os.makedirs(path, mode=mode, exist_ok=True)
+            os.chmod(path, mode)
+    # NOTE: the store is ours alone: one left 0755 by an older release is closed too.
+    os.chmod(conf.image.store_path, 0o711)

@@ -19,6 +19,7 @@ from oslo_config import cfg
 from compute_driver import exception
 from compute_driver.rpc import compute_api, schemas
 from compute_driver.rpc.endpoint import rpc_method
+from compute_driver.scheduler.imagestore import agent_image
 from compute_driver.scheduler.store import Store
 from compute_driver.scheduler.volume_store import VolumeStore
 from storage_backends import exception as storage_exception
@@ -28,18 +29,6 @@ LOG = logging.getLogger(__name__)
 GiB = 1024**3
 #: Server states a volume can be attached in or detached from.
 ATTACH_STATES = frozenset({"active", "stopped", "paused"})
-#: The image fields an agent takes (``schemas.IMAGE``).
-IMAGE_FIELDS = (
-    "uuid",
-    "name",
-    "disk_format",
-    "path",
-    "virtual_size",
-    "kernel_path",
-    "initrd_path",
-    "cmdline",
-    "properties",
-)
 
 
 def scheduler_method(func):
@@ -147,7 +136,7 @@ class VolumeManager:
             made = self.compute.create_volume(
                 chosen,
                 {"id": uuid, "backend": backend, "size_gb": size_gb},
-                {k: image_rec[k] for k in IMAGE_FIELDS} if image_rec else None,
+                agent_image(image_rec) if image_rec else None,
             )
         except exception.ComputeDriverError as exc:
             self.volumes.update(uuid, status="error", fault=exc.message[:1024])

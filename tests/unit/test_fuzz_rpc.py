@@ -219,7 +219,9 @@ def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cloud]:
     cd_conf.register_opts(conf)
     _register_messaging_opts(conf)
     config.load(["--config-file", str(conf_file)], "fuzz-rpc", conf=conf, default_config_files=[])
-    disk = tmp_path_factory.mktemp("fuzz-rpc-image") / "tiny.raw"
+    # NOTE: in the scheduler's import directory ([image] import_path), by name.
+    (workdir / "import").mkdir()
+    disk = workdir / "import" / "tiny.raw"
     with open(disk, "wb") as f:
         f.truncate(1024 * 1024)
     cloud = Cloud(conf, workdir)
@@ -233,7 +235,7 @@ def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cloud]:
         cloud.image = cloud.ok(
             "scheduler",
             "import_image",
-            {"uuid": str(uuidlib.uuid4()), "name": IMAGE_NAME, "file": str(disk)},
+            {"uuid": str(uuidlib.uuid4()), "name": IMAGE_NAME, "file": disk.name},
         )
         created = cloud.ok(
             "scheduler",
@@ -331,7 +333,7 @@ NAMES = st.from_regex(schemas.NAME["pattern"], fullmatch=True).filter(
     lambda s: len(s) <= 63 and s not in (FLAVOR, IMAGE_NAME, SERVER_NAME, HOST)
 )
 REFS = UUIDS | NAMES
-ABSENT_FILE = NAMES.map(lambda n: "/nonexistent-fuzz-dir/" + n)
+ABSENT_FILE = NAMES.map(lambda n: "nonexistent-fuzz-dir/" + n)
 B64 = st.binary(max_size=64).map(lambda b: base64.b64encode(b).decode())
 
 
@@ -344,18 +346,16 @@ def _with(required: dict[str, st.SearchStrategy], **optional: st.SearchStrategy)
 
 
 def _instance_payloads() -> st.SearchStrategy[dict[str, Any]]:
-    """Build payloads (valid to the schema) whose image file does not exist."""
-    image = fs.valid(schemas.IMAGE).map(
-        lambda i: dict(i, kernel_path=None, initrd_path=None, cmdline=None)
-    )
+    """Build payloads (valid to the schema) whose image is not in the store
+    (a random UUID: the agent derives the file from it)."""
+    image = fs.valid(schemas.IMAGE).map(lambda i: dict(i, kernel=False, cmdline=None))
     return st.builds(
-        lambda uuid, base, image, path, user_data: dict(
-            base, uuid=uuid, image=dict(image, path=path), user_data=user_data
+        lambda uuid, base, image, user_data: dict(
+            base, uuid=uuid, image=image, user_data=user_data
         ),
         UUIDS,
         fs.valid(schemas.INSTANCE),
         image,
-        ABSENT_FILE,
         st.none() | B64,
     )
 
@@ -512,7 +512,7 @@ UNKNOWN_REFS: list[tuple[str, str, st.SearchStrategy, set[str]]] = [
         _with({"uuid": UUIDS}, lines=st.integers(1, 100000)),
         NOT_FOUND,
     ),
-    ("compute", "export_root_disk", _with({"uuid": UUIDS, "path": ABSENT_FILE}), NOT_FOUND),
+    ("compute", "export_root_disk", _with({"uuid": UUIDS, "image": UUIDS}), NOT_FOUND),
     ("compute", "delete_instance", _with({"uuid": UUIDS}), {"ok"}),
     ("compute", "stop_instance", _with({"uuid": UUIDS}, timeout=st.integers(0, 3600)), {"ok"}),
     ("compute", "start_instance", _with({"uuid": UUIDS}), {"ok"}),
@@ -728,7 +728,7 @@ def test_build_with_undecodable_user_data_is_answered(cloud):
             "name": "bad-user-data",
             "project": "fuzz",
             "flavor": {"name": FLAVOR, "vcpus": 1, "memory_mb": 128, "root_gb": 1},
-            "image": {k: cloud.image[k] for k in ("uuid", "name", "disk_format", "path")},
+            "image": {k: cloud.image[k] for k in ("uuid", "name", "disk_format")},
             "created_at": "2026-01-01T00:00:00",
             "user_data": "A",
         }

@@ -47,10 +47,8 @@ IMAGE = {
     "uuid": IMAGE_UUID,
     "name": "cirros-0.6",
     "disk_format": "qcow2",
-    "path": "/var/lib/compute-driver/images/%s/disk" % IMAGE_UUID,
     "virtual_size": 117440512,
-    "kernel_path": "/var/lib/compute-driver/images/k",
-    "initrd_path": "/var/lib/compute-driver/images/i",
+    "kernel": True,
     "cmdline": "console=ttyS0 root=/dev/vda",
 }
 
@@ -159,9 +157,10 @@ FULL: dict[str, dict[str, dict[str, Any]]] = {
         "import_image": {
             "uuid": IMAGE_UUID,
             "name": "cirros",
-            "file": "/tmp/disk.qcow2",
-            "kernel": "/tmp/vmlinuz",
-            "initrd": "/tmp/initrd",
+            "file": "cirros/disk.qcow2",
+            "kernel": "cirros/vmlinuz",
+            "initrd": "cirros/initrd",
+            "disk_format": "qcow2",
             "cmdline": "console=ttyS0",
         },
         "list_images": {},
@@ -235,7 +234,7 @@ FULL: dict[str, dict[str, dict[str, Any]]] = {
         "snapshot_delete_instance": {"uuid": UUID, "name": "s1"},
         "list_instance_snapshots": {"uuid": UUID},
         "get_diagnostics": {"uuid": UUID},
-        "export_root_disk": {"uuid": UUID, "path": "/var/lib/compute-driver/images/x/disk.qcow2"},
+        "export_root_disk": {"uuid": UUID, "image": IMAGE_UUID},
         "create_volume": {
             "volume": {"id": VOLUME_UUID, "backend": "dir", "size_gb": 1},
             "image": dict(IMAGE),

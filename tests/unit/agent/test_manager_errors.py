@@ -98,11 +98,21 @@ def manager(agent_conf, driver, backend, scheduler) -> ComputeManager:
 
 @pytest.fixture
 def image_file(tmp_path: Path) -> Path:
-    path = tmp_path / "images" / "disk.raw"
-    path.parent.mkdir()
+    # NOTE: in the image store ([image] store_path = $state_path/images), under
+    # its UUID: the agent derives the path, a message never names it.
+    path = tmp_path / "state" / "images" / str(uuidlib.uuid4()) / "disk.raw"
+    path.parent.mkdir(parents=True)
     with open(path, "wb") as f:
         f.truncate(1024 * 1024)
     return path
+
+
+def _image_uuid(image_path: Path) -> str:
+    """The image UUID of a file in the store (a fresh one for a missing image)."""
+    try:
+        return str(uuidlib.UUID(image_path.parent.name))
+    except ValueError:
+        return str(uuidlib.uuid4())
 
 
 def _instance(image_path: Path | str, uuid: str | None = None) -> dict[str, Any]:
@@ -112,13 +122,10 @@ def _instance(image_path: Path | str, uuid: str | None = None) -> dict[str, Any]
         "project": "demo",
         "flavor": {"name": "m1.nano", "vcpus": 1, "memory_mb": 128, "root_gb": 1},
         "image": {
-            "uuid": str(uuidlib.uuid4()),
+            "uuid": _image_uuid(Path(image_path)),
             "name": "tiny",
             "disk_format": "raw",
-            "path": str(image_path),
             "virtual_size": 1024 * 1024,
-            "kernel_path": None,
-            "initrd_path": None,
             "cmdline": None,
         },
         "user_data": "aGVsbG8K",
