@@ -17,6 +17,7 @@ import oslo_messaging as messaging
 
 from compute_driver import exception
 from compute_driver.rpc import schemas
+from compute_driver.rpc.context import RequestContext
 
 LOG = logging.getLogger(__name__)
 
@@ -34,8 +35,10 @@ def rpc_method(api: str, methods: dict[str, dict[str, Any]]) -> Callable:
         # colliding with these parameters.
         def wrapper(self: Any, ctxt: dict, /, **kwargs: Any) -> Any:
             try:
+                # NOTE: methods get a typed, checked context, never the raw dict.
+                context = RequestContext.from_wire(ctxt)
                 schemas.validate(api, func.__name__, schema, kwargs)
-                return func(self, ctxt, **kwargs)
+                return func(self, context, **kwargs)
             except exception.ComputeDriverError as exc:
                 LOG.info("%s.%s refused: %s", api, func.__name__, exc)
                 raise messaging.ExpectedException() from exc
