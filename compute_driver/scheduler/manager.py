@@ -116,6 +116,8 @@ class SchedulerManager:
         if host is not None:
             self.store.get_host(host, self._down_after)  # HostNotFound before anything is stored
         boot = self.volumes.bootable(boot_volume, project, uuid, context) if boot_volume else None
+        for network in networks or ():
+            self.networks.of_project(network, project, uuid, context)  # before anything is stored
         record, created = self.store.create_instance(
             uuid=uuid,
             name=name,

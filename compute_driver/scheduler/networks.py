@@ -196,13 +196,18 @@ class NetworkManager:
         :raises NetworkNotFound: a network ``context`` does not see.
         :raises ProjectMismatch: a network of another project (an admin's create).
         """
-        records = {n: self._of_project(n, project, instance_uuid, context) for n in networks}
+        records = {n: self.of_project(n, project, instance_uuid, context) for n in networks}
         ports = self.networks.allocate_ports(instance_uuid, [records[n]["uuid"] for n in networks])
         return [agent_port(p, records[n]) for p, n in zip(ports, networks, strict=True)]
 
-    def _of_project(
+    def of_project(
         self, network: str, project: str, instance: str, context: RequestContext
     ) -> dict[str, Any]:
+        """The network ``network`` names (as ``context`` sees it), if a server
+        of ``project`` may have a port on it.
+
+        :raises NetworkNotFound, ProjectMismatch: it may not.
+        """
         record = self.networks.get(network, context)
         if record["project"] != project:
             raise exception.ProjectMismatch(what="Network", name=record["name"], instance=instance)
@@ -221,7 +226,7 @@ class NetworkManager:
                 state=instance["vm_state"],
                 reason="interfaces attach to active, stopped or paused servers on a host",
             )
-        record = self._of_project(network, instance["project"], instance["name"], context)
+        record = self.of_project(network, instance["project"], instance["name"], context)
         port = self.networks.allocate_next_port(instance["uuid"], record["uuid"], instance["host"])
         try:
             self.compute.attach_interface(
