@@ -27,8 +27,8 @@ _VALIDATOR = jsonschema.Draft202012Validator(schemas.CONTEXT)
 _WHAT = {
     "additionalProperties": "unknown keys",
     "type": "wrong type",
-    "anyOf": "not a name (letters, digits, . _ -; at most 64)",
-    "pattern": "characters outside letters, digits and . _ : -",
+    "anyOf": "not a name",
+    "pattern": "characters a name may not have",
     "maxLength": "too long",
     "minLength": "empty",
 }

@@ -216,7 +216,18 @@ CONTEXT = obj(
     {
         "request_id": REQUEST_ID,
         "project": {"anyOf": [PROJECT, {"type": "null"}]},
-        "user": {"anyOf": [PROJECT, {"type": "null"}]},
+        # NOTE: for the logs only; an e-mail address is a user name too.
+        "user": {
+            "anyOf": [
+                {
+                    "type": "string",
+                    "minLength": 1,
+                    "maxLength": 64,
+                    "pattern": "^[A-Za-z0-9][A-Za-z0-9._@+-]*\\Z",
+                },
+                {"type": "null"},
+            ]
+        },
         "admin": {"type": "boolean"},
         # NOTE: oslo.messaging's own: the caller's timeout, added on receipt.
         "client_timeout": {
