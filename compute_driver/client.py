@@ -92,6 +92,9 @@ class Client:
     ) -> dict[str, Any]:
         """Create a server; returns its record (vm_state ``building``).
 
+        It belongs to this client's project; ``project`` may name that one
+        again, or (an admin's client) any project.
+
         ``networks`` gives it one port per network, in order (eth0, eth1...),
         each with a MAC and a fixed IP handed to the guest on its config drive.
 
