@@ -488,17 +488,19 @@ def test_name_squatting_changes_nothing_for_the_owner(world: World) -> None:
 
 def test_a_name_that_is_another_projects_uuid_finds_the_callers_own(world: World) -> None:
     uuid = world.a["srv"]["uuid"]
+    with pytest.raises(exception.InstanceNotFound):
+        call(world.manager, OTHER, "show_server", server=uuid)
+    # b names a server after a's UUID: b finds its own, a still finds a's.
     own = call(
         world.manager,
         OTHER,
         "create_server",
-        **{**_new("x")(), "name": "z"},
+        **{**_new("x")(), "name": uuid},
         flavor="t.one",
         image="public",
     )
-    assert own["project"] == "b"
-    with pytest.raises(exception.InstanceNotFound):
-        call(world.manager, OTHER, "show_server", server=uuid)
+    assert call(world.manager, OTHER, "show_server", server=uuid)["uuid"] == own["uuid"]
+    assert call(world.manager, OWN, "show_server", server=uuid)["uuid"] == uuid
 
 
 def test_an_image_made_from_a_server_belongs_to_its_project(world: World) -> None:
