@@ -361,7 +361,7 @@ def scheduler_process(conf: cfg.ConfigOpts, conf_path: str, log_path: str) -> It
             stderr=subprocess.STDOUT,
         )
     try:
-        pinger = Client(conf, timeout=1)
+        pinger = Client(conf, timeout=1, admin=True)
         deadline = time.monotonic() + SCHEDULER_START_TIMEOUT
         while True:
             if proc.poll() is not None:
@@ -772,7 +772,7 @@ def run_test_driver(args: argparse.Namespace, url: str, tag: str) -> dict[str, A
             _conf_text(url, workdir, host, TEST_URI, args, workdir), workdir
         )
         with running_services(conf, args.topology, conf_path) as services:
-            client = Client(conf)
+            client = Client(conf, admin=True)
             _wait_for_host(client, host)
             flavor = client.create_flavor("bench-" + tag, *TEST_FLAVOR)["name"]
             disk = os.path.join(workdir, "tiny.raw")
@@ -1033,7 +1033,7 @@ def run_qemu(args: argparse.Namespace, url: str, tag: str) -> dict[str, Any]:
             _conf_text(url, state_path, host, QEMU_URI, args, args.guest_dir), workdir
         )
         with running_services(conf, args.topology, conf_path):
-            client = Client(conf)
+            client = Client(conf, admin=True)
             _wait_for_host(client, host)
             image = client.import_image("bench-guest-" + tag, **guest_files)
             say("qemu:///system: host %s up, test guest imported as %s" % (host, image["uuid"]))

@@ -4,11 +4,18 @@ Every method is one scheduler RPC with a timeout; errors arrive as the
 typed exceptions of :mod:`compute_driver.exception`. Creates carry a UUID
 chosen here, so retrying a create after a timeout never makes a second
 server.
+
+Every call carries who makes it (``rpc/context.py``): the project it acts
+for and whether it is an admin. A client of a project sees that project
+only (names resolve in it; other projects' objects are not found); an
+upstream API serving many projects makes one client and a
+:meth:`Client.for_project` view per request.
 """
 
 from __future__ import annotations
 
 import base64
+import copy
 import os
 import stat
 import time
@@ -19,6 +26,7 @@ from typing import Any
 from oslo_config import cfg
 
 from compute_driver import exception
+from compute_driver.rpc.context import RequestContext
 from compute_driver.rpc.scheduler_api import SchedulerAPI
 
 #: vm_states in which a server stays until someone acts.
@@ -72,8 +80,37 @@ def _check_user_data_size(data: bytes) -> None:
 class Client:
     """Servers, hosts, flavors and images, through the scheduler."""
 
-    def __init__(self, conf: cfg.ConfigOpts = cfg.CONF, timeout: int | None = None) -> None:
-        self._api = SchedulerAPI(conf, timeout=timeout)
+    def __init__(
+        self,
+        conf: cfg.ConfigOpts = cfg.CONF,
+        timeout: int | None = None,
+        *,
+        project: str | None = None,
+        user: str | None = None,
+        admin: bool = False,
+    ) -> None:
+        """:param project: the project the calls act for (its objects only).
+        :param user: who, for the scheduler's logs.
+        :param admin: an operator: every project, hosts, flavors, aggregates
+            and public images. NOTE: neither project nor admin: the scheduler
+            refuses every call but ``ping``.
+        """
+        self._api = SchedulerAPI(
+            conf, timeout=timeout, context=RequestContext(project=project, user=user, admin=admin)
+        )
+
+    @property
+    def context(self) -> RequestContext:
+        """Who this client's calls come from."""
+        return self._api.identity
+
+    def for_project(self, project: str, user: str | None = None) -> Client:
+        """A view of this client that acts for ``project`` (not admin), on the
+        same connection: one per request of an upstream API."""
+        view = copy.copy(self)
+        view._api = copy.copy(self._api)
+        view._api.identity = RequestContext(project=project, user=user)
+        return view
 
     def ping(self) -> dict[str, str]:
         return self._api.call("ping")
@@ -85,7 +122,7 @@ class Client:
         name: str,
         flavor: str,
         image: str,
-        project: str = "default",
+        project: str | None = None,
         host: str | None = None,
         user_data: bytes | None = None,
         uuid: str | None = None,
@@ -97,6 +134,9 @@ class Client:
         group: str | None = None,
     ) -> dict[str, Any]:
         """Create a server; returns its record (vm_state ``building``).
+
+        It belongs to this client's project; ``project`` may name that one
+        again, or (an admin's client) any project.
 
         ``networks`` gives it one port per network, in order (eth0, eth1...),
         each with a MAC and a fixed IP handed to the guest on its config drive.
@@ -147,9 +187,13 @@ class Client:
         return made
 
     def list_servers(
-        self, project: str | None = None, host: str | None = None
+        self, project: str | None = None, host: str | None = None, all_projects: bool = False
     ) -> list[dict[str, Any]]:
-        return self._api.call("list_servers", project=project, host=host)
+        """Servers of this client's project; an admin's: ``project``'s, or
+        every project's (``all_projects``, or an admin of no project)."""
+        return self._api.call(
+            "list_servers", project=project, host=host, all_projects=all_projects or None
+        )
 
     def show_server(self, server: str) -> dict[str, Any]:
         return self._api.call("show_server", server=server)
@@ -369,7 +413,7 @@ class Client:
         name: str,
         size_gb: int,
         backend: str,
-        project: str = "default",
+        project: str | None = None,
         image: str | None = None,
         host: str | None = None,
         uuid: str | None = None,
@@ -390,8 +434,11 @@ class Client:
             host=host,
         )
 
-    def list_volumes(self, project: str | None = None) -> list[dict[str, Any]]:
-        return self._api.call("list_volumes", project=project)
+    def list_volumes(
+        self, project: str | None = None, all_projects: bool = False
+    ) -> list[dict[str, Any]]:
+        """Volumes of this client's project (an admin's: as list_servers)."""
+        return self._api.call("list_volumes", project=project, all_projects=all_projects or None)
 
     def show_volume(self, volume: str) -> dict[str, Any]:
         return self._api.call("show_volume", volume=volume)
@@ -423,7 +470,7 @@ class Client:
         name: str,
         network_type: str,
         cidr: str,
-        project: str = "default",
+        project: str | None = None,
         segment: int | None = None,
         physnet: str | None = None,
         gateway: str | None = None,
@@ -448,8 +495,11 @@ class Client:
             mtu=mtu,
         )
 
-    def list_networks(self, project: str | None = None) -> list[dict[str, Any]]:
-        return self._api.call("list_networks", project=project)
+    def list_networks(
+        self, project: str | None = None, all_projects: bool = False
+    ) -> list[dict[str, Any]]:
+        """Networks of this client's project (an admin's: as list_servers)."""
+        return self._api.call("list_networks", project=project, all_projects=all_projects or None)
 
     def show_network(self, network: str) -> dict[str, Any]:
         """A network, with the hosts that have ports on it."""
@@ -508,7 +558,7 @@ class Client:
         return self._api.call("delete_aggregate", aggregate=aggregate)
 
     def create_server_group(
-        self, name: str, policy: str, project: str = "default", uuid: str | None = None
+        self, name: str, policy: str, project: str | None = None, uuid: str | None = None
     ) -> dict[str, Any]:
         return self._api.call(
             "create_server_group",
@@ -518,8 +568,13 @@ class Client:
             project=project,
         )
 
-    def list_server_groups(self, project: str | None = None) -> list[dict[str, Any]]:
-        return self._api.call("list_server_groups", project=project)
+    def list_server_groups(
+        self, project: str | None = None, all_projects: bool = False
+    ) -> list[dict[str, Any]]:
+        """Server groups of this client's project (an admin's: as list_servers)."""
+        return self._api.call(
+            "list_server_groups", project=project, all_projects=all_projects or None
+        )
 
     def show_server_group(self, group: str) -> dict[str, Any]:
         return self._api.call("show_server_group", group=group)

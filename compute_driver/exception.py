@@ -57,6 +57,16 @@ class InvalidPayload(Invalid):
     code = "invalid_payload"
 
 
+class InvalidContext(Invalid):
+    msg_fmt = "Invalid request context: %(reason)s"
+    code = "invalid_context"
+
+
+class Forbidden(Invalid):
+    msg_fmt = "%(action)s is not allowed: %(reason)s"
+    code = "forbidden"
+
+
 class InvalidConfig(Invalid):
     msg_fmt = "%(reason)s"
     code = "invalid_config"

@@ -50,7 +50,10 @@ def add_group_parser(server: Any) -> None:
     create = group.add_parser("create", help="create a server group")
     create.add_argument("name")
     create.add_argument("--policy", required=True, choices=POLICIES)
-    create.add_argument("--project", default="default")
+    create.add_argument(
+        "--project",
+        help="the project it belongs to (default: the --project the command acts as, else default)",
+    )
     lst = group.add_parser("list", help="list server groups")
     lst.add_argument("--project")
     # NOTE: dest is not "group": that name holds computectl's command group

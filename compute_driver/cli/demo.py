@@ -125,7 +125,7 @@ def run(args: argparse.Namespace, config_args: list[str]) -> int:
     from compute_driver import config
 
     conf = config.load(config_args, "computectl")
-    client = client_mod.Client(conf)
+    client = client_mod.Client(conf, admin=True)
     return run_flow(client, _guest_image_args(args.guest_dir), args.boot_timeout, console=True)
 
 
@@ -188,7 +188,9 @@ def run_embedded(args: argparse.Namespace) -> int:
         agent.start()
         try:
             image_args = {"name": "embedded-image", "file": "tiny.raw"}
-            return run_flow(client_mod.Client(conf), image_args, args.boot_timeout, console=False)
+            return run_flow(
+                client_mod.Client(conf, admin=True), image_args, args.boot_timeout, console=False
+            )
         finally:
             agent.stop()
             scheduler.stop()

@@ -119,6 +119,18 @@ def build_parser() -> ArgumentParser:
         metavar="S",
         help="seconds to wait for each answer (>= 1)",
     )
+    parser.add_argument(
+        "--project",
+        dest="as_project",
+        metavar="P",
+        help="act as project P: see and change its objects only (default: act as the "
+        "operator, who sees every project)",
+    )
+    parser.add_argument(
+        "--admin",
+        action="store_true",
+        help="with --project: keep the operator's rights (hosts, flavors, every project)",
+    )
     groups = parser.add_subparsers(dest="group", metavar="COMMAND", required=True)
 
     host = groups.add_parser("host", help="compute hosts").add_subparsers(
@@ -195,7 +207,10 @@ def build_parser() -> ArgumentParser:
     create.add_argument("--flavor", required=True)
     create.add_argument("--image", required=True)
     create.add_argument("--host", help="place on this host (operators)")
-    create.add_argument("--project", default="default")
+    create.add_argument(
+        "--project",
+        help="the project it belongs to (default: the --project the command acts as, else default)",
+    )
     create.add_argument("--user-data", metavar="FILE", help="user data for the guest (<= 64 KiB)")
     create.add_argument(
         "--full-clone",
@@ -512,6 +527,28 @@ def run_command(args: argparse.Namespace, client: Any) -> tuple[Any, list[str] |
     raise exception.Invalid(reason="unknown command %s" % group)
 
 
+#: The project of what the operator creates without naming one.
+DEFAULT_PROJECT = "default"
+
+
+def _client(args: argparse.Namespace, conf: Any) -> Any:
+    """The client of the caller ``args`` name: a project (``--project`` before
+    the command), or the operator (an admin of every project).
+
+    NOTE: computectl holds the bus credential of its config file, which is
+    the operator's; a tenant reaches the cloud through an upstream API that
+    names the tenant's project (compute_driver.client.Client.for_project).
+    """
+    from compute_driver import client as client_mod
+
+    creates = "create" in (getattr(args, "action", None), getattr(args, "group_action", None))
+    if args.as_project is None:
+        if creates and getattr(args, "project", DEFAULT_PROJECT) is None:
+            args.project = DEFAULT_PROJECT
+        return client_mod.Client(conf, timeout=args.timeout, admin=True)
+    return client_mod.Client(conf, timeout=args.timeout, project=args.as_project, admin=args.admin)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     config_args = [a for f in args.config_file for a in ("--config-file", f)]
@@ -520,13 +557,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             from compute_driver.cli import demo
 
             return demo.run(args, config_args)
-        from compute_driver import client as client_mod
         from compute_driver import config
 
         conf = config.load(config_args, "computectl")
         from compute_driver.cli.output import emit
 
-        result, columns = run_command(args, client_mod.Client(conf, timeout=args.timeout))
+        result, columns = run_command(args, _client(args, conf))
         try:
             emit(result, args.format, columns)
             sys.stdout.flush()

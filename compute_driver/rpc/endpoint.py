@@ -30,6 +30,7 @@ from oslo_messaging.rpc import dispatcher as rpc_dispatcher
 
 from compute_driver import exception
 from compute_driver.rpc import schemas
+from compute_driver.rpc.context import RequestContext
 
 LOG = logging.getLogger(__name__)
 
@@ -121,8 +122,10 @@ def rpc_method(api: str, methods: dict[str, dict[str, Any]]) -> Callable:
         # colliding with these parameters.
         def wrapper(self: Any, ctxt: dict, /, **kwargs: Any) -> Any:
             try:
+                # NOTE: methods get a typed, checked context, never the raw dict.
+                context = RequestContext.from_wire(ctxt)
                 schemas.validate(api, func.__name__, schema, kwargs)
-                return func(self, ctxt, **kwargs)
+                return func(self, context, **kwargs)
             except exception.ComputeDriverError as exc:
                 error, ours = exc, True
             except Exception:

@@ -20,6 +20,8 @@ from sqlalchemy import event, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from compute_driver import exception
+from compute_driver.rpc.context import RequestContext
+from compute_driver.scheduler import scope
 
 MIGRATIONS = os.path.join(os.path.dirname(__file__), "migrations")
 
@@ -79,19 +81,24 @@ def find_by_ref(
     name_column: Any,
     plural: str,
     live: Any = None,
+    context: RequestContext | None = None,
 ) -> Any:
-    """The row of ``model`` whose key is ``ref``, else the one live row named ``ref``.
+    """The row of ``model`` whose key is ``ref``, else the one live row named
+    ``ref``, among the rows ``context`` sees (``scope.py``: its project's).
 
     :param live: an extra condition for the lookup by name (e.g. not deleted).
-    :returns: the row, or None.
-    :raises Conflict: several rows have that name (the caller must use the key).
+    :param context: the caller's; None for the scheduler's own lookups.
+    :returns: the row, or None (also when it is another project's).
+    :raises Conflict: several rows the context sees have that name (the
+        caller must use the key).
     """
     row = session.get(model, ref)
-    if row is not None:
+    if row is not None and scope.sees(context, row.project):
         return row
     query = select(model).where(name_column == ref)
-    if live is not None:
-        query = query.where(live)
+    for condition in (live, scope.name_condition(context, model.project)):
+        if condition is not None:
+            query = query.where(condition)
     matches = session.scalars(query).all()
     if len(matches) > 1:
         raise exception.Conflict(

@@ -106,7 +106,7 @@ def test_repeated_create_with_same_uuid_makes_one_server(cloud: Cloud, guest_ima
     conf = config.load(
         ["--config-file", cloud.config_file], "functional-test", default_config_files=[]
     )
-    client = client_mod.Client(conf)
+    client = client_mod.Client(conf, admin=True)
     used_before = client.show_host(cloud.host)["memory_mb_used"]
     server_uuid = str(uuid.uuid4())
     first = client.create_server(

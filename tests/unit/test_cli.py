@@ -67,7 +67,7 @@ UUID = "0b0c3a4e-1b6e-4a55-9d0e-2f9f3c1d7a10"
             "server create web --flavor m1.tiny --image cirros",
             {
                 "host": None,
-                "project": "default",
+                "project": None,
                 "user_data": None,
                 "wait": False,
                 "wait_timeout": 600,
@@ -155,9 +155,11 @@ class FakeClient:
 
     error: BaseException | None = None
     calls: list[tuple[str, tuple]] = []
+    identities: list[dict[str, Any]] = []
 
-    def __init__(self, conf: cfg.ConfigOpts, timeout: int | None = None) -> None:
+    def __init__(self, conf: cfg.ConfigOpts, timeout: int | None = None, **identity: Any) -> None:
         self.timeout = timeout
+        FakeClient.identities.append(identity)
 
     def __getattr__(self, name: str) -> Any:
         def method(*args: Any, **kwargs: Any) -> Any:
@@ -181,6 +183,7 @@ def fake_client(monkeypatch, tmp_path):
     monkeypatch.setattr(client_mod, "Client", FakeClient)
     monkeypatch.setattr(FakeClient, "error", None)
     monkeypatch.setattr(FakeClient, "calls", [])
+    monkeypatch.setattr(FakeClient, "identities", [])
     # NOTE: main() parses into the global cfg.CONF: give it an empty file (so no
     # /etc file is read) and clear what it parsed afterwards.
     empty = tmp_path / "empty.conf"
@@ -436,3 +439,33 @@ def test_property_without_equals_is_a_usage_error(capsys) -> None:
         cli.build_parser().parse_args(["image", "import", "i", "/f", "--property", "novalue"])
     assert exit_info.value.code == 2
     assert "is not KEY=VALUE" in capsys.readouterr().err
+
+
+def test_computectl_acts_as_the_operator_unless_given_a_project(printed):
+    # NOTE: the operator (no --project) is an admin of every project and
+    # creates in project "default" unless told; --project P acts as P only.
+    assert cli.main(printed + ["server", "show", "web"]) == 0
+    assert cli.main(printed + ["--project", "b", "server", "show", "web"]) == 0
+    assert cli.main(printed + ["--project", "b", "--admin", "host", "list"]) == 0
+    assert FakeClient.identities == [
+        {"admin": True},
+        {"project": "b", "admin": False},
+        {"project": "b", "admin": True},
+    ]
+
+
+@pytest.mark.parametrize(
+    "argv, project",
+    [
+        (["server", "create", "web", "--flavor", "m1.tiny", "--image", "cirros"], "default"),
+        (["--project", "b", "server", "create", "web", "--flavor", "f", "--image", "i"], None),
+        (["volume", "create", "v", "--size", "1", "--backend", "dir"], "default"),
+        (["--project", "b", "volume", "create", "v", "--size", "1", "--backend", "dir"], None),
+        (["network", "create", "n", "--type", "vxlan", "--cidr", "10.0.0.0/24"], "default"),
+    ],
+)
+def test_a_create_belongs_to_the_project_acted_as(printed, argv, project):
+    # None: the client leaves it out and the scheduler takes the context's.
+    assert cli.main(printed + argv) == 0
+    ((_, args),) = FakeClient.calls
+    assert args[3] == project

@@ -44,6 +44,7 @@ from compute_driver.agent.service import AgentService
 from compute_driver.rpc import schemas, transport
 from compute_driver.rpc.client import RPCClientBase
 from compute_driver.rpc.compute_api import ComputeAPI
+from compute_driver.rpc.context import RequestContext
 from compute_driver.rpc.scheduler_api import SchedulerAPI
 from compute_driver.scheduler.service import SchedulerService
 
@@ -53,6 +54,7 @@ IMAGE_NAME = "fuzz-image"
 SERVER_NAME = "fuzz-server"
 #: Seconds a call may take before the test calls it a hang.
 CALL_TIMEOUT = 20
+ADMIN = RequestContext(admin=True)
 
 settings.register_profile(
     "fuzz-rpc",
@@ -131,7 +133,8 @@ class Cloud:
         self.scheduler = SchedulerService(conf)
         self.agent = AgentService(conf)
         self.clients: dict[str, RPCClientBase] = {
-            "scheduler": SchedulerAPI(conf, timeout=CALL_TIMEOUT),
+            # NOTE: an admin's context: the fuzz reaches every method.
+            "scheduler": SchedulerAPI(conf, timeout=CALL_TIMEOUT, context=ADMIN),
             "compute": ComputeAPI(conf, timeout=CALL_TIMEOUT),
         }
         self.server: dict[str, Any] = {}
@@ -156,7 +159,7 @@ class Cloud:
     def uncapped(self, api: str) -> RPCClientBase:
         """A client of ``api`` that sends any version (no ``version_cap``)."""
         client = (SchedulerAPI if api == "scheduler" else ComputeAPI)(
-            self.conf, timeout=CALL_TIMEOUT
+            self.conf, timeout=CALL_TIMEOUT, context=ADMIN
         )
         target = messaging.Target(topic=client.TOPIC)
         client._client = messaging.get_rpc_client(

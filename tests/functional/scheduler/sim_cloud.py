@@ -231,7 +231,7 @@ class SimCloud:
             )
             # NOTE: a short timeout: a call sent before a scheduler declared
             # its queue, or taken by one that was killed, is never answered.
-            self._client = Client(timeout=10)
+            self._client = Client(timeout=10, admin=True)
         return self._client
 
     def call(self, func: Callable[[], Any], timeout: float = 90) -> Any:
