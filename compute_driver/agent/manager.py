@@ -22,8 +22,8 @@ from compute_driver import exception
 from compute_driver.agent.ports import PortEndpoint
 from compute_driver.agent.volumes import VolumeEndpoint
 from compute_driver.rpc import schemas
+from compute_driver.rpc.agent_reports_api import AgentReportsAPI
 from compute_driver.rpc.endpoint import rpc_method
-from compute_driver.rpc.scheduler_api import SchedulerAPI
 from compute_driver.virt.base import VM_STATE_OF_POWER, ComputeDriver, InstanceSpec, VolumeRef
 
 LOG = logging.getLogger(__name__)
@@ -55,8 +55,8 @@ class ComputeManager:
         driver: ComputeDriver,
         storage: dict[str, Any],
         networks: dict[str, Any],
-        scheduler: SchedulerAPI,
-        reconcile_scheduler: SchedulerAPI | None = None,
+        scheduler: AgentReportsAPI,
+        reconcile_scheduler: AgentReportsAPI | None = None,
     ) -> None:
         self.conf = conf
         self.host = conf.host

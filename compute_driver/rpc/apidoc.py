@@ -11,7 +11,7 @@ import inspect
 import json
 
 from compute_driver import exception
-from compute_driver.rpc import compute_api, scheduler_api, schemas, transport
+from compute_driver.rpc import agent_reports_api, compute_api, scheduler_api, schemas, transport
 
 HEADER = """\
 # compute-driver RPC API
@@ -50,6 +50,12 @@ def render() -> str:
         scheduler_api,
         schemas.SCHEDULER_METHODS,
         schemas.SCHEDULER_CASTS,
+    )
+    lines += _api_section(
+        "Agent reports API: topic `agent_reports` (agents only, signed)",
+        agent_reports_api,
+        schemas.REPORT_METHODS,
+        schemas.REPORT_CASTS,
     )
     lines += _api_section(
         "Compute API: topic `compute`, server = host name",
