@@ -12,6 +12,8 @@
 #   tools/rabbitmq-users.sh [-p VHOST] [-e EXCHANGE] scheduler [USER]   (default user: scheduler)
 #   tools/rabbitmq-users.sh [-p VHOST] [-e EXCHANGE] client [USER]      (default user: client)
 #   tools/rabbitmq-users.sh [-p VHOST] [-e EXCHANGE] agent HOST [USER]  (default user: agent-HOST)
+#   tools/rabbitmq-users.sh [-p VHOST] [-e EXCHANGE] notifications [USER]
+#       (default user: notifications: a consumer of the scheduler's notifications)
 #   tools/rabbitmq-users.sh [-p VHOST] vhost                            (create the vhost)
 # Options: -p VHOST (default /), -e EXCHANGE = [DEFAULT] control_exchange
 # (default compute_driver), -n TOPIC = [notifications] topics (default
@@ -116,8 +118,20 @@ case $role in
             "^($X|scheduler_fanout|agent_reports_fanout|compute_fanout|$mine|reply_$HEX|$NOTIFY_Q)$" \
             "^($X|compute_fanout|amq\\.default|$mine|$NOTIFY_Q)$" \
             "^($X|scheduler_fanout|agent_reports_fanout|$mine|reply_$HEX)$" \
-            "^(compute\\..+|$NOTIFY_Q)$" \
+            "^(compute\\..+|scheduler|$NOTIFY_Q)$" \
             "^(scheduler|scheduler\\..+|agent_reports|agent_reports\\..+|$NOTIFY_Q)$"
+        ;;
+    notifications)
+        user=${1:-notifications}
+        name_ok "$user" || die "bad user name: $user"
+        ensure_user "$user"
+        # Declares, binds and reads the notification queues; publishes nothing.
+        grant "$user" \
+            "^($X|$NOTIFY_Q)$" \
+            "^($NOTIFY_Q)$" \
+            "^($X|$NOTIFY_Q)$" \
+            '^$' \
+            "^($NOTIFY_Q)$"
         ;;
     agent)
         [ $# -ge 1 ] || usage

@@ -246,7 +246,7 @@ class BusRoles:
     """The broker users of one test session, each with its transport URL."""
 
     vhost: str
-    #: "client", "scheduler", and "agent-<host>" for each agent.
+    #: "client", "scheduler", "notifications", and "agent-<host>" for each agent.
     urls: dict[str, str] = field(default_factory=dict)
     users: list[str] = field(default_factory=list)
     #: The scheduler's ``[agent_reports] secret``.
@@ -293,6 +293,7 @@ def add_role_users(vhost: str, tag: str, host: str) -> BusRoles:
     roles = BusRoles(vhost)
     roles.urls["client"] = roles.add("client", user="cdft-%s-client" % tag)
     roles.urls["scheduler"] = roles.add("scheduler", user="cdft-%s-scheduler" % tag)
+    roles.urls["notifications"] = roles.add("notifications", user="cdft-%s-notify" % tag)
     roles.add_agent(host)
     return roles
 
@@ -304,6 +305,8 @@ def write_service_configs(state: str, roles: BusRoles, host: str) -> dict[str, s
         % (roles.urls["scheduler"], roles.report_secret),
         "compute-agent": "[DEFAULT]\ntransport_url = %s\n\n[agent_reports]\nkey = %s\n"
         % (roles.urls["agent-" + host], roles.agent_key(host)),
+        # NOTE: not a service: a consumer of the notifications (monitoring).
+        "notifications": "[DEFAULT]\ntransport_url = %s\n" % roles.urls["notifications"],
     }
     paths = {}
     for service, text in texts.items():

@@ -247,3 +247,17 @@ def test_service_configs_hold_only_their_own_secrets(cloud: Cloud) -> None:
         assert os.stat(cloud.service_configs[service]).st_mode & 0o077 == 0
     assert _conf(cloud, None).agent_reports.secret is None
     assert _conf(cloud, None).agent_reports.key is None
+
+
+def test_check_broker_logs_in_with_the_services_own_credential(cloud: Cloud) -> None:
+    conf = _conf(cloud, None)
+    transport.check_broker(conf, retries=0)  # the client's own user and vhost
+    url = cloud.roles.urls["client"]  # type: ignore[union-attr]
+    user, _, rest = url.partition("://")[2].partition(":")
+    conf.set_override(
+        "transport_url", "rabbit://%s:wrong-secret@%s" % (user, rest.partition("@")[2])
+    )
+    with pytest.raises(exception.MessagingError) as info:
+        transport.check_broker(conf, retries=3)
+    assert "login refused for user %s" % user in info.value.message
+    assert "wrong-secret" not in info.value.message
