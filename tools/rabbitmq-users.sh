@@ -14,7 +14,7 @@
 #   tools/rabbitmq-users.sh [-p VHOST] [-e EXCHANGE] agent HOST [USER]  (default user: agent-HOST)
 #   tools/rabbitmq-users.sh [-p VHOST] [-e EXCHANGE] notifications [USER]
 #       (default user: notifications: a consumer of the scheduler's notifications)
-#   tools/rabbitmq-users.sh [-p VHOST] vhost                            (create the vhost)
+#   tools/rabbitmq-users.sh [-p VHOST] vhost          (create the vhost; the roles do too)
 # Options: -p VHOST (default /), -e EXCHANGE = [DEFAULT] control_exchange
 # (default compute_driver), -n TOPIC = [notifications] topics (default
 # versioned_notifications). Environment: RABBITMQCTL (default rabbitmqctl).
@@ -74,8 +74,9 @@ ensure_user() {
     fi
 }
 
-# grant USER CONFIGURE WRITE READ TOPIC_WRITE TOPIC_READ
+# grant USER CONFIGURE WRITE READ TOPIC_WRITE TOPIC_READ (in VHOST, made if missing)
 grant() {
+    ensure_vhost
     ctl set_permissions -p "$VHOST" -- "$1" "$2" "$3" "$4"
     ctl set_topic_permissions -p "$VHOST" -- "$1" "$EXCHANGE" "$5" "$6"
     printf 'rabbitmq-users: %s on vhost %s: configure %s write %s read %s; topic %s write %s read %s\n' \

@@ -104,6 +104,11 @@ class AgentService:
                 LOG.info("Image cache of %s: removed %s", name, ", ".join(removed))
 
     def start(self) -> None:
+        if self.manager.request_key is None:
+            LOG.warning(
+                "[agent_reports] key is not set: reports go unsigned and requests are "
+                "not checked, so another agent's credential can command this host"
+            )
         self.driver.start_events()
         self.server.start(override_pool_size=self.conf.agent.rpc_workers)
         self.reporter.start()

@@ -6,17 +6,19 @@ GROUP = cfg.OptGroup(
     "agent_reports",
     title="Agent reports",
     help="Agents sign what they report (host state, instance state changes) so that "
-    "one host cannot report for another. See compute_driver/rpc/report_signing.py.",
+    "one host cannot report for another, and the scheduler signs what it asks of each "
+    "agent so that no other agent can. See compute_driver/rpc/report_signing.py.",
 )
 
 OPTS = [
     cfg.StrOpt(
         "secret",
         secret=True,
-        help="On the scheduler: the secret every host's report key is derived from. "
+        help="On the scheduler: the secret every host's key is derived from. "
         "Set, the scheduler refuses every report that is not signed with the key of "
-        "the host it names; unset, it accepts unsigned reports and warns at start. "
-        "Keep it on the scheduler hosts only. Related options: key.",
+        "the host it names, and signs its requests to each agent with that agent's "
+        "key; unset, it accepts unsigned reports (and warns at start) and sends "
+        "unsigned requests. Keep it on the scheduler hosts only. Related options: key.",
     ),
     cfg.StrOpt(
         "key",
@@ -25,8 +27,10 @@ OPTS = [
         help="On an agent: this host's report key (64 hex digits), printed by "
         "`python -m compute_driver.rpc.report_signing HOST < secret-file`. Unset, an "
         "agent whose configuration has [agent_reports] secret (one process or one "
-        "file for both services) derives it; otherwise its reports go unsigned. "
-        "Related options: secret, [DEFAULT] host.",
+        "file for both services) derives it. With a key, the agent signs its reports "
+        "and refuses every request the scheduler did not sign with it; without one, "
+        "reports go unsigned and requests are not checked. Set it on every agent once "
+        "the scheduler has the secret. Related options: secret, [DEFAULT] host.",
     ),
 ]
 

@@ -47,11 +47,8 @@ class AgentReportsAPI(RPCClientBase):
 
     def __init__(self, conf: cfg.ConfigOpts = cfg.CONF, timeout: int | None = None) -> None:
         super().__init__(conf, timeout)
-        key = conf.agent_reports.key
-        if key is None and conf.agent_reports.secret:
-            key = report_signing.host_key(conf.agent_reports.secret, conf.host)
         #: This host's report key; None sends reports unsigned.
-        self._key: str | None = key
+        self._key: str | None = report_signing.configured_key(conf)
 
     def _signed(self, method: str, payload: dict[str, Any]) -> dict[str, Any]:
         if self._key is None:

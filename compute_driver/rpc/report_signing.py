@@ -12,6 +12,11 @@ the host name (:func:`host_key`), so the scheduler checks every host with
 one secret, and an agent that holds the key of ``h0`` cannot sign for
 ``h1``: the scheduler checks a report for ``h1`` with ``h1``'s key.
 
+The scheduler signs its requests to an agent the same way, with the key of
+that agent's host (:func:`sign_request`): the broker lets every service that
+answers calls publish to any queue through the default exchange, so an
+agent could otherwise put a request into another agent's queue.
+
 ``python -m compute_driver.rpc.report_signing HOST`` reads the secret from
 standard input and prints HOST's key (the operator's way to make one; the
 secret never appears in a command line).
@@ -24,7 +29,10 @@ import hmac
 import json
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
+
+from oslo_config import cfg
 
 from compute_driver import exception
 
@@ -55,30 +63,75 @@ def sign(key: str, method: str, payload: dict[str, Any], now: float | None = Non
     return dict(payload, signature=signature)
 
 
+def _check(
+    key: str,
+    label: str,
+    payload: dict[str, Any],
+    refused: Callable[[str], Exception],
+    now: float | None,
+    whose: str,
+) -> None:
+    signature = payload.get("signature")
+    if not isinstance(signature, dict):
+        raise refused("it is not signed")
+    timestamp = signature["timestamp"]
+    skew = abs((time.time() if now is None else now) - timestamp)
+    if skew > MAX_SKEW:
+        raise refused(
+            "its timestamp is %d s from this host's clock (at most %d)" % (skew, MAX_SKEW)
+        )
+    body = {k: v for k, v in payload.items() if k != "signature"}
+    if not hmac.compare_digest(_mac(key, label, timestamp, body), signature["hmac"]):
+        raise refused("its signature is not the key of %s" % whose)
+
+
 def verify(secret: str, method: str, payload: dict[str, Any], now: float | None = None) -> None:
-    """Check that ``payload`` (with ``signature``) was signed by its own ``host``.
+    """Check that a report (with ``signature``) was signed by its own ``host``.
 
     :raises ReportRefused: the signature is missing, stale, or not made with
         the key of the host the payload names.
     """
     host = str(payload.get("host"))
-    signature = payload.get("signature")
-    if not isinstance(signature, dict):
-        raise exception.ReportRefused(method=method, host=host, reason="it is not signed")
-    timestamp = signature["timestamp"]
-    skew = abs((time.time() if now is None else now) - timestamp)
-    if skew > MAX_SKEW:
-        raise exception.ReportRefused(
-            method=method,
-            host=host,
-            reason="its timestamp is %d s from this host's clock (at most %d)" % (skew, MAX_SKEW),
-        )
-    body = {k: v for k, v in payload.items() if k != "signature"}
-    expected = _mac(host_key(secret, host), method, timestamp, body)
-    if not hmac.compare_digest(expected, signature["hmac"]):
-        raise exception.ReportRefused(
-            method=method, host=host, reason="its signature is not the key of host %s" % host
-        )
+
+    def refused(reason: str) -> Exception:
+        return exception.ReportRefused(method=method, host=host, reason=reason)
+
+    _check(host_key(secret, host), method, payload, refused, now, "host " + host)
+
+
+# NOTE: requests are signed under another label than reports, so that no
+# signed report can ever pass for a request (or the other way round).
+_REQUEST = "compute:"
+
+
+def sign_request(secret: str, host: str, method: str, payload: dict[str, Any]) -> dict:
+    """A scheduler's request to ``host``'s agent, signed with that host's key."""
+    return sign(host_key(secret, host), _REQUEST + method, payload)
+
+
+def verify_request(
+    key: str, host: str, method: str, payload: dict[str, Any], now: float | None = None
+) -> None:
+    """Check, on ``host``'s agent, that a request was signed by the scheduler for it.
+
+    :raises RequestRefused: the signature is missing, stale, or not made
+        with this host's key (another agent cannot make one).
+    """
+
+    def refused(reason: str) -> Exception:
+        return exception.RequestRefused(method=method, host=host, reason=reason)
+
+    _check(key, _REQUEST + method, payload, refused, now, "this host (%s)" % host)
+
+
+def configured_key(conf: cfg.ConfigOpts) -> str | None:
+    """This host's key: ``[agent_reports] key``, or derived from ``secret`` when
+    the same configuration has it (one process or one file for both services)."""
+    if conf.agent_reports.key:
+        return conf.agent_reports.key
+    if conf.agent_reports.secret:
+        return host_key(conf.agent_reports.secret, conf.host)
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:

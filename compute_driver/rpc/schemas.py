@@ -519,6 +519,11 @@ COMPUTE_METHODS: dict[str, dict[str, Any]] = {
 }
 
 
+# NOTE: every request to an agent may carry the scheduler's signature
+# (compute_driver/rpc/report_signing.py); an agent with a key requires it.
+for _schema in COMPUTE_METHODS.values():
+    _schema["properties"]["signature"] = SIGNATURE
+
 #: Longest reason an invalid_payload error carries.
 MAX_REASON = 500
 

@@ -10,6 +10,7 @@ signed with the wrong key) refuses it and that nothing changed.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 import uuid as uuidlib
@@ -66,11 +67,19 @@ def _host_names(cloud: Cloud) -> set[str]:
     return {h["name"] for h in cloud.ok("host", "list")}
 
 
-def _wait_for_log(cloud: Cloud, service: str, text: str, timeout: float = 30) -> str:
+def _log_size(cloud: Cloud, service: str) -> int:
+    return os.path.getsize(cloud.log_path(service))
+
+
+def _wait_for_log(
+    cloud: Cloud, service: str, text: str, after: int = 0, timeout: float = 30
+) -> str:
+    """The first line of ``service``'s log past byte ``after`` that holds ``text``."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        with open(cloud.log_path(service), errors="replace") as f:
-            for line in f:
+        with open(cloud.log_path(service), "rb") as f:
+            f.seek(after)
+            for line in f.read().decode(errors="replace").splitlines():
                 if text in line:
                     return line
         time.sleep(0.2)
@@ -231,15 +240,42 @@ def test_agent_cannot_cast_to_another_agent_or_consume_its_queue(cloud: Cloud) -
             conn.channel().queue_bind("compute." + cloud.host, EXCHANGE, "compute.ft-other-host")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="RabbitMQ checks only write on amq.default for the default exchange, and a service "
-    "that answers calls needs it: an agent's credential can still put a message straight "
-    "into another agent's queue (compute casts are not signed yet; reports are)",
-)
-def test_agent_cannot_publish_to_another_agent_through_the_default_exchange(cloud: Cloud) -> None:
-    with pytest.raises(amqp_exc.AccessRefused):
-        _publish(_url(cloud, "agent-" + cloud.host), "compute.ft-other-host", exchange="")
+def _forged_cast(method: str, args: dict[str, Any]) -> dict[str, str]:
+    """An oslo.messaging cast envelope, as the rabbit driver puts it on the wire."""
+    message = {
+        "method": method,
+        "args": args,
+        "namespace": None,
+        "version": "1.0",
+        "_unique_id": uuidlib.uuid4().hex,
+        "_context_request_id": "req-forged",
+    }
+    return {"oslo.version": "2.0", "oslo.message": json.dumps(message)}
+
+
+@pytest.mark.parametrize("signed_by", ["nobody", "another agent"])
+def test_another_agent_cannot_stop_a_server_through_the_default_exchange(
+    cloud: Cloud, running_server: dict, signed_by: str
+) -> None:
+    """RabbitMQ lets every service that answers calls publish to any queue by
+    name (write on amq.default): the agent refuses what the scheduler did not sign."""
+    assert cloud.roles is not None
+    other = "ft-rogue-" + uuidlib.uuid4().hex[:6]
+    url = "amqp://" + cloud.roles.add_agent(other).partition("://")[2]
+    args: dict[str, Any] = {"uuid": running_server["uuid"], "timeout": 0}
+    if signed_by == "another agent":
+        # The rogue's own key, and the label a request is signed with.
+        args = report_signing.sign(cloud.roles.agent_key(other), "compute:stop_instance", args)
+    before = _log_size(cloud, "compute-agent")
+    # The broker takes it (this is the gap the signature closes) ...
+    _publish(url, "compute." + cloud.host, exchange="", body=_forged_cast("stop_instance", args))
+    # ... and the agent refuses it, before anything happens.
+    line = _wait_for_log(
+        cloud, "compute-agent", "stop_instance to host %s refused" % cloud.host, after=before
+    )
+    assert ("not signed" if signed_by == "nobody" else "not the key of this host") in line
+    server = cloud.ok("server", "show", running_server["uuid"])
+    assert (server["vm_state"], server["power_state"]) == ("active", "running")
 
 
 def test_service_configs_hold_only_their_own_secrets(cloud: Cloud) -> None:
@@ -254,10 +290,13 @@ def test_check_broker_logs_in_with_the_services_own_credential(cloud: Cloud) -> 
     transport.check_broker(conf, retries=0)  # the client's own user and vhost
     url = cloud.roles.urls["client"]  # type: ignore[union-attr]
     user, _, rest = url.partition("://")[2].partition(":")
-    conf.set_override(
-        "transport_url", "rabbit://%s:wrong-secret@%s" % (user, rest.partition("@")[2])
-    )
-    with pytest.raises(exception.MessagingError) as info:
-        transport.check_broker(conf, retries=3)
+    wrong = "rabbit://%s:wrong-secret@%s" % (user, rest.partition("@")[2])
+    # NOTE: the global cfg.CONF: the override must not outlive this test.
+    conf.set_override("transport_url", wrong)
+    try:
+        with pytest.raises(exception.MessagingError) as info:
+            transport.check_broker(conf, retries=3)
+    finally:
+        conf.clear_override("transport_url")
     assert "login refused for user %s" % user in info.value.message
     assert "wrong-secret" not in info.value.message

@@ -57,3 +57,27 @@ def test_main_prints_a_hosts_key(monkeypatch, capsys) -> None:
     monkeypatch.setattr("sys.stdin", io.StringIO(SECRET + "\n"))
     assert report_signing.main(["h0"]) == 0
     assert capsys.readouterr().out.strip() == report_signing.host_key(SECRET, "h0")
+
+
+def test_the_scheduler_signs_a_request_for_one_host_only() -> None:
+    payload = {"uuid": PAYLOAD["uuid"], "timeout": 60}
+    signed = report_signing.sign_request(SECRET, "h0", "stop_instance", payload)
+    report_signing.verify_request(
+        report_signing.host_key(SECRET, "h0"), "h0", "stop_instance", signed
+    )
+    with pytest.raises(exception.RequestRefused) as info:
+        report_signing.verify_request(
+            report_signing.host_key(SECRET, "h1"), "h1", "stop_instance", signed
+        )
+    assert "not the key of this host (h1)" in info.value.message
+    assert info.value.code == "request_refused"
+
+
+def test_an_agents_own_signature_is_no_request() -> None:
+    """What agent h0 can sign (its reports) never passes as a request to h0."""
+    key = report_signing.host_key(SECRET, "h0")
+    forged = report_signing.sign(key, "stop_instance", {"uuid": PAYLOAD["uuid"]})
+    with pytest.raises(exception.RequestRefused):
+        report_signing.verify_request(key, "h0", "stop_instance", forged)
+    with pytest.raises(exception.RequestRefused, match="not signed"):
+        report_signing.verify_request(key, "h0", "stop_instance", {"uuid": PAYLOAD["uuid"]})
