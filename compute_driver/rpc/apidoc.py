@@ -24,6 +24,11 @@ schema below on arrival: a payload that does not match is refused with the error
 Errors reach callers as the classes of `compute_driver.exception` (allowed remote
 exception modules: `compute_driver.exception`, `storage_backends.exception`,
 `network_plugins.exception`).
+
+Who may publish where is the broker's to enforce, with one user per role
+(`tools/rabbitmq-users.sh`; README.md, "The message bus"): a client only to topic
+`scheduler`, an agent only to `agent_reports`, only the scheduler to `compute.<host>`.
+Reports and requests to agents are also signed per host (see those two APIs).
 """
 
 
