@@ -253,6 +253,16 @@ class MessagingError(ComputeDriverError):
     code = "messaging_error"
 
 
+class ReportRefused(Invalid):
+    msg_fmt = "Report %(method)s for host %(host)s refused: %(reason)s"
+    code = "report_refused"
+
+
+class RequestRefused(Invalid):
+    msg_fmt = "Request %(method)s to host %(host)s refused: %(reason)s"
+    code = "request_refused"
+
+
 class MessagingTimeout(ComputeDriverError):
     msg_fmt = "No answer from %(service)s within %(timeout)s s (is it running?)"
     code = "messaging_timeout"

@@ -12,7 +12,7 @@ from oslo_config import cfg
 from compute_driver import exception, plugins, service
 from compute_driver.agent.manager import ComputeManager
 from compute_driver.rpc import compute_api, transport
-from compute_driver.rpc.scheduler_api import SchedulerAPI
+from compute_driver.rpc.agent_reports_api import AgentReportsAPI
 
 LOG = logging.getLogger(__name__)
 
@@ -56,8 +56,8 @@ class AgentService:
             driver,
             storage,
             networks,
-            SchedulerAPI(conf),
-            SchedulerAPI(conf, timeout=RECONCILE_CALL_TIMEOUT),
+            AgentReportsAPI(conf),
+            AgentReportsAPI(conf, timeout=RECONCILE_CALL_TIMEOUT),
         )
         self.driver = driver
         driver.register_event_callback(self.manager.handle_virt_event)
@@ -104,6 +104,11 @@ class AgentService:
                 LOG.info("Image cache of %s: removed %s", name, ", ".join(removed))
 
     def start(self) -> None:
+        if self.manager.request_key is None:
+            LOG.warning(
+                "[agent_reports] key is not set: reports go unsigned and requests are "
+                "not checked, so another agent's credential can command this host"
+            )
         self.driver.start_events()
         self.server.start(override_pool_size=self.conf.agent.rpc_workers)
         self.reporter.start()

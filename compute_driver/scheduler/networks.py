@@ -295,9 +295,12 @@ class NetworkManager:
                     # NOTE: the agent resyncs from host_networks when it starts.
                     LOG.warning("Topology of %s not sent to %s: %s", network["name"], host, exc)
 
-    @scheduler_method
-    def host_networks(self, ctxt: dict, host: str) -> list[dict[str, Any]]:
-        """For a (re)starting agent: its networks and each one's remote endpoints."""
+    def host_networks(self, host: str) -> list[dict[str, Any]]:
+        """For a (re)starting agent: its networks and each one's remote endpoints.
+
+        NOTE: not a scheduler method: agents ask through the agent reports
+        API (compute_driver/scheduler/reports.py).
+        """
         endpoints = self._endpoints()
         ports = self.networks.ports_on_host(host)
         answer = []

@@ -10,9 +10,10 @@ from oslo_config import cfg
 from sqlalchemy import exc as sa_exc
 
 from compute_driver import config, exception, service
-from compute_driver.rpc import compute_api, scheduler_api, transport
+from compute_driver.rpc import agent_reports_api, compute_api, scheduler_api, transport
 from compute_driver.scheduler import recovery
 from compute_driver.scheduler.manager import SchedulerManager, ensure_state_dirs
+from compute_driver.scheduler.reports import ReportEndpoint
 from compute_driver.scheduler.store import Store
 
 LOG = logging.getLogger(__name__)
@@ -38,7 +39,12 @@ def open_store(conf: cfg.ConfigOpts) -> Store:
 
 
 class SchedulerService:
-    """The scheduler: its store, its RPC server and its periodic checks."""
+    """The scheduler: its store, its two RPC servers and its periodic checks.
+
+    NOTE: two servers, two topics: the public scheduler API, which any
+    client credential may call, and the agent reports, which the broker
+    lets only agents publish (tools/rabbitmq-users.sh).
+    """
 
     def __init__(self, conf: cfg.ConfigOpts) -> None:
         self.conf = conf
@@ -56,20 +62,38 @@ class SchedulerService:
                 self.manager.aggregates,
             ],
         )
+        self.reports = ReportEndpoint(self.manager)
+        self.report_server = transport.get_server(
+            conf,
+            messaging.Target(topic=agent_reports_api.TOPIC, server=conf.host),
+            [self.reports],
+        )
         self.periodic = service.Periodic(
-            "check-hosts", conf.scheduler.periodic_interval, self.manager.check_hosts
+            "check-hosts", conf.scheduler.periodic_interval, self.reports.check_hosts
         )
 
     def start(self) -> None:
+        if self.reports.secret is None:
+            LOG.warning(
+                "[agent_reports] secret is not set: reports are accepted unsigned, "
+                "so an agent's credential can report for any host"
+            )
         self.server.start(override_pool_size=self.conf.scheduler.rpc_workers)
+        self.report_server.start(override_pool_size=self.conf.scheduler.rpc_workers)
         self.periodic.start()
         recovery.start(self)  # settles servers a stopped scheduler left in flight
-        LOG.info("compute-scheduler listening on topic %s", scheduler_api.TOPIC)
+        LOG.info(
+            "compute-scheduler listening on topics %s and %s",
+            scheduler_api.TOPIC,
+            agent_reports_api.TOPIC,
+        )
 
     def stop(self) -> None:
         self.periodic.stop()
-        self.server.stop()
-        self.server.wait()
+        for server in (self.server, self.report_server):
+            server.stop()
+        for server in (self.server, self.report_server):
+            server.wait()
         self.store.engine.dispose()
 
 
