@@ -15,7 +15,7 @@ from typing import Any
 import oslo_messaging as messaging
 from oslo_config import cfg
 
-from compute_driver import exception, notifications
+from compute_driver import exception, guest_properties, notifications
 from compute_driver.rpc import compute_api, schemas
 from compute_driver.rpc.endpoint import rpc_method
 from compute_driver.scheduler import placement
@@ -26,7 +26,6 @@ from compute_driver.scheduler.networks import NetworkManager
 from compute_driver.scheduler.store import Store
 from compute_driver.scheduler.volumes import IMAGE_FIELDS, VolumeManager, agent_volume
 from compute_driver.virt.base import VM_STATE_OF_POWER, decode_user_data
-from compute_driver.virt.libvirt import guest_config
 
 LOG = logging.getLogger(__name__)
 
@@ -510,7 +509,6 @@ class SchedulerManager:
         root_gb: int,
         extra_specs: dict[str, str] | None = None,
     ) -> dict:
-        guest_config.check_property_names(extra_specs=extra_specs)
         return self.store.create_flavor(name, vcpus, memory_mb, root_gb, extra_specs)
 
     @scheduler_method
@@ -531,7 +529,8 @@ class SchedulerManager:
         cmdline: str | None = None,
         properties: dict[str, str] | None = None,
     ) -> dict[str, Any]:
-        guest_config.check_property_names(image_properties=properties)
+        # NOTE: checked before the files are copied (create_image checks again).
+        guest_properties.check_image(properties, cmdline)
         if (kernel is None) != (initrd is None):
             raise exception.InvalidImage(image=name, reason="--kernel and --initrd go together")
         if cmdline is not None and kernel is None:
