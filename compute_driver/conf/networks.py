@@ -88,6 +88,10 @@ OPTS = [
 ]
 
 
+#: (low, high) option pairs: a service refuses to start when low > high.
+RANGES = (("vni_min", "vni_max"), ("vlan_min", "vlan_max"))
+
+
 def register_opts(conf: cfg.ConfigOpts) -> None:
     conf.register_group(GROUP)
     conf.register_opts(OPTS, group=GROUP)
