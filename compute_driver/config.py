@@ -24,6 +24,8 @@ from compute_driver import exception
 DEFAULT_CONFIG_FILE = "/etc/compute-driver/compute-driver.conf"
 #: The libraries' option namespaces in the sample config (config-generator.conf).
 LIBRARY_NAMESPACES = ("oslo.messaging", "oslo.log")
+#: Where oslo.messaging's transport drivers are registered.
+DRIVERS_NAMESPACE = "oslo.messaging.drivers"
 #: What a value of a secret option is shown as in errors.
 MASK = "***"
 
@@ -124,7 +126,43 @@ def load(
         raise exception.InvalidConfig(reason=_cli_opt_error(conf, argv)) from exc
     _check_every_option(conf)
     _check_ranges(conf)
+    check_transport_url(conf)
     return conf
+
+
+def check_transport_url(conf: cfg.ConfigOpts) -> None:
+    """``[DEFAULT] transport_url`` parses and names an installed driver.
+
+    NOTE: only its transport options are registered here (oslo.messaging
+    registers the rest when the transport is made), and only the URL is
+    read: control_exchange must not be read before transport.py sets its
+    default.
+
+    :raises InvalidConfig: one line, the password masked.
+    """
+    import oslo_messaging as messaging
+
+    where = option_location(conf, "DEFAULT", "transport_url")
+    try:
+        url = messaging.TransportURL.parse(conf)  # registers and reads transport_url
+        # NOTE: names only: loading every driver logs errors for the optional ones.
+        drivers = {ep.name for ep in importlib.metadata.entry_points(group=DRIVERS_NAMESPACE)}
+        if url.transport not in drivers:
+            raise messaging.InvalidTransportURL(
+                conf.transport_url or "",
+                "no driver %r (installed: %s)" % (url.transport, ", ".join(sorted(drivers))),
+            )
+    except (messaging.InvalidTransportURL, ValueError) as exc:
+        raise exception.InvalidConfig(
+            reason="%s: [DEFAULT] transport_url is invalid: %s" % (where, masked(conf, exc))
+        ) from exc
+
+
+def masked(conf: cfg.ConfigOpts, exc: BaseException) -> str:
+    """The first line of an oslo.messaging error, the transport URL (and password) masked."""
+    reason = str(getattr(exc, "msg", None) or exc).splitlines()[0]
+    url = getattr(conf, "transport_url", None)
+    return reason.replace(url, MASK) if url else reason
 
 
 def _check_ranges(conf: cfg.ConfigOpts) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.metadata
 import logging
 import os
 import signal
@@ -18,8 +17,6 @@ from oslo_log import log as oslo_log
 from compute_driver import config, exception
 
 LOG = logging.getLogger(__name__)
-
-DRIVERS_NAMESPACE = "oslo.messaging.drivers"
 
 
 def prepare(prog: str, argv: Sequence[str] | None = None) -> cfg.ConfigOpts:
@@ -76,24 +73,13 @@ def check_transport(conf: cfg.ConfigOpts) -> None:
     """
     from compute_driver.rpc import transport
 
-    where = config.option_location(conf, "DEFAULT", "transport_url")
+    config.check_transport_url(conf)
     try:
-        url = messaging.TransportURL.parse(conf)  # registers and reads transport_url
-        # NOTE: names only: loading every driver logs errors for the optional ones.
-        drivers = {ep.name for ep in importlib.metadata.entry_points(group=DRIVERS_NAMESPACE)}
-        if url.transport not in drivers:
-            raise messaging.InvalidTransportURL(
-                conf.transport_url or "",
-                "no driver %r (installed: %s)" % (url.transport, ", ".join(sorted(drivers))),
-            )
         transport.get_transport(conf)
-    except (messaging.InvalidTransportURL, messaging.DriverLoadFailure, ValueError) as exc:
-        # NOTE: oslo.messaging's messages quote the URL, password included.
-        reason = str(getattr(exc, "msg", None) or exc).splitlines()[0]
-        if conf.transport_url:
-            reason = reason.replace(conf.transport_url, config.MASK)
+    except messaging.DriverLoadFailure as exc:  # e.g. kafka without its library
         raise exception.InvalidConfig(
-            reason="%s: [DEFAULT] transport_url is invalid: %s" % (where, reason)
+            reason="%s: [DEFAULT] transport_url: %s"
+            % (config.option_location(conf, "DEFAULT", "transport_url"), config.masked(conf, exc))
         ) from exc
     transport.check_broker(conf, conf.rpc.connection_retries)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import socket
+import subprocess
 from collections.abc import Iterator
 
 import pytest
@@ -233,3 +234,36 @@ def test_unreachable_storage_stops_the_agent_at_start() -> None:
         check_storage({"dir": _Fine(), "rbd": _Unreachable()})
     message = _one_line(info)
     assert "backend rbd" in message and "no monitor answered" in message
+
+
+# --- computectl ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        (b"[DEFAULT]\n# d\xe9faut\n", "line 2: not UTF-8 text"),
+        (b"[DEFAULT]\ntransport_url = foo://u:Hunter2pw@h/\n", "no driver 'foo'"),
+        (b"[DEFAULT]\ntransport_url = rabbit://u:Hunter2pw@h:port/\n", "invalid literal"),
+        (b"[DEFAULT]\ntransport_url = rabbit://u:Hunter2pw@127.0.0.1:{port}/\n", "refused"),
+        (b"", "is a directory"),
+    ],
+    ids=["latin1", "scheme", "port", "dead-broker", "directory"],
+)
+def test_computectl_says_a_bad_config_in_one_line(
+    tmp_path, bin_dir, dead_port: int, text: bytes, words: str
+) -> None:
+    path = tmp_path / "c.conf"
+    if text:
+        path.write_bytes(text.replace(b"{port}", str(dead_port).encode()))
+    else:
+        path.mkdir()
+    done = subprocess.run(
+        [str(bin_dir / "computectl"), "--config-file", str(path), "flavor", "list"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode != 0
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert words in done.stderr and "Hunter2pw" not in done.stderr
