@@ -184,7 +184,8 @@ def _check_ranges(conf: cfg.ConfigOpts) -> None:
 
 def _named_files(argv: Sequence[str], default_config_files: list[str]) -> list[str]:
     """The config files and files of config dirs that ``argv`` (or the defaults) name."""
-    files, dirs = [], []
+    files: list[str] = []
+    dirs: list[str] = []
     args = list(argv)
     for i, arg in enumerate(args):
         for flag, into in (("--config-file", files), ("--config-dir", dirs)):
