@@ -147,10 +147,12 @@ def check_transport_url(conf: cfg.ConfigOpts) -> None:
         url = messaging.TransportURL.parse(conf)  # registers and reads transport_url
         # NOTE: names only: loading every driver logs errors for the optional ones.
         drivers = {ep.name for ep in importlib.metadata.entry_points(group=DRIVERS_NAMESPACE)}
-        if url.transport not in drivers:
+        # NOTE: as oslo.messaging does: "kombu+memory" is the kombu driver.
+        driver = (url.transport or "").split("+")[0]
+        if driver not in drivers:
             raise messaging.InvalidTransportURL(
                 conf.transport_url or "",
-                "no driver %r (installed: %s)" % (url.transport, ", ".join(sorted(drivers))),
+                "no driver %r (installed: %s)" % (driver, ", ".join(sorted(drivers))),
             )
     except (messaging.InvalidTransportURL, ValueError) as exc:
         raise exception.InvalidConfig(

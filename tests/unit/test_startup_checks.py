@@ -200,6 +200,11 @@ def test_a_malformed_transport_url_is_one_line_without_the_password(
     assert "Hunter2pw" not in message
 
 
+@pytest.mark.parametrize("url", ["kombu+memory:////", "fake://", "rabbit://u:p@h1:5672,u:p@h2/v"])
+def test_well_formed_transport_urls_pass(write_conf, load_conf, url: str) -> None:
+    config.check_transport_url(load_conf(write_conf("[DEFAULT]\ntransport_url = %s\n" % url)))
+
+
 def test_a_dead_broker_is_one_line_at_start(write_conf, load_conf, dead_port: int) -> None:
     path = write_conf(
         "[DEFAULT]\ntransport_url = rabbit://u:Hunter2pw@127.0.0.1:%d/\n"
