@@ -28,7 +28,7 @@ database every 0.1 s for rows that turned ACTIVE and keeps the
 
 Run as root with RabbitMQ up (libvirtd is not needed)::
 
-    .venv/bin/python bench/schedule.py [--servers N] [--hosts N] [--skip-postgres]
+    .venv/bin/python bench/schedule.py [--servers N] [--hosts N] [--skip-postgres] [--smoke]
 
 The last line of the output is one JSON object: ``servers_per_s``,
 ``p50_s``, ``p99_s``, ``two_schedulers_servers_per_s``, then the figures
@@ -88,7 +88,16 @@ def _parse_args(argv: list[str]) -> argparse.Namespace:
         "--builds", type=int, default=4, help="each agent's [agent] max_concurrent_builds (4)"
     )
     parser.add_argument("--skip-postgres", action="store_true", help="one scheduler only")
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="a test run of a few seconds (options given explicitly still win): "
+        "--servers 4 --hosts 2 --client-threads 2 --builds 2",
+    )
     args = parser.parse_args(argv)
+    if args.smoke:
+        parser.set_defaults(servers=4, hosts=2, client_threads=2, builds=2)
+        args = parser.parse_args(argv)
     if args.servers > args.hosts * 16 * CPU_RATIO:
         parser.error("more servers than the hosts hold (%d each)" % (16 * CPU_RATIO))
     return args

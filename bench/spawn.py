@@ -53,7 +53,7 @@ the same overlay costs made by ``qemu-img create``, for comparison.
 
 Run as root (qemu:///system, rabbitmqctl), with RabbitMQ and libvirtd up::
 
-    .venv/bin/python bench/spawn.py [--servers N] [--qemu-guests N] [--skip-qemu]
+    .venv/bin/python bench/spawn.py [--servers N] [--qemu-guests N] [--skip-qemu] [--smoke]
 
 ``--transport-url`` names the broker; the bench always replaces its
 virtual host by a new ``bench-<random>`` one made with ``rabbitmqctl``, so
@@ -222,7 +222,18 @@ def _parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--guest-dir", default=GUEST_DIR, help="the test guest (default %(default)s)"
     )
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="a test run of a few seconds (options given explicitly still win): "
+        "--servers 4 --warmup 1 --qemu-guests 1 --probe-calls 2 --client-threads 2 --builds 2",
+    )
     args = parser.parse_args(argv)
+    if args.smoke:
+        parser.set_defaults(
+            servers=4, warmup=1, qemu_guests=1, probe_calls=2, client_threads=2, builds=2
+        )
+        args = parser.parse_args(argv)
     if not 1 <= args.servers <= 1024 or args.servers + args.warmup > 1024:
         parser.error("need 1 <= servers and servers + warmup <= 1024 (the test host's capacity)")
     if args.qemu_guests < 1 or args.client_threads < 1 or args.probe_calls < 1:

@@ -62,6 +62,11 @@ class InvalidConfig(Invalid):
     code = "invalid_config"
 
 
+class UnknownMethod(Invalid):
+    msg_fmt = "The %(api)s API has no RPC method %(method)s"
+    code = "unknown_method"
+
+
 class UnsupportedVersion(Invalid):
     msg_fmt = "RPC version %(version)s of %(api)s is not supported: %(reason)s"
     code = "unsupported_version"

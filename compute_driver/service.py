@@ -35,6 +35,10 @@ def prepare(prog: str, argv: Sequence[str] | None = None) -> cfg.ConfigOpts:
     except (OSError, ValueError) as exc:  # a log file or directory we cannot write
         print("%s: configuration error: logging: %s" % (prog, _one_line(exc)), file=sys.stderr)
         sys.exit(2)
+    from compute_driver.rpc import endpoint
+
+    # No request, however large, writes more than a bounded line to the log.
+    endpoint.bound_log_records()
     for line in config.unknown_options(conf):
         LOG.warning("%s", line)
     return conf

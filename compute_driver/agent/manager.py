@@ -22,7 +22,7 @@ from compute_driver import exception
 from compute_driver.agent.ports import PortEndpoint
 from compute_driver.agent.volumes import VolumeEndpoint
 from compute_driver.rpc import schemas
-from compute_driver.rpc.endpoint import rpc_method
+from compute_driver.rpc.endpoint import request_id, rpc_method
 from compute_driver.rpc.scheduler_api import SchedulerAPI
 from compute_driver.virt.base import VM_STATE_OF_POWER, ComputeDriver, InstanceSpec, VolumeRef
 
@@ -132,12 +132,29 @@ class ComputeManager:
                     self.host, spec.uuid, VM_STATE_OF_POWER[info.power_state], info.power_state
                 )
                 return
+            refused: exception.Invalid | None = None
             try:
                 power_state = self._spawn(spec)
+            except exception.Invalid as exc:
+                refused = exc
             except Exception as exc:
                 LOG.exception("Build of server %s (%s) failed", spec.name, spec.uuid)
                 reason = exc.message if isinstance(exc, exception.ComputeDriverError) else repr(exc)
                 self.scheduler.instance_update(self.host, spec.uuid, "error", fault=reason)
+                return
+            if refused is not None:
+                # NOTE: the flavor or image asks for what this host cannot
+                # give: the caller's mistake, one line and no traceback
+                # (logged outside the except clause, where oslo.log would
+                # append the exception to a warning).
+                LOG.warning(
+                    "Build of server %s (%s) refused (request %s): %s",
+                    spec.name,
+                    spec.uuid,
+                    request_id(ctxt),
+                    refused.message,
+                )
+                self.scheduler.instance_update(self.host, spec.uuid, "error", fault=refused.message)
                 return
             LOG.info("Server %s (%s) is %s", spec.name, spec.uuid, power_state)
             self._expect_echo(spec.uuid, power_state)
@@ -412,10 +429,14 @@ class ComputeManager:
         """The hypervisor went away or came back: disable or re-enable this host."""
         if not available:
             LOG.warning("Hypervisor unavailable (%s): disabling host %s", reason, self.host)
-            self.scheduler.set_host_enabled_automatically(self.host, False, "hypervisor: " + reason)
+            # NOTE: the reason is libvirt's message, which may span lines;
+            # the scheduler refuses control characters in reasons.
+            self.scheduler.set_host_enabled_automatically(
+                self.host, False, schemas.free_text("hypervisor: " + reason)
+            )
             return
         LOG.info("Hypervisor available again: re-enabling host %s", self.host)
-        self.scheduler.set_host_enabled_automatically(self.host, True, reason)
+        self.scheduler.set_host_enabled_automatically(self.host, True, schemas.free_text(reason))
         # Events were lost while it was away: say what every guest is now.
         for uuid, power_state in self.driver.power_states().items():
             self.scheduler.instance_power_changed(self.host, uuid, power_state)

@@ -63,7 +63,7 @@ def _wait_for_console(client: Any, server: str, timeout: float) -> list[str]:
 def run_flow(client: Any, image_args: dict[str, Any], boot_timeout: float, console: bool) -> int:
     """The demo proper, against any running scheduler and agent."""
     from compute_driver.cli.main import SERVER_COLUMNS
-    from compute_driver.cli.output import table
+    from compute_driver.cli.output import printable, table
 
     name = "demo-" + uuidlib.uuid4().hex[:6]
     host = _wait_for_host(client, 60)
@@ -83,7 +83,7 @@ def run_flow(client: Any, image_args: dict[str, Any], boot_timeout: float, conso
         if console:
             say("waiting for the guest to read its config drive")
             for line in _wait_for_console(client, server["uuid"], boot_timeout):
-                print("    " + line)
+                print("    " + printable(line))
             say("booted in %.1f s" % (time.monotonic() - started))
         else:
             say("the test driver runs no guest: no console to show")
@@ -165,7 +165,10 @@ def run_embedded(args: argparse.Namespace) -> int:
         config.load(["--config-file", conf_file], "computectl", default_config_files=[])
         from oslo_log import log as oslo_log
 
+        from compute_driver.rpc import endpoint
+
         oslo_log.setup(conf, "compute-driver")
+        endpoint.bound_log_records()
         say(
             "embedded: memory transport, SQLite in %s, libvirt test:///default, noop network"
             % workdir

@@ -1,13 +1,16 @@
 """``computectl [--config-file F] [-f table|json] COMMAND``.
 
 Exit status: 0 done; 1 failed; 2 invalid input (including usage errors);
-3 not found; 4 conflict with the current state. Errors print one line on
-stderr naming the thing and the reason.
+3 not found; 4 conflict with the current state; 141 the reader of our output
+went away (as a command killed by SIGPIPE). Errors print one line on stderr
+naming the thing and the reason. What guests and tenants wrote is printed
+with control characters escaped (see ``cli/output.py``).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -20,6 +23,9 @@ EXIT_FAILED = 1
 EXIT_INVALID = 2
 EXIT_NOT_FOUND = 3
 EXIT_CONFLICT = 4
+#: What a shell reports for a command killed by SIGPIPE (128 + 13): the
+#: reader of our output (``| head``) went away before we were done.
+EXIT_BROKEN_PIPE = 141
 
 EXIT_BY_KIND = {
     "failed": EXIT_FAILED,
@@ -72,6 +78,17 @@ def key_value(text: str) -> tuple[str, str]:
     return key, value
 
 
+def positive_int(text: str) -> int:
+    """argparse type of counts and timeouts: an integer of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("%r is not an integer" % text) from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("%r is not a positive integer" % text)
+    return value
+
+
 class ArgumentParser(argparse.ArgumentParser):
     """argparse, with usage errors as one line and exit status 2."""
 
@@ -95,7 +112,13 @@ def build_parser() -> ArgumentParser:
         default="table",
         help="output format: tables for people, json (stable keys) for scripts",
     )
-    parser.add_argument("--timeout", type=int, default=None, help="seconds to wait for each answer")
+    parser.add_argument(
+        "--timeout",
+        type=positive_int,
+        default=None,
+        metavar="S",
+        help="seconds to wait for each answer (>= 1)",
+    )
     groups = parser.add_subparsers(dest="group", metavar="COMMAND", required=True)
 
     host = groups.add_parser("host", help="compute hosts").add_subparsers(
@@ -186,10 +209,10 @@ def build_parser() -> ArgumentParser:
         "--group", dest="server_group", help="join this server group (its policy applies)"
     )
     create.add_argument(
-        "--count", type=int, default=1, help="make N servers named NAME-1 ... NAME-N"
+        "--count", type=positive_int, default=1, help="make N servers named NAME-1 ... NAME-N"
     )
     create.add_argument("--wait", action="store_true", help="wait until it is ACTIVE (or failed)")
-    create.add_argument("--wait-timeout", type=int, default=600, metavar="S")
+    create.add_argument("--wait-timeout", type=positive_int, default=600, metavar="S")
     lst = server.add_parser("list", help="list servers")
     lst.add_argument("--project")
     lst.add_argument("--host")
@@ -207,7 +230,7 @@ def build_parser() -> ArgumentParser:
                 help="stop at once instead of asking the guest (ACPI)",
             )
         act.add_argument("--wait", action="store_true", help="wait until it is done")
-        act.add_argument("--wait-timeout", type=int, default=600, metavar="S")
+        act.add_argument("--wait-timeout", type=positive_int, default=600, metavar="S")
     snapshot = server.add_parser("snapshot", help="snapshots of a server's disks (and memory)")
     snap = snapshot.add_subparsers(dest="snapshot_action", metavar="ACTION", required=True)
     snap_create = snap.add_parser("create", help="take a snapshot")
@@ -233,7 +256,7 @@ def build_parser() -> ArgumentParser:
         snap_verb.add_argument("name")
     for snap_parser in (snap_create, snap.choices["revert"], snap.choices["delete"]):
         snap_parser.add_argument("--wait", action="store_true", help="wait until it is done")
-        snap_parser.add_argument("--wait-timeout", type=int, default=600, metavar="S")
+        snap_parser.add_argument("--wait-timeout", type=positive_int, default=600, metavar="S")
     networks.add_interface_parser(server)
     aggregates.add_group_parser(server)
     server.add_parser("diagnostics", help="CPU, memory, disk and NIC counters").add_argument(
@@ -241,7 +264,16 @@ def build_parser() -> ArgumentParser:
     )
     console = server.add_parser("console-log", help="the last lines of the serial console")
     console.add_argument("server")
-    console.add_argument("--lines", type=int, default=100)
+    console.add_argument("--lines", type=positive_int, default=100)
+    # NOTE: the log is the guest's own output: on a terminal its escape
+    # sequences are shown escaped; the bytes as they are go to a file only.
+    raw = console.add_mutually_exclusive_group()
+    raw.add_argument(
+        "--raw",
+        action="store_true",
+        help="write the log unescaped to stdout, which must not be a terminal",
+    )
+    raw.add_argument("--output", metavar="FILE", help="write the log unescaped to FILE")
 
     volumes.add_parser(groups)
     networks.add_parser(groups)
@@ -258,7 +290,7 @@ def build_parser() -> ArgumentParser:
         default="/var/lib/compute-driver/test-guest",
         help="directory made by tools/build-test-guest.sh",
     )
-    demo.add_argument("--boot-timeout", type=int, default=180, metavar="S")
+    demo.add_argument("--boot-timeout", type=positive_int, default=180, metavar="S")
     return parser
 
 
@@ -308,6 +340,30 @@ def _snapshot_command(args: argparse.Namespace, client: Any) -> tuple[Any, list[
         finally:
             progress.done()
     return record, None
+
+
+def _console_log(args: argparse.Namespace, client: Any) -> tuple[Any, list[str] | None]:
+    """``server console-log``: escaped for a terminal, or raw to a file or a pipe."""
+    from compute_driver.cli.output import RawText
+
+    if args.raw and sys.stdout.isatty():
+        raise exception.Invalid(
+            reason="--raw writes the guest's bytes unescaped; redirect stdout to a file or "
+            "a pipe, or use --output FILE"
+        )
+    text = client.console_log(args.server, args.lines)
+    if args.output:
+        try:
+            # NOTE: 0600: a console log may hold what the guest would not show others.
+            fd = os.open(args.output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with open(fd, "w", encoding="utf-8", errors="surrogateescape") as f:
+                f.write(text)
+        except OSError as exc:
+            raise exception.Invalid(
+                reason="cannot write --output %s: %s" % (args.output, exc.strerror)
+            ) from exc
+        return None, None
+    return (RawText(text) if args.raw else text), None
 
 
 def _create_many(
@@ -445,7 +501,7 @@ def run_command(args: argparse.Namespace, client: Any) -> tuple[Any, list[str] |
                 finally:
                     progress.done()
             return record, None
-        return client.console_log(args.server, args.lines), None
+        return _console_log(args, client)
     if group == "volume":
         return volumes.run(args, client)
     if group == "network":
@@ -470,10 +526,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         from compute_driver.cli.output import emit
 
         result, columns = run_command(args, client_mod.Client(conf, timeout=args.timeout))
-        emit(result, args.format, columns)
+        try:
+            emit(result, args.format, columns)
+            sys.stdout.flush()
+        except BrokenPipeError:
+            # NOTE: the reader went away (`computectl flavor list | head`):
+            # not an error of ours. Point stdout at /dev/null so that the
+            # interpreter's final flush does not complain either.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return EXIT_BROKEN_PIPE
         return EXIT_OK
     except exception.ComputeDriverError as exc:
-        print("computectl: %s: %s" % (exc.code, exc.message), file=sys.stderr)
+        from compute_driver.cli.output import printable
+
+        # NOTE: messages carry names, reasons and faults that tenants and
+        # guests wrote: escaped, so that the error stays one honest line.
+        print("computectl: %s: %s" % (exc.code, printable(exc.message)), file=sys.stderr)
         return EXIT_BY_KIND.get(exc.kind, EXIT_FAILED)
     except KeyboardInterrupt:
         return 130

@@ -10,6 +10,7 @@ match before a final newline, so ``"web-1\\n"`` would pass as a name.
 
 from __future__ import annotations
 
+import re
 import reprlib
 from typing import Any
 
@@ -51,7 +52,15 @@ CMDLINE = {"type": "string", "maxLength": 2048, "pattern": "^[^\\x00\\n]*\\Z"}
 TIMESTAMP = {"type": "string", "maxLength": 40}
 #: User data travels base64-encoded; 64 KiB of data is about 87,400 characters.
 USER_DATA_B64 = {"type": "string", "maxLength": 87400, "pattern": "^[A-Za-z0-9+/=]*\\Z"}
-REASON = {"type": "string", "maxLength": 1024}
+#: Free text a person or a service wrote (reasons, descriptions): no C0 or
+#: C1 control characters and no DEL, so that what is stored can neither
+#: drive an operator's terminal (ESC, CSI, BEL) nor fake table rows or log
+#: lines (CR, LF). :func:`free_text` makes a service's own text fit.
+FREE_TEXT_PATTERN = "^[^\\x00-\\x1f\\x7f-\\x9f]*\\Z"
+REASON = {"type": "string", "maxLength": 1024, "pattern": FREE_TEXT_PATTERN}
+#: What went wrong with a server, as an agent reports it (hypervisor and
+#: storage messages span lines); shown escaped, never raw.
+FAULT = {"type": "string", "maxLength": 1024, "pattern": "^[^\\x00]*\\Z"}
 SNAPSHOT_NAME = {
     "type": "string",
     "minLength": 1,
@@ -59,7 +68,9 @@ SNAPSHOT_NAME = {
     "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*\\Z",
 }
 SNAPSHOT_KIND = {"enum": ["internal", "external"]}
-DESCRIPTION = {"type": "string", "maxLength": 255, "pattern": "^[^\\x00-\\x1f]*\\Z"}
+DESCRIPTION = {"type": "string", "maxLength": 255, "pattern": FREE_TEXT_PATTERN}
+#: A string a hypervisor reports about itself (type, architecture, version).
+HOST_FACT = {"type": "string", "maxLength": 64, "pattern": FREE_TEXT_PATTERN}
 #: How a root disk is made from its image: a linked clone or a full copy.
 ROOT_CLONE = {"enum": ["linked", "full"]}
 POWER_STATE = {"enum": ["running", "paused", "shutdown", "crashed", "suspended", "nostate"]}
@@ -197,10 +208,10 @@ HOST_RESOURCES = obj(
 
 HOST_CAPABILITIES = obj(
     {
-        "virt_type": {"type": "string", "maxLength": 32},
-        "arch": {"type": "string", "maxLength": 32},
-        "hypervisor": {"type": "string", "maxLength": 64},
-        "hypervisor_version": {"type": "string", "maxLength": 64},
+        "virt_type": {**HOST_FACT, "maxLength": 32},
+        "arch": {**HOST_FACT, "maxLength": 32},
+        "hypervisor": HOST_FACT,
+        "hypervisor_version": HOST_FACT,
         "network_plugins": {"type": "array", "items": NAME, "maxItems": 16},
         "storage_backends": {"type": "array", "items": NAME, "maxItems": 16},
         "shared_storage_backends": {"type": "array", "items": NAME, "maxItems": 16},
@@ -399,7 +410,7 @@ SCHEDULER_METHODS: dict[str, dict[str, Any]] = {
             "uuid": UUID,
             "vm_state": {"enum": ["active", "stopped", "paused", "suspended", "error"]},
             "power_state": POWER_STATE,
-            "fault": REASON,
+            "fault": FAULT,
         },
         ("host", "uuid", "vm_state"),
     ),
@@ -486,6 +497,18 @@ COMPUTE_METHODS: dict[str, dict[str, Any]] = {
         ("volume", "action"),
     ),
 }
+
+
+_CONTROL = re.compile("[\\x00-\\x1f\\x7f-\\x9f]+")
+
+
+def free_text(text: str, limit: int = 1024) -> str:
+    """``text`` as a :data:`REASON` a service may send: control runs become one space.
+
+    NOTE: for the services' own texts (a hypervisor's error message spans
+    lines); what a person typed is refused instead, so they see why.
+    """
+    return _CONTROL.sub(" ", text)[:limit]
 
 
 #: Longest reason an invalid_payload error carries.

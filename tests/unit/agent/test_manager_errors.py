@@ -8,6 +8,7 @@ made by qemu-img in tmp_path.
 from __future__ import annotations
 
 import datetime
+import logging
 import uuid as uuidlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -172,6 +173,26 @@ def test_spawn_error_removes_the_root_volume(manager, driver, backend, scheduler
         ]
     finally:
         squatter.undefine()
+
+
+def test_build_refused_for_image_properties_is_one_line_without_traceback(
+    manager, driver, backend, scheduler, image_file, caplog
+):
+    """Issue 12 item 9: a tenant's bad property is the caller's mistake, not ours."""
+    instance = _instance(image_file)
+    instance["image"]["properties"] = {"hw_disk_bus": "floppy"}
+    with caplog.at_level(logging.INFO):
+        manager.build_instance(CTXT, instance=instance)
+    method, cast = scheduler.casts[-1]
+    assert (method, cast["vm_state"]) == ("instance_update", "error")
+    assert "hw_disk_bus" in cast["fault"]
+    assert _domains_of(driver, instance["uuid"]) == []
+    assert _volume_files(backend) == []
+    assert [r for r in caplog.records if r.exc_info] == []
+    refusals = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(refusals) == 1
+    line = refusals[0].getMessage()
+    assert "req-unit" in line and "hw_disk_bus" in line and "\n" not in line
 
 
 def test_build_then_repeated_build_defines_one_domain(
