@@ -256,9 +256,13 @@ def unknown_options(conf: cfg.ConfigOpts) -> list[str]:
     A typo (``[schedular]``, ``stat_path``) is otherwise silently ignored and
     the default used; services log these lines as warnings at start.
     """
+    try:
+        paths = _config_files(conf)
+    except cfg.NoSuchOptError:
+        return []  # a ConfigOpts never loaded from files (tests, embedding)
     known = _known_options(conf)
     lines = []
-    for path in _config_files(conf):
+    for path in paths:
         sections: dict = {}
         try:
             cfg.ConfigParser(path, sections).parse()
