@@ -97,6 +97,13 @@ class InvalidFlavor(Invalid):
     code = "invalid_flavor"
 
 
+class GuestConfigError(Invalid):
+    """A flavor extra spec or image property that is unknown, malformed or impossible here."""
+
+    msg_fmt = "Invalid guest configuration %(property)s=%(value)r: %(reason)s"
+    code = "invalid_guest_config"
+
+
 # --- not found ------------------------------------------------------------
 
 

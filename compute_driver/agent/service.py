@@ -44,12 +44,31 @@ def load_plugins(conf: cfg.ConfigOpts) -> tuple:
     return driver, storage, networks
 
 
+def check_storage(storage: dict) -> None:
+    """Each storage backend answers (a Ceph monitor, an iSCSI portal, a mount).
+
+    NOTE: otherwise an agent whose storage is unreachable starts and only
+    logs failed reports; said once at start, with systemd restarting us
+    until the storage is back.
+
+    :raises StorageError: naming the backend and why.
+    """
+    for name, backend in sorted(storage.items()):
+        try:
+            backend.capacity()
+        except exception.ComputeDriverError as exc:
+            raise exception.StorageError(
+                operation="check at start", volume="backend %s" % name, reason=exc.message
+            ) from exc
+
+
 class AgentService:
     """The agent: plugins, its RPC servers (per-host and fanout) and its report loop."""
 
     def __init__(self, conf: cfg.ConfigOpts) -> None:
         self.conf = conf
         driver, storage, networks = load_plugins(conf)
+        check_storage(storage)
         driver.init_host(conf.host)
         self.manager = ComputeManager(
             conf,

@@ -14,7 +14,7 @@ from typing import Any
 import oslo_messaging as messaging
 from oslo_config import cfg
 
-from compute_driver import disk_image, exception, notifications
+from compute_driver import disk_image, exception, guest_properties, notifications
 from compute_driver.rpc import compute_api, schemas
 from compute_driver.rpc.context import RequestContext
 from compute_driver.scheduler import placement, scope
@@ -26,7 +26,6 @@ from compute_driver.scheduler.scope import scheduler_method
 from compute_driver.scheduler.store import Store
 from compute_driver.scheduler.volumes import VolumeManager, agent_volume
 from compute_driver.virt.base import decode_user_data
-from compute_driver.virt.libvirt import guest_config
 
 LOG = logging.getLogger(__name__)
 
@@ -534,7 +533,6 @@ class SchedulerManager:
         root_gb: int,
         extra_specs: dict[str, str] | None = None,
     ) -> dict:
-        guest_config.check_property_names(extra_specs=extra_specs)
         return self.store.create_flavor(name, vcpus, memory_mb, root_gb, extra_specs)
 
     @scheduler_method
@@ -561,7 +559,8 @@ class SchedulerManager:
         ``file``, ``kernel`` and ``initrd`` are names relative to that
         directory; ``disk_format`` the format the caller says the disk has.
         """
-        guest_config.check_property_names(image_properties=properties)
+        # NOTE: checked before the files are copied (create_image checks again).
+        guest_properties.check_image(properties, cmdline)
         if (kernel is None) != (initrd is None):
             raise exception.InvalidImage(image=name, reason="--kernel and --initrd go together")
         if cmdline is not None and kernel is None:

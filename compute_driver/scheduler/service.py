@@ -11,7 +11,7 @@ from sqlalchemy import exc as sa_exc
 
 from compute_driver import config, exception, service
 from compute_driver.rpc import agent_reports_api, compute_api, scheduler_api, transport
-from compute_driver.scheduler import recovery
+from compute_driver.scheduler import placement, recovery
 from compute_driver.scheduler.manager import SchedulerManager, ensure_state_dirs
 from compute_driver.scheduler.reports import ReportEndpoint
 from compute_driver.scheduler.store import Store
@@ -19,19 +19,26 @@ from compute_driver.scheduler.store import Store
 LOG = logging.getLogger(__name__)
 
 
-def open_store(conf: cfg.ConfigOpts) -> Store:
+def open_store(conf: cfg.ConfigOpts, upgrade: bool = True) -> Store:
     """The store at ``[database] connection``, migrated to the newest schema.
 
-    :raises InvalidConfig: the URL is malformed or names an unknown driver.
+    :param upgrade: False: only check the URL (no connection is made).
+    :raises InvalidConfig: the URL is malformed, names an unknown driver, or
+        a SQLite file in a directory that does not exist.
     :raises DatabaseUnavailable: the database cannot be reached or migrated.
     """
+    where = config.option_location(conf, "database", "connection")
     try:
         store = Store(conf.database.connection, conf.database.busy_timeout)
-        store.upgrade()
+        if upgrade:
+            store.upgrade()
+    except exception.InvalidConfig as exc:
+        raise exception.InvalidConfig(
+            reason="%s: [database] connection is invalid: %s" % (where, exc)
+        ) from exc
     except (sa_exc.ArgumentError, sa_exc.NoSuchModuleError, ImportError) as exc:
         raise exception.InvalidConfig(
-            reason="%s: [database] connection is invalid: %s"
-            % (config.option_location(conf, "database", "connection"), exc)
+            reason="%s: [database] connection is invalid: %s" % (where, exc)
         ) from exc
     except (sa_exc.SQLAlchemyError, OSError) as exc:
         raise exception.DatabaseUnavailable(reason=str(exc).splitlines()[0]) from exc
@@ -97,5 +104,15 @@ class SchedulerService:
         self.store.engine.dispose()
 
 
+def check_config(conf: cfg.ConfigOpts) -> None:
+    """What the scheduler alone reads, checked at start rather than at the first request.
+
+    :raises InvalidConfig: an unknown filter or weigher name, or a database
+        URL that is malformed or names a missing directory.
+    """
+    placement.Placement(conf)
+    open_store(conf, upgrade=False).engine.dispose()
+
+
 def main(argv: Sequence[str] | None = None) -> None:
-    service.run("compute-scheduler", argv, SchedulerService)
+    service.run("compute-scheduler", argv, SchedulerService, checks=(check_config,))
