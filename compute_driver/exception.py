@@ -57,9 +57,24 @@ class InvalidPayload(Invalid):
     code = "invalid_payload"
 
 
+class InvalidContext(Invalid):
+    msg_fmt = "Invalid request context: %(reason)s"
+    code = "invalid_context"
+
+
+class Forbidden(Invalid):
+    msg_fmt = "%(action)s is not allowed: %(reason)s"
+    code = "forbidden"
+
+
 class InvalidConfig(Invalid):
     msg_fmt = "%(reason)s"
     code = "invalid_config"
+
+
+class UnknownMethod(Invalid):
+    msg_fmt = "The %(api)s API has no RPC method %(method)s"
+    code = "unknown_method"
 
 
 class UnsupportedVersion(Invalid):
@@ -80,6 +95,13 @@ class InvalidNetwork(Invalid):
 class InvalidFlavor(Invalid):
     msg_fmt = "Invalid flavor %(flavor)s: %(reason)s"
     code = "invalid_flavor"
+
+
+class GuestConfigError(Invalid):
+    """A flavor extra spec or image property that is unknown, malformed or impossible here."""
+
+    msg_fmt = "Invalid guest configuration %(property)s=%(value)r: %(reason)s"
+    code = "invalid_guest_config"
 
 
 # --- not found ------------------------------------------------------------
@@ -236,6 +258,16 @@ class InternalError(ComputeDriverError):
 class MessagingError(ComputeDriverError):
     msg_fmt = "Message bus error talking to %(service)s: %(reason)s"
     code = "messaging_error"
+
+
+class ReportRefused(Invalid):
+    msg_fmt = "Report %(method)s for host %(host)s refused: %(reason)s"
+    code = "report_refused"
+
+
+class RequestRefused(Invalid):
+    msg_fmt = "Request %(method)s to host %(host)s refused: %(reason)s"
+    code = "request_refused"
 
 
 class MessagingTimeout(ComputeDriverError):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+from collections.abc import Iterable
 from typing import Any
 
 import oslo_messaging as messaging
@@ -20,8 +21,10 @@ from oslo_config import cfg
 from compute_driver import exception
 from compute_driver.conf.networks import MAX_VNI
 from compute_driver.rpc import compute_api, schemas
-from compute_driver.rpc.endpoint import rpc_method
+from compute_driver.rpc.context import RequestContext
+from compute_driver.scheduler import scope
 from compute_driver.scheduler.network_store import NetworkStore, segment_key
+from compute_driver.scheduler.scope import scheduler_method
 from compute_driver.scheduler.store import Store
 
 LOG = logging.getLogger(__name__)
@@ -30,9 +33,23 @@ LOG = logging.getLogger(__name__)
 TUNNEL_OVERHEAD = 50
 TUNNEL_TYPES = ("vxlan", "geneve")
 
-
-def scheduler_method(func):
-    return rpc_method("scheduler", schemas.SCHEDULER_METHODS)(func)
+#: Ranges no tenant subnet may touch: the addresses there mean something to
+#: every host and guest (RFC 6890), so a guest given one would answer for, or
+#: be unreachable from, a whole class of addresses.
+SPECIAL_RANGES = tuple(
+    (ipaddress.ip_network(cidr), why)
+    for cidr, why in (
+        ("0.0.0.0/8", "unspecified ('this network')"),
+        ("127.0.0.0/8", "loopback"),
+        ("169.254.0.0/16", "link-local"),
+        ("224.0.0.0/4", "multicast"),
+        ("240.0.0.0/4", "reserved (and broadcast)"),
+        ("::/128", "unspecified"),
+        ("::1/128", "loopback"),
+        ("fe80::/10", "link-local"),
+        ("ff00::/8", "multicast"),
+    )
+)
 
 
 def agent_network(network: dict[str, Any]) -> dict[str, Any]:
@@ -75,19 +92,20 @@ class NetworkManager:
     @scheduler_method
     def create_network(
         self,
-        ctxt: dict,
+        context: RequestContext,
         uuid: str,
         name: str,
         type: str,
         cidr: str,
-        project: str,
+        project: str | None = None,
         segment: int | None = None,
         physnet: str | None = None,
         gateway: str | None = None,
         mtu: int | None = None,
     ) -> dict[str, Any]:
+        project = scope.owner(context, project, "create_network")
         opts = self.conf.networks
-        subnet, gateway = _subnet(name, cidr, gateway)
+        subnet, gateway = _subnet(name, cidr, gateway, opts.reserved_cidrs)
         if type in TUNNEL_TYPES:
             if physnet is not None:
                 raise exception.InvalidNetwork(
@@ -147,6 +165,11 @@ class NetworkManager:
     def _create(self, fields: dict[str, Any], requested: bool) -> dict[str, Any]:
         existing = self._existing(fields["uuid"])
         if existing is not None:
+            if existing["project"] != fields["project"]:
+                # NOTE: the owner is the caller's project (scope.owner).
+                raise exception.Conflict(
+                    reason="UUID %s is taken; a create needs a new one" % fields["uuid"]
+                )
             return existing
         record = self.networks.create(**fields)
         LOG.info(
@@ -167,34 +190,44 @@ class NetworkManager:
             return None
 
     @scheduler_method
-    def list_networks(self, ctxt: dict, project: str | None = None) -> list[dict[str, Any]]:
-        return self.networks.list_networks(project)
+    def list_networks(
+        self, context: RequestContext, project: str | None = None, all_projects: bool = False
+    ) -> list[dict[str, Any]]:
+        return self.networks.list_networks(scope.list_project(context, project, all_projects))
 
     @scheduler_method
-    def show_network(self, ctxt: dict, network: str) -> dict[str, Any]:
-        record = self.networks.get(network)
+    def show_network(self, context: RequestContext, network: str) -> dict[str, Any]:
+        record = self.networks.get(network, context)
         record["hosts"] = sorted(self.networks.hosts_of(record["uuid"]))
         return record
 
     @scheduler_method
-    def delete_network(self, ctxt: dict, network: str) -> dict[str, Any]:
-        return self.networks.delete(network)
+    def delete_network(self, context: RequestContext, network: str) -> dict[str, Any]:
+        return self.networks.delete(network, context)
 
     # --- ports of servers, topology ---------------------------------------------------
 
     def allocate(
-        self, instance_uuid: str, project: str, networks: list[str]
+        self, instance_uuid: str, project: str, networks: list[str], context: RequestContext
     ) -> list[dict[str, Any]]:
         """Ports (``schemas.PORT``) of a new server, one per network, in order.
 
-        :raises ProjectMismatch: a network of another project.
+        :raises NetworkNotFound: a network ``context`` does not see.
+        :raises ProjectMismatch: a network of another project (an admin's create).
         """
-        records = {n: self._of_project(n, project, instance_uuid) for n in networks}
+        records = {n: self.of_project(n, project, instance_uuid, context) for n in networks}
         ports = self.networks.allocate_ports(instance_uuid, [records[n]["uuid"] for n in networks])
         return [agent_port(p, records[n]) for p, n in zip(ports, networks, strict=True)]
 
-    def _of_project(self, network: str, project: str, instance: str) -> dict[str, Any]:
-        record = self.networks.get(network)
+    def of_project(
+        self, network: str, project: str, instance: str, context: RequestContext
+    ) -> dict[str, Any]:
+        """The network ``network`` names (as ``context`` sees it), if a server
+        of ``project`` may have a port on it.
+
+        :raises NetworkNotFound, ProjectMismatch: it may not.
+        """
+        record = self.networks.get(network, context)
         if record["project"] != project:
             raise exception.ProjectMismatch(what="Network", name=record["name"], instance=instance)
         return record
@@ -202,15 +235,17 @@ class NetworkManager:
     # --- interfaces of running servers --------------------------------------------
 
     @scheduler_method
-    def attach_interface(self, ctxt: dict, server: str, network: str) -> dict[str, Any]:
-        instance = self.store.get_instance(server)
+    def attach_interface(
+        self, context: RequestContext, server: str, network: str
+    ) -> dict[str, Any]:
+        instance = self.store.get_instance(server, context=context)
         if not instance["host"] or instance["vm_state"] not in ("active", "stopped", "paused"):
             raise exception.InstanceStateConflict(
                 instance=instance["name"],
                 state=instance["vm_state"],
                 reason="interfaces attach to active, stopped or paused servers on a host",
             )
-        record = self._of_project(network, instance["project"], instance["name"])
+        record = self.of_project(network, instance["project"], instance["name"], context)
         # NOTE: one limit for create and attach, the one every payload that
         # lists a server's ports (delete too) accepts.
         port = self.networks.allocate_next_port(
@@ -227,8 +262,8 @@ class NetworkManager:
         return port
 
     @scheduler_method
-    def detach_interface(self, ctxt: dict, server: str, port: str) -> dict[str, Any]:
-        instance = self.store.get_instance(server)
+    def detach_interface(self, context: RequestContext, server: str, port: str) -> dict[str, Any]:
+        instance = self.store.get_instance(server, context=context)
         found = next(
             (p for p in self.networks.ports_of(instance["uuid"]) if p["uuid"] == port), None
         )
@@ -243,8 +278,8 @@ class NetworkManager:
         return found
 
     @scheduler_method
-    def list_interfaces(self, ctxt: dict, server: str) -> list[dict[str, Any]]:
-        return self.networks.ports_of(self.store.get_instance(server)["uuid"])
+    def list_interfaces(self, context: RequestContext, server: str) -> list[dict[str, Any]]:
+        return self.networks.ports_of(self.store.get_instance(server, context=context)["uuid"])
 
     def agent_ports(self, instance_uuid: str) -> list[dict[str, Any]]:
         """The ports of an existing server, as the agent takes them."""
@@ -283,9 +318,12 @@ class NetworkManager:
                     # NOTE: the agent resyncs from host_networks when it starts.
                     LOG.warning("Topology of %s not sent to %s: %s", network["name"], host, exc)
 
-    @scheduler_method
-    def host_networks(self, ctxt: dict, host: str) -> list[dict[str, Any]]:
-        """For a (re)starting agent: its networks and each one's remote endpoints."""
+    def host_networks(self, host: str) -> list[dict[str, Any]]:
+        """For a (re)starting agent: its networks and each one's remote endpoints.
+
+        NOTE: not a scheduler method: agents ask through the agent reports
+        API (compute_driver/scheduler/reports.py).
+        """
         endpoints = self._endpoints()
         ports = self.networks.ports_on_host(host)
         answer = []
@@ -307,16 +345,31 @@ class NetworkManager:
         return answer
 
 
-def _subnet(name: str, cidr: str, gateway: str | None) -> tuple[ipaddress.IPv4Network, str]:
+def _subnet(
+    name: str, cidr: str, gateway: str | None, reserved: Iterable[str] = ()
+) -> tuple[ipaddress.IPv4Network, str]:
     """The subnet and gateway of a new network.
 
-    :raises InvalidNetwork: not an IPv4 network of at least 4 addresses, or a
-        gateway outside it.
+    :param reserved: the operator's ``[networks] reserved_cidrs`` (the underlay's).
+    :raises InvalidNetwork: not an IPv4 network of at least 4 addresses, one
+        that overlaps a special or reserved range, or a gateway outside it.
     """
     try:
         subnet = ipaddress.ip_network(cidr, strict=True)
     except ValueError as exc:
         raise exception.InvalidNetwork(network=name, reason="cidr %r: %s" % (cidr, exc)) from None
+    for special, why in SPECIAL_RANGES:
+        if subnet.version == special.version and subnet.overlaps(special):
+            raise exception.InvalidNetwork(
+                network=name, reason="cidr %s overlaps %s, which is %s" % (cidr, special, why)
+            )
+    for item in reserved:
+        taken = ipaddress.ip_network(item, strict=False)
+        if subnet.version == taken.version and subnet.overlaps(taken):
+            raise exception.InvalidNetwork(
+                network=name,
+                reason="cidr %s overlaps %s, reserved by [networks] reserved_cidrs" % (cidr, item),
+            )
     if not isinstance(subnet, ipaddress.IPv4Network) or subnet.prefixlen > 29:
         raise exception.InvalidNetwork(
             network=name, reason="cidr %s: an IPv4 subnet of /29 or larger is needed" % cidr

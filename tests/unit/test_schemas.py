@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -46,12 +47,12 @@ IMAGE = {
     "uuid": IMAGE_UUID,
     "name": "cirros-0.6",
     "disk_format": "qcow2",
-    "path": "/var/lib/compute-driver/images/%s/disk" % IMAGE_UUID,
     "virtual_size": 117440512,
-    "kernel_path": "/var/lib/compute-driver/images/k",
-    "initrd_path": "/var/lib/compute-driver/images/i",
+    "kernel": True,
     "cmdline": "console=ttyS0 root=/dev/vda",
 }
+
+SIGNATURE = {"timestamp": 1700000000, "hmac": "0" * 64}
 
 #: One payload per method with every field set (optional ones included).
 FULL: dict[str, dict[str, dict[str, Any]]] = {
@@ -119,7 +120,6 @@ FULL: dict[str, dict[str, dict[str, Any]]] = {
         "list_interfaces": {"server": "web-1"},
         "show_network": {"network": "net-1"},
         "delete_network": {"network": "net-1"},
-        "host_networks": {"host": "compute-1"},
         "list_volumes": {"project": "demo"},
         "show_volume": {"volume": "data-1"},
         "delete_volume": {"volume": VOLUME_UUID},
@@ -144,12 +144,7 @@ FULL: dict[str, dict[str, dict[str, Any]]] = {
         "create_image_from_server": {"uuid": IMAGE_UUID, "name": "golden", "server": "web-1"},
         "revert_server_snapshot": {"server": "web-1", "name": "before-upgrade"},
         "delete_server_snapshot": {"server": "web-1", "name": "before-upgrade"},
-        "set_host_enabled": {
-            "host": "compute-1",
-            "enabled": False,
-            "reason": "maintenance",
-            "automatic": False,
-        },
+        "set_host_enabled": {"host": "compute-1", "enabled": False, "reason": "maintenance"},
         "list_hosts": {},
         "show_host": {"host": "compute-1"},
         "list_flavors": {},
@@ -158,14 +153,17 @@ FULL: dict[str, dict[str, dict[str, Any]]] = {
         "import_image": {
             "uuid": IMAGE_UUID,
             "name": "cirros",
-            "file": "/tmp/disk.qcow2",
-            "kernel": "/tmp/vmlinuz",
-            "initrd": "/tmp/initrd",
+            "file": "cirros/disk.qcow2",
+            "kernel": "cirros/vmlinuz",
+            "initrd": "cirros/initrd",
+            "disk_format": "qcow2",
             "cmdline": "console=ttyS0",
         },
         "list_images": {},
         "show_image": {"image": "cirros"},
         "delete_image": {"image": IMAGE_UUID},
+    },
+    "agent_reports": {
         "report_host": {
             "host": "compute-1",
             "resources": {"vcpus": 8, "memory_mb": 16384, "disk_gb": 200},
@@ -180,6 +178,7 @@ FULL: dict[str, dict[str, dict[str, Any]]] = {
                 "tunnel_ip": "192.0.2.10",
             },
             "instances": [{"uuid": UUID, "power_state": "running"}],
+            "signature": SIGNATURE,
         },
         "instance_update": {
             "host": "compute-1",
@@ -187,10 +186,23 @@ FULL: dict[str, dict[str, dict[str, Any]]] = {
             "vm_state": "error",
             "power_state": "shutdown",
             "fault": "disk full",
+            "signature": SIGNATURE,
         },
-        "instance_deleted": {"host": "compute-1", "uuid": UUID},
-        "instance_power_changed": {"host": "compute-1", "uuid": UUID, "power_state": "shutdown"},
-        "host_instances": {"host": "compute-1"},
+        "set_host_enabled": {
+            "host": "compute-1",
+            "enabled": False,
+            "reason": "hypervisor: gone",
+            "signature": SIGNATURE,
+        },
+        "instance_deleted": {"host": "compute-1", "uuid": UUID, "signature": SIGNATURE},
+        "instance_power_changed": {
+            "host": "compute-1",
+            "uuid": UUID,
+            "power_state": "shutdown",
+            "signature": SIGNATURE,
+        },
+        "host_instances": {"host": "compute-1", "signature": SIGNATURE},
+        "host_networks": {"host": "compute-1", "signature": SIGNATURE},
     },
     "compute": {
         "ping": {},
@@ -234,7 +246,7 @@ FULL: dict[str, dict[str, dict[str, Any]]] = {
         "snapshot_delete_instance": {"uuid": UUID, "name": "s1"},
         "list_instance_snapshots": {"uuid": UUID},
         "get_diagnostics": {"uuid": UUID},
-        "export_root_disk": {"uuid": UUID, "path": "/var/lib/compute-driver/images/x/disk.qcow2"},
+        "export_root_disk": {"uuid": UUID, "image": IMAGE_UUID},
         "create_volume": {
             "volume": {"id": VOLUME_UUID, "backend": "dir", "size_gb": 1},
             "image": dict(IMAGE),
@@ -247,7 +259,11 @@ FULL: dict[str, dict[str, dict[str, Any]]] = {
     },
 }
 
-METHODS = {"scheduler": schemas.SCHEDULER_METHODS, "compute": schemas.COMPUTE_METHODS}
+METHODS = {
+    "scheduler": schemas.SCHEDULER_METHODS,
+    "agent_reports": schemas.REPORT_METHODS,
+    "compute": schemas.COMPUTE_METHODS,
+}
 ALL = [(api, method) for api, methods in METHODS.items() for method in methods]
 
 NAME_PATTERN = schemas.NAME["pattern"]
@@ -433,11 +449,12 @@ def test_too_long_string_is_refused(case):
 
 
 @pytest.mark.parametrize(
-    ("method", "field", "length"), [("show_host", "host", 256), ("instance_update", "fault", 1025)]
+    ("api", "method", "field", "length"),
+    [("scheduler", "show_host", "host", 256), ("agent_reports", "instance_update", "fault", 1025)],
 )
-def test_too_long_string_message_says_why(method, field, length):
-    payload = dict(FULL["scheduler"][method], **{field: "a" * length})
-    _refused("scheduler", method, payload, field + ": ", "too long")
+def test_too_long_string_message_says_why(api, method, field, length):
+    payload = dict(FULL[api][method], **{field: "a" * length})
+    _refused(api, method, payload, field + ": ", "too long")
 
 
 @pytest.mark.parametrize(
@@ -465,6 +482,53 @@ def test_cmdline_with_nul_or_newline_is_refused(case):
     api, method, path, _schema, _value = case
     for bad in ["console=ttyS0\x00init=/bin/sh", "console=ttyS0\ninit=/bin/sh"]:
         _refused(api, method, _replace(FULL[api][method], path, bad), _where(path))
+
+
+#: Control characters that drive a terminal or fake a line: ESC (CSI, OSC),
+#: BEL, CR, LF, DEL, and the one-character C1 CSI.
+CONTROLS = ["a\x1b[2Jb", "a\x1b]0;t\x07", "a\nb", "a\rb", "a\x7fb", "a\x9b31mb", "a\tb"]
+#: Free text typed by people, by name: issue 12 item 7 (these must stay covered).
+FREE_TEXT_FIELDS = [
+    ("scheduler", "set_host_enabled", ("reason",)),
+    ("scheduler", "create_server_snapshot", ("description",)),
+    ("compute", "snapshot_create_instance", ("description",)),
+]
+
+
+@pytest.mark.parametrize(("api", "method", "path"), FREE_TEXT_FIELDS)
+def test_free_text_with_control_characters_is_refused(api, method, path):
+    good = _replace(FULL[api][method], path, "disk swap, back at 14:00 (ticket #42) é")
+    _validate(api, method, good)
+    for bad in CONTROLS:
+        _refused(api, method, _replace(FULL[api][method], path, bad), _where(path))
+
+
+@pytest.mark.parametrize(
+    "case",
+    [c for c in _nodes("leaf") if c[3].get("pattern") == schemas.FREE_TEXT_PATTERN],
+    ids=_case_id,
+)
+def test_every_free_text_field_refuses_control_characters(case):
+    api, method, path, _schema, _value = case
+    for bad in CONTROLS:
+        _refused(api, method, _replace(FULL[api][method], path, bad), _where(path))
+
+
+def test_a_fault_may_span_lines():
+    """An agent's fault is a hypervisor's message, often several lines: refusing it
+    would lose the report that a build failed (it is escaped when shown)."""
+    tables = [getattr(schemas, n, {}) for n in ("SCHEDULER_METHODS", "REPORT_METHODS")]
+    schema = next(t["instance_update"] for t in tables if "instance_update" in t)
+    fault = "internal error: qemu unexpectedly closed the monitor:\n2026-12-07 char device"
+    payload = {"host": "compute-1", "uuid": UUID, "vm_state": "error", "fault": fault}
+    schemas.validate("test", "instance_update_fault", schema, payload)
+
+
+def test_free_text_makes_a_service_message_fit():
+    text = schemas.free_text("internal error: qemu died\r\n\x1b[1mcore\x9b dumped\n" * 100)
+    assert text.startswith("internal error: qemu died [1mcore  dumped internal error")
+    assert len(text) == 1024
+    assert re.fullmatch(schemas.FREE_TEXT_PATTERN, text)
 
 
 @pytest.mark.parametrize("case", [c for c in _nodes("leaf") if "minimum" in c[3]], ids=_case_id)

@@ -13,8 +13,11 @@ from oslo_config import cfg
 
 from compute_driver import exception
 from compute_driver.rpc import schemas
+from compute_driver.rpc.context import RequestContext
 from compute_driver.scheduler.networks import NetworkManager
 from compute_driver.scheduler.store import Store
+
+ADMIN = RequestContext(admin=True)
 
 
 class TopologyRecorder:
@@ -50,7 +53,7 @@ def manager(store: Store, recorder: TopologyRecorder, fresh_conf: cfg.ConfigOpts
 def call(manager: NetworkManager, method: str, **payload: Any) -> Any:
     """Call an endpoint method as the RPC server does; raise the typed error it carries."""
     try:
-        return getattr(manager, method)({}, **payload)
+        return getattr(manager, method)({"admin": True}, **payload)
     except messaging.ExpectedException as wrapped:
         raise wrapped.__cause__ from None  # type: ignore[misc]
 
@@ -112,7 +115,7 @@ def test_concurrent_ports_get_distinct_addresses_and_macs(manager: NetworkManage
     lock = threading.Lock()
 
     def allocate() -> None:
-        got = manager.allocate(str(uuidlib.uuid4()), "demo", [net["uuid"]])
+        got = manager.allocate(str(uuidlib.uuid4()), "demo", [net["uuid"]], ADMIN)
         with lock:
             ports.extend(got)
 
@@ -129,11 +132,11 @@ def test_concurrent_ports_get_distinct_addresses_and_macs(manager: NetworkManage
 def test_a_full_subnet_and_another_projects_network_are_refused(manager: NetworkManager) -> None:
     net = _net(manager, "tiny", cidr="10.0.0.0/29")  # 6 hosts, one is the gateway
     for _ in range(5):
-        manager.allocate(str(uuidlib.uuid4()), "demo", ["tiny"])
+        manager.allocate(str(uuidlib.uuid4()), "demo", ["tiny"], ADMIN)
     with pytest.raises(exception.NetworkFull):
-        manager.allocate(str(uuidlib.uuid4()), "demo", ["tiny"])
+        manager.allocate(str(uuidlib.uuid4()), "demo", ["tiny"], ADMIN)
     with pytest.raises(exception.ProjectMismatch):
-        manager.allocate(str(uuidlib.uuid4()), "other", [net["uuid"]])
+        manager.allocate(str(uuidlib.uuid4()), "other", [net["uuid"]], ADMIN)
 
 
 def test_topology_goes_only_to_hosts_with_ports(
@@ -143,13 +146,13 @@ def test_topology_goes_only_to_hosts_with_ports(
     _net(manager, "quiet")
     for host in ("h1", "h2"):
         instance = str(uuidlib.uuid4())
-        manager.allocate(instance, "demo", ["a"])
+        manager.allocate(instance, "demo", ["a"], ADMIN)
         manager.networks.bind(instance, host)
     manager.fan_out([net["uuid"]])
     assert sorted(recorder.sent) == [("h1", "a", ["192.0.2.2"]), ("h2", "a", ["192.0.2.1"])]
-    view = call(manager, "host_networks", host="h1")
+    view = manager.host_networks("h1")
     assert [(v["network"]["name"], v["remote_endpoints"]) for v in view] == [("a", ["192.0.2.2"])]
-    assert call(manager, "host_networks", host="h3") == []
+    assert manager.host_networks("h3") == []
     with pytest.raises(exception.InUse):
         call(manager, "delete_network", network="a")
     call(manager, "delete_network", network="quiet")
@@ -161,7 +164,7 @@ def test_every_port_change_gives_the_network_a_newer_revision(
     net = _net(manager, "a")
     revisions = [manager.networks.get(net["uuid"])["revision"]]
     instance = str(uuidlib.uuid4())
-    manager.allocate(instance, "demo", ["a"])
+    manager.allocate(instance, "demo", ["a"], ADMIN)
     revisions.append(manager.networks.get(net["uuid"])["revision"])
     manager.networks.bind(instance, "h1")
     revisions.append(manager.networks.get(net["uuid"])["revision"])
@@ -208,3 +211,44 @@ def test_a_port_beyond_the_limit_is_refused_and_a_full_server_still_deletes(
     assert len(manager.agent_ports(uuid)) == schemas.MAX_PORTS
     # What delete hands the agent: every port the server could get.
     agent.delete_instance("h1", uuid, manager.agent_ports(uuid))
+
+
+@pytest.mark.parametrize(
+    ("cidr", "match"),
+    [
+        ("0.0.0.0/0", "loopback|unspecified"),
+        ("0.0.0.0/8", "unspecified"),
+        ("127.0.0.0/8", "loopback"),
+        ("127.0.0.0/29", "loopback"),
+        ("224.0.0.0/4", "multicast"),
+        ("239.1.1.0/24", "multicast"),
+        ("169.254.0.0/16", "link-local"),
+        ("169.254.169.0/24", "link-local"),
+        ("240.0.0.0/24", "reserved"),
+        ("255.255.255.248/29", "reserved"),
+        ("96.0.0.0/3", "loopback"),  # wide enough to swallow a special range
+    ],
+)
+def test_special_subnets_are_refused_and_nothing_is_stored(
+    manager: NetworkManager, cidr: str, match: str
+) -> None:
+    with pytest.raises(exception.InvalidNetwork, match="cidr %s overlaps .*(%s)" % (cidr, match)):
+        _net(manager, "bad", cidr=cidr)
+    assert call(manager, "list_networks") == []
+
+
+def test_subnets_overlapping_the_operators_reserved_cidrs_are_refused(
+    manager: NetworkManager, fresh_conf: cfg.ConfigOpts
+) -> None:
+    fresh_conf.set_override("reserved_cidrs", ["10.20.0.0/16", "192.168.1.0/24"], "networks")
+    for cidr in ("10.20.5.0/24", "10.0.0.0/8", "192.168.1.128/25"):
+        with pytest.raises(exception.InvalidNetwork, match="reserved_cidrs"):
+            _net(manager, "bad", cidr=cidr)
+    assert call(manager, "list_networks") == []
+    assert _net(manager, "ok", cidr="10.21.0.0/24")["cidr"] == "10.21.0.0/24"
+
+
+def test_a_reserved_cidr_that_is_not_a_network_is_a_config_error(write_conf, load_conf) -> None:
+    path = write_conf("[networks]\nreserved_cidrs = 10.0.0.0/8, 10.1.2.3/16\n")
+    with pytest.raises(exception.InvalidConfig, match=r"\[networks\] reserved_cidrs .*10.1.2.3/16"):
+        load_conf(path)
