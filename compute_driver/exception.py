@@ -309,6 +309,16 @@ class SnapshotLimitReached(Conflict):
     code = "instance_snapshot_limit_reached"
 
 
+class PortLimitReached(Conflict):
+    msg_fmt = "Server %(instance)s already has %(count)s ports, the most allowed (%(limit)s)"
+    code = "instance_port_limit_reached"
+
+
+class VolumeLimitReached(Conflict):
+    msg_fmt = "Server %(instance)s already has %(count)s volumes, the most allowed (%(limit)s)"
+    code = "instance_volume_limit_reached"
+
+
 class SnapshotConflict(Conflict):
     msg_fmt = "Cannot %(action)s snapshot %(name)s of server %(instance)s: %(reason)s"
     code = "instance_snapshot_conflict"

@@ -96,7 +96,8 @@ is an error that says where it belongs.
      - virtio, scsi, sata, ide
      - virtio
      - ``<target bus>`` of every instance disk, renamed to match (vda, sda, hda, also in the
-       metadata); scsi adds a virtio-scsi ``<controller>``
+       metadata), hot-attached volumes included (the disk settings are kept in the metadata);
+       scsi adds a virtio-scsi ``<controller>``
    * - ``hw_disk_cache`` (image)
      - none, writeback, writethrough, directsync, unsafe
      - the storage's, else none

@@ -74,9 +74,10 @@ OPTS = [
         min=1,
         max=600,
         help="Seconds a running guest has to release a volume or network "
-        "interface being detached (libvirt's DEVICE_REMOVED event). A guest that "
-        "does not answer keeps the device and the detach fails with "
-        "device_detach_failed.",
+        "interface being detached (libvirt's DEVICE_REMOVED event). The unplug "
+        "request is sent again after 1, 2, 4, 8, 8 ... s without an answer (a "
+        "booting guest drops it) until this time runs out. A guest that does not "
+        "answer keeps the device and the detach fails with device_detach_failed.",
     ),
 ]
 

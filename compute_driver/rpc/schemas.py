@@ -87,7 +87,14 @@ POWER_STATE = {"enum": ["running", "paused", "shutdown", "crashed", "suspended",
 VOLUME_SIZE_GB = {"type": "integer", "minimum": 1, "maximum": 65536}
 #: A volume as a backend names it (the scheduler uses the volume's UUID).
 BACKEND_VOLUME_ID = {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_-]{0,127}\\Z"}
-TARGET_DEV = {"type": "string", "pattern": "^(vd|sd)[a-z]{1,2}\\Z"}
+#: A disk's name in the guest: vdX (virtio), sdX (scsi, sata), hdX (ide).
+TARGET_DEV = {"type": "string", "pattern": "^(vd|sd|hd)[a-z]{1,2}\\Z"}
+#: The most ports a server may have: refused beyond it at create and at
+#: attach, so every payload that lists a server's ports (build, hard
+#: reboot, delete) can take them all.
+MAX_PORTS = 16
+#: The most data volumes a server may have attached, likewise.
+MAX_VOLUMES = 24
 
 
 #: Flavor extra specs and image properties: short keys, string values.
@@ -186,7 +193,7 @@ PORT = obj(
     },
     ("id", "network", "mac", "address"),
 )
-PORTS = {"type": "array", "items": PORT, "maxItems": 16}
+PORTS = {"type": "array", "items": PORT, "maxItems": MAX_PORTS}
 
 #: The instance as the scheduler hands it to an agent.
 INSTANCE = obj(
@@ -200,7 +207,7 @@ INSTANCE = obj(
         "root_clone": ROOT_CLONE,
         "root_backend": NAME,
         "boot_volume": VOLUME,
-        "volumes": {"type": "array", "items": VOLUME, "maxItems": 24},
+        "volumes": {"type": "array", "items": VOLUME, "maxItems": MAX_VOLUMES},
         "ports": PORTS,
         "created_at": TIMESTAMP,
     },
@@ -287,7 +294,7 @@ SCHEDULER_METHODS: dict[str, dict[str, Any]] = {
             "root_clone": ROOT_CLONE,
             "root_backend": NAME,
             "boot_volume": NAME_OR_UUID,
-            "networks": {"type": "array", "items": NAME_OR_UUID, "maxItems": 16},
+            "networks": {"type": "array", "items": NAME_OR_UUID, "maxItems": MAX_PORTS},
             "availability_zone": NAME,
             "group": NAME_OR_UUID,
         },

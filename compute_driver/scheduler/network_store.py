@@ -20,7 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from compute_driver import exception
 from compute_driver.rpc.context import RequestContext
 from compute_driver.scheduler.database import find_by_ref
-from compute_driver.scheduler.models import Network, Port
+from compute_driver.scheduler.models import Instance, Network, Port
 from compute_driver.scheduler.store import Store
 
 #: Tries before an allocation gives up (each loses only to a concurrent one).
@@ -172,7 +172,9 @@ class NetworkStore:
             ports.append(self._allocate_one(instance_uuid, ref, index))
         return ports
 
-    def _allocate_one(self, instance_uuid: str, ref: str, index: int) -> dict[str, Any]:
+    def _allocate_one(
+        self, instance_uuid: str, ref: str, index: int, limit: int | None = None
+    ) -> dict[str, Any]:
         skip: set[str] = set()
         for _ in range(ALLOCATION_TRIES):
             try:
@@ -185,6 +187,8 @@ class NetworkStore:
                     )
                     if existing is not None:
                         return port_dict(existing, network)  # a repeated create
+                    if limit is not None:
+                        self._check_limit(session, instance_uuid, limit)
                     used = set(
                         session.scalars(select(Port.ip).where(Port.network_uuid == network.uuid))
                     )
@@ -207,13 +211,37 @@ class NetworkStore:
                 continue
         raise exception.NetworkFull(network=ref, reason="too many concurrent allocations")
 
-    def allocate_next_port(self, instance_uuid: str, network: str, host: str) -> dict[str, Any]:
-        """One more port of a server (the next device index), bound to ``host``."""
+    @staticmethod
+    def _check_limit(session: Any, instance_uuid: str, limit: int) -> None:
+        """Refuse a port beyond ``limit``, counted in the transaction that adds it.
+
+        NOTE: the server's row is locked first (PostgreSQL; SQLite has one
+        writer at a time), so two attaches cannot both see room for one.
+        """
+        session.scalar(
+            select(Instance.uuid).where(Instance.uuid == instance_uuid).with_for_update()
+        )
+        count = session.scalar(
+            select(func.count()).select_from(Port).where(Port.instance_uuid == instance_uuid)
+        )
+        if count >= limit:
+            raise exception.PortLimitReached(instance=instance_uuid, count=count, limit=limit)
+
+    def allocate_next_port(
+        self, instance_uuid: str, network: str, host: str, limit: int | None = None
+    ) -> dict[str, Any]:
+        """One more port of a server (the next device index), bound to ``host``.
+
+        :param limit: the most ports the server may have.
+        :raises PortLimitReached: it has ``limit`` already.
+        """
         with self.store.session() as session:
             last = session.scalar(
                 select(func.max(Port.device_index)).where(Port.instance_uuid == instance_uuid)
             )
-        port = self._allocate_one(instance_uuid, network, 0 if last is None else last + 1)
+        port = self._allocate_one(
+            instance_uuid, network, 0 if last is None else last + 1, limit=limit
+        )
         with self.store.session() as session:
             row = session.get(Port, port["uuid"])
             if row is not None:

@@ -20,7 +20,7 @@ from oslo_config import cfg
 
 from compute_driver import exception
 from compute_driver.conf.networks import MAX_VNI
-from compute_driver.rpc import compute_api
+from compute_driver.rpc import compute_api, schemas
 from compute_driver.rpc.context import RequestContext
 from compute_driver.scheduler import scope
 from compute_driver.scheduler.network_store import NetworkStore, segment_key
@@ -246,7 +246,11 @@ class NetworkManager:
                 reason="interfaces attach to active, stopped or paused servers on a host",
             )
         record = self.of_project(network, instance["project"], instance["name"], context)
-        port = self.networks.allocate_next_port(instance["uuid"], record["uuid"], instance["host"])
+        # NOTE: one limit for create and attach, the one every payload that
+        # lists a server's ports (delete too) accepts.
+        port = self.networks.allocate_next_port(
+            instance["uuid"], record["uuid"], instance["host"], limit=schemas.MAX_PORTS
+        )
         try:
             self.compute.attach_interface(
                 instance["host"], instance["uuid"], agent_port(port, record)

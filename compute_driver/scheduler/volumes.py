@@ -17,7 +17,7 @@ import oslo_messaging as messaging
 from oslo_config import cfg
 
 from compute_driver import exception
-from compute_driver.rpc import compute_api
+from compute_driver.rpc import compute_api, schemas
 from compute_driver.rpc.context import RequestContext
 from compute_driver.scheduler import scope
 from compute_driver.scheduler.imagestore import agent_image
@@ -245,6 +245,12 @@ class VolumeManager:
     @scheduler_method
     def attach_volume(self, context: RequestContext, server: str, volume: str) -> dict[str, Any]:
         instance, record = self._attachable(server, volume, context)
+        # NOTE: one limit, the one a hard reboot's payload accepts.
+        count = sum(not v["boot"] for v in self.volumes.attached(instance["uuid"]))
+        if count >= schemas.MAX_VOLUMES:
+            raise exception.VolumeLimitReached(
+                instance=instance["name"], count=count, limit=schemas.MAX_VOLUMES
+            )
         record = self.volumes.begin(
             record["uuid"],
             frozenset({"available"}),

@@ -14,7 +14,9 @@ import subprocess
 import time
 
 import libvirt
-from cloud_env import Cloud, wait_for_console
+from cloud_env import Cloud, guest_import_args, wait_for_console
+
+from compute_driver.virt.libvirt import xml as lvxml
 
 WATCHER = r"""#!/bin/sh
 FROM='%(from)s'
@@ -205,3 +207,149 @@ def test_server_boots_from_a_volume_that_outlives_it(cloud: Cloud, guest_image: 
             cloud.ctl("server", "delete", server["uuid"], "--wait")
         cloud.ctl("volume", "delete", volume["uuid"])
     assert not os.path.exists(volume["location"])
+
+
+def _volume_disk(dom: libvirt.virDomain, volume_id: str, flags: int = 0) -> lvxml.Disk | None:
+    """The disk of ``volume_id`` in the domain, found by its alias."""
+    parsed = lvxml.Domain.parse(dom.XMLDesc(flags))
+    alias = "ua-vol-" + volume_id
+    return next((d for d in parsed.devices_of(lvxml.Disk) if d.alias == alias), None)
+
+
+def _root_disk(dom: libvirt.virDomain, uuid: str, flags: int = 0) -> lvxml.Disk | None:
+    """The server's root disk, found by its file (the test trusts no name of ours)."""
+    parsed = lvxml.Domain.parse(dom.XMLDesc(flags))
+    return next(
+        (d for d in parsed.devices_of(lvxml.Disk) if uuid + "_root" in (d.source_file or "")),
+        None,
+    )
+
+
+def _looks(dom: libvirt.virDomain, volume_id: str) -> list[tuple | None]:
+    """What the guest sees of a volume, live and in the definition."""
+    looks = []
+    for flags in (0, libvirt.VIR_DOMAIN_XML_INACTIVE):
+        disk = _volume_disk(dom, volume_id, flags)
+        if disk is None:
+            looks.append(None)
+            continue
+        looks.append(
+            (
+                disk.target_bus,
+                disk.target_dev,
+                disk.serial,
+                disk.alias,
+                disk.cache,
+                disk.total_iops_sec,
+            )
+        )
+    return looks
+
+
+def test_a_volume_on_a_scsi_guest_stays_itself_and_the_root_is_never_touched(
+    cloud: Cloud, libvirt_conn
+) -> None:
+    """Issue 12, items 10 and 11: attach, hard reboot, stop/start, resize, detach
+    on an image with hw_disk_bus=scsi and a flavor with a disk iops limit."""
+    image = cloud.ok(
+        *guest_import_args(
+            "ft-scsi-disks",
+            "--property",
+            "hw_disk_bus=scsi",
+            "--property",
+            "hw_disk_cache=writeback",
+        )
+    )
+    cloud.ok(
+        "flavor", "create", "ft.iops", "--vcpus", "1", "--ram", "256", "--disk", "1",
+        "--property", "quota:disk_total_iops_sec=4000",
+    )  # fmt: skip
+    server = volume = None
+    try:
+        server = cloud.ok(
+            "server", "create", "ft-scsi", "--flavor", "ft.iops", "--image", image["uuid"],
+            "--project", "ft", "--wait",
+        )  # fmt: skip
+        uuid = server["uuid"]
+        wait_for_console(cloud, uuid, "CD-GUEST ready")
+        volume = cloud.ok(
+            "volume", "create", "ft-scsi-data", "--size", "1", "--backend", "dir", "--project", "ft"
+        )
+        attached = cloud.ok("volume", "attach", uuid, volume["uuid"])
+        dom = libvirt_conn.lookupByUUIDString(uuid)
+        root_size = dom.blockInfo("sda")[0]
+        looks = {"attach": _looks(dom, volume["uuid"])}
+        cloud.ok("server", "reboot", uuid, "--hard", "--wait", "--wait-timeout", "180")
+        looks["hard reboot"] = _looks(dom, volume["uuid"])
+        for action in ("stop", "start"):
+            cloud.ok("server", action, uuid, "--wait", "--wait-timeout", "180")
+        looks["stop/start"] = _looks(dom, volume["uuid"])
+
+        # Resize grows the volume; the root keeps its size.
+        root = _root_disk(dom, uuid)
+        assert root is not None and root.target_dev == "sda"
+        grown = cloud.ok("volume", "resize", volume["uuid"], "--size", "2")
+        assert dom.blockInfo("sda")[0] == root_size
+        assert grown["size_gb"] == 2
+        assert dom.blockInfo(attached["target_dev"])[0] == 2 * 1024**3
+
+        # From attach on, the guest's disk settings, a name for its bus, the
+        # volume's serial and alias, live and defined.
+        expected = (
+            "scsi",
+            "sdb",
+            volume["uuid"][:20],
+            "ua-vol-" + volume["uuid"],
+            "writeback",
+            4000,
+        )
+        assert attached["target_dev"] == "sdb"
+        assert looks == {when: [expected, expected] for when in looks}
+        meta = lvxml.InstanceMetadata.from_domain_xml(dom.XMLDesc(0))
+        assert meta is not None
+        assert {v.id: v.target_dev for v in meta.volumes}[volume["uuid"]] == "sdb"
+
+        # Detach takes the volume off; the root stays, live and defined.
+        detached = cloud.ok("volume", "detach", uuid, volume["uuid"])
+        assert (detached["status"], detached["attached_to"]) == ("available", None)
+        for flags in (0, libvirt.VIR_DOMAIN_XML_INACTIVE):
+            assert _volume_disk(dom, volume["uuid"], flags) is None
+            root = _root_disk(dom, uuid, flags)
+            assert root is not None and root.alias == "ua-vol-%s_root" % uuid
+        assert dom.blockInfo("sda")[0] == root_size
+    finally:
+        if server is not None:
+            cloud.ctl("server", "delete", server["uuid"], "--wait")
+        if volume is not None:
+            cloud.ctl("volume", "delete", volume["uuid"])
+        cloud.ctl("flavor", "delete", "ft.iops")
+        cloud.ctl("image", "delete", image["uuid"])
+
+
+def test_a_detach_sent_while_the_guest_boots_is_sent_again_until_it_goes(
+    cloud: Cloud, guest_image: dict, libvirt_conn
+) -> None:
+    """Issue 12, item 12: a guest still booting drops the unplug request (its
+    kernel clears the pending ACPI event); the agent asks again within the timeout."""
+    server = cloud.create_server("ft-vol-boot", guest_image["uuid"])
+    uuid = server["uuid"]
+    volume = None
+    try:
+        wait_for_console(cloud, uuid, "CD-GUEST ready")
+        volume = cloud.ok(
+            "volume", "create", "ft-boot-data", "--size", "1", "--backend", "dir", "--project", "ft"
+        )
+        cloud.ok("volume", "attach", uuid, volume["uuid"])
+        cloud.ok("server", "stop", uuid, "--wait", "--wait-timeout", "180")
+        cloud.ok("server", "start", uuid, "--wait", "--wait-timeout", "180")
+        # At once: the guest is still in its firmware or early kernel.
+        detached = cloud.ok("volume", "detach", uuid, volume["uuid"])
+        assert (detached["status"], detached["attached_to"]) == ("available", None)
+        dom = libvirt_conn.lookupByUUIDString(uuid)
+        for flags in (0, libvirt.VIR_DOMAIN_XML_INACTIVE):
+            assert _volume_disk(dom, volume["uuid"], flags) is None
+        wait_for_console(cloud, uuid, "CD-GUEST ready")
+    finally:
+        cloud.ctl("server", "delete", uuid, "--wait")
+        if volume is not None:
+            cloud.ctl("volume", "delete", volume["uuid"])

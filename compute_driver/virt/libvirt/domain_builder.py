@@ -39,7 +39,8 @@ def build_domain(
 
     :param disks: disk builders, root disk first.
     :param interfaces: interface builders, in port order.
-    :param volumes: what ``disks`` are, recorded in the metadata.
+    :param volumes: what ``disks`` are (``volumes[i]`` is ``disks[i]``),
+        recorded in the metadata and written on each disk as its alias and serial.
     :param config_drive: the config drive ISO's path.
     :param host: this host's facts (CPUs, dedicated set, huge pages).
     :param virt_type: the domain type (kvm, qemu or test).
@@ -101,7 +102,11 @@ def build_domain(
             lvxml.VolumeRef(id=v.id, backend=v.backend, target_dev=v.target_dev) for v in volumes
         ],
     )
-    for disk in disks:
+    for disk, volume in zip(disks, volumes, strict=True):
+        # NOTE: every disk carries its volume's alias and serial from its
+        # first definition on, so that a hot attach, a redefine and a
+        # detach all find (and the guest sees) the same disk.
+        guest_xml.identify(disk, volume.id)
         domain.devices.append(disk)
     domain.devices.append(
         lvxml.Disk(

@@ -64,6 +64,7 @@ __all__ = [
     "IMAGE_KEYS",
     "IOTUNE_LIMITS",
     "WATCHDOG_ACTIONS",
+    "DiskSettings",
     "GuestCell",
     "GuestConfigError",
     "GuestSettings",
@@ -85,6 +86,22 @@ class GuestCell:
     vcpus: frozenset[int]
     memory_kib: int
     host_nodes: frozenset[int] = frozenset()
+
+
+@dataclass(frozen=True)
+class DiskSettings:
+    """What the flavor and image ask of every disk of a guest.
+
+    One value for the root disk and every volume, at define and at hot
+    attach: a volume looks the same to the guest from attach to detach.
+    """
+
+    bus: str = "virtio"
+    cache: str | None = None
+    io: str | None = None
+    discard: str | None = None
+    detect_zeroes: str | None = None
+    iotune: tuple[tuple[str, int], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -121,6 +138,18 @@ class GuestSettings:
     qemu_guest_agent: bool = False
     mem_stats_period: int | None = DEFAULT_MEM_STATS_PERIOD
     watchdog_action: str | None = None
+
+    @property
+    def disks(self) -> DiskSettings:
+        """The settings every disk of the guest gets."""
+        return DiskSettings(
+            bus=self.disk_bus,
+            cache=self.disk_cache,
+            io=self.disk_io,
+            discard=self.disk_discard,
+            detect_zeroes=self.disk_detect_zeroes,
+            iotune=self.disk_iotune,
+        )
 
 
 # --- the policy ------------------------------------------------------------

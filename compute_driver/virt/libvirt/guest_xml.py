@@ -8,14 +8,22 @@ that applying twice gives the same domain.
 
 from __future__ import annotations
 
+import itertools
+import string
+
+from compute_driver import exception
 from compute_driver.virt.libvirt import xml as lvxml
-from compute_driver.virt.libvirt.guest_config import IOTUNE_LIMITS, GuestSettings
+from compute_driver.virt.libvirt.guest_config import IOTUNE_LIMITS, DiskSettings, GuestSettings
 from compute_driver.virt.libvirt.host_facts import format_cpuset
 
 QGA_CHANNEL = "org.qemu.guest_agent.0"
 RNG_BACKEND = "/dev/urandom"
 WATCHDOG_MODEL = "i6300esb"
 _DEV_PREFIX = {"virtio": "vd", "scsi": "sd", "sata": "sd", "ide": "hd"}
+#: libvirt takes user aliases only with the "ua-" prefix.
+VOLUME_ALIAS_PREFIX = "ua-vol-"
+#: virtio-blk shows the guest at most 20 bytes of a disk's serial.
+SERIAL_LENGTH = 20
 
 
 def apply(domain: lvxml.Domain, settings: GuestSettings, disks: list[lvxml.Disk]) -> None:
@@ -26,7 +34,8 @@ def apply(domain: lvxml.Domain, settings: GuestSettings, disks: list[lvxml.Disk]
     and virtio-scsi controller), so calling it twice gives the same domain.
 
     :param domain: a domain with the flavor's vCPUs and memory; its
-        metadata's volume target names follow renamed disks.
+        metadata's volume target names follow renamed disks (found by
+        alias), and it records the disk settings for later hot attaches.
     :param settings: from :func:`.guest_config.guest_settings` for the same flavor.
     :param disks: the instance's disks (already in ``domain.devices``); cdroms
         are left alone.
@@ -119,34 +128,118 @@ def _devices(settings: GuestSettings) -> list[lvxml.XMLBuilder]:
 
 
 def _apply_disks(domain: lvxml.Domain, settings: GuestSettings, disks: list[lvxml.Disk]) -> None:
-    taken = {d.target_dev for d in domain.devices_of(lvxml.Disk)}
+    wanted = settings.disks
+    prefix = target_prefix(wanted.bus)
+    refs = {str(v.id): v for v in (domain.metadata.volumes if domain.metadata else [])}
+    taken = {d.target_dev for d in domain.devices_of(lvxml.Disk) if d.target_dev}
     for disk in disks:
         if disk.device not in (None, "disk"):
             continue
         old = disk.target_dev
-        prefix = _DEV_PREFIX[settings.disk_bus]
         if old is not None and not old.startswith(prefix):
-            new = _free_dev(prefix, old[2:], taken)
+            new = prefix + old[2:] if prefix + old[2:] not in taken else None
+            new = new or next_target_dev(taken, prefix)
             taken.discard(old)
             taken.add(new)
             disk.target_dev = new
-            for volume in domain.metadata.volumes if domain.metadata is not None else []:
-                if volume.target_dev == old:
-                    volume.target_dev = new
-        disk.target_bus = settings.disk_bus
-        disk.cache = settings.disk_cache or disk.cache or "none"
-        disk.io = settings.disk_io or disk.io
-        disk.discard = settings.disk_discard or disk.discard
-        disk.detect_zeroes = settings.disk_detect_zeroes or disk.detect_zeroes
-        if settings.disk_iotune:  # the flavor's limits replace the storage's
-            for limit in IOTUNE_LIMITS:
-                setattr(disk, limit, dict(settings.disk_iotune).get(limit))
-        if disk.io == "native" and disk.cache not in ("none", "directsync"):
-            disk.io = None  # the storage asked for native, the image for a buffered cache
+            # NOTE: only the entry of this very disk (found by its alias)
+            # follows the rename: another disk may have had the same old
+            # name (a volume attached as vda beside a root renamed from vda).
+            ref = refs.get(volume_of(disk) or "")
+            if ref is not None:
+                ref.target_dev = new
+        apply_disk_settings(disk, wanted)
+    if domain.metadata is not None:
+        domain.metadata.disks = disk_policy(wanted)
 
 
-def _free_dev(prefix: str, suffix: str, taken: set[str | None]) -> str:
-    if prefix + suffix not in taken:
-        return prefix + suffix
-    letters = "abcdefghijklmnopqrstuvwxyz"
-    return next(prefix + c for c in letters if prefix + c not in taken)
+# --- one disk: identity, name, settings -------------------------------------
+
+
+def volume_alias(volume_id: str) -> str:
+    """The user alias of a volume's disk: how libvirt (and DEVICE_REMOVED) names it."""
+    return VOLUME_ALIAS_PREFIX + volume_id
+
+
+def volume_serial(volume_id: str) -> str:
+    """The serial the guest sees (``/dev/disk/by-id/virtio-<serial>``)."""
+    return volume_id[:SERIAL_LENGTH]
+
+
+def volume_of(disk: lvxml.Disk) -> str | None:
+    """The volume id in ``disk``'s alias, or None for a disk we did not name."""
+    alias = disk.alias or ""
+    return alias[len(VOLUME_ALIAS_PREFIX) :] if alias.startswith(VOLUME_ALIAS_PREFIX) else None
+
+
+def identify(disk: lvxml.Disk, volume_id: str) -> None:
+    """Name ``disk`` as the disk of ``volume_id``, for its whole life.
+
+    NOTE: the alias and serial are how a disk is found (by us) and known (by
+    the guest), at define, hot attach and every redefine; the target name
+    is not: a change of bus renames it.
+    """
+    disk.alias = volume_alias(volume_id)
+    disk.serial = disk.serial or volume_serial(volume_id)
+
+
+def target_prefix(bus: str) -> str:
+    """The device name prefix of disks on ``bus`` (``vd``, ``sd``, ``hd``)."""
+    return _DEV_PREFIX[bus]
+
+
+def next_target_dev(used: set[str], prefix: str = "vd") -> str:
+    """The first free ``<prefix>X`` (then ``<prefix>aa``...) name not in ``used``.
+
+    :raises Invalid: all 702 names are taken.
+    """
+    letters = string.ascii_lowercase
+    for name in itertools.chain(
+        (prefix + a for a in letters), (prefix + a + b for a in letters for b in letters)
+    ):
+        if name not in used:
+            return name
+    raise exception.Invalid(reason="no free disk name left")
+
+
+def apply_disk_settings(disk: lvxml.Disk, wanted: DiskSettings) -> None:
+    """Write the flavor's and image's disk settings into ``disk`` (a root disk or a volume)."""
+    disk.target_bus = wanted.bus
+    disk.cache = wanted.cache or disk.cache or "none"
+    disk.io = wanted.io or disk.io
+    disk.discard = wanted.discard or disk.discard
+    disk.detect_zeroes = wanted.detect_zeroes or disk.detect_zeroes
+    if wanted.iotune:  # the flavor's limits replace the storage's
+        for limit in IOTUNE_LIMITS:
+            setattr(disk, limit, dict(wanted.iotune).get(limit))
+    if disk.io == "native" and disk.cache not in ("none", "directsync"):
+        disk.io = None  # the storage asked for native, the image for a buffered cache
+
+
+def disk_policy(wanted: DiskSettings) -> lvxml.DiskPolicy:
+    """``wanted`` as our metadata keeps it."""
+    limits = dict(wanted.iotune)
+    return lvxml.DiskPolicy(
+        bus=wanted.bus,
+        cache=wanted.cache,
+        io=wanted.io,
+        discard=wanted.discard,
+        detect_zeroes=wanted.detect_zeroes,
+        **{limit: limits.get(limit) for limit in IOTUNE_LIMITS},
+    )
+
+
+def disk_settings_of(policy: lvxml.DiskPolicy) -> DiskSettings:
+    """The settings our metadata kept (:func:`disk_policy` read back)."""
+    return DiskSettings(
+        bus=policy.bus or "virtio",
+        cache=policy.cache,
+        io=policy.io,
+        discard=policy.discard,
+        detect_zeroes=policy.detect_zeroes,
+        iotune=tuple(
+            (limit, value)
+            for limit in IOTUNE_LIMITS
+            if (value := getattr(policy, limit)) is not None
+        ),
+    )

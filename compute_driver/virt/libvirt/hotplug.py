@@ -1,12 +1,16 @@
 """Hot-unplugging a device from a running guest, confirmed by libvirt's event.
 
 The guest must let the device go (ACPI PCI unplug); libvirt then sends
-``DEVICE_REMOVED``. A guest that refuses or does not answer keeps the device,
-and the caller gets :class:`~compute_driver.exception.DeviceDetachFailed`.
+``DEVICE_REMOVED``. A request the guest drops (it was booting) is sent
+again, with backoff, within the caller's timeout. A guest that refuses or
+does not answer keeps the device, and the caller gets
+:class:`~compute_driver.exception.DeviceDetachFailed`.
 """
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Callable
 
 import libvirt
@@ -16,8 +20,14 @@ from compute_driver import exception
 from compute_driver.virt.libvirt import events
 from compute_driver.virt.libvirt import xml as lvxml
 
+LOG = logging.getLogger(__name__)
+
 LIVE = libvirt.VIR_DOMAIN_AFFECT_LIVE
 CONFIG = libvirt.VIR_DOMAIN_AFFECT_CONFIG
+#: Seconds to wait for the guest's answer to the first unplug request
+#: before sending it again; each next wait doubles, up to MAX_WAIT.
+FIRST_WAIT = 1.0
+MAX_WAIT = 8.0
 
 
 class DeviceEditor:
@@ -61,32 +71,77 @@ def unplug_live(
 ) -> None:
     """Detach ``element`` from the live guest and wait up to ``timeout`` s for it to go.
 
+    The request is sent again, after waits that double from
+    :data:`FIRST_WAIT` to :data:`MAX_WAIT`, until the guest lets the device
+    go or ``timeout`` runs out: a guest that is still booting drops an
+    unplug request (its kernel clears the pending ACPI event) and only a
+    later one reaches it. Nova's libvirt driver retries the same way.
+
     :param still_there: whether the live definition still has the device
         (asked when no event came: it may have been missed).
     :param device: what the device is, for the error ("volume X", "port Y").
-    :raises DeviceDetachFailed: the guest refused or did not answer in time.
+    :raises DeviceDetachFailed: the guest refused, or did not release the
+        device within ``timeout``.
     :raises VirtError: the hypervisor refused the request.
     """
     alias_el = element.find("./alias")
     alias = str(alias_el.get("name")) if alias_el is not None else ""
-    handler.expect_device_removed(uuid, alias)
-    try:
-        virt_dom.detachDeviceFlags(etree.tostring(element).decode(), libvirt.VIR_DOMAIN_AFFECT_LIVE)
-    except libvirt.libvirtError as exc:
-        handler.wait_for_device_removed(uuid, alias, 0)  # drop the waiter
-        raise exception.VirtError(
-            operation="detach " + device, instance=uuid, reason=exc.get_error_message()
-        ) from exc
-    outcome = handler.wait_for_device_removed(uuid, alias, timeout)
-    if isinstance(outcome, events.DeviceRemovedEvent):
-        return
-    # NOTE: the event may have been missed (libvirtd restarted): the live
-    # definition is the last word.
-    if not still_there():
-        return
-    reason = (
-        "the guest refused to release it"
-        if outcome is not None
-        else "the guest did not release it within %g s" % timeout
+    xml = etree.tostring(element).decode()
+    deadline = time.monotonic() + timeout
+    wait = FIRST_WAIT
+    attempt = 0
+    while True:
+        attempt += 1
+        handler.expect_device_removed(uuid, alias)
+        try:
+            virt_dom.detachDeviceFlags(xml, LIVE)
+        except libvirt.libvirtError as exc:
+            if _gone(exc):
+                handler.wait_for_device_removed(uuid, alias, 0)  # drop the waiter
+                return
+            if not _in_progress(exc):
+                handler.wait_for_device_removed(uuid, alias, 0)
+                raise exception.VirtError(
+                    operation="detach " + device, instance=uuid, reason=exc.get_error_message()
+                ) from exc
+            # NOTE: QEMU still works on an earlier request: wait for its outcome.
+        left = deadline - time.monotonic()
+        outcome = handler.wait_for_device_removed(uuid, alias, max(0.0, min(wait, left)))
+        if isinstance(outcome, events.DeviceRemovedEvent):
+            return
+        # NOTE: the event may have been missed (libvirtd restarted): the live
+        # definition is the last word.
+        if not still_there():
+            return
+        if isinstance(outcome, events.DeviceRemovalFailedEvent):
+            raise exception.DeviceDetachFailed(
+                device=device, instance=uuid, reason="the guest refused to release it"
+            )
+        if time.monotonic() >= deadline:
+            raise exception.DeviceDetachFailed(
+                device=device,
+                instance=uuid,
+                reason="the guest did not release it within %g s (%d requests)"
+                % (timeout, attempt),
+            )
+        LOG.info(
+            "%s of %s: no answer to unplug request %d within %g s; asking again",
+            device,
+            uuid,
+            attempt,
+            wait,
+        )
+        wait = min(wait * 2, MAX_WAIT)
+
+
+def _gone(exc: libvirt.libvirtError) -> bool:
+    """libvirt says the device is not there (any more)."""
+    code, msg = exc.get_error_code(), exc.get_error_message() or ""
+    return code in (libvirt.VIR_ERR_DEVICE_MISSING, libvirt.VIR_ERR_NO_DOMAIN) or (
+        code == libvirt.VIR_ERR_OPERATION_FAILED and "not found" in msg
     )
-    raise exception.DeviceDetachFailed(device=device, instance=uuid, reason=reason)
+
+
+def _in_progress(exc: libvirt.libvirtError) -> bool:
+    """QEMU refuses a repeated request while it works on an earlier one."""
+    return "already in the process of unplug" in (exc.get_error_message() or "")

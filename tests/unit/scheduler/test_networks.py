@@ -12,6 +12,7 @@ import pytest
 from oslo_config import cfg
 
 from compute_driver import exception
+from compute_driver.rpc import schemas
 from compute_driver.rpc.context import RequestContext
 from compute_driver.scheduler.networks import NetworkManager
 from compute_driver.scheduler.store import Store
@@ -172,6 +173,44 @@ def test_every_port_change_gives_the_network_a_newer_revision(
     revisions.append(manager.networks.get(net["uuid"])["revision"])
     assert revisions == sorted(set(revisions)) and len(revisions) == 4
     assert recorder.sent == [("h1", "a", [])]
+
+
+class PortAgent(TopologyRecorder):
+    """Also takes attach_interface and delete_instance casts, checked as an agent checks them."""
+
+    def attach_interface(self, host: str, uuid: str, port: dict) -> None:
+        pass
+
+    def delete_instance(self, host: str, uuid: str, ports: list[dict]) -> None:
+        schema = schemas.COMPUTE_METHODS["delete_instance"]
+        schemas.validate("compute", "delete_instance", schema, {"uuid": uuid, "ports": ports})
+
+
+def test_a_port_beyond_the_limit_is_refused_and_a_full_server_still_deletes(
+    store: Store, fresh_conf: cfg.ConfigOpts
+) -> None:
+    agent = PortAgent()
+    manager = NetworkManager(fresh_conf, store, agent)  # type: ignore[arg-type]
+    net = _net(manager, "a")
+    uuid = str(uuidlib.uuid4())
+    store.create_instance(
+        uuid=uuid,
+        name="many",
+        project="demo",
+        flavor_name="m1.nano",
+        vcpus=1,
+        memory_mb=128,
+        root_gb=1,
+        image_uuid=str(uuidlib.uuid4()),
+    )
+    store.update_instance(uuid, host="h1", vm_state="active", task_state=None)
+    for _ in range(schemas.MAX_PORTS):
+        call(manager, "attach_interface", server=uuid, network=net["uuid"])
+    with pytest.raises(exception.PortLimitReached, match="already has 16 ports.*most allowed"):
+        call(manager, "attach_interface", server=uuid, network=net["uuid"])
+    assert len(manager.agent_ports(uuid)) == schemas.MAX_PORTS
+    # What delete hands the agent: every port the server could get.
+    agent.delete_instance("h1", uuid, manager.agent_ports(uuid))
 
 
 @pytest.mark.parametrize(

@@ -16,6 +16,7 @@ import pytest
 from oslo_config import cfg
 
 from compute_driver import exception
+from compute_driver.rpc import schemas
 from compute_driver.rpc.context import RequestContext
 from compute_driver.scheduler.store import Store
 from compute_driver.scheduler.volume_store import VolumeStore
@@ -312,3 +313,18 @@ def test_a_repeated_create_may_boot_from_the_volume_it_already_holds(
         manager.bootable(volume["uuid"], "demo", str(uuidlib.uuid4()), ADMIN)
     with pytest.raises(exception.ProjectMismatch):
         manager.bootable(volume["uuid"], "other", server, ADMIN)
+
+
+def test_a_volume_beyond_the_limit_is_refused(manager: VolumeManager, store: Store) -> None:
+    server = _server(store)
+    for i in range(schemas.MAX_VOLUMES):
+        call(
+            manager,
+            "attach_volume",
+            server=server["uuid"],
+            volume=_volume(manager, "d%d" % i)["uuid"],
+        )
+    extra = _volume(manager, "extra")
+    with pytest.raises(exception.VolumeLimitReached, match="already has 24 volumes"):
+        call(manager, "attach_volume", server=server["uuid"], volume=extra["uuid"])
+    assert call(manager, "show_volume", volume=extra["uuid"])["status"] == "available"

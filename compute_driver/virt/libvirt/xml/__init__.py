@@ -19,6 +19,7 @@ from .interface import Interface
 from .metadata import (
     METADATA_NAMESPACE,
     METADATA_PREFIX,
+    DiskPolicy,
     FlavorRef,
     InstanceMetadata,
     PortRef,
@@ -36,6 +37,7 @@ __all__ = [
     "Controller",
     "Disk",
     "DiskHost",
+    "DiskPolicy",
     "Domain",
     "Features",
     "FlavorRef",

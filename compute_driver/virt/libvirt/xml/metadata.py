@@ -10,6 +10,8 @@ fails with "failed to create a new XML namespace"). So
 
 from __future__ import annotations
 
+from typing import Any
+
 from lxml import etree
 
 from .base import (
@@ -51,7 +53,12 @@ class PortRef(XMLBuilder):
 
 
 class VolumeRef(XMLBuilder):
-    """A volume attached to the instance, and the storage backend that owns it."""
+    """A volume attached to the instance, and the storage backend that owns it.
+
+    NOTE: ``target_dev`` is what the guest was told, for display: a disk is
+    found by its alias and serial (``ua-vol-<id>``), never by this name,
+    which a change of bus renames.
+    """
 
     XML_NAME = "volume"
     XML_NS = _NS
@@ -59,6 +66,36 @@ class VolumeRef(XMLBuilder):
     id: str | None = xml_property("./@id", required=True)
     backend: str | None = xml_property("./@backend")
     target_dev: str | None = xml_property("./@target_dev")
+
+
+def _limit(name: str) -> Any:
+    return xml_property(f"./@{name}", int, minimum=1)
+
+
+class DiskPolicy(XMLBuilder):
+    """The disk settings of the flavor and image, written on every disk of the guest.
+
+    Kept so that a volume hot-attached later gets exactly what the disks
+    defined with the domain got (bus, cache, io, iotune), without the flavor
+    and image at hand.
+    """
+
+    XML_NAME = "disks"
+    XML_NS = _NS
+
+    bus: str | None = xml_property("./@bus", choices=("virtio", "scsi", "sata", "ide"))
+    cache: str | None = xml_property(
+        "./@cache", choices=("none", "writeback", "writethrough", "directsync", "unsafe")
+    )
+    io: str | None = xml_property("./@io", choices=("native", "threads", "io_uring"))
+    discard: str | None = xml_property("./@discard", choices=("unmap", "ignore"))
+    detect_zeroes: str | None = xml_property("./@detect_zeroes", choices=("off", "on", "unmap"))
+    total_bytes_sec: int | None = _limit("total_bytes_sec")
+    read_bytes_sec: int | None = _limit("read_bytes_sec")
+    write_bytes_sec: int | None = _limit("write_bytes_sec")
+    total_iops_sec: int | None = _limit("total_iops_sec")
+    read_iops_sec: int | None = _limit("read_iops_sec")
+    write_iops_sec: int | None = _limit("write_iops_sec")
 
 
 class InstanceMetadata(XMLBuilder):
@@ -78,6 +115,7 @@ class InstanceMetadata(XMLBuilder):
     created_at: str | None = xml_property("./created_at")
     ports: list[PortRef] = xml_children(PortRef, path="./ports")
     volumes: list[VolumeRef] = xml_children(VolumeRef, path="./volumes")
+    disks: DiskPolicy | None = xml_child(DiskPolicy)
 
     def to_string(self) -> str:
         """The element without namespace, as ``virDomainSetMetadata`` wants it.

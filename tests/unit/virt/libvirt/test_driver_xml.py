@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import subprocess
 
@@ -67,3 +68,49 @@ def test_generated_domain_passes_virt_xml_validate(driver, tmp_path, virt_type) 
     assert parsed == domain
     meta = lvxml.InstanceMetadata.from_domain_xml(domain.to_string())
     assert meta.uuid == SPEC.uuid and meta.volumes[0].target_dev == "vda"
+
+
+def test_a_scsi_guest_keeps_each_disk_apart_on_redefine(driver, tmp_path) -> None:
+    """Issue 12 item 10: the root comes as vda and a volume main attached as
+    vda too; on scsi the root becomes sda, and the volume's record and disk
+    must stay the volume's (its alias and serial), not follow the root."""
+    spec = dataclasses.replace(
+        SPEC, image=dataclasses.replace(SPEC.image, properties={"hw_disk_bus": "scsi"})
+    )
+    volume_id = "3c2b1a09-8f7e-4d6c-9b5a-493827160504"
+
+    def disk(path: str) -> lvxml.Disk:
+        return lvxml.Disk(
+            type="file",
+            device="disk",
+            driver_name="qemu",
+            driver_type="qcow2",
+            source_file=path,
+            target_dev="vda",
+            target_bus="virtio",
+        )
+
+    root, data = disk("/v/root.qcow2"), disk("/v/data.qcow2")
+    refs = [
+        base.VolumeRef(SPEC.uuid + "_root", "dir", "vda"),
+        base.VolumeRef(volume_id, "dir", "vda"),
+    ]
+    domain = driver.build_domain(spec, [root, data], [], refs, "/c/config.iso")
+    path = tmp_path / "domain.xml"
+    path.write_text(domain.to_string())
+    done = subprocess.run(
+        ["virt-xml-validate", str(path), "domain"], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr + done.stdout
+    parsed = lvxml.Domain.parse(domain.to_string())
+    disks = {d.source_file: d for d in parsed.devices_of(lvxml.Disk) if d.device == "disk"}
+    got_root, got_data = disks["/v/root.qcow2"], disks["/v/data.qcow2"]
+    assert (got_root.target_dev, got_root.alias) == ("sda", "ua-vol-%s_root" % SPEC.uuid)
+    assert (got_data.target_dev, got_data.target_bus) == ("sdb", "scsi")
+    assert (got_data.alias, got_data.serial) == ("ua-vol-" + volume_id, volume_id[:20])
+    meta = parsed.metadata
+    assert meta is not None and meta.disks == lvxml.DiskPolicy(bus="scsi")
+    assert {v.id: v.target_dev for v in meta.volumes} == {
+        SPEC.uuid + "_root": "sda",
+        volume_id: "sdb",
+    }

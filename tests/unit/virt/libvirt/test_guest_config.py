@@ -73,8 +73,12 @@ def _root(**kwargs: Any) -> lvxml.Disk:
 def _domain(
     settings: gc.GuestSettings, disks: list[lvxml.Disk] | None = None, name: str = "cd-t"
 ) -> lvxml.Domain:
-    """A domain as the driver sizes it, with ``disks`` and a volume record per disk."""
+    """A domain as the driver sizes it, with ``disks`` and a volume record per
+    disk (named, as the driver names them, by alias and serial)."""
     disks = disks if disks is not None else [_root()]
+    for disk in disks:
+        if disk.device == "disk":
+            guest_xml.identify(disk, str(disk.target_dev))
     return lvxml.Domain(
         type=settings.virt_type,
         name=name,
@@ -795,6 +799,7 @@ MAXIMAL_PROPS = {
 def _maximal() -> lvxml.Domain:
     settings = _settings(MAXIMAL_SPECS, MAXIMAL_PROPS, vcpus=4, memory_mb=2048)
     root = _root()
+    guest_xml.identify(root, "root")
     domain = lvxml.Domain(
         type="kvm",
         name="cd-maximal",
@@ -852,6 +857,7 @@ def test_shared_guest_matches_the_shared_cpus_golden(tmp_path: Path) -> None:
     domain = lvxml.Domain(
         type="qemu",
         name="cd-shared",
+        metadata=lvxml.InstanceMetadata(uuid=INSTANCE, name="shared"),
         memory_kib=262144,
         vcpus=2,
         os=lvxml.OS(type="hvm", arch="x86_64", machine="pc"),

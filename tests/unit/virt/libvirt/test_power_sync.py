@@ -53,7 +53,7 @@ def servers(driver) -> Iterator[list[str]]:
             target_dev="vda",
             target_bus="virtio",
         )
-        driver.spawn(spec, [disk], [], [])
+        driver.spawn(spec, [disk], [], [base.VolumeRef(uuid + "_root", "dir", "vda")])
         uuids.append(uuid)
     driver.pause(uuids[1])
     driver.power_off(uuids[2], timeout=0, retry_interval=1)
