@@ -198,6 +198,10 @@ def test_interface_config(
     assert config.mac == MAC and config.mtu == mtu and config.host_csum is csum
 
 
+def test_tap_mac_is_the_guests_with_fe_first() -> None:
+    assert ovs.tap_mac("FA:16:3E:00:00:01") == "fe:16:3e:00:00:01"
+
+
 def test_ipv6_underlay_costs_20_more_bytes() -> None:
     config = _plugin(local_ip="fd00::1").interface_config(_port())
     assert config.mtu == 1430
