@@ -402,14 +402,13 @@ class OvsNetworkPlugin(base.NetworkPlugin):
         with self._lock, self._failure("resync", "-", None):
             if not self._ready:
                 self._start()
-                self._repair_ports()
                 return True
             canary = ovs_flows.cookie(ovs_flows.KIND_CANARY)
             if not self.openflow.has(self.int_br, ovs_flows.CANARY, canary):
                 LOG.warning("ovs-vswitchd lost its flows (restarted?); reinstalling them")
                 self._setup_bridges()
-                self._resync_flows()
                 self._repair_ports()
+                self._resync_flows()
                 return True
             repaired = self._repair_ports()
             return self._resync_moved_ports() or repaired
@@ -471,6 +470,9 @@ class OvsNetworkPlugin(base.NetworkPlugin):
             return
         self._setup_bridges()
         self._load()
+        # NOTE: ports first, rules second: no rule lets a port send before its
+        # row is as the plug made it (tag included).
+        self._repair_ports()
         self._resync_flows()
         self._ready = True
 
