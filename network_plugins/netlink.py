@@ -38,6 +38,7 @@ LOG = logging.getLogger(__name__)
 IFNAMSIZ = 15  # longest interface name the kernel takes (16 bytes with the NUL)
 FLOOD_MAC = "00:00:00:00:00:00"  # VXLAN FDB entry used for broadcast, unknown unicast, multicast
 IFF_UP = 0x1
+SYS_CLASS_NET = "/sys/class/net"
 IN6_ADDR_GEN_MODE_NONE = 1
 
 _NOT_SUPPORTED_HINT = {
@@ -294,6 +295,17 @@ class Netlink:
         """The device ``name``, or None."""
         with self._lock:
             return self._get(name)
+
+    def exists(self, name: str) -> bool:
+        """Whether device ``name`` exists (cheap: for checks of many devices).
+
+        NOTE: in the host's namespace a look at /sys/class/net (a stat, no
+        netlink message to decode); in another namespace a netlink request.
+        """
+        if self.netns is None:
+            return check_ifname(name) is None and os.path.exists(os.path.join(SYS_CLASS_NET, name))
+        with self._lock:
+            return self._get(name, resolve=False) is not None
 
     def ports(self, bridge: str) -> list[str]:
         """Names of the ports of ``bridge`` (empty when there is no such bridge)."""

@@ -715,7 +715,7 @@ class OvsNetworkPlugin(base.NetworkPlugin):
     def _drift(self, port_id: str, entry: PortState, state: NetState) -> str | None:
         """How the tap or row of a plugged port differs from what :meth:`plug` made, or None."""
         tap = tap_name(port_id)
-        if self._taps().link(tap) is None:
+        if not self._taps().exists(tap):
             return "its tap is missing"
         row = self.db.port(tap)
         iface = self.db.interface(tap)

@@ -13,7 +13,7 @@ import pytest
 from oslo_config import cfg
 
 from compute_driver import exception as cd_exception
-from network_plugins import base, ovs, ovs_db, ovs_flows
+from network_plugins import base, netlink, ovs, ovs_db, ovs_flows
 from network_plugins import exception as np_exception
 from network_plugins.ovs import OvsNetworkPlugin
 
@@ -307,3 +307,10 @@ def test_ofport_of() -> None:
     assert ovs_db.ofport_of(Row([])) is None
     assert ovs_db.ofport_of(Row([-1])) is None
     assert ovs_db.ofport_of(Row([101])) == 101
+
+
+def test_tap_presence_is_a_sysfs_look_in_the_hosts_namespace() -> None:
+    with netlink.Netlink() as nl:
+        assert nl.exists("lo") is True
+        assert nl.exists("cdt-no-such") is False
+        assert nl.exists("a/b") is False
