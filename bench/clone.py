@@ -18,7 +18,7 @@ are a lower bound: no network, no replication, RAM-backed OSD.
 
 Run as root (the Ceph daemons, qemu-img)::
 
-    .venv/bin/python bench/clone.py [--rounds N]
+    .venv/bin/python bench/clone.py [--rounds N] [--smoke]
 
 The last line is one JSON object: ``dir_clone_ms``, ``rbd_clone_ms``,
 ``dir_size_ratio``, ``rbd_size_ratio``, ``dir_full_copy_ms`` (then
@@ -168,7 +168,15 @@ def bench_dir(work: str, images: dict[int, ImageSpec], rounds: int) -> dict[str,
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5, help="timed creations per case")
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="a test run of a few seconds (options given explicitly still win): --rounds 1",
+    )
     args = parser.parse_args()
+    if args.smoke:
+        parser.set_defaults(rounds=1)
+        args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="cd-clone-bench-") as work:
         images = {size: make_image(work, size) for size in SIZES_GB}
         rbd = bench_rbd(work, images, args.rounds)

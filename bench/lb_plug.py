@@ -19,7 +19,7 @@ Rounds alternate which side goes first.
 
 Run as root::
 
-    .venv/bin/python bench/lb_plug.py [--networks 100] [--ports-per-network 5] [--rounds 2]
+    .venv/bin/python bench/lb_plug.py [--networks N] [--ports-per-network N] [--rounds N] [--smoke]
 
 The last line of the output is one JSON object with ``speedup_vs_subprocess``
 (median subprocess time / median pyroute2 time, whole workload) and the
@@ -265,7 +265,16 @@ def main() -> int:
     parser.add_argument("--networks", type=int, default=100)
     parser.add_argument("--ports-per-network", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="a test run of a few seconds (options given explicitly still win): "
+        "--networks 2 --ports-per-network 2",
+    )
     args = parser.parse_args()
+    if args.smoke:
+        parser.set_defaults(networks=2, ports_per_network=2)
+        args = parser.parse_args()
     if os.geteuid() != 0:
         print("lb_plug: needs root (network namespaces)", file=sys.stderr)
         return 1

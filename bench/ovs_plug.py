@@ -20,7 +20,7 @@ libvirt starts the guest); the other two sides write OVSDB only.
 
 Run as root::
 
-    .venv/bin/python bench/ovs_plug.py [--ports 1000]
+    .venv/bin/python bench/ovs_plug.py [--ports 1000] [--smoke]
 
 The last line is one JSON object: ratio_vs_raw_txn (plugin / raw_txn),
 speedup_vs_vsctl (vsctl / plugin), ms_per_port (plugin), resync_ms_per_port.
@@ -225,7 +225,15 @@ def on_fresh_ovs(ns: str, work: Callable[[PrivateOvs], T]) -> T:
 def main() -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--ports", type=int, default=1000)
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="a test run of a few seconds (options given explicitly still win): --ports 10",
+    )
     args = parser.parse_args()
+    if args.smoke:
+        parser.set_defaults(ports=10)
+        args = parser.parse_args()
     if os.geteuid() != 0:
         print("ovs_plug: needs root (network namespace, OVS daemons)", file=sys.stderr)
         return 1

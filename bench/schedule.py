@@ -28,7 +28,7 @@ database every 0.1 s for rows that turned ACTIVE and keeps the
 
 Run as root with RabbitMQ up (libvirtd is not needed)::
 
-    .venv/bin/python bench/schedule.py [--servers N] [--hosts N] [--skip-postgres]
+    .venv/bin/python bench/schedule.py [--servers N] [--hosts N] [--skip-postgres] [--smoke]
 
 The last line of the output is one JSON object: ``servers_per_s``,
 ``p50_s``, ``p99_s``, ``two_schedulers_servers_per_s``, then the figures
@@ -88,7 +88,16 @@ def _parse_args(argv: list[str]) -> argparse.Namespace:
         "--builds", type=int, default=4, help="each agent's [agent] max_concurrent_builds (4)"
     )
     parser.add_argument("--skip-postgres", action="store_true", help="one scheduler only")
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="a test run of a few seconds (options given explicitly still win): "
+        "--servers 4 --hosts 2 --client-threads 2 --builds 2",
+    )
     args = parser.parse_args(argv)
+    if args.smoke:
+        parser.set_defaults(servers=4, hosts=2, client_threads=2, builds=2)
+        args = parser.parse_args(argv)
     if args.servers > args.hosts * 16 * CPU_RATIO:
         parser.error("more servers than the hosts hold (%d each)" % (16 * CPU_RATIO))
     return args
@@ -150,11 +159,13 @@ def create_all(cloud: SimCloud, url: str, args: argparse.Namespace, tag: str) ->
     flavor = cloud.call(lambda: cloud.client.create_flavor(*FLAVOR))["name"]
     # NOTE: a long timeout: all creates are asked for at once, and the
     # last ones wait in the scheduler's queue for the first ones.
-    client = Client(timeout=CREATE_TIMEOUT)
-    path = os.path.join(cloud.base, "bench.raw")
+    client = Client(timeout=CREATE_TIMEOUT, admin=True)
+    # NOTE: in the cloud's [image] import_path, named relative to it.
+    os.makedirs(os.path.join(cloud.base, "import"), exist_ok=True)
+    path = os.path.join(cloud.base, "import", "bench.raw")
     with open(path, "wb") as f:
         f.truncate(1024 * 1024)
-    image = client.import_image("bench-" + tag, path)["uuid"]
+    image = client.import_image("bench-" + tag, "bench.raw")["uuid"]
     project = "bench-" + tag
     run = Run()
     uuids = [str(uuidlib.uuid4()) for _ in range(args.servers)]

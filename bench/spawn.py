@@ -53,7 +53,7 @@ the same overlay costs made by ``qemu-img create``, for comparison.
 
 Run as root (qemu:///system, rabbitmqctl), with RabbitMQ and libvirtd up::
 
-    .venv/bin/python bench/spawn.py [--servers N] [--qemu-guests N] [--skip-qemu]
+    .venv/bin/python bench/spawn.py [--servers N] [--qemu-guests N] [--skip-qemu] [--smoke]
 
 ``--transport-url`` names the broker; the bench always replaces its
 virtual host by a new ``bench-<random>`` one made with ``rabbitmqctl``, so
@@ -146,6 +146,9 @@ default_log_levels = root=WARNING,kombu=ERROR,amqp=ERROR,oslo.messaging=ERROR
 [database]
 connection = sqlite:///{state_path}/scheduler.sqlite
 
+[image]
+import_path = {import_path}
+
 [libvirt]
 uri = {uri}
 virt_type = {virt_type}
@@ -222,7 +225,18 @@ def _parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--guest-dir", default=GUEST_DIR, help="the test guest (default %(default)s)"
     )
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="a test run of a few seconds (options given explicitly still win): "
+        "--servers 4 --warmup 1 --qemu-guests 1 --probe-calls 2 --client-threads 2 --builds 2",
+    )
     args = parser.parse_args(argv)
+    if args.smoke:
+        parser.set_defaults(
+            servers=4, warmup=1, qemu_guests=1, probe_calls=2, client_threads=2, builds=2
+        )
+        args = parser.parse_args(argv)
     if not 1 <= args.servers <= 1024 or args.servers + args.warmup > 1024:
         parser.error("need 1 <= servers and servers + warmup <= 1024 (the test host's capacity)")
     if args.qemu_guests < 1 or args.client_threads < 1 or args.probe_calls < 1:
@@ -347,7 +361,7 @@ def scheduler_process(conf: cfg.ConfigOpts, conf_path: str, log_path: str) -> It
             stderr=subprocess.STDOUT,
         )
     try:
-        pinger = Client(conf, timeout=1)
+        pinger = Client(conf, timeout=1, admin=True)
         deadline = time.monotonic() + SCHEDULER_START_TIMEOUT
         while True:
             if proc.poll() is not None:
@@ -727,11 +741,14 @@ def probe_configdrive(calls: int) -> list[float]:
 # --- the two phases --------------------------------------------------------------------
 
 
-def _conf_text(url: str, state_path: str, host: str, uri: str, args: argparse.Namespace) -> str:
+def _conf_text(
+    url: str, state_path: str, host: str, uri: str, args: argparse.Namespace, import_path: str
+) -> str:
     test = uri == TEST_URI
     return CONFIG.format(
         transport_url=url,
         state_path=state_path,
+        import_path=import_path,
         host=host,
         uri=uri,
         virt_type="auto" if test else "qemu",
@@ -751,15 +768,17 @@ def run_test_driver(args: argparse.Namespace, url: str, tag: str) -> dict[str, A
     our_uuids: set[str] = set()
     raw_names: list[str] = []
     try:
-        conf, conf_path = _load_conf(_conf_text(url, workdir, host, TEST_URI, args), workdir)
+        conf, conf_path = _load_conf(
+            _conf_text(url, workdir, host, TEST_URI, args, workdir), workdir
+        )
         with running_services(conf, args.topology, conf_path) as services:
-            client = Client(conf)
+            client = Client(conf, admin=True)
             _wait_for_host(client, host)
             flavor = client.create_flavor("bench-" + tag, *TEST_FLAVOR)["name"]
             disk = os.path.join(workdir, "tiny.raw")
             with open(disk, "wb") as f:
                 f.truncate(TEST_IMAGE_BYTES)
-            image = client.import_image("bench-" + tag, disk)
+            image = client.import_image("bench-" + tag, os.path.basename(disk))
             say(
                 "test:///default: host %s up, image %s, flavor %s (vCPUs, MiB, GiB: %s)"
                 % (host, image["uuid"], flavor, TEST_FLAVOR)
@@ -986,10 +1005,11 @@ def _remove_raw(conn: libvirt.virConnect, guest: RawGuest) -> None:
 def _guest_manifest(guest_dir: str) -> dict[str, Any]:
     with open(os.path.join(guest_dir, "guest.json")) as f:
         manifest = json.load(f)
+    # NOTE: names relative to [image] import_path, which is the guest directory.
     return {
-        "file": os.path.join(guest_dir, manifest["disk"]),
-        "kernel": os.path.join(guest_dir, manifest["kernel"]),
-        "initrd": os.path.join(guest_dir, manifest["initrd"]),
+        "file": manifest["disk"],
+        "kernel": manifest["kernel"],
+        "initrd": manifest["initrd"],
         "cmdline": manifest["cmdline"],
     }
 
@@ -1009,9 +1029,11 @@ def run_qemu(args: argparse.Namespace, url: str, tag: str) -> dict[str, Any]:
     our_uuids: set[str] = set()
     raws: list[RawGuest] = []
     try:
-        conf, conf_path = _load_conf(_conf_text(url, state_path, host, QEMU_URI, args), workdir)
+        conf, conf_path = _load_conf(
+            _conf_text(url, state_path, host, QEMU_URI, args, args.guest_dir), workdir
+        )
         with running_services(conf, args.topology, conf_path):
-            client = Client(conf)
+            client = Client(conf, admin=True)
             _wait_for_host(client, host)
             image = client.import_image("bench-guest-" + tag, **guest_files)
             say("qemu:///system: host %s up, test guest imported as %s" % (host, image["uuid"]))

@@ -16,7 +16,7 @@ figures are the medians. Both sides must return the same dict.
 
 Run::
 
-    .venv/bin/python bench/state_sync.py [--domains N] [--rounds N] [--uri URI]
+    .venv/bin/python bench/state_sync.py [--domains N] [--rounds N] [--uri URI] [--smoke]
 
 The default URI, ``test:///default``, is libvirt's in-process test driver:
 no RPC at all, which flatters the per-domain loop (each of its calls is a
@@ -101,7 +101,16 @@ def main() -> int:
     parser.add_argument("--domains", type=int, default=5000)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--uri", default="test:///default")
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="a test run of a few seconds (options given explicitly still win): "
+        "--domains 50 --rounds 2",
+    )
     args = parser.parse_args()
+    if args.smoke:
+        parser.set_defaults(domains=50, rounds=2)
+        args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="state-sync-bench-") as state_path:
         driver = make_driver(args.uri, state_path)

@@ -31,7 +31,7 @@ process as the scheduler side, on both sides alike.
 
 Run as root (``rabbitmqctl``) with RabbitMQ up::
 
-    .venv/bin/python bench/topology.py [--hosts N] [--rounds N] [--transport-url URL]
+    .venv/bin/python bench/topology.py [--hosts N] [--rounds N] [--transport-url URL] [--smoke]
 
 The last line of the output is one JSON object: ``converge_ms`` (median),
 ``converge_p95_ms``, ``hosts``, ``bare_casts_ms``, ``bare_casts_p95_ms``,
@@ -426,7 +426,16 @@ def _parse_args(argv: list[str]) -> argparse.Namespace:
         default=DEFAULT_TRANSPORT_URL,
         help="the broker, as an oslo.messaging URL; its vhost is replaced (default %(default)s)",
     )
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="a test run of a few seconds (options given explicitly still win): "
+        "--hosts 3 --rounds 2 --warmup 0",
+    )
     args = parser.parse_args(argv)
+    if args.smoke:
+        parser.set_defaults(hosts=3, rounds=2, warmup=0)
+        args = parser.parse_args(argv)
     if args.hosts < 3 or args.rounds < 2 or args.warmup < 0 or args.warmup % 2:
         parser.error("need hosts >= 3, rounds >= 2 and an even warmup >= 0")
     return args

@@ -4,12 +4,20 @@ Every method is one scheduler RPC with a timeout; errors arrive as the
 typed exceptions of :mod:`compute_driver.exception`. Creates carry a UUID
 chosen here, so retrying a create after a timeout never makes a second
 server.
+
+Every call carries who makes it (``rpc/context.py``): the project it acts
+for and whether it is an admin. A client of a project sees that project
+only (names resolve in it; other projects' objects are not found); an
+upstream API serving many projects makes one client and a
+:meth:`Client.for_project` view per request.
 """
 
 from __future__ import annotations
 
 import base64
+import copy
 import os
+import stat
 import time
 import uuid as uuidlib
 from collections.abc import Callable
@@ -17,7 +25,8 @@ from typing import Any
 
 from oslo_config import cfg
 
-from compute_driver import exception, image_convert
+from compute_driver import exception
+from compute_driver.rpc.context import RequestContext
 from compute_driver.rpc.scheduler_api import SchedulerAPI
 
 #: vm_states in which a server stays until someone acts.
@@ -25,12 +34,83 @@ STABLE_STATES = ("active", "stopped", "paused", "suspended", "error")
 
 ProgressCallback = Callable[[dict[str, Any], float], None]
 
+#: Largest user data a server may have (the config drive's bound; the RPC
+#: schema allows its base64 form and no more).
+MAX_USER_DATA_BYTES = 64 * 1024
+
+
+def read_user_data(path: str) -> bytes:
+    """The user data in file ``path``, read no further than the limit.
+
+    A FIFO, device or directory is refused before it is read (``/dev/zero``
+    would never end), and a file larger than :data:`MAX_USER_DATA_BYTES` is
+    refused after reading one byte more than that.
+
+    :raises Invalid: not a readable regular file, or too large.
+    """
+    try:
+        # NOTE: O_NONBLOCK: opening a FIFO for reading would wait for a writer.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise exception.Invalid(
+            reason="cannot read --user-data %s: %s" % (path, exc.strerror)
+        ) from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise exception.Invalid(reason="--user-data %s is not a regular file" % path)
+        data = b""
+        while len(data) <= MAX_USER_DATA_BYTES:
+            chunk = os.read(fd, MAX_USER_DATA_BYTES + 1 - len(data))
+            if not chunk:
+                break
+            data += chunk
+    finally:
+        os.close(fd)
+    _check_user_data_size(data)
+    return data
+
+
+def _check_user_data_size(data: bytes) -> None:
+    if len(data) > MAX_USER_DATA_BYTES:
+        raise exception.Invalid(
+            reason="user data is larger than %d bytes (64 KiB), the limit" % MAX_USER_DATA_BYTES
+        )
+
 
 class Client:
     """Servers, hosts, flavors and images, through the scheduler."""
 
-    def __init__(self, conf: cfg.ConfigOpts = cfg.CONF, timeout: int | None = None) -> None:
-        self._api = SchedulerAPI(conf, timeout=timeout)
+    def __init__(
+        self,
+        conf: cfg.ConfigOpts = cfg.CONF,
+        timeout: int | None = None,
+        *,
+        project: str | None = None,
+        user: str | None = None,
+        admin: bool = False,
+    ) -> None:
+        """:param project: the project the calls act for (its objects only).
+        :param user: who, for the scheduler's logs.
+        :param admin: an operator: every project, hosts, flavors, aggregates
+            and public images. NOTE: neither project nor admin: the scheduler
+            refuses every call but ``ping``.
+        """
+        self._api = SchedulerAPI(
+            conf, timeout=timeout, context=RequestContext(project=project, user=user, admin=admin)
+        )
+
+    @property
+    def context(self) -> RequestContext:
+        """Who this client's calls come from."""
+        return self._api.identity
+
+    def for_project(self, project: str, user: str | None = None) -> Client:
+        """A view of this client that acts for ``project`` (not admin), on the
+        same connection: one per request of an upstream API."""
+        view = copy.copy(self)
+        view._api = copy.copy(self._api)
+        view._api.identity = RequestContext(project=project, user=user)
+        return view
 
     def ping(self) -> dict[str, str]:
         return self._api.call("ping")
@@ -42,7 +122,7 @@ class Client:
         name: str,
         flavor: str,
         image: str,
-        project: str = "default",
+        project: str | None = None,
         host: str | None = None,
         user_data: bytes | None = None,
         uuid: str | None = None,
@@ -55,6 +135,9 @@ class Client:
     ) -> dict[str, Any]:
         """Create a server; returns its record (vm_state ``building``).
 
+        It belongs to this client's project; ``project`` may name that one
+        again, or (an admin's client) any project.
+
         ``networks`` gives it one port per network, in order (eth0, eth1...),
         each with a MAC and a fixed IP handed to the guest on its config drive.
 
@@ -64,6 +147,8 @@ class Client:
 
         :raises NoValidHost: no host can take it (the reason says why per host).
         """
+        if user_data:
+            _check_user_data_size(user_data)
         encoded = base64.b64encode(user_data).decode("ascii") if user_data else None
         return self._api.call(
             "create_server",
@@ -102,9 +187,13 @@ class Client:
         return made
 
     def list_servers(
-        self, project: str | None = None, host: str | None = None
+        self, project: str | None = None, host: str | None = None, all_projects: bool = False
     ) -> list[dict[str, Any]]:
-        return self._api.call("list_servers", project=project, host=host)
+        """Servers of this client's project; an admin's: ``project``'s, or
+        every project's (``all_projects``, or an admin of no project)."""
+        return self._api.call(
+            "list_servers", project=project, host=host, all_projects=all_projects or None
+        )
 
     def show_server(self, server: str) -> dict[str, Any]:
         return self._api.call("show_server", server=server)
@@ -274,35 +363,31 @@ class Client:
         cmdline: str | None = None,
         uuid: str | None = None,
         properties: dict[str, str] | None = None,
-        progress: Callable[[float], None] | None = None,
+        disk_format: str | None = None,
     ) -> dict[str, Any]:
-        """Register an image; the files must be readable by the scheduler at these paths.
+        """Register an image from the scheduler's import directory.
 
+        ``file``, ``kernel`` and ``initrd`` name files *relative to* the
+        scheduler's ``[image] import_path`` (an operator puts them there);
+        absolute names, ``..`` and symlinks are refused. The scheduler
+        probes the disk and converts vmdk, vdi, vhdx, vpc and qed to qcow2.
+        ``disk_format`` says what the disk is (by default its extension,
+        when that names a format): content that disagrees is refused.
         ``properties`` shape the guests booted from it (``hw_disk_bus`` ...).
-        A vmdk, vdi, vhdx, vpc or qed disk is converted to qcow2 here first
-        (``progress`` hears the percentage done), and the copy removed after.
+
+        :raises InvalidImage: refused, with the reason; nothing is stored.
         """
-
-        def absolute(path: str | None) -> str | None:
-            return os.path.abspath(path) if path else None
-
-        converted = None
-        if image_convert.needs_conversion(file):
-            converted = image_convert.convert_to_qcow2(file, progress)
-        try:
-            return self._api.call(
-                "import_image",
-                uuid=uuid or str(uuidlib.uuid4()),
-                name=name,
-                file=absolute(converted or file),
-                kernel=absolute(kernel),
-                initrd=absolute(initrd),
-                cmdline=cmdline,
-                properties=properties or None,
-            )
-        finally:
-            if converted is not None:
-                image_convert.remove_converted(converted)
+        return self._api.call(
+            "import_image",
+            uuid=uuid or str(uuidlib.uuid4()),
+            name=name,
+            file=file,
+            kernel=kernel,
+            initrd=initrd,
+            cmdline=cmdline,
+            properties=properties or None,
+            disk_format=disk_format,
+        )
 
     def create_image_from_server(
         self, name: str, server: str, uuid: str | None = None
@@ -328,7 +413,7 @@ class Client:
         name: str,
         size_gb: int,
         backend: str,
-        project: str = "default",
+        project: str | None = None,
         image: str | None = None,
         host: str | None = None,
         uuid: str | None = None,
@@ -349,8 +434,11 @@ class Client:
             host=host,
         )
 
-    def list_volumes(self, project: str | None = None) -> list[dict[str, Any]]:
-        return self._api.call("list_volumes", project=project)
+    def list_volumes(
+        self, project: str | None = None, all_projects: bool = False
+    ) -> list[dict[str, Any]]:
+        """Volumes of this client's project (an admin's: as list_servers)."""
+        return self._api.call("list_volumes", project=project, all_projects=all_projects or None)
 
     def show_volume(self, volume: str) -> dict[str, Any]:
         return self._api.call("show_volume", volume=volume)
@@ -382,7 +470,7 @@ class Client:
         name: str,
         network_type: str,
         cidr: str,
-        project: str = "default",
+        project: str | None = None,
         segment: int | None = None,
         physnet: str | None = None,
         gateway: str | None = None,
@@ -407,8 +495,11 @@ class Client:
             mtu=mtu,
         )
 
-    def list_networks(self, project: str | None = None) -> list[dict[str, Any]]:
-        return self._api.call("list_networks", project=project)
+    def list_networks(
+        self, project: str | None = None, all_projects: bool = False
+    ) -> list[dict[str, Any]]:
+        """Networks of this client's project (an admin's: as list_servers)."""
+        return self._api.call("list_networks", project=project, all_projects=all_projects or None)
 
     def show_network(self, network: str) -> dict[str, Any]:
         """A network, with the hosts that have ports on it."""
@@ -467,7 +558,7 @@ class Client:
         return self._api.call("delete_aggregate", aggregate=aggregate)
 
     def create_server_group(
-        self, name: str, policy: str, project: str = "default", uuid: str | None = None
+        self, name: str, policy: str, project: str | None = None, uuid: str | None = None
     ) -> dict[str, Any]:
         return self._api.call(
             "create_server_group",
@@ -477,8 +568,13 @@ class Client:
             project=project,
         )
 
-    def list_server_groups(self, project: str | None = None) -> list[dict[str, Any]]:
-        return self._api.call("list_server_groups", project=project)
+    def list_server_groups(
+        self, project: str | None = None, all_projects: bool = False
+    ) -> list[dict[str, Any]]:
+        """Server groups of this client's project (an admin's: as list_servers)."""
+        return self._api.call(
+            "list_server_groups", project=project, all_projects=all_projects or None
+        )
 
     def show_server_group(self, group: str) -> dict[str, Any]:
         return self._api.call("show_server_group", group=group)

@@ -57,9 +57,24 @@ class InvalidPayload(Invalid):
     code = "invalid_payload"
 
 
+class InvalidContext(Invalid):
+    msg_fmt = "Invalid request context: %(reason)s"
+    code = "invalid_context"
+
+
+class Forbidden(Invalid):
+    msg_fmt = "%(action)s is not allowed: %(reason)s"
+    code = "forbidden"
+
+
 class InvalidConfig(Invalid):
     msg_fmt = "%(reason)s"
     code = "invalid_config"
+
+
+class UnknownMethod(Invalid):
+    msg_fmt = "The %(api)s API has no RPC method %(method)s"
+    code = "unknown_method"
 
 
 class UnsupportedVersion(Invalid):

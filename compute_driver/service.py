@@ -29,6 +29,10 @@ def prepare(prog: str, argv: Sequence[str] | None = None) -> cfg.ConfigOpts:
         print("%s: configuration error: %s" % (prog, exc), file=sys.stderr)
         sys.exit(2)
     oslo_log.setup(conf, "compute-driver")
+    from compute_driver.rpc import endpoint
+
+    # No request, however large, writes more than a bounded line to the log.
+    endpoint.bound_log_records()
     return conf
 
 

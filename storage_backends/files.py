@@ -151,6 +151,9 @@ class Files(Protocol):
 
     #: Whether QEMU's image locks work here (a guest's use of a file is visible).
     has_locks: bool
+    #: Mode of published volumes: 0600 where libvirt labels each volume for
+    #: QEMU; 0644 where QEMU opens them as its own user without a label (NFS).
+    file_mode: int
 
     def check(self, operation: str) -> None:
         """:raises BackendUnavailable: the storage cannot be reached."""
@@ -200,6 +203,10 @@ class LocalFiles:
 
     has_locks = True
 
+    #: Tenant data, readable by the services only (issue 12); libvirt's
+    #: dynamic ownership labels the files a domain opens for QEMU.
+    file_mode = 0o600
+
     def __init__(self, volumes: str, images: str, cache_headers: bool = False) -> None:
         self.dirs = {"volumes": volumes, "images": images}
         self.cache_headers = cache_headers
@@ -212,7 +219,9 @@ class LocalFiles:
             # NOTE: one stat where the directory is there (every call but the
             # first): makedirs would try a mkdir and handle its EEXIST.
             if not os.path.isdir(path):
-                os.makedirs(path, mode=0o755, exist_ok=True)
+                # NOTE: 0711: QEMU traverses to the files labelled for it; only
+                # the services list them.
+                os.makedirs(path, mode=0o711, exist_ok=True)
 
     def location(self, area: str, name: str) -> str:
         return os.path.join(self.dirs[area], name)

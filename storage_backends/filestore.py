@@ -217,7 +217,7 @@ class FileStore:
         self.files.unlink("volumes", part)  # a crashed attempt's leftover
         try:
             build(self.files.location("volumes", part), part)
-            self.files.chmod("volumes", part, 0o644)
+            self.files.chmod("volumes", part, self.files.file_mode)
             published = self.files.publish("volumes", part, name)
             if not published:
                 LOG.info("Volume %s was made meanwhile by another caller", volume_id)
@@ -470,7 +470,7 @@ class FileStore:
                 dest,
                 copy=True,
             )
-            os.chmod(dest, 0o644)
+            os.chmod(dest, 0o600)
         except BaseException:
             if os.path.exists(dest):
                 os.unlink(dest)
@@ -581,7 +581,9 @@ class FileStore:
                     copy=True,
                 )
                 # NOTE: world-readable: QEMU opens backing files as its own
-                # user (on NFS, without the disk's <identity>).
+                # user, and libvirt does not label them for it here (a guest
+                # on a 0600 cached image pauses on its first read; on NFS
+                # there is no <identity> for them either).
                 self.files.chmod("images", tmp, 0o644)
                 if not self.files.publish("images", tmp, name):
                     LOG.info("Image %s was cached meanwhile by another host", image.uuid)

@@ -142,6 +142,9 @@ class MountedFiles(dir_backend.LocalFiles):
     once rather than starting another.
     """
 
+    #: QEMU reads backing files on the export as its own user (root squash).
+    file_mode = 0o644
+
     def __init__(
         self, mount_point: str, timeout: int, copy_timeout: int, server: str | None
     ) -> None:

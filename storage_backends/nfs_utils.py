@@ -408,6 +408,8 @@ class NfsFiles:
     """
 
     has_locks = False
+    #: QEMU opens backing files over libnfs as its own user, without a label.
+    file_mode = 0o644
 
     def __init__(self, where: Export, copy_timeout: int) -> None:
         self.where = where

@@ -122,6 +122,10 @@ state_path = $STATE_PATH
 [database]
 connection = sqlite:///$STATE_PATH/scheduler.sqlite
 
+[image]
+# The demo imports the test guest's files, named relative to this directory.
+import_path = $GUEST_DIR
+
 [agent]
 report_interval = 2
 EOF

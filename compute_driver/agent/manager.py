@@ -7,9 +7,12 @@ idempotent by instance UUID.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import logging
+import os
+import stat
 import threading
 import time
 from collections.abc import Callable
@@ -18,11 +21,11 @@ from typing import Any
 import oslo_messaging as messaging
 from oslo_config import cfg
 
-from compute_driver import exception
+from compute_driver import disk_image, exception
 from compute_driver.agent.ports import PortEndpoint
 from compute_driver.agent.volumes import VolumeEndpoint
 from compute_driver.rpc import schemas
-from compute_driver.rpc.endpoint import rpc_method
+from compute_driver.rpc.endpoint import request_id, rpc_method
 from compute_driver.rpc.scheduler_api import SchedulerAPI
 from compute_driver.virt.base import VM_STATE_OF_POWER, ComputeDriver, InstanceSpec, VolumeRef
 
@@ -116,7 +119,7 @@ class ComputeManager:
     @compute_method
     def build_instance(self, ctxt: dict, instance: dict[str, Any]) -> None:
         try:
-            spec = InstanceSpec.from_payload(instance)
+            spec = InstanceSpec.from_payload(instance, self.conf.image.store_path)
         except exception.ComputeDriverError as exc:
             # NOTE: a cast: the scheduler waits for this report, never for an answer.
             self.scheduler.instance_update(self.host, instance["uuid"], "error", fault=exc.message)
@@ -132,12 +135,29 @@ class ComputeManager:
                     self.host, spec.uuid, VM_STATE_OF_POWER[info.power_state], info.power_state
                 )
                 return
+            refused: exception.Invalid | None = None
             try:
                 power_state = self._spawn(spec)
+            except exception.Invalid as exc:
+                refused = exc
             except Exception as exc:
                 LOG.exception("Build of server %s (%s) failed", spec.name, spec.uuid)
                 reason = exc.message if isinstance(exc, exception.ComputeDriverError) else repr(exc)
                 self.scheduler.instance_update(self.host, spec.uuid, "error", fault=reason)
+                return
+            if refused is not None:
+                # NOTE: the flavor or image asks for what this host cannot
+                # give: the caller's mistake, one line and no traceback
+                # (logged outside the except clause, where oslo.log would
+                # append the exception to a warning).
+                LOG.warning(
+                    "Build of server %s (%s) refused (request %s): %s",
+                    spec.name,
+                    spec.uuid,
+                    request_id(ctxt),
+                    refused.message,
+                )
+                self.scheduler.instance_update(self.host, spec.uuid, "error", fault=refused.message)
                 return
             LOG.info("Server %s (%s) is %s", spec.name, spec.uuid, power_state)
             self._expect_echo(spec.uuid, power_state)
@@ -283,7 +303,7 @@ class ComputeManager:
         self, ctxt: dict, uuid: str, hard: bool, instance: dict[str, Any] | None = None
     ) -> None:
         if hard and instance is not None:
-            spec = InstanceSpec.from_payload(instance)
+            spec = InstanceSpec.from_payload(instance, self.conf.image.store_path)
             self._act(uuid, "hard reboot", lambda: self._rebuild_and_start(spec), starts=True)
             return
         timeout = self.conf.libvirt.shutdown_timeout
@@ -361,8 +381,17 @@ class ComputeManager:
         return [dataclasses.asdict(s) for s in self.driver.snapshot_list(uuid)]
 
     @compute_method
-    def export_root_disk(self, ctxt: dict, uuid: str, path: str) -> dict[str, Any]:
-        """Write the root disk of a stopped server, flattened, to ``path``."""
+    def export_root_disk(self, ctxt: dict, uuid: str, image: str) -> dict[str, Any]:
+        """Write the root disk of a stopped server, flattened, as the disk of
+        new image ``image``: into the export directory the scheduler made for
+        it in the image store (``disk_image.export_dir``).
+
+        NOTE: the message names the image by UUID, never a path: the file is
+        created here, exclusively, under this host's own ``[image] store_path``.
+
+        :raises InstanceNotFound: no such server here.
+        :raises InvalidImage: no export of ``image`` is under way, or its disk exists.
+        """
         with self._instance_lock(uuid):
             info = self.driver.get_info(uuid)
             if info.power_state not in ("shutdown", "crashed"):
@@ -375,8 +404,14 @@ class ComputeManager:
                 raise exception.Invalid(
                     reason="the root disk of %s is on a backend that cannot export volumes" % uuid
                 )
-            backend.export_volume(root.id, path)
-        return {"path": path}
+            path = _reserve_export(self.conf.image.store_path, image)
+            try:
+                backend.export_volume(root.id, path)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+                raise
+        return {"image": image}
 
     @compute_method
     def get_diagnostics(self, ctxt: dict, uuid: str) -> dict[str, Any]:
@@ -419,10 +454,14 @@ class ComputeManager:
         """The hypervisor went away or came back: disable or re-enable this host."""
         if not available:
             LOG.warning("Hypervisor unavailable (%s): disabling host %s", reason, self.host)
-            self.scheduler.set_host_enabled_automatically(self.host, False, "hypervisor: " + reason)
+            # NOTE: the reason is libvirt's message, which may span lines;
+            # the scheduler refuses control characters in reasons.
+            self.scheduler.set_host_enabled_automatically(
+                self.host, False, schemas.free_text("hypervisor: " + reason)
+            )
             return
         LOG.info("Hypervisor available again: re-enabling host %s", self.host)
-        self.scheduler.set_host_enabled_automatically(self.host, True, reason)
+        self.scheduler.set_host_enabled_automatically(self.host, True, schemas.free_text(reason))
         # Events were lost while it was away: say what every guest is now.
         for uuid, power_state in self.driver.power_states().items():
             self.scheduler.instance_power_changed(self.host, uuid, power_state)
@@ -521,3 +560,27 @@ class ComputeManager:
                     self._delete(uuid)
             except exception.ComputeDriverError as exc:
                 LOG.error("Could not %s unknown server %s: %s", policy, uuid, exc)
+
+
+def _reserve_export(store_root: str, image: str) -> str:
+    """Create, exclusively, the empty disk file of an export of new image
+    ``image`` in its work directory; return its path.
+
+    :raises InvalidImage: the work directory is missing (or not a real
+        directory), or the disk is already there.
+    """
+    work = disk_image.export_dir(store_root, image)
+    try:
+        st = os.lstat(work)
+    except FileNotFoundError:
+        st = None
+    if st is None or not stat.S_ISDIR(st.st_mode):
+        raise exception.InvalidImage(image=image, reason="no export of it is under way")
+    path = os.path.join(work, disk_image.EXPORT_DISK)
+    try:
+        # NOTE: a second request for the same image, or a link planted in the
+        # disk's place, fails here instead of overwriting a file.
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
+    except FileExistsError:
+        raise exception.InvalidImage(image=image, reason="its disk is already written") from None
+    return path

@@ -92,7 +92,10 @@ class VolumeEndpoint:
             # from an image is the usual boot volume, and clones are instant.
             linked = bool(backend.describe().get("linked_clone"))
             made = backend.create_from_image(
-                volume["id"], ImageSpec(**image), volume["size_gb"], linked=linked
+                volume["id"],
+                ImageSpec.from_wire(image, self.manager.conf.image.store_path),
+                volume["size_gb"],
+                linked=linked,
             )
         LOG.info("Volume %s made on %s (%s)", made.id, made.backend, made.location)
         return volume_answer(made, backend)

@@ -50,11 +50,20 @@ def add_group_parser(server: Any) -> None:
     create = group.add_parser("create", help="create a server group")
     create.add_argument("name")
     create.add_argument("--policy", required=True, choices=POLICIES)
-    create.add_argument("--project", default="default")
+    create.add_argument(
+        "--project",
+        help="the project it belongs to (default: the --project the command acts as, else default)",
+    )
     lst = group.add_parser("list", help="list server groups")
     lst.add_argument("--project")
-    group.add_parser("show", help="show one server group").add_argument("group")
-    group.add_parser("delete", help="delete an empty server group").add_argument("group")
+    # NOTE: dest is not "group": that name holds computectl's command group
+    # ("server"), which a positional named "group" would overwrite.
+    group.add_parser("show", help="show one server group").add_argument(
+        "server_group", metavar="group"
+    )
+    group.add_parser("delete", help="delete an empty server group").add_argument(
+        "server_group", metavar="group"
+    )
 
 
 def run(args: argparse.Namespace, client: Any) -> tuple[Any, list[str] | None]:
@@ -88,5 +97,5 @@ def run_group(args: argparse.Namespace, client: Any) -> tuple[Any, list[str] | N
     if verb == "list":
         return client.list_server_groups(args.project), GROUP_COLUMNS
     if verb == "show":
-        return client.show_server_group(args.group), None
-    return client.delete_server_group(args.group), None
+        return client.show_server_group(args.server_group), None
+    return client.delete_server_group(args.server_group), None

@@ -63,7 +63,7 @@ def _wait_for_console(client: Any, server: str, timeout: float) -> list[str]:
 def run_flow(client: Any, image_args: dict[str, Any], boot_timeout: float, console: bool) -> int:
     """The demo proper, against any running scheduler and agent."""
     from compute_driver.cli.main import SERVER_COLUMNS
-    from compute_driver.cli.output import table
+    from compute_driver.cli.output import printable, table
 
     name = "demo-" + uuidlib.uuid4().hex[:6]
     host = _wait_for_host(client, 60)
@@ -83,7 +83,7 @@ def run_flow(client: Any, image_args: dict[str, Any], boot_timeout: float, conso
         if console:
             say("waiting for the guest to read its config drive")
             for line in _wait_for_console(client, server["uuid"], boot_timeout):
-                print("    " + line)
+                print("    " + printable(line))
             say("booted in %.1f s" % (time.monotonic() - started))
         else:
             say("the test driver runs no guest: no console to show")
@@ -109,9 +109,11 @@ def _guest_image_args(guest_dir: str) -> dict[str, Any]:
         ) from exc
     return {
         "name": "demo-guest-" + uuidlib.uuid4().hex[:6],
-        "file": os.path.join(guest_dir, manifest["disk"]),
-        "kernel": os.path.join(guest_dir, manifest["kernel"]),
-        "initrd": os.path.join(guest_dir, manifest["initrd"]),
+        # NOTE: names relative to the scheduler's [image] import_path, which
+        # tools/demo.sh sets to the guest directory.
+        "file": manifest["disk"],
+        "kernel": manifest["kernel"],
+        "initrd": manifest["initrd"],
         "cmdline": manifest["cmdline"],
     }
 
@@ -123,7 +125,7 @@ def run(args: argparse.Namespace, config_args: list[str]) -> int:
     from compute_driver import config
 
     conf = config.load(config_args, "computectl")
-    client = client_mod.Client(conf)
+    client = client_mod.Client(conf, admin=True)
     return run_flow(client, _guest_image_args(args.guest_dir), args.boot_timeout, console=True)
 
 
@@ -136,6 +138,9 @@ default_log_levels = root=WARNING,kombu=ERROR,oslo.messaging=ERROR
 
 [database]
 connection = sqlite:///{workdir}/scheduler.sqlite
+
+[image]
+import_path = {workdir}/import
 
 [libvirt]
 uri = test:///default
@@ -165,12 +170,16 @@ def run_embedded(args: argparse.Namespace) -> int:
         config.load(["--config-file", conf_file], "computectl", default_config_files=[])
         from oslo_log import log as oslo_log
 
+        from compute_driver.rpc import endpoint
+
         oslo_log.setup(conf, "compute-driver")
+        endpoint.bound_log_records()
         say(
             "embedded: memory transport, SQLite in %s, libvirt test:///default, noop network"
             % workdir
         )
-        disk = os.path.join(workdir, "tiny.raw")
+        os.mkdir(os.path.join(workdir, "import"), 0o700)
+        disk = os.path.join(workdir, "import", "tiny.raw")
         with open(disk, "wb") as f:
             f.truncate(16 * 1024 * 1024)
         scheduler = SchedulerService(conf)
@@ -178,8 +187,10 @@ def run_embedded(args: argparse.Namespace) -> int:
         scheduler.start()
         agent.start()
         try:
-            image_args = {"name": "embedded-image", "file": disk}
-            return run_flow(client_mod.Client(conf), image_args, args.boot_timeout, console=False)
+            image_args = {"name": "embedded-image", "file": "tiny.raw"}
+            return run_flow(
+                client_mod.Client(conf, admin=True), image_args, args.boot_timeout, console=False
+            )
         finally:
             agent.stop()
             scheduler.stop()

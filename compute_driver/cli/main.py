@@ -1,18 +1,21 @@
 """``computectl [--config-file F] [-f table|json] COMMAND``.
 
 Exit status: 0 done; 1 failed; 2 invalid input (including usage errors);
-3 not found; 4 conflict with the current state. Errors print one line on
-stderr naming the thing and the reason.
+3 not found; 4 conflict with the current state; 141 the reader of our output
+went away (as a command killed by SIGPIPE). Errors print one line on stderr
+naming the thing and the reason. What guests and tenants wrote is printed
+with control characters escaped (see ``cli/output.py``).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
 
-from compute_driver import exception
+from compute_driver import disk_image, exception
 from compute_driver.cli import aggregates, networks, volumes
 
 EXIT_OK = 0
@@ -20,6 +23,9 @@ EXIT_FAILED = 1
 EXIT_INVALID = 2
 EXIT_NOT_FOUND = 3
 EXIT_CONFLICT = 4
+#: What a shell reports for a command killed by SIGPIPE (128 + 13): the
+#: reader of our output (``| head``) went away before we were done.
+EXIT_BROKEN_PIPE = 141
 
 EXIT_BY_KIND = {
     "failed": EXIT_FAILED,
@@ -72,6 +78,17 @@ def key_value(text: str) -> tuple[str, str]:
     return key, value
 
 
+def positive_int(text: str) -> int:
+    """argparse type of counts and timeouts: an integer of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("%r is not an integer" % text) from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("%r is not a positive integer" % text)
+    return value
+
+
 class ArgumentParser(argparse.ArgumentParser):
     """argparse, with usage errors as one line and exit status 2."""
 
@@ -95,7 +112,25 @@ def build_parser() -> ArgumentParser:
         default="table",
         help="output format: tables for people, json (stable keys) for scripts",
     )
-    parser.add_argument("--timeout", type=int, default=None, help="seconds to wait for each answer")
+    parser.add_argument(
+        "--timeout",
+        type=positive_int,
+        default=None,
+        metavar="S",
+        help="seconds to wait for each answer (>= 1)",
+    )
+    parser.add_argument(
+        "--project",
+        dest="as_project",
+        metavar="P",
+        help="act as project P: see and change its objects only (default: act as the "
+        "operator, who sees every project)",
+    )
+    parser.add_argument(
+        "--admin",
+        action="store_true",
+        help="with --project: keep the operator's rights (hosts, flavors, every project)",
+    )
     groups = parser.add_subparsers(dest="group", metavar="COMMAND", required=True)
 
     host = groups.add_parser("host", help="compute hosts").add_subparsers(
@@ -129,14 +164,23 @@ def build_parser() -> ArgumentParser:
 
     image = groups.add_parser("image", help="images").add_subparsers(dest="action", required=True)
     imp = image.add_parser(
-        "import", help="import an image (files must be readable by the scheduler)"
+        "import",
+        help="import an image from the scheduler's import directory ([image] import_path)",
     )
     imp.add_argument("name")
     imp.add_argument(
-        "file", help="disk image: qcow2 or raw; vmdk, vdi, vhdx, vpc, qed are converted to qcow2"
+        "file",
+        help="disk image, named relative to [image] import_path: qcow2 or raw; "
+        "vmdk, vdi, vhdx, vpc, qed are converted to qcow2",
     )
-    imp.add_argument("--kernel", help="kernel for direct kernel boot")
-    imp.add_argument("--initrd", help="initrd for direct kernel boot")
+    imp.add_argument(
+        "--disk-format",
+        choices=disk_image.KNOWN_FORMATS,
+        help="what the disk is (default: its extension, if it names a format); "
+        "content that disagrees is refused",
+    )
+    imp.add_argument("--kernel", help="kernel for direct kernel boot (relative, like FILE)")
+    imp.add_argument("--initrd", help="initrd for direct kernel boot (relative, like FILE)")
     imp.add_argument("--cmdline", help="kernel command line")
     imp.add_argument(
         "--property",
@@ -163,7 +207,10 @@ def build_parser() -> ArgumentParser:
     create.add_argument("--flavor", required=True)
     create.add_argument("--image", required=True)
     create.add_argument("--host", help="place on this host (operators)")
-    create.add_argument("--project", default="default")
+    create.add_argument(
+        "--project",
+        help="the project it belongs to (default: the --project the command acts as, else default)",
+    )
     create.add_argument("--user-data", metavar="FILE", help="user data for the guest (<= 64 KiB)")
     create.add_argument(
         "--full-clone",
@@ -186,10 +233,10 @@ def build_parser() -> ArgumentParser:
         "--group", dest="server_group", help="join this server group (its policy applies)"
     )
     create.add_argument(
-        "--count", type=int, default=1, help="make N servers named NAME-1 ... NAME-N"
+        "--count", type=positive_int, default=1, help="make N servers named NAME-1 ... NAME-N"
     )
     create.add_argument("--wait", action="store_true", help="wait until it is ACTIVE (or failed)")
-    create.add_argument("--wait-timeout", type=int, default=600, metavar="S")
+    create.add_argument("--wait-timeout", type=positive_int, default=600, metavar="S")
     lst = server.add_parser("list", help="list servers")
     lst.add_argument("--project")
     lst.add_argument("--host")
@@ -207,7 +254,7 @@ def build_parser() -> ArgumentParser:
                 help="stop at once instead of asking the guest (ACPI)",
             )
         act.add_argument("--wait", action="store_true", help="wait until it is done")
-        act.add_argument("--wait-timeout", type=int, default=600, metavar="S")
+        act.add_argument("--wait-timeout", type=positive_int, default=600, metavar="S")
     snapshot = server.add_parser("snapshot", help="snapshots of a server's disks (and memory)")
     snap = snapshot.add_subparsers(dest="snapshot_action", metavar="ACTION", required=True)
     snap_create = snap.add_parser("create", help="take a snapshot")
@@ -233,7 +280,7 @@ def build_parser() -> ArgumentParser:
         snap_verb.add_argument("name")
     for snap_parser in (snap_create, snap.choices["revert"], snap.choices["delete"]):
         snap_parser.add_argument("--wait", action="store_true", help="wait until it is done")
-        snap_parser.add_argument("--wait-timeout", type=int, default=600, metavar="S")
+        snap_parser.add_argument("--wait-timeout", type=positive_int, default=600, metavar="S")
     networks.add_interface_parser(server)
     aggregates.add_group_parser(server)
     server.add_parser("diagnostics", help="CPU, memory, disk and NIC counters").add_argument(
@@ -241,7 +288,16 @@ def build_parser() -> ArgumentParser:
     )
     console = server.add_parser("console-log", help="the last lines of the serial console")
     console.add_argument("server")
-    console.add_argument("--lines", type=int, default=100)
+    console.add_argument("--lines", type=positive_int, default=100)
+    # NOTE: the log is the guest's own output: on a terminal its escape
+    # sequences are shown escaped; the bytes as they are go to a file only.
+    raw = console.add_mutually_exclusive_group()
+    raw.add_argument(
+        "--raw",
+        action="store_true",
+        help="write the log unescaped to stdout, which must not be a terminal",
+    )
+    raw.add_argument("--output", metavar="FILE", help="write the log unescaped to FILE")
 
     volumes.add_parser(groups)
     networks.add_parser(groups)
@@ -258,7 +314,7 @@ def build_parser() -> ArgumentParser:
         default="/var/lib/compute-driver/test-guest",
         help="directory made by tools/build-test-guest.sh",
     )
-    demo.add_argument("--boot-timeout", type=int, default=180, metavar="S")
+    demo.add_argument("--boot-timeout", type=positive_int, default=180, metavar="S")
     return parser
 
 
@@ -310,6 +366,30 @@ def _snapshot_command(args: argparse.Namespace, client: Any) -> tuple[Any, list[
     return record, None
 
 
+def _console_log(args: argparse.Namespace, client: Any) -> tuple[Any, list[str] | None]:
+    """``server console-log``: escaped for a terminal, or raw to a file or a pipe."""
+    from compute_driver.cli.output import RawText
+
+    if args.raw and sys.stdout.isatty():
+        raise exception.Invalid(
+            reason="--raw writes the guest's bytes unescaped; redirect stdout to a file or "
+            "a pipe, or use --output FILE"
+        )
+    text = client.console_log(args.server, args.lines)
+    if args.output:
+        try:
+            # NOTE: 0600: a console log may hold what the guest would not show others.
+            fd = os.open(args.output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with open(fd, "w", encoding="utf-8", errors="surrogateescape") as f:
+                f.write(text)
+        except OSError as exc:
+            raise exception.Invalid(
+                reason="cannot write --output %s: %s" % (args.output, exc.strerror)
+            ) from exc
+        return None, None
+    return (RawText(text) if args.raw else text), None
+
+
 def _create_many(
     args: argparse.Namespace, client: Any, user_data: bytes | None, options: dict[str, Any]
 ) -> list[dict[str, Any]]:
@@ -352,19 +432,15 @@ def run_command(args: argparse.Namespace, client: Any) -> tuple[Any, list[str] |
         return None, None
     if group == "image":
         if action == "import":
-            progress = Progress()
-            try:
-                return client.import_image(
-                    args.name,
-                    args.file,
-                    args.kernel,
-                    args.initrd,
-                    args.cmdline,
-                    properties=dict(args.property),
-                    progress=lambda done: progress.update("Converting to qcow2: %5.1f%%" % done),
-                ), None
-            finally:
-                progress.done()
+            return client.import_image(
+                args.name,
+                args.file,
+                args.kernel,
+                args.initrd,
+                args.cmdline,
+                properties=dict(args.property),
+                disk_format=args.disk_format,
+            ), None
         if action == "create":
             return client.create_image_from_server(args.name, args.server), None
         if action == "list":
@@ -376,13 +452,9 @@ def run_command(args: argparse.Namespace, client: Any) -> tuple[Any, list[str] |
         if action == "create":
             user_data = None
             if args.user_data:
-                try:
-                    with open(args.user_data, "rb") as f:
-                        user_data = f.read()
-                except OSError as exc:
-                    raise exception.Invalid(
-                        reason="cannot read --user-data %s: %s" % (args.user_data, exc.strerror)
-                    ) from exc
+                from compute_driver.client import read_user_data
+
+                user_data = read_user_data(args.user_data)
             options = {
                 "full_clone": args.full_clone,
                 "root_backend": args.root_backend,
@@ -445,7 +517,7 @@ def run_command(args: argparse.Namespace, client: Any) -> tuple[Any, list[str] |
                 finally:
                     progress.done()
             return record, None
-        return client.console_log(args.server, args.lines), None
+        return _console_log(args, client)
     if group == "volume":
         return volumes.run(args, client)
     if group == "network":
@@ -453,6 +525,28 @@ def run_command(args: argparse.Namespace, client: Any) -> tuple[Any, list[str] |
     if group == "aggregate":
         return aggregates.run(args, client)
     raise exception.Invalid(reason="unknown command %s" % group)
+
+
+#: The project of what the operator creates without naming one.
+DEFAULT_PROJECT = "default"
+
+
+def _client(args: argparse.Namespace, conf: Any) -> Any:
+    """The client of the caller ``args`` name: a project (``--project`` before
+    the command), or the operator (an admin of every project).
+
+    NOTE: computectl holds the bus credential of its config file, which is
+    the operator's; a tenant reaches the cloud through an upstream API that
+    names the tenant's project (compute_driver.client.Client.for_project).
+    """
+    from compute_driver import client as client_mod
+
+    creates = "create" in (getattr(args, "action", None), getattr(args, "group_action", None))
+    if args.as_project is None:
+        if creates and getattr(args, "project", DEFAULT_PROJECT) is None:
+            args.project = DEFAULT_PROJECT
+        return client_mod.Client(conf, timeout=args.timeout, admin=True)
+    return client_mod.Client(conf, timeout=args.timeout, project=args.as_project, admin=args.admin)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -463,17 +557,28 @@ def main(argv: Sequence[str] | None = None) -> int:
             from compute_driver.cli import demo
 
             return demo.run(args, config_args)
-        from compute_driver import client as client_mod
         from compute_driver import config
 
         conf = config.load(config_args, "computectl")
         from compute_driver.cli.output import emit
 
-        result, columns = run_command(args, client_mod.Client(conf, timeout=args.timeout))
-        emit(result, args.format, columns)
+        result, columns = run_command(args, _client(args, conf))
+        try:
+            emit(result, args.format, columns)
+            sys.stdout.flush()
+        except BrokenPipeError:
+            # NOTE: the reader went away (`computectl flavor list | head`):
+            # not an error of ours. Point stdout at /dev/null so that the
+            # interpreter's final flush does not complain either.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return EXIT_BROKEN_PIPE
         return EXIT_OK
     except exception.ComputeDriverError as exc:
-        print("computectl: %s: %s" % (exc.code, exc.message), file=sys.stderr)
+        from compute_driver.cli.output import printable
+
+        # NOTE: messages carry names, reasons and faults that tenants and
+        # guests wrote: escaped, so that the error stays one honest line.
+        print("computectl: %s: %s" % (exc.code, printable(exc.message)), file=sys.stderr)
         return EXIT_BY_KIND.get(exc.kind, EXIT_FAILED)
     except KeyboardInterrupt:
         return 130

@@ -24,7 +24,10 @@ def add_parser(groups: Any) -> None:
     create.add_argument("--physnet", help="physical network of flat and vlan networks")
     create.add_argument("--gateway", help="gateway address (default: the first host address)")
     create.add_argument("--mtu", type=int, help="default: the underlay's minus encapsulation")
-    create.add_argument("--project", default="default")
+    create.add_argument(
+        "--project",
+        help="the project it belongs to (default: the --project the command acts as, else default)",
+    )
     lst = network.add_parser("list", help="list networks")
     lst.add_argument("--project")
     network.add_parser("show", help="show one network").add_argument("network")

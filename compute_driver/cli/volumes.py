@@ -28,7 +28,10 @@ def add_parser(groups: Any) -> None:
     create.add_argument("--size", type=int, required=True, metavar="GIB", dest="size_gb")
     create.add_argument("--backend", required=True, help="storage backend, e.g. dir, nfs, rbd")
     create.add_argument("--image", help="fill it with this image (a bootable volume)")
-    create.add_argument("--project", default="default")
+    create.add_argument(
+        "--project",
+        help="the project it belongs to (default: the --project the command acts as, else default)",
+    )
     create.add_argument("--host", help="make it on this host (local backends)")
     lst = volume.add_parser("list", help="list volumes")
     lst.add_argument("--project")

@@ -11,7 +11,7 @@ import inspect
 import json
 
 from compute_driver import exception
-from compute_driver.rpc import compute_api, scheduler_api, schemas, transport
+from compute_driver.rpc import compute_api, policy, scheduler_api, schemas, transport
 
 HEADER = """\
 # compute-driver RPC API
@@ -27,11 +27,31 @@ exception modules: `compute_driver.exception`, `storage_backends.exception`,
 """
 
 
-def _api_section(title: str, module, methods: dict, casts: frozenset) -> list[str]:
+def _context_section() -> list[str]:
+    """Who may call what: the context every call carries, and policy.py's table."""
+    lines = ["", "## Request context and project scope", ""]
+    lines += [line.rstrip() for line in (inspect.getdoc(policy) or "").splitlines()]
+    lines += ["", "The context (oslo.messaging's `ctxt`), checked on arrival:", "", "```json"]
+    lines += json.dumps(schemas.CONTEXT, indent=2, sort_keys=True).splitlines()
+    lines += ["```", "", "| rule | who may call |", "|---|---|"]
+    lines += ["| `%s` | %s |" % (rule, text) for rule, text in policy.RULES.items()]
+    lines += ["", "Payload fields only an admin may give:", ""]
+    lines += [
+        "* `%s`: %s" % (method, ", ".join("`%s`" % f for f in fields))
+        for method, fields in sorted(policy.ADMIN_FIELDS.items())
+    ]
+    return lines
+
+
+def _api_section(
+    title: str, module, methods: dict, casts: frozenset, scoped: bool = False
+) -> list[str]:
     lines = ["", "## %s" % title, ""]
     lines += [line.rstrip() for line in (inspect.getdoc(module) or "").splitlines()]
     for name in sorted(methods):
         kind = "cast" if name in casts else "call"
+        if scoped:
+            kind += ", %s" % policy.kind(name)
         lines += ["", "### `%s` (%s)" % (name, kind), "", "```json"]
         lines += json.dumps(methods[name], indent=2, sort_keys=True).splitlines()
         lines += ["```"]
@@ -45,11 +65,13 @@ def render() -> str:
     for module in transport.ALLOWED_EXMODS:
         importlib.import_module(module)
     lines = HEADER.splitlines()
+    lines += _context_section()
     lines += _api_section(
         "Scheduler API: topic `scheduler`",
         scheduler_api,
         schemas.SCHEDULER_METHODS,
         schemas.SCHEDULER_CASTS,
+        scoped=True,
     )
     lines += _api_section(
         "Compute API: topic `compute`, server = host name",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 import oslo_messaging as messaging
@@ -10,6 +9,7 @@ from oslo_config import cfg
 
 from compute_driver import exception
 from compute_driver.rpc import transport
+from compute_driver.rpc.context import RequestContext
 
 
 class RPCClientBase:
@@ -23,8 +23,16 @@ class RPCClientBase:
     API_VERSION = "1.0"
     CAP_OPTION = ""
 
-    def __init__(self, conf: cfg.ConfigOpts = cfg.CONF, timeout: int | None = None) -> None:
+    def __init__(
+        self,
+        conf: cfg.ConfigOpts = cfg.CONF,
+        timeout: int | None = None,
+        context: RequestContext | None = None,
+    ) -> None:
+        """:param context: who the calls come from (a fresh request id each
+        call); by default a caller of no project, which only a service is."""
         self.conf = conf
+        self.identity = context or RequestContext()
         cap = getattr(conf.upgrade_levels, self.CAP_OPTION) or self.API_VERSION
         target = messaging.Target(topic=self.TOPIC, version=self.API_VERSION)
         self.timeout = timeout if timeout is not None else conf.rpc.call_timeout
@@ -34,9 +42,9 @@ class RPCClientBase:
             transport.get_transport(conf), target, version_cap=cap, timeout=self.timeout
         )
 
-    @staticmethod
-    def _context() -> dict[str, str]:
-        return {"request_id": "req-" + str(uuid.uuid4())}
+    def _context(self) -> dict[str, Any]:
+        """The wire context of one call: this client's identity, a new request id."""
+        return self.identity.for_request().to_wire()
 
     # NOTE: the payload is a dict, not **kwargs: payload fields such as
     # "server" must never be mistaken for the routing arguments.

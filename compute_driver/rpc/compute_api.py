@@ -101,11 +101,13 @@ class ComputeAPI(RPCClientBase):
         """Call: the server's snapshots, oldest first, with parents and children."""
         return self._call("list_instance_snapshots", {"uuid": uuid}, host=host)
 
-    def export_root_disk(self, host: str, uuid: str, path: str) -> dict[str, Any]:
-        """Call (long): write a stopped instance's root disk, flattened, to ``path``."""
+    def export_root_disk(self, host: str, uuid: str, image: str) -> dict[str, Any]:
+        """Call (long): write a stopped instance's root disk, flattened, as the
+        disk of new image ``image`` (into the export directory the agent
+        derives from its image store and that UUID; no path travels)."""
         return self._call(
             "export_root_disk",
-            {"uuid": uuid, "path": path},
+            {"uuid": uuid, "image": image},
             host=host,
             timeout=self.conf.rpc.long_call_timeout,
         )

@@ -10,12 +10,13 @@ match before a final newline, so ``"web-1\\n"`` would pass as a name.
 
 from __future__ import annotations
 
+import re
 import reprlib
 from typing import Any
 
 import jsonschema
 
-from compute_driver import exception
+from compute_driver import disk_image, exception
 
 UUID = {
     "type": "string",
@@ -47,11 +48,27 @@ PROJECT = {
     "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*\\Z",
 }
 ABS_PATH = {"type": "string", "minLength": 2, "maxLength": 4096, "pattern": "^/[^\\x00]*\\Z"}
+#: A file in the scheduler's import directory, named relative to it (the
+#: scheduler refuses absolute names, '..' and symlinks with invalid_image).
+IMPORT_NAME = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": 1024,
+    "pattern": "^[^\\x00-\\x1f\\x7f]*\\Z",
+}
 CMDLINE = {"type": "string", "maxLength": 2048, "pattern": "^[^\\x00\\n]*\\Z"}
 TIMESTAMP = {"type": "string", "maxLength": 40}
 #: User data travels base64-encoded; 64 KiB of data is about 87,400 characters.
 USER_DATA_B64 = {"type": "string", "maxLength": 87400, "pattern": "^[A-Za-z0-9+/=]*\\Z"}
-REASON = {"type": "string", "maxLength": 1024}
+#: Free text a person or a service wrote (reasons, descriptions): no C0 or
+#: C1 control characters and no DEL, so that what is stored can neither
+#: drive an operator's terminal (ESC, CSI, BEL) nor fake table rows or log
+#: lines (CR, LF). :func:`free_text` makes a service's own text fit.
+FREE_TEXT_PATTERN = "^[^\\x00-\\x1f\\x7f-\\x9f]*\\Z"
+REASON = {"type": "string", "maxLength": 1024, "pattern": FREE_TEXT_PATTERN}
+#: What went wrong with a server, as an agent reports it (hypervisor and
+#: storage messages span lines); shown escaped, never raw.
+FAULT = {"type": "string", "maxLength": 1024, "pattern": "^[^\\x00]*\\Z"}
 SNAPSHOT_NAME = {
     "type": "string",
     "minLength": 1,
@@ -59,7 +76,9 @@ SNAPSHOT_NAME = {
     "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*\\Z",
 }
 SNAPSHOT_KIND = {"enum": ["internal", "external"]}
-DESCRIPTION = {"type": "string", "maxLength": 255, "pattern": "^[^\\x00-\\x1f]*\\Z"}
+DESCRIPTION = {"type": "string", "maxLength": 255, "pattern": FREE_TEXT_PATTERN}
+#: A string a hypervisor reports about itself (type, architecture, version).
+HOST_FACT = {"type": "string", "maxLength": 64, "pattern": FREE_TEXT_PATTERN}
 #: How a root disk is made from its image: a linked clone or a full copy.
 ROOT_CLONE = {"enum": ["linked", "full"]}
 POWER_STATE = {"enum": ["running", "paused", "shutdown", "crashed", "suspended", "nostate"]}
@@ -99,19 +118,20 @@ FLAVOR = obj(
     ("name", "vcpus", "memory_mb", "root_gb"),
 )
 
+#: An image as the scheduler hands it to an agent. NOTE: no paths: the agent
+#: finds the disk (and, with ``kernel``, the kernel and initrd) in its own
+#: ``[image] store_path`` under the UUID, so no message names a file.
 IMAGE = obj(
     {
         "uuid": UUID,
         "name": NAME,
         "disk_format": {"enum": ["qcow2", "raw"]},
-        "path": ABS_PATH,
         "virtual_size": {"type": "integer", "minimum": 0},
-        "kernel_path": {"anyOf": [ABS_PATH, {"type": "null"}]},
-        "initrd_path": {"anyOf": [ABS_PATH, {"type": "null"}]},
+        "kernel": {"type": "boolean"},
         "cmdline": {"anyOf": [CMDLINE, {"type": "null"}]},
         "properties": PROPERTIES,
     },
-    ("uuid", "name", "disk_format", "path"),
+    ("uuid", "name", "disk_format"),
 )
 
 #: A volume as the scheduler hands it to an agent: what the backend said of it.
@@ -197,14 +217,42 @@ HOST_RESOURCES = obj(
 
 HOST_CAPABILITIES = obj(
     {
-        "virt_type": {"type": "string", "maxLength": 32},
-        "arch": {"type": "string", "maxLength": 32},
-        "hypervisor": {"type": "string", "maxLength": 64},
-        "hypervisor_version": {"type": "string", "maxLength": 64},
+        "virt_type": {**HOST_FACT, "maxLength": 32},
+        "arch": {**HOST_FACT, "maxLength": 32},
+        "hypervisor": HOST_FACT,
+        "hypervisor_version": HOST_FACT,
         "network_plugins": {"type": "array", "items": NAME, "maxItems": 16},
         "storage_backends": {"type": "array", "items": NAME, "maxItems": 16},
         "shared_storage_backends": {"type": "array", "items": NAME, "maxItems": 16},
         "tunnel_ip": IPV4,
+    }
+)
+
+#: The RPC context every request carries: who asks (see rpc/context.py).
+#: NOTE: closed and bounded like a payload: a context of megabytes, or one
+#: that smuggles other keys, is refused before any method runs.
+REQUEST_ID = {"type": "string", "minLength": 1, "maxLength": 64, "pattern": "^[A-Za-z0-9._:-]+\\Z"}
+CONTEXT = obj(
+    {
+        "request_id": REQUEST_ID,
+        "project": {"anyOf": [PROJECT, {"type": "null"}]},
+        # NOTE: for the logs only; an e-mail address is a user name too.
+        "user": {
+            "anyOf": [
+                {
+                    "type": "string",
+                    "minLength": 1,
+                    "maxLength": 64,
+                    "pattern": "^[A-Za-z0-9][A-Za-z0-9._@+-]*\\Z",
+                },
+                {"type": "null"},
+            ]
+        },
+        "admin": {"type": "boolean"},
+        # NOTE: oslo.messaging's own: the caller's timeout, added on receipt.
+        "client_timeout": {
+            "anyOf": [{"type": "number", "minimum": 0, "maximum": 86400}, {"type": "null"}]
+        },
     }
 )
 
@@ -241,9 +289,9 @@ SCHEDULER_METHODS: dict[str, dict[str, Any]] = {
             "availability_zone": NAME,
             "group": NAME_OR_UUID,
         },
-        ("uuid", "name", "flavor", "image", "project"),
+        ("uuid", "name", "flavor", "image"),
     ),
-    "list_servers": obj({"project": PROJECT, "host": HOST}),
+    "list_servers": obj({"project": PROJECT, "host": HOST, "all_projects": {"type": "boolean"}}),
     "show_server": obj({"server": NAME_OR_UUID}, ("server",)),
     "delete_server": obj({"server": NAME_OR_UUID}, ("server",)),
     "server_console_log": obj(
@@ -291,9 +339,9 @@ SCHEDULER_METHODS: dict[str, dict[str, Any]] = {
             "image": NAME_OR_UUID,
             "host": HOST,
         },
-        ("uuid", "name", "size_gb", "backend", "project"),
+        ("uuid", "name", "size_gb", "backend"),
     ),
-    "list_volumes": obj({"project": PROJECT}),
+    "list_volumes": obj({"project": PROJECT, "all_projects": {"type": "boolean"}}),
     "show_volume": obj({"volume": NAME_OR_UUID}, ("volume",)),
     "delete_volume": obj({"volume": NAME_OR_UUID}, ("volume",)),
     "attach_volume": obj({"server": NAME_OR_UUID, "volume": NAME_OR_UUID}, ("server", "volume")),
@@ -321,9 +369,9 @@ SCHEDULER_METHODS: dict[str, dict[str, Any]] = {
             "gateway": IPV4,
             "mtu": MTU,
         },
-        ("uuid", "name", "type", "cidr", "project"),
+        ("uuid", "name", "type", "cidr"),
     ),
-    "list_networks": obj({"project": PROJECT}),
+    "list_networks": obj({"project": PROJECT, "all_projects": {"type": "boolean"}}),
     "attach_interface": obj(
         {"server": NAME_OR_UUID, "network": NAME_OR_UUID}, ("server", "network")
     ),
@@ -355,9 +403,9 @@ SCHEDULER_METHODS: dict[str, dict[str, Any]] = {
             },
             "project": PROJECT,
         },
-        ("uuid", "name", "policy", "project"),
+        ("uuid", "name", "policy"),
     ),
-    "list_server_groups": obj({"project": PROJECT}),
+    "list_server_groups": obj({"project": PROJECT, "all_projects": {"type": "boolean"}}),
     "show_server_group": obj({"group": NAME_OR_UUID}, ("group",)),
     "delete_server_group": obj({"group": NAME_OR_UUID}, ("group",)),
     "list_hosts": obj({}),
@@ -369,9 +417,10 @@ SCHEDULER_METHODS: dict[str, dict[str, Any]] = {
         {
             "uuid": UUID,
             "name": NAME,
-            "file": ABS_PATH,
-            "kernel": ABS_PATH,
-            "initrd": ABS_PATH,
+            "file": IMPORT_NAME,
+            "kernel": IMPORT_NAME,
+            "initrd": IMPORT_NAME,
+            "disk_format": {"enum": list(disk_image.KNOWN_FORMATS)},
             "cmdline": CMDLINE,
             "properties": PROPERTIES,
         },
@@ -399,7 +448,7 @@ SCHEDULER_METHODS: dict[str, dict[str, Any]] = {
             "uuid": UUID,
             "vm_state": {"enum": ["active", "stopped", "paused", "suspended", "error"]},
             "power_state": POWER_STATE,
-            "fault": REASON,
+            "fault": FAULT,
         },
         ("host", "uuid", "vm_state"),
     ),
@@ -436,7 +485,7 @@ COMPUTE_METHODS: dict[str, dict[str, Any]] = {
     ),
     "get_instance_info": obj({"uuid": UUID}, ("uuid",)),
     "get_diagnostics": obj({"uuid": UUID}, ("uuid",)),
-    "export_root_disk": obj({"uuid": UUID, "path": ABS_PATH}, ("uuid", "path")),
+    "export_root_disk": obj({"uuid": UUID, "image": UUID}, ("uuid", "image")),
     "stop_instance": obj(
         {"uuid": UUID, "timeout": {"type": "integer", "minimum": 0, "maximum": 3600}}, ("uuid",)
     ),
@@ -486,6 +535,18 @@ COMPUTE_METHODS: dict[str, dict[str, Any]] = {
         ("volume", "action"),
     ),
 }
+
+
+_CONTROL = re.compile("[\\x00-\\x1f\\x7f-\\x9f]+")
+
+
+def free_text(text: str, limit: int = 1024) -> str:
+    """``text`` as a :data:`REASON` a service may send: control runs become one space.
+
+    NOTE: for the services' own texts (a hypervisor's error message spans
+    lines); what a person typed is refused instead, so they see why.
+    """
+    return _CONTROL.sub(" ", text)[:limit]
 
 
 #: Longest reason an invalid_payload error carries.

@@ -12,6 +12,7 @@ import oslo_messaging as messaging
 from oslo_config import cfg
 
 from compute_driver import exception
+from compute_driver.rpc import endpoint
 
 CONTROL_EXCHANGE = "compute_driver"
 
@@ -88,10 +89,14 @@ def get_server(
     size option oslo.messaging reads otherwise is one for the whole process,
     and the scheduler and the agent of an embedded cloud each have theirs.
     """
-    return messaging.get_rpc_server(
-        get_transport(conf),
-        target,
+    # NOTE: built here, not by messaging.get_rpc_server, for our dispatcher:
+    # it answers unknown methods and versions with a bounded typed error.
+    dispatcher = endpoint.Dispatcher(
+        target.topic,
         endpoints,
-        executor="threading",
-        access_policy=messaging.rpc.dispatcher.ExplicitRPCAccessPolicy,
+        None,
+        messaging.rpc.dispatcher.ExplicitRPCAccessPolicy,
+    )
+    return messaging.rpc.server.RPCServer(
+        get_transport(conf), target, dispatcher, executor="threading"
     )

@@ -23,19 +23,16 @@ from oslo_config import cfg
 from sqlalchemy import delete, func, select
 
 from compute_driver import exception
-from compute_driver.rpc import schemas
-from compute_driver.rpc.endpoint import rpc_method
+from compute_driver.rpc.context import RequestContext
+from compute_driver.scheduler import scope
 from compute_driver.scheduler.database import find_by_ref
 from compute_driver.scheduler.models import Aggregate, AggregateHost, Host, Instance, ServerGroup
+from compute_driver.scheduler.scope import scheduler_method
 from compute_driver.scheduler.store import Store
 
 LOG = logging.getLogger(__name__)
 
 GROUP_POLICIES = ("affinity", "anti-affinity", "soft-affinity", "soft-anti-affinity")
-
-
-def scheduler_method(func):
-    return rpc_method("scheduler", schemas.SCHEDULER_METHODS)(func)
 
 
 def _iso(value: datetime.datetime | None) -> str | None:
@@ -87,7 +84,7 @@ class AggregateManager:
 
     @scheduler_method
     def create_aggregate(
-        self, ctxt: dict, name: str, availability_zone: str | None = None
+        self, context: RequestContext, name: str, availability_zone: str | None = None
     ) -> dict[str, Any]:
         with self.store.session() as session:
             if session.get(Aggregate, name) is not None:
@@ -100,7 +97,7 @@ class AggregateManager:
     @scheduler_method
     def set_aggregate(
         self,
-        ctxt: dict,
+        context: RequestContext,
         aggregate: str,
         availability_zone: str | None = None,
         no_availability_zone: bool = False,
@@ -125,7 +122,9 @@ class AggregateManager:
             return self._aggregate_dict(session, record)
 
     @scheduler_method
-    def add_aggregate_host(self, ctxt: dict, aggregate: str, host: str) -> dict[str, Any]:
+    def add_aggregate_host(
+        self, context: RequestContext, aggregate: str, host: str
+    ) -> dict[str, Any]:
         with self._changing() as session:
             record = self._aggregate(session, aggregate)
             if session.get(Host, host) is None:
@@ -154,7 +153,9 @@ class AggregateManager:
         return None
 
     @scheduler_method
-    def remove_aggregate_host(self, ctxt: dict, aggregate: str, host: str) -> dict[str, Any]:
+    def remove_aggregate_host(
+        self, context: RequestContext, aggregate: str, host: str
+    ) -> dict[str, Any]:
         with self._changing() as session:
             record = self._aggregate(session, aggregate)
             session.execute(
@@ -165,7 +166,7 @@ class AggregateManager:
             return self._aggregate_dict(session, record)
 
     @scheduler_method
-    def list_aggregates(self, ctxt: dict) -> list[dict[str, Any]]:
+    def list_aggregates(self, context: RequestContext) -> list[dict[str, Any]]:
         with self.store.session() as session:
             return [
                 self._aggregate_dict(session, a)
@@ -173,12 +174,12 @@ class AggregateManager:
             ]
 
     @scheduler_method
-    def show_aggregate(self, ctxt: dict, aggregate: str) -> dict[str, Any]:
+    def show_aggregate(self, context: RequestContext, aggregate: str) -> dict[str, Any]:
         with self.store.session() as session:
             return self._aggregate_dict(session, self._aggregate(session, aggregate))
 
     @scheduler_method
-    def delete_aggregate(self, ctxt: dict, aggregate: str) -> dict[str, Any]:
+    def delete_aggregate(self, context: RequestContext, aggregate: str) -> dict[str, Any]:
         with self._changing() as session:
             record = self._aggregate(session, aggregate)
             gone = self._aggregate_dict(session, record)
@@ -246,19 +247,28 @@ class AggregateManager:
             "created_at": _iso(group.created_at),
         }
 
-    def _group(self, session: Any, ref: str) -> ServerGroup:
-        group = find_by_ref(session, ServerGroup, ref, ServerGroup.name, "server groups")
+    def _group(self, session: Any, ref: str, context: RequestContext | None = None) -> ServerGroup:
+        group = find_by_ref(
+            session, ServerGroup, ref, ServerGroup.name, "server groups", None, context
+        )
         if group is None:
             raise exception.NotFound(what="Server group", name=ref)
         return group
 
     @scheduler_method
     def create_server_group(
-        self, ctxt: dict, uuid: str, name: str, policy: str, project: str
+        self,
+        context: RequestContext,
+        uuid: str,
+        name: str,
+        policy: str,
+        project: str | None = None,
     ) -> dict[str, Any]:
+        project = scope.owner(context, project, "create_server_group")
         with self.store.session() as session:
             existing = session.get(ServerGroup, uuid)
             if existing is not None:
+                scope.repeated(context, existing.project, uuid)
                 return self._group_dict(session, existing)
             group = ServerGroup(uuid=uuid, name=name, policy=policy, project=project)
             session.add(group)
@@ -266,7 +276,10 @@ class AggregateManager:
             return self._group_dict(session, group)
 
     @scheduler_method
-    def list_server_groups(self, ctxt: dict, project: str | None = None) -> list[dict[str, Any]]:
+    def list_server_groups(
+        self, context: RequestContext, project: str | None = None, all_projects: bool = False
+    ) -> list[dict[str, Any]]:
+        project = scope.list_project(context, project, all_projects)
         with self.store.session() as session:
             query = select(ServerGroup).order_by(ServerGroup.created_at)
             if project:
@@ -274,14 +287,14 @@ class AggregateManager:
             return [self._group_dict(session, g) for g in session.scalars(query)]
 
     @scheduler_method
-    def show_server_group(self, ctxt: dict, group: str) -> dict[str, Any]:
+    def show_server_group(self, context: RequestContext, group: str) -> dict[str, Any]:
         with self.store.session() as session:
-            return self._group_dict(session, self._group(session, group))
+            return self._group_dict(session, self._group(session, group, context))
 
     @scheduler_method
-    def delete_server_group(self, ctxt: dict, group: str) -> dict[str, Any]:
+    def delete_server_group(self, context: RequestContext, group: str) -> dict[str, Any]:
         with self.store.session() as session:
-            record = self._group(session, group)
+            record = self._group(session, group, context)
             gone = self._group_dict(session, record)
             if gone["members"]:
                 raise exception.InUse(
@@ -292,13 +305,15 @@ class AggregateManager:
             session.delete(record)
             return gone
 
-    def group_for(self, ref: str, project: str) -> dict[str, Any]:
-        """The group a new server of ``project`` joins.
+    def group_for(
+        self, ref: str, project: str, context: RequestContext | None = None
+    ) -> dict[str, Any]:
+        """The group a new server of ``project`` joins (as ``context`` sees it).
 
         :raises NotFound, ProjectMismatch: no such group, or another project's.
         """
         with self.store.session() as session:
-            group = self._group_dict(session, self._group(session, ref))
+            group = self._group_dict(session, self._group(session, ref, context))
         if group["project"] != project:
             raise exception.ProjectMismatch(
                 what="Server group", name=group["name"], instance="of project %s" % project

@@ -13,6 +13,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from compute_driver import exception
+from compute_driver.rpc.context import RequestContext
+from compute_driver.scheduler import scope
 from compute_driver.scheduler.database import Database
 from compute_driver.scheduler.models import Flavor, Image, Instance
 from compute_driver.scheduler.records import flavor_dict, image_dict
@@ -77,22 +79,31 @@ class Catalog(Database):
     # --- images ------------------------------------------------------------
 
     @staticmethod
-    def _image_row(connection: sa.Connection | Session, ref: str) -> sa.Row:
-        """The row of the image ``ref`` names (its uuid or its name).
+    def _image_row(
+        connection: sa.Connection | Session, ref: str, context: RequestContext | None = None
+    ) -> sa.Row:
+        """The row of the image ``ref`` names (its uuid or its name), among
+        the public ones and those of ``context``'s project (see scope.py).
 
-        :raises ImageNotFound:
+        :raises ImageNotFound: none, or another project's.
         """
         row = connection.execute(IMAGE_BY_REF, {"image": ref}).first()
-        if row is None:
+        if row is not None and not scope.sees(context, row.project, public=True):
+            # NOTE: the uuid of another project's image: a visible image may
+            # still bear that string as its name.
+            row = connection.execute(
+                select(*Image.__table__.c).where(Image.name == ref, Image.uuid != row.uuid)
+            ).first()
+        if row is None or not scope.sees(context, row.project, public=True):
             raise exception.ImageNotFound(image=ref)
         return row
 
-    def get_image(self, ref: str) -> dict[str, Any]:
+    def get_image(self, ref: str, context: RequestContext | None = None) -> dict[str, Any]:
         with self.connection() as connection:
-            return image_dict(self._image_row(connection, ref))
+            return image_dict(self._image_row(connection, ref, context))
 
     def get_flavor_and_image(
-        self, flavor: str, image: str
+        self, flavor: str, image: str, context: RequestContext | None = None
     ) -> tuple[dict[str, Any], dict[str, Any]]:
         """A create's flavor and image, read in one transaction.
 
@@ -102,16 +113,20 @@ class Catalog(Database):
             flavor_row = connection.execute(FLAVOR_BY_NAME, {"flavor": flavor}).first()
             if flavor_row is None:
                 raise exception.FlavorNotFound(flavor=flavor)
-            return flavor_dict(flavor_row), image_dict(self._image_row(connection, image))
+            return flavor_dict(flavor_row), image_dict(self._image_row(connection, image, context))
 
     def find_image_by_name(self, name: str) -> dict[str, Any] | None:
         with self.session() as session:
             image = session.scalar(select(Image).where(Image.name == name))
             return image_dict(image) if image else None
 
-    def list_images(self) -> list[dict[str, Any]]:
+    def list_images(self, project: str | None = None) -> list[dict[str, Any]]:
+        """Images, by name: every one, or the public ones and ``project``'s."""
+        query = select(Image).order_by(Image.name)
+        if project is not None:
+            query = query.where(sa.or_(Image.project.is_(None), Image.project == project))
         with self.session() as session:
-            return [image_dict(i) for i in session.scalars(select(Image).order_by(Image.name))]
+            return [image_dict(i) for i in session.scalars(query)]
 
     def create_image(self, **fields: Any) -> dict[str, Any]:
         with self.session() as session:
@@ -122,10 +137,18 @@ class Catalog(Database):
             session.flush()
             return image_dict(image)
 
-    def delete_image(self, ref: str) -> dict[str, Any]:
-        """Remove an image record; refused while a live server uses it."""
+    def delete_image(self, ref: str, context: RequestContext | None = None) -> dict[str, Any]:
+        """Remove an image record; refused while a live server uses it.
+
+        :raises Forbidden: a public image, and ``context`` is not an admin's.
+        """
         with self.session() as session:
-            image = session.get_one(Image, self._image_row(session, ref).uuid)
+            image = session.get_one(Image, self._image_row(session, ref, context).uuid)
+            if image.project is None and not scope.is_admin(context):
+                raise exception.Forbidden(
+                    action="deleting public image %s" % image.name,
+                    reason="it needs an admin context",
+                )
             users = session.scalars(
                 select(Instance.name).where(
                     Instance.image_uuid == image.uuid, Instance.deleted.is_(False)

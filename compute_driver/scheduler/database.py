@@ -20,6 +20,8 @@ from sqlalchemy import event, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from compute_driver import exception
+from compute_driver.rpc.context import RequestContext
+from compute_driver.scheduler import scope
 
 MIGRATIONS = os.path.join(os.path.dirname(__file__), "migrations")
 
@@ -35,6 +37,7 @@ class Database:
             path = sa.engine.make_url(url).database
             if path and path != ":memory:":
                 os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+                _private_sqlite_file(path)
         self.engine = sa.create_engine(url, connect_args=connect_args, future=True)
         if url.startswith("sqlite"):
             event.listen(self.engine, "connect", _sqlite_pragmas)
@@ -78,25 +81,43 @@ def find_by_ref(
     name_column: Any,
     plural: str,
     live: Any = None,
+    context: RequestContext | None = None,
 ) -> Any:
-    """The row of ``model`` whose key is ``ref``, else the one live row named ``ref``.
+    """The row of ``model`` whose key is ``ref``, else the one live row named
+    ``ref``, among the rows ``context`` sees (``scope.py``: its project's).
 
     :param live: an extra condition for the lookup by name (e.g. not deleted).
-    :returns: the row, or None.
-    :raises Conflict: several rows have that name (the caller must use the key).
+    :param context: the caller's; None for the scheduler's own lookups.
+    :returns: the row, or None (also when it is another project's).
+    :raises Conflict: several rows the context sees have that name (the
+        caller must use the key).
     """
     row = session.get(model, ref)
-    if row is not None:
+    if row is not None and scope.sees(context, row.project):
         return row
     query = select(model).where(name_column == ref)
-    if live is not None:
-        query = query.where(live)
+    for condition in (live, scope.name_condition(context, model.project)):
+        if condition is not None:
+            query = query.where(condition)
     matches = session.scalars(query).all()
     if len(matches) > 1:
         raise exception.Conflict(
             reason="%d %s are named %s; use a UUID" % (len(matches), plural, ref)
         )
     return matches[0] if matches else None
+
+
+def _private_sqlite_file(path: str) -> None:
+    """Make the SQLite file readable by its owner only (0600), creating it
+    empty if missing; SQLite gives its journal and WAL files the same mode.
+
+    NOTE: the database holds every tenant's user data and host credentials.
+    """
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -15,26 +15,23 @@ from typing import Any
 import oslo_messaging as messaging
 from oslo_config import cfg
 
-from compute_driver import exception, notifications
+from compute_driver import disk_image, exception, notifications
 from compute_driver.rpc import compute_api, schemas
-from compute_driver.rpc.endpoint import rpc_method
-from compute_driver.scheduler import placement
+from compute_driver.rpc.context import RequestContext
+from compute_driver.scheduler import placement, scope
 from compute_driver.scheduler.aggregates import AggregateManager
 from compute_driver.scheduler.host_view import HostView
-from compute_driver.scheduler.imagestore import ImageStore
+from compute_driver.scheduler.imagestore import ImageStore, agent_image
 from compute_driver.scheduler.networks import NetworkManager
+from compute_driver.scheduler.scope import scheduler_method
 from compute_driver.scheduler.store import Store
-from compute_driver.scheduler.volumes import IMAGE_FIELDS, VolumeManager, agent_volume
+from compute_driver.scheduler.volumes import VolumeManager, agent_volume
 from compute_driver.virt.base import VM_STATE_OF_POWER, decode_user_data
 from compute_driver.virt.libvirt import guest_config
 
 LOG = logging.getLogger(__name__)
 
 API = "scheduler"
-
-
-def scheduler_method(func):
-    return rpc_method(API, schemas.SCHEDULER_METHODS)(func)
 
 
 class SchedulerManager:
@@ -46,7 +43,15 @@ class SchedulerManager:
         self.conf = conf
         self.store = store
         self.compute = compute
-        self.images = ImageStore(conf.image.store_path, conf.image.max_image_gb * 1024**3)
+        self.images = ImageStore(
+            conf.image.store_path,
+            conf.image.import_path,
+            disk_image.Limits(
+                max_bytes=conf.image.max_image_gb * 1024**3,
+                max_virtual_bytes=conf.image.max_virtual_gb * 1024**3,
+                vmdk_types=tuple(conf.image.vmdk_allowed_types),
+            ),
+        )
         self._known_down: set[str] = set()
         self._lock = threading.Lock()
         self._placement_cache: placement.Placement | None = None
@@ -87,7 +92,7 @@ class SchedulerManager:
         )
 
     @scheduler_method
-    def ping(self, ctxt: dict) -> dict[str, str]:
+    def ping(self, context: RequestContext) -> dict[str, str]:
         return {"service": "compute-scheduler", "version": self.target.version}
 
     # --- servers -------------------------------------------------------------
@@ -95,12 +100,12 @@ class SchedulerManager:
     @scheduler_method
     def create_server(
         self,
-        ctxt: dict,
+        context: RequestContext,
         uuid: str,
         name: str,
         flavor: str,
         image: str,
-        project: str,
+        project: str | None = None,
         host: str | None = None,
         user_data: str | None = None,
         root_clone: str = "linked",
@@ -110,14 +115,17 @@ class SchedulerManager:
         availability_zone: str | None = None,
         group: str | None = None,
     ) -> dict[str, Any]:
+        project = scope.owner(context, project, "create_server")
         decode_user_data(user_data)  # InvalidPayload before anything is stored
         if availability_zone is not None:
             self.aggregates.check_zone(availability_zone)
-        group_rec = self.aggregates.group_for(group, project) if group else None
-        flavor_rec, image_rec = self.store.get_flavor_and_image(flavor, image)
+        group_rec = self.aggregates.group_for(group, project, context) if group else None
+        flavor_rec, image_rec = self.store.get_flavor_and_image(flavor, image, context)
         if host is not None:
             self.store.get_host(host, self._down_after)  # HostNotFound before anything is stored
-        boot = self.volumes.bootable(boot_volume, project, uuid) if boot_volume else None
+        boot = self.volumes.bootable(boot_volume, project, uuid, context) if boot_volume else None
+        for network in networks or ():
+            self.networks.of_project(network, project, uuid, context)  # before anything is stored
         record, created = self.store.create_instance(
             uuid=uuid,
             name=name,
@@ -135,6 +143,7 @@ class SchedulerManager:
             group_uuid=group_rec["uuid"] if group_rec else None,
         )
         if not created:
+            scope.repeated(context, record["project"], uuid)
             LOG.info("create_server %s repeated: returning the existing record", uuid)
             return record
         self.notifier.info("instance.create.start", record)
@@ -143,7 +152,7 @@ class SchedulerManager:
             if boot is not None:
                 boot = self.volumes.claim_boot_volume(boot, uuid)
             if networks:
-                ports = self.networks.allocate(uuid, project, networks)
+                ports = self.networks.allocate(uuid, project, networks, context)
         except exception.ComputeDriverError as exc:
             # NOTE: the record exists already: never leave it scheduling.
             self.store.fail_instance(uuid, exc.message)
@@ -344,7 +353,7 @@ class SchedulerManager:
                 "root_gb": instance["root_gb"],
                 "extra_specs": instance["extra_specs"],
             },
-            "image": {k: image[k] for k in IMAGE_FIELDS},
+            "image": agent_image(image),
             "created_at": instance["created_at"],
         }
         if user_data:
@@ -352,16 +361,24 @@ class SchedulerManager:
         return payload
 
     @scheduler_method
-    def list_servers(self, ctxt: dict, project: str | None = None, host: str | None = None) -> list:
-        return self.store.list_instances(project=project, host=host)
+    def list_servers(
+        self,
+        context: RequestContext,
+        project: str | None = None,
+        host: str | None = None,
+        all_projects: bool = False,
+    ) -> list:
+        return self.store.list_instances(
+            project=scope.list_project(context, project, all_projects), host=host
+        )
 
     @scheduler_method
-    def show_server(self, ctxt: dict, server: str) -> dict[str, Any]:
-        return self.store.get_instance(server)
+    def show_server(self, context: RequestContext, server: str) -> dict[str, Any]:
+        return self.store.get_instance(server, context=context)
 
     @scheduler_method
-    def delete_server(self, ctxt: dict, server: str) -> dict[str, Any]:
-        record, needs_agent = self.store.begin_delete(server)
+    def delete_server(self, context: RequestContext, server: str) -> dict[str, Any]:
+        record, needs_agent = self.store.begin_delete(server, context)
         self.notifier.info("instance.delete.start", record)
         if not needs_agent and record["vm_state"] == "deleted":
             self.notifier.info("instance.delete.end", record)
@@ -371,9 +388,9 @@ class SchedulerManager:
         return record
 
     @scheduler_method
-    def server_action(self, ctxt: dict, server: str, action: str) -> dict[str, Any]:
+    def server_action(self, context: RequestContext, server: str, action: str) -> dict[str, Any]:
         allowed, task = schemas.SERVER_ACTIONS[action]
-        record = self.store.begin_task(server, allowed, task)
+        record = self.store.begin_task(server, allowed, task, context)
         host, uuid = record["host"], record["uuid"]
         try:
             if action == "stop":
@@ -394,9 +411,11 @@ class SchedulerManager:
             raise
         return record
 
-    def _snapshot_task(self, server: str, task: str, method: str, **payload: Any) -> dict[str, Any]:
+    def _snapshot_task(
+        self, context: RequestContext, server: str, task: str, method: str, **payload: Any
+    ) -> dict[str, Any]:
         allowed, task_state = schemas.SNAPSHOT_TASKS[task]
-        record = self.store.begin_task(server, allowed, task_state)
+        record = self.store.begin_task(server, allowed, task_state, context)
         try:
             self.compute.snapshot_instance(record["host"], method, record["uuid"], **payload)
         except exception.ComputeDriverError:
@@ -407,7 +426,7 @@ class SchedulerManager:
     @scheduler_method
     def create_server_snapshot(
         self,
-        ctxt: dict,
+        context: RequestContext,
         server: str,
         name: str,
         kind: str = "internal",
@@ -415,6 +434,7 @@ class SchedulerManager:
         description: str = "",
     ) -> dict[str, Any]:
         return self._snapshot_task(
+            context,
             server,
             "create",
             "snapshot_create_instance",
@@ -425,26 +445,30 @@ class SchedulerManager:
         )
 
     @scheduler_method
-    def revert_server_snapshot(self, ctxt: dict, server: str, name: str) -> dict[str, Any]:
-        return self._snapshot_task(server, "revert", "snapshot_revert_instance", name=name)
+    def revert_server_snapshot(
+        self, context: RequestContext, server: str, name: str
+    ) -> dict[str, Any]:
+        return self._snapshot_task(context, server, "revert", "snapshot_revert_instance", name=name)
 
     @scheduler_method
-    def delete_server_snapshot(self, ctxt: dict, server: str, name: str) -> dict[str, Any]:
-        return self._snapshot_task(server, "delete", "snapshot_delete_instance", name=name)
+    def delete_server_snapshot(
+        self, context: RequestContext, server: str, name: str
+    ) -> dict[str, Any]:
+        return self._snapshot_task(context, server, "delete", "snapshot_delete_instance", name=name)
 
     @scheduler_method
-    def list_server_snapshots(self, ctxt: dict, server: str) -> list[dict[str, Any]]:
-        record = self._placed(server)
+    def list_server_snapshots(self, context: RequestContext, server: str) -> list[dict[str, Any]]:
+        record = self._placed(server, context)
         return self.compute.list_instance_snapshots(record["host"], record["uuid"])
 
     @scheduler_method
-    def server_diagnostics(self, ctxt: dict, server: str) -> dict[str, Any]:
-        record = self._placed(server)
+    def server_diagnostics(self, context: RequestContext, server: str) -> dict[str, Any]:
+        record = self._placed(server, context)
         return self.compute.get_diagnostics(record["host"], record["uuid"])
 
-    def _placed(self, server: str) -> dict[str, Any]:
-        """The record of a server that has a host to ask."""
-        record = self.store.get_instance(server)
+    def _placed(self, server: str, context: RequestContext) -> dict[str, Any]:
+        """The record of a server (as ``context`` sees it) that has a host to ask."""
+        record = self.store.get_instance(server, context=context)
         if not record["host"]:
             raise exception.InstanceStateConflict(
                 instance=server, state=record["vm_state"], reason="it never reached a host"
@@ -452,8 +476,10 @@ class SchedulerManager:
         return record
 
     @scheduler_method
-    def server_console_log(self, ctxt: dict, server: str, lines: int | None = None) -> str:
-        record = self._placed(server)
+    def server_console_log(
+        self, context: RequestContext, server: str, lines: int | None = None
+    ) -> str:
+        record = self._placed(server, context)
         return self.compute.get_console_output(record["host"], record["uuid"], lines)
 
     # --- hosts -----------------------------------------------------------------
@@ -475,11 +501,11 @@ class SchedulerManager:
         return record
 
     @scheduler_method
-    def list_hosts(self, ctxt: dict) -> list:
+    def list_hosts(self, context: RequestContext) -> list:
         return self.store.list_hosts(self._down_after)
 
     @scheduler_method
-    def show_host(self, ctxt: dict, host: str) -> dict[str, Any]:
+    def show_host(self, context: RequestContext, host: str) -> dict[str, Any]:
         record = self.aggregates.annotate([self.store.get_host(host, self._down_after)])[0]
         record["aggregate_properties"] = {
             k: sorted(v) for k, v in record["aggregate_properties"].items()
@@ -497,13 +523,13 @@ class SchedulerManager:
     # --- flavors ---------------------------------------------------------------
 
     @scheduler_method
-    def list_flavors(self, ctxt: dict) -> list:
+    def list_flavors(self, context: RequestContext) -> list:
         return self.store.list_flavors()
 
     @scheduler_method
     def create_flavor(
         self,
-        ctxt: dict,
+        context: RequestContext,
         name: str,
         vcpus: int,
         memory_mb: int,
@@ -514,7 +540,7 @@ class SchedulerManager:
         return self.store.create_flavor(name, vcpus, memory_mb, root_gb, extra_specs)
 
     @scheduler_method
-    def delete_flavor(self, ctxt: dict, flavor: str) -> None:
+    def delete_flavor(self, context: RequestContext, flavor: str) -> None:
         self.store.delete_flavor(flavor)
 
     # --- images ----------------------------------------------------------------
@@ -522,7 +548,7 @@ class SchedulerManager:
     @scheduler_method
     def import_image(
         self,
-        ctxt: dict,
+        context: RequestContext,
         uuid: str,
         name: str,
         file: str,
@@ -530,7 +556,13 @@ class SchedulerManager:
         initrd: str | None = None,
         cmdline: str | None = None,
         properties: dict[str, str] | None = None,
+        disk_format: str | None = None,
     ) -> dict[str, Any]:
+        """Import an image from the import directory (``[image] import_path``).
+
+        ``file``, ``kernel`` and ``initrd`` are names relative to that
+        directory; ``disk_format`` the format the caller says the disk has.
+        """
         guest_config.check_property_names(image_properties=properties)
         if (kernel is None) != (initrd is None):
             raise exception.InvalidImage(image=name, reason="--kernel and --initrd go together")
@@ -544,7 +576,7 @@ class SchedulerManager:
             return existing  # a repeated import changes nothing
         if self.store.find_image_by_name(name) is not None:
             raise exception.DuplicateName(what="Image", name=name)
-        fields = self.images.import_files(uuid, name, file, kernel, initrd)
+        fields = self.images.import_files(uuid, name, file, kernel, initrd, disk_format)
         try:
             return self.store.create_image(
                 uuid=uuid, name=name, cmdline=cmdline, properties=properties or {}, **fields
@@ -554,22 +586,26 @@ class SchedulerManager:
             raise
 
     @scheduler_method
-    def create_image_from_server(self, ctxt: dict, uuid: str, name: str, server: str) -> dict:
-        """An image (template) made of a stopped server's root disk, flattened."""
+    def create_image_from_server(
+        self, context: RequestContext, uuid: str, name: str, server: str
+    ) -> dict:
+        """An image (template) made of a stopped server's root disk, flattened;
+        it belongs to the server's project."""
         try:
-            return self.store.get_image(uuid)  # a repeated request changes nothing
+            existing = self.store.get_image(uuid)
         except exception.ImageNotFound:
             pass
+        else:
+            scope.repeated(context, existing["project"], uuid)
+            return existing  # a repeated request changes nothing
         if self.store.find_image_by_name(name) is not None:
             raise exception.DuplicateName(what="Image", name=name)
-        record = self.store.begin_task(server, frozenset({"stopped"}), "imaging")
+        record = self.store.begin_task(server, frozenset({"stopped"}), "imaging", context)
         try:
             source = self.store.get_image(record["image"])
             work = self.images.begin_export(uuid)
             try:
-                self.compute.export_root_disk(
-                    record["host"], record["uuid"], os.path.join(work, "disk.qcow2")
-                )
+                self.compute.export_root_disk(record["host"], record["uuid"], uuid)
                 fields = self.images.finish_export(uuid, work, source)
             except BaseException:
                 self.images.abandon(work)
@@ -579,22 +615,24 @@ class SchedulerManager:
                 name=name,
                 cmdline=source["cmdline"],
                 properties=source["properties"],
+                project=record["project"],
                 **fields,
             )
         finally:
             self.store.update_instance(record["uuid"], task_state=None)
 
     @scheduler_method
-    def list_images(self, ctxt: dict) -> list:
-        return self.store.list_images()
+    def list_images(self, context: RequestContext) -> list:
+        """The public images and the caller's project's (an admin's: all)."""
+        return self.store.list_images(project=scope.list_project(context))
 
     @scheduler_method
-    def show_image(self, ctxt: dict, image: str) -> dict[str, Any]:
-        return self.store.get_image(image)
+    def show_image(self, context: RequestContext, image: str) -> dict[str, Any]:
+        return self.store.get_image(image, context)
 
     @scheduler_method
-    def delete_image(self, ctxt: dict, image: str) -> dict[str, Any]:
-        gone = self.store.delete_image(image)
+    def delete_image(self, context: RequestContext, image: str) -> dict[str, Any]:
+        gone = self.store.delete_image(image, context)
         self.images.remove(gone["uuid"])
         return gone
 
@@ -695,6 +733,20 @@ class SchedulerManager:
 
 
 def ensure_state_dirs(conf: cfg.ConfigOpts) -> None:
-    """Create the scheduler's directories, traversable by QEMU (0755)."""
-    for path in (conf.state_path, conf.image.store_path):
-        os.makedirs(path, mode=0o755, exist_ok=True)
+    """Create the scheduler's directories, missing ones only.
+
+    The state and image store directories are 0711: QEMU (another user)
+    must traverse them to the kernels that libvirt labels for it, but only
+    the services list or read them. The import directory is the
+    operator's, 0700 when made here.
+    """
+    for path, mode in (
+        (conf.state_path, 0o711),
+        (conf.image.store_path, 0o711),
+        (conf.image.import_path, 0o700),
+    ):
+        if not os.path.isdir(path):
+            os.makedirs(path, mode=mode, exist_ok=True)
+            os.chmod(path, mode)
+    # NOTE: the store is ours alone: one left 0755 by an older release is closed too.
+    os.chmod(conf.image.store_path, 0o711)

@@ -75,6 +75,8 @@ class Image(Base):
     initrd_path: Mapped[str | None] = mapped_column(String(4096))
     cmdline: Mapped[str | None] = mapped_column(String(2048))
     properties: Mapped[dict] = mapped_column(JSON, default=dict)
+    #: The project that owns it (made from its server), None for a public image.
+    project: Mapped[str | None] = mapped_column(String(64), index=True)
     created_at: Mapped[datetime.datetime] = mapped_column(DateTime, default=utcnow)
 
 

@@ -18,6 +18,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from compute_driver import exception
+from compute_driver.rpc.context import RequestContext
 from compute_driver.scheduler.database import find_by_ref
 from compute_driver.scheduler.models import Network, Port
 from compute_driver.scheduler.store import Store
@@ -85,15 +86,19 @@ class NetworkStore:
 
     # --- networks -------------------------------------------------------------
 
-    def _find(self, session: Any, ref: str) -> Network:
-        network = find_by_ref(session, Network, ref, Network.name, "networks")
+    def _find(self, session: Any, ref: str, context: RequestContext | None = None) -> Network:
+        network = find_by_ref(session, Network, ref, Network.name, "networks", None, context)
         if network is None:
             raise exception.NetworkNotFound(network=ref)
         return network
 
-    def get(self, ref: str) -> dict[str, Any]:
+    def get(self, ref: str, context: RequestContext | None = None) -> dict[str, Any]:
+        """The network ``ref`` names, as ``context`` sees it (see scope.py).
+
+        :raises NetworkNotFound: none, or another project's.
+        """
         with self.store.session() as session:
-            return network_dict(self._find(session, ref))
+            return network_dict(self._find(session, ref, context))
 
     def list_networks(self, project: str | None = None) -> list[dict[str, Any]]:
         with self.store.session() as session:
@@ -135,13 +140,13 @@ class NetworkStore:
                 ) from None
             raise
 
-    def delete(self, ref: str) -> dict[str, Any]:
-        """Remove a network that has no ports.
+    def delete(self, ref: str, context: RequestContext | None = None) -> dict[str, Any]:
+        """Remove a network (as ``context`` sees it) that has no ports.
 
         :raises InUse: servers still have ports on it.
         """
         with self.store.session() as session:
-            network = self._find(session, ref)
+            network = self._find(session, ref, context)
             used = session.scalar(
                 select(func.count()).select_from(Port).where(Port.network_uuid == network.uuid)
             )

@@ -19,9 +19,11 @@ from oslo_config import cfg
 
 from compute_driver import exception
 from compute_driver.conf.networks import MAX_VNI
-from compute_driver.rpc import compute_api, schemas
-from compute_driver.rpc.endpoint import rpc_method
+from compute_driver.rpc import compute_api
+from compute_driver.rpc.context import RequestContext
+from compute_driver.scheduler import scope
 from compute_driver.scheduler.network_store import NetworkStore, segment_key
+from compute_driver.scheduler.scope import scheduler_method
 from compute_driver.scheduler.store import Store
 
 LOG = logging.getLogger(__name__)
@@ -29,10 +31,6 @@ LOG = logging.getLogger(__name__)
 #: Encapsulation overhead over IPv4: outer IP 20 + UDP 8 + header 8 + inner Ethernet 14.
 TUNNEL_OVERHEAD = 50
 TUNNEL_TYPES = ("vxlan", "geneve")
-
-
-def scheduler_method(func):
-    return rpc_method("scheduler", schemas.SCHEDULER_METHODS)(func)
 
 
 def agent_network(network: dict[str, Any]) -> dict[str, Any]:
@@ -75,17 +73,18 @@ class NetworkManager:
     @scheduler_method
     def create_network(
         self,
-        ctxt: dict,
+        context: RequestContext,
         uuid: str,
         name: str,
         type: str,
         cidr: str,
-        project: str,
+        project: str | None = None,
         segment: int | None = None,
         physnet: str | None = None,
         gateway: str | None = None,
         mtu: int | None = None,
     ) -> dict[str, Any]:
+        project = scope.owner(context, project, "create_network")
         opts = self.conf.networks
         subnet, gateway = _subnet(name, cidr, gateway)
         if type in TUNNEL_TYPES:
@@ -147,6 +146,11 @@ class NetworkManager:
     def _create(self, fields: dict[str, Any], requested: bool) -> dict[str, Any]:
         existing = self._existing(fields["uuid"])
         if existing is not None:
+            if existing["project"] != fields["project"]:
+                # NOTE: the owner is the caller's project (scope.owner).
+                raise exception.Conflict(
+                    reason="UUID %s is taken; a create needs a new one" % fields["uuid"]
+                )
             return existing
         record = self.networks.create(**fields)
         LOG.info(
@@ -167,34 +171,44 @@ class NetworkManager:
             return None
 
     @scheduler_method
-    def list_networks(self, ctxt: dict, project: str | None = None) -> list[dict[str, Any]]:
-        return self.networks.list_networks(project)
+    def list_networks(
+        self, context: RequestContext, project: str | None = None, all_projects: bool = False
+    ) -> list[dict[str, Any]]:
+        return self.networks.list_networks(scope.list_project(context, project, all_projects))
 
     @scheduler_method
-    def show_network(self, ctxt: dict, network: str) -> dict[str, Any]:
-        record = self.networks.get(network)
+    def show_network(self, context: RequestContext, network: str) -> dict[str, Any]:
+        record = self.networks.get(network, context)
         record["hosts"] = sorted(self.networks.hosts_of(record["uuid"]))
         return record
 
     @scheduler_method
-    def delete_network(self, ctxt: dict, network: str) -> dict[str, Any]:
-        return self.networks.delete(network)
+    def delete_network(self, context: RequestContext, network: str) -> dict[str, Any]:
+        return self.networks.delete(network, context)
 
     # --- ports of servers, topology ---------------------------------------------------
 
     def allocate(
-        self, instance_uuid: str, project: str, networks: list[str]
+        self, instance_uuid: str, project: str, networks: list[str], context: RequestContext
     ) -> list[dict[str, Any]]:
         """Ports (``schemas.PORT``) of a new server, one per network, in order.
 
-        :raises ProjectMismatch: a network of another project.
+        :raises NetworkNotFound: a network ``context`` does not see.
+        :raises ProjectMismatch: a network of another project (an admin's create).
         """
-        records = {n: self._of_project(n, project, instance_uuid) for n in networks}
+        records = {n: self.of_project(n, project, instance_uuid, context) for n in networks}
         ports = self.networks.allocate_ports(instance_uuid, [records[n]["uuid"] for n in networks])
         return [agent_port(p, records[n]) for p, n in zip(ports, networks, strict=True)]
 
-    def _of_project(self, network: str, project: str, instance: str) -> dict[str, Any]:
-        record = self.networks.get(network)
+    def of_project(
+        self, network: str, project: str, instance: str, context: RequestContext
+    ) -> dict[str, Any]:
+        """The network ``network`` names (as ``context`` sees it), if a server
+        of ``project`` may have a port on it.
+
+        :raises NetworkNotFound, ProjectMismatch: it may not.
+        """
+        record = self.networks.get(network, context)
         if record["project"] != project:
             raise exception.ProjectMismatch(what="Network", name=record["name"], instance=instance)
         return record
@@ -202,15 +216,17 @@ class NetworkManager:
     # --- interfaces of running servers --------------------------------------------
 
     @scheduler_method
-    def attach_interface(self, ctxt: dict, server: str, network: str) -> dict[str, Any]:
-        instance = self.store.get_instance(server)
+    def attach_interface(
+        self, context: RequestContext, server: str, network: str
+    ) -> dict[str, Any]:
+        instance = self.store.get_instance(server, context=context)
         if not instance["host"] or instance["vm_state"] not in ("active", "stopped", "paused"):
             raise exception.InstanceStateConflict(
                 instance=instance["name"],
                 state=instance["vm_state"],
                 reason="interfaces attach to active, stopped or paused servers on a host",
             )
-        record = self._of_project(network, instance["project"], instance["name"])
+        record = self.of_project(network, instance["project"], instance["name"], context)
         port = self.networks.allocate_next_port(instance["uuid"], record["uuid"], instance["host"])
         try:
             self.compute.attach_interface(
@@ -223,8 +239,8 @@ class NetworkManager:
         return port
 
     @scheduler_method
-    def detach_interface(self, ctxt: dict, server: str, port: str) -> dict[str, Any]:
-        instance = self.store.get_instance(server)
+    def detach_interface(self, context: RequestContext, server: str, port: str) -> dict[str, Any]:
+        instance = self.store.get_instance(server, context=context)
         found = next(
             (p for p in self.networks.ports_of(instance["uuid"]) if p["uuid"] == port), None
         )
@@ -239,8 +255,8 @@ class NetworkManager:
         return found
 
     @scheduler_method
-    def list_interfaces(self, ctxt: dict, server: str) -> list[dict[str, Any]]:
-        return self.networks.ports_of(self.store.get_instance(server)["uuid"])
+    def list_interfaces(self, context: RequestContext, server: str) -> list[dict[str, Any]]:
+        return self.networks.ports_of(self.store.get_instance(server, context=context)["uuid"])
 
     def agent_ports(self, instance_uuid: str) -> list[dict[str, Any]]:
         """The ports of an existing server, as the agent takes them."""

@@ -65,6 +65,7 @@ def image_dict(image: Image | sa.Row) -> dict[str, Any]:
         "initrd_path": image.initrd_path,
         "cmdline": image.cmdline,
         "properties": dict(image.properties or {}),
+        "project": image.project,
         "created_at": iso(image.created_at),
     }
 

@@ -21,6 +21,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from compute_driver import exception
+from compute_driver.rpc.context import RequestContext
 from compute_driver.scheduler.catalog import Catalog
 from compute_driver.scheduler.database import find_by_ref
 from compute_driver.scheduler.models import Host, Instance, Port, Volume, utcnow
@@ -212,17 +213,29 @@ class Store(Catalog):
         # None as (no extra specs, no attempts, a linked clone...).
         return instance_dict(values), True
 
-    def _find_instance(self, session: Session, ref: str, include_deleted: bool = False) -> Instance:
+    def _find_instance(
+        self,
+        session: Session,
+        ref: str,
+        include_deleted: bool = False,
+        context: RequestContext | None = None,
+    ) -> Instance:
         instance = find_by_ref(
-            session, Instance, ref, Instance.name, "servers", Instance.deleted.is_(False)
+            session, Instance, ref, Instance.name, "servers", Instance.deleted.is_(False), context
         )
         if instance is None or (instance.deleted and not include_deleted):
             raise exception.InstanceNotFound(instance=ref)
         return instance
 
-    def get_instance(self, ref: str, include_deleted: bool = False) -> dict[str, Any]:
+    def get_instance(
+        self, ref: str, include_deleted: bool = False, context: RequestContext | None = None
+    ) -> dict[str, Any]:
+        """The server ``ref`` names, as ``context`` sees it (see scope.py).
+
+        :raises InstanceNotFound: none, or another project's.
+        """
         with self.session() as session:
-            return instance_dict(self._find_instance(session, ref, include_deleted))
+            return instance_dict(self._find_instance(session, ref, include_deleted, context))
 
     def get_instance_user_data(self, uuid: str) -> str | None:
         with self.session() as session:
@@ -266,14 +279,20 @@ class Store(Catalog):
                 setattr(instance, key, value)
             return True
 
-    def begin_task(self, ref: str, allowed_states: frozenset[str], task: str) -> dict[str, Any]:
-        """Compare-and-swap a server into ``task``.
+    def begin_task(
+        self,
+        ref: str,
+        allowed_states: frozenset[str],
+        task: str,
+        context: RequestContext | None = None,
+    ) -> dict[str, Any]:
+        """Compare-and-swap a server (as ``context`` sees it) into ``task``.
 
         :raises InstanceStateConflict: another task is in flight, or the
             server's state does not allow this one (nothing is changed).
         """
         with self.session() as session:
-            instance = self._find_instance(session, ref)
+            instance = self._find_instance(session, ref, context=context)
             result = session.execute(
                 update(Instance)
                 .where(
@@ -446,14 +465,16 @@ class Store(Catalog):
                 if instance.power_state != states[instance.uuid]:
                     instance.power_state = states[instance.uuid]
 
-    def begin_delete(self, ref: str) -> tuple[dict[str, Any], bool]:
-        """Start deleting a server.
+    def begin_delete(
+        self, ref: str, context: RequestContext | None = None
+    ) -> tuple[dict[str, Any], bool]:
+        """Start deleting a server (as ``context`` sees it).
 
         :returns: (record, needs_agent): needs_agent is False when the server
             never reached a host and is deleted at once, or was deleted before.
         """
         with self.session() as session:
-            instance = self._find_instance(session, ref, include_deleted=True)
+            instance = self._find_instance(session, ref, include_deleted=True, context=context)
             if instance.deleted:
                 return instance_dict(instance), False
             if not instance.host:

@@ -20,6 +20,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from compute_driver import exception
+from compute_driver.rpc.context import RequestContext
 from compute_driver.scheduler.database import find_by_ref
 from compute_driver.scheduler.models import Instance, Volume, utcnow
 from compute_driver.scheduler.store import Store
@@ -61,17 +62,21 @@ class VolumeStore:
     def __init__(self, store: Store) -> None:
         self.store = store
 
-    def _find(self, session: Session, ref: str) -> Volume:
+    def _find(self, session: Session, ref: str, context: RequestContext | None = None) -> Volume:
         volume = find_by_ref(
-            session, Volume, ref, Volume.name, "volumes", Volume.deleted.is_(False)
+            session, Volume, ref, Volume.name, "volumes", Volume.deleted.is_(False), context
         )
         if volume is None or volume.deleted:
             raise exception.VolumeNotFound(volume=ref)
         return volume
 
-    def get(self, ref: str) -> dict[str, Any]:
+    def get(self, ref: str, context: RequestContext | None = None) -> dict[str, Any]:
+        """The volume ``ref`` names, as ``context`` sees it (see scope.py).
+
+        :raises VolumeNotFound: none, or another project's.
+        """
         with self.store.session() as session:
-            return volume_dict(self._find(session, ref))
+            return volume_dict(self._find(session, ref, context))
 
     def list_volumes(
         self, project: str | None = None, attached_to: str | None = None
@@ -114,14 +119,16 @@ class VolumeStore:
         allowed: frozenset[str],
         status: str,
         operation: str,
+        context: RequestContext | None = None,
         **values: Any,
     ) -> dict[str, Any]:
-        """Compare-and-swap the volume from one of ``allowed`` into ``status``.
+        """Compare-and-swap the volume (as ``context`` sees it) from one of
+        ``allowed`` into ``status``.
 
         :raises VolumeStateConflict: it is in another status (nothing changes).
         """
         with self.store.session() as session:
-            volume = self._find(session, ref)
+            volume = self._find(session, ref, context)
             result = session.execute(
                 update(Volume)
                 .where(

@@ -17,8 +17,11 @@ import oslo_messaging as messaging
 from oslo_config import cfg
 
 from compute_driver import exception
-from compute_driver.rpc import compute_api, schemas
-from compute_driver.rpc.endpoint import rpc_method
+from compute_driver.rpc import compute_api
+from compute_driver.rpc.context import RequestContext
+from compute_driver.scheduler import scope
+from compute_driver.scheduler.imagestore import agent_image
+from compute_driver.scheduler.scope import scheduler_method
 from compute_driver.scheduler.store import Store
 from compute_driver.scheduler.volume_store import VolumeStore
 from storage_backends import exception as storage_exception
@@ -28,22 +31,6 @@ LOG = logging.getLogger(__name__)
 GiB = 1024**3
 #: Server states a volume can be attached in or detached from.
 ATTACH_STATES = frozenset({"active", "stopped", "paused"})
-#: The image fields an agent takes (``schemas.IMAGE``).
-IMAGE_FIELDS = (
-    "uuid",
-    "name",
-    "disk_format",
-    "path",
-    "virtual_size",
-    "kernel_path",
-    "initrd_path",
-    "cmdline",
-    "properties",
-)
-
-
-def scheduler_method(func):
-    return rpc_method("scheduler", schemas.SCHEDULER_METHODS)(func)
 
 
 def agent_volume(record: dict[str, Any]) -> dict[str, Any]:
@@ -104,16 +91,17 @@ class VolumeManager:
     @scheduler_method
     def create_volume(
         self,
-        ctxt: dict,
+        context: RequestContext,
         uuid: str,
         name: str,
         size_gb: int,
         backend: str,
-        project: str,
+        project: str | None = None,
         image: str | None = None,
         host: str | None = None,
     ) -> dict[str, Any]:
-        image_rec = self.store.get_image(image) if image is not None else None
+        project = scope.owner(context, project, "create_volume")
+        image_rec = self.store.get_image(image, context) if image is not None else None
         if image_rec is not None and size_gb * GiB < image_rec["virtual_size"]:
             raise storage_exception.InvalidVolumeSize(
                 volume=name,
@@ -141,13 +129,14 @@ class VolumeManager:
             host=chosen,
         )
         if not created:
+            scope.repeated(context, record["project"], uuid)
             LOG.info("create_volume %s repeated: returning the existing record", uuid)
             return record
         try:
             made = self.compute.create_volume(
                 chosen,
                 {"id": uuid, "backend": backend, "size_gb": size_gb},
-                {k: image_rec[k] for k in IMAGE_FIELDS} if image_rec else None,
+                agent_image(image_rec) if image_rec else None,
             )
         except exception.ComputeDriverError as exc:
             self.volumes.update(uuid, status="error", fault=exc.message[:1024])
@@ -163,16 +152,20 @@ class VolumeManager:
         )
 
     @scheduler_method
-    def list_volumes(self, ctxt: dict, project: str | None = None) -> list[dict[str, Any]]:
-        return self.volumes.list_volumes(project=project)
+    def list_volumes(
+        self, context: RequestContext, project: str | None = None, all_projects: bool = False
+    ) -> list[dict[str, Any]]:
+        return self.volumes.list_volumes(project=scope.list_project(context, project, all_projects))
 
     @scheduler_method
-    def show_volume(self, ctxt: dict, volume: str) -> dict[str, Any]:
-        return self.volumes.get(volume)
+    def show_volume(self, context: RequestContext, volume: str) -> dict[str, Any]:
+        return self.volumes.get(volume, context)
 
     @scheduler_method
-    def delete_volume(self, ctxt: dict, volume: str) -> dict[str, Any]:
-        record = self.volumes.begin(volume, frozenset({"available", "error"}), "deleting", "delete")
+    def delete_volume(self, context: RequestContext, volume: str) -> dict[str, Any]:
+        record = self.volumes.begin(
+            volume, frozenset({"available", "error"}), "deleting", "delete", context
+        )
         if record["location"] is not None or record["status"] == "error":
             try:
                 self.compute.delete_volume(self._agent_for(record), agent_volume(record))
@@ -183,13 +176,16 @@ class VolumeManager:
 
     # --- boot volumes (create_server) ---------------------------------------------
 
-    def bootable(self, volume: str, project: str, instance_uuid: str) -> dict[str, Any]:
-        """The record of ``volume`` if the new server ``instance_uuid`` of
-        ``project`` may boot from it (or already does: a repeated create).
+    def bootable(
+        self, volume: str, project: str, instance_uuid: str, context: RequestContext
+    ) -> dict[str, Any]:
+        """The record of ``volume`` (as ``context`` sees it) if the new
+        server ``instance_uuid`` of ``project`` may boot from it (or already
+        does: a repeated create).
 
-        :raises ProjectMismatch, VolumeStateConflict: it may not.
+        :raises VolumeNotFound, ProjectMismatch, VolumeStateConflict: it may not.
         """
-        record = self.volumes.get(volume)
+        record = self.volumes.get(volume, context)
         if record["project"] != project:
             raise exception.ProjectMismatch(
                 what="Volume", name=record["name"], instance="of project %s" % project
@@ -219,13 +215,16 @@ class VolumeManager:
 
     # --- attach, detach ------------------------------------------------------------
 
-    def _attachable(self, server: str, volume: str) -> tuple[dict[str, Any], dict[str, Any]]:
-        """The server and volume records, if the volume may go on that server.
+    def _attachable(
+        self, server: str, volume: str, context: RequestContext
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The server and volume records (as ``context`` sees them), if the
+        volume may go on that server.
 
         :raises ProjectMismatch, InstanceStateConflict, Conflict: it may not.
         """
-        instance = self.store.get_instance(server)
-        record = self.volumes.get(volume)
+        instance = self.store.get_instance(server, context=context)
+        record = self.volumes.get(volume, context)
         if record["project"] != instance["project"]:
             raise exception.ProjectMismatch(
                 what="Volume", name=record["name"], instance=instance["name"]
@@ -244,8 +243,8 @@ class VolumeManager:
         return instance, record
 
     @scheduler_method
-    def attach_volume(self, ctxt: dict, server: str, volume: str) -> dict[str, Any]:
-        instance, record = self._attachable(server, volume)
+    def attach_volume(self, context: RequestContext, server: str, volume: str) -> dict[str, Any]:
+        instance, record = self._attachable(server, volume, context)
         record = self.volumes.begin(
             record["uuid"],
             frozenset({"available"}),
@@ -269,9 +268,9 @@ class VolumeManager:
         )
 
     @scheduler_method
-    def detach_volume(self, ctxt: dict, server: str, volume: str) -> dict[str, Any]:
-        instance = self.store.get_instance(server)
-        record = self.volumes.get(volume)
+    def detach_volume(self, context: RequestContext, server: str, volume: str) -> dict[str, Any]:
+        instance = self.store.get_instance(server, context=context)
+        record = self.volumes.get(volume, context)
         if record["attached_to"] != instance["uuid"]:
             raise exception.VolumeNotAttached(volume=record["name"], instance=instance["name"])
         if record["boot"]:
@@ -293,8 +292,8 @@ class VolumeManager:
     # --- resize, snapshots ---------------------------------------------------------
 
     @scheduler_method
-    def resize_volume(self, ctxt: dict, volume: str, size_gb: int) -> dict[str, Any]:
-        record = self.volumes.get(volume)
+    def resize_volume(self, context: RequestContext, volume: str, size_gb: int) -> dict[str, Any]:
+        record = self.volumes.get(volume, context)
         if size_gb < record["size_gb"]:
             raise storage_exception.InvalidVolumeSize(
                 volume=record["name"],
@@ -315,8 +314,10 @@ class VolumeManager:
         return self.volumes.settle(record["uuid"])
 
     @scheduler_method
-    def volume_snapshot(self, ctxt: dict, volume: str, action: str, name: str | None = None) -> Any:
-        record = self.volumes.get(volume)
+    def volume_snapshot(
+        self, context: RequestContext, volume: str, action: str, name: str | None = None
+    ) -> Any:
+        record = self.volumes.get(volume, context)
         if action == "list":
             return self.compute.volume_snapshot(
                 self._agent_for(record), agent_volume(record), "list"

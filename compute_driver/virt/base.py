@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from compute_driver import exception
+from compute_driver import disk_image, exception
 
 POWER_STATES = ("running", "paused", "shutdown", "crashed", "suspended", "nostate")
 
@@ -69,6 +69,28 @@ class ImageSpec:
     cmdline: str | None = None
     properties: dict[str, str] = field(default_factory=dict)
 
+    @classmethod
+    def from_wire(cls, image: dict[str, Any], store_root: str) -> ImageSpec:
+        """Build from ``schemas.IMAGE``, its files derived from the UUID.
+
+        NOTE: a message never names a file: the disk, kernel and initrd are
+        in this host's image store (``[image] store_path``) under the UUID,
+        so a forged message can at most name another stored image.
+        """
+        uuid = image["uuid"]
+        kernel = bool(image.get("kernel"))
+        return cls(
+            uuid=uuid,
+            name=image["name"],
+            disk_format=image["disk_format"],
+            path=disk_image.stored_disk(store_root, uuid, image["disk_format"]),
+            virtual_size=image.get("virtual_size", 0),
+            kernel_path=disk_image.stored_file(store_root, uuid, "kernel") if kernel else None,
+            initrd_path=disk_image.stored_file(store_root, uuid, "initrd") if kernel else None,
+            cmdline=image.get("cmdline"),
+            properties=image.get("properties") or {},
+        )
+
 
 @dataclass(frozen=True)
 class InstanceSpec:
@@ -95,14 +117,15 @@ class InstanceSpec:
     ports: tuple[dict[str, Any], ...] = ()
 
     @classmethod
-    def from_payload(cls, payload: dict[str, Any]) -> InstanceSpec:
-        """Build from a payload already checked against ``schemas.INSTANCE``."""
+    def from_payload(cls, payload: dict[str, Any], store_root: str) -> InstanceSpec:
+        """Build from a payload already checked against ``schemas.INSTANCE``;
+        the image's files are under ``store_root`` (``[image] store_path``)."""
         return cls(
             uuid=payload["uuid"],
             name=payload["name"],
             project=payload["project"],
             flavor=FlavorSpec(**payload["flavor"]),
-            image=ImageSpec(**payload["image"]),
+            image=ImageSpec.from_wire(payload["image"], store_root),
             created_at=payload["created_at"],
             user_data=decode_user_data(payload.get("user_data")),
             linked_root=payload.get("root_clone", "linked") == "linked",

@@ -28,7 +28,8 @@ GUEST_DIR = os.environ.get("CD_TEST_GUEST_DIR", os.path.join(STATE_ROOT, "test-g
 TRANSPORT_URL = os.environ.get("CD_TEST_TRANSPORT_URL", "rabbit://guest:guest@127.0.0.1:5672/")
 LIBVIRT_URI = "qemu:///system"
 
-CONFIG = """\
+CONFIG = (
+    """\
 [DEFAULT]
 host = {host}
 state_path = {state}
@@ -55,7 +56,13 @@ periodic_interval = 1
 [libvirt]
 uri = {uri}
 stopped_event_delay = 1
+
+[image]
+# NOTE: the test guest's files are imported by names relative to this.
+import_path = %s
 """
+    % GUEST_DIR
+)
 
 
 def require_services() -> None:
@@ -262,15 +269,16 @@ def pinger_user_data(target: str, tries: int) -> bytes:
 def guest_import_args(name: str = "test-guest", *extra: str) -> list[str]:
     """``computectl`` arguments that import the test guest (built if needed) as ``name``."""
     manifest = ensure_test_guest()
+    # NOTE: names relative to [image] import_path (GUEST_DIR in CONFIG).
     return [
         "image",
         "import",
         name,
-        os.path.join(GUEST_DIR, manifest["disk"]),
+        manifest["disk"],
         "--kernel",
-        os.path.join(GUEST_DIR, manifest["kernel"]),
+        manifest["kernel"],
         "--initrd",
-        os.path.join(GUEST_DIR, manifest["initrd"]),
+        manifest["initrd"],
         "--cmdline",
         manifest["cmdline"],
         *extra,

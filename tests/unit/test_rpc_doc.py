@@ -20,4 +20,11 @@ def test_every_method_is_documented_as_call_or_cast() -> None:
     text = apidoc.render()
     for name in ("create_server", "build_instance", "report_host", "get_console_output"):
         assert "### `%s`" % name in text
-    assert "### `build_instance` (cast)" in text and "### `create_server` (call)" in text
+    assert "### `build_instance` (cast)" in text and "### `create_server` (call, project)" in text
+
+
+def test_every_scheduler_method_says_who_may_call_it() -> None:
+    text = apidoc.render()
+    assert "### `create_flavor` (call, admin)" in text
+    assert "### `report_host` (cast, agent)" in text and "### `ping` (call, open)" in text
+    assert "## Request context and project scope" in text

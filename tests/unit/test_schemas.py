@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -46,10 +47,8 @@ IMAGE = {
     "uuid": IMAGE_UUID,
     "name": "cirros-0.6",
     "disk_format": "qcow2",
-    "path": "/var/lib/compute-driver/images/%s/disk" % IMAGE_UUID,
     "virtual_size": 117440512,
-    "kernel_path": "/var/lib/compute-driver/images/k",
-    "initrd_path": "/var/lib/compute-driver/images/i",
+    "kernel": True,
     "cmdline": "console=ttyS0 root=/dev/vda",
 }
 
@@ -158,9 +157,10 @@ FULL: dict[str, dict[str, dict[str, Any]]] = {
         "import_image": {
             "uuid": IMAGE_UUID,
             "name": "cirros",
-            "file": "/tmp/disk.qcow2",
-            "kernel": "/tmp/vmlinuz",
-            "initrd": "/tmp/initrd",
+            "file": "cirros/disk.qcow2",
+            "kernel": "cirros/vmlinuz",
+            "initrd": "cirros/initrd",
+            "disk_format": "qcow2",
             "cmdline": "console=ttyS0",
         },
         "list_images": {},
@@ -234,7 +234,7 @@ FULL: dict[str, dict[str, dict[str, Any]]] = {
         "snapshot_delete_instance": {"uuid": UUID, "name": "s1"},
         "list_instance_snapshots": {"uuid": UUID},
         "get_diagnostics": {"uuid": UUID},
-        "export_root_disk": {"uuid": UUID, "path": "/var/lib/compute-driver/images/x/disk.qcow2"},
+        "export_root_disk": {"uuid": UUID, "image": IMAGE_UUID},
         "create_volume": {
             "volume": {"id": VOLUME_UUID, "backend": "dir", "size_gb": 1},
             "image": dict(IMAGE),
@@ -465,6 +465,53 @@ def test_cmdline_with_nul_or_newline_is_refused(case):
     api, method, path, _schema, _value = case
     for bad in ["console=ttyS0\x00init=/bin/sh", "console=ttyS0\ninit=/bin/sh"]:
         _refused(api, method, _replace(FULL[api][method], path, bad), _where(path))
+
+
+#: Control characters that drive a terminal or fake a line: ESC (CSI, OSC),
+#: BEL, CR, LF, DEL, and the one-character C1 CSI.
+CONTROLS = ["a\x1b[2Jb", "a\x1b]0;t\x07", "a\nb", "a\rb", "a\x7fb", "a\x9b31mb", "a\tb"]
+#: Free text typed by people, by name: issue 12 item 7 (these must stay covered).
+FREE_TEXT_FIELDS = [
+    ("scheduler", "set_host_enabled", ("reason",)),
+    ("scheduler", "create_server_snapshot", ("description",)),
+    ("compute", "snapshot_create_instance", ("description",)),
+]
+
+
+@pytest.mark.parametrize(("api", "method", "path"), FREE_TEXT_FIELDS)
+def test_free_text_with_control_characters_is_refused(api, method, path):
+    good = _replace(FULL[api][method], path, "disk swap, back at 14:00 (ticket #42) é")
+    _validate(api, method, good)
+    for bad in CONTROLS:
+        _refused(api, method, _replace(FULL[api][method], path, bad), _where(path))
+
+
+@pytest.mark.parametrize(
+    "case",
+    [c for c in _nodes("leaf") if c[3].get("pattern") == schemas.FREE_TEXT_PATTERN],
+    ids=_case_id,
+)
+def test_every_free_text_field_refuses_control_characters(case):
+    api, method, path, _schema, _value = case
+    for bad in CONTROLS:
+        _refused(api, method, _replace(FULL[api][method], path, bad), _where(path))
+
+
+def test_a_fault_may_span_lines():
+    """An agent's fault is a hypervisor's message, often several lines: refusing it
+    would lose the report that a build failed (it is escaped when shown)."""
+    tables = [getattr(schemas, n, {}) for n in ("SCHEDULER_METHODS", "REPORT_METHODS")]
+    schema = next(t["instance_update"] for t in tables if "instance_update" in t)
+    fault = "internal error: qemu unexpectedly closed the monitor:\n2026-12-07 char device"
+    payload = {"host": "compute-1", "uuid": UUID, "vm_state": "error", "fault": fault}
+    schemas.validate("test", "instance_update_fault", schema, payload)
+
+
+def test_free_text_makes_a_service_message_fit():
+    text = schemas.free_text("internal error: qemu died\r\n\x1b[1mcore\x9b dumped\n" * 100)
+    assert text.startswith("internal error: qemu died [1mcore  dumped internal error")
+    assert len(text) == 1024
+    assert re.fullmatch(schemas.FREE_TEXT_PATTERN, text)
 
 
 @pytest.mark.parametrize("case", [c for c in _nodes("leaf") if "minimum" in c[3]], ids=_case_id)

@@ -423,7 +423,9 @@ def build_iso(
             out.truncate(len(image) + _PAD_BYTES)
             out.flush()
             os.fsync(out.fileno())
-        os.chmod(tmp, 0o644)
+        # NOTE: the drive holds the tenant's user data: readable by the
+        # services only; libvirt labels it for QEMU when the domain starts.
+        os.chmod(tmp, 0o600)
         os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(OSError):

@@ -110,7 +110,8 @@ class LibvirtDriver(base.ComputeDriver):
         self.host_facts = host_facts.HostFacts.from_capabilities(
             conn.getCapabilities(), virt_type=self.virt_type, dedicated_cpus=dedicated
         )
-        os.makedirs(self.opts.instances_path, mode=0o755, exist_ok=True)
+        # NOTE: 0711: QEMU (another user) traverses to the files libvirt labels for it.
+        os.makedirs(self.opts.instances_path, mode=0o711, exist_ok=True)
 
     # --- paths ---------------------------------------------------------------
 
@@ -156,7 +157,7 @@ class LibvirtDriver(base.ComputeDriver):
     ) -> str:
         conn = self.host.get_connection()
         workdir = self.instance_dir(instance.uuid)
-        os.makedirs(workdir, mode=0o755, exist_ok=True)
+        os.makedirs(workdir, mode=0o711, exist_ok=True)
         config_drive = os.path.join(workdir, "config.iso")
         try:
             self._write_config_drive(instance, config_drive)

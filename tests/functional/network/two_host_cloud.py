@@ -35,6 +35,7 @@ from typing import Any
 
 from cloud_env import (
     BIN,
+    GUEST_DIR,
     STATE_ROOT,
     TRANSPORT_URL,
     Cloud,
@@ -50,7 +51,8 @@ from tests.functional import private_libvirtd
 
 LOG = logging.getLogger(__name__)
 
-SCHEDULER_CONFIG = """\
+SCHEDULER_CONFIG = (
+    """\
 [DEFAULT]
 host = {host}
 state_path = {state}
@@ -64,12 +66,15 @@ connection = sqlite:///{scheduler_state}/scheduler.sqlite
 [image]
 # NOTE: one store for every host (the agents boot from the scheduler's files).
 store_path = {scheduler_state}/images
+import_path = %s
 
 [scheduler]
 # NOTE: generous: two TCG guests booting on a busy machine can delay reports.
 service_down_time = 20
 periodic_interval = 1
 """
+    % GUEST_DIR
+)
 
 AGENT_CONFIG = (
     SCHEDULER_CONFIG

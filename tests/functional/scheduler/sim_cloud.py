@@ -68,6 +68,7 @@ connection = {database}
 
 [image]
 store_path = {images}
+import_path = {imports}
 
 [libvirt]
 uri = {uri}
@@ -128,6 +129,7 @@ class SimCloud:
                         # NOTE: one image store for all: the agents read images
                         # at the paths the scheduler recorded.
                         images=os.path.join(self.base, "images"),
+                        imports=os.path.join(self.base, "import"),
                         uri=TEST_URI,
                         report_interval=self.report_interval,
                         builds=self.builds,
@@ -229,7 +231,7 @@ class SimCloud:
             )
             # NOTE: a short timeout: a call sent before a scheduler declared
             # its queue, or taken by one that was killed, is never answered.
-            self._client = Client(timeout=10)
+            self._client = Client(timeout=10, admin=True)
         return self._client
 
     def call(self, func: Callable[[], Any], timeout: float = 90) -> Any:
@@ -263,11 +265,13 @@ class SimCloud:
 
     def prepare_catalog(self) -> tuple[str, str]:
         """The flavor :data:`FLAVOR` and a 1 MiB raw image; returns (flavor, image uuid)."""
-        path = os.path.join(self.base, "disk.raw")
+        os.makedirs(os.path.join(self.base, "import"), exist_ok=True)
+        path = os.path.join(self.base, "import", "disk.raw")
         with open(path, "wb") as f:
             f.truncate(IMAGE_BYTES)
         self.call(lambda: self.client.create_flavor(**FLAVOR))
-        image = self.call(lambda: self.client.import_image("sim-image", path))
+        # NOTE: named relative to [image] import_path.
+        image = self.call(lambda: self.client.import_image("sim-image", "disk.raw"))
         return FLAVOR["name"], image["uuid"]
 
     def servers(self, project: str) -> dict[str, dict[str, Any]]:

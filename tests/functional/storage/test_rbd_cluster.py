@@ -16,7 +16,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -34,6 +33,7 @@ from compute_driver.virt.libvirt import xml as lvxml
 from storage_backends import base as storage_base
 from storage_backends import exception
 from storage_backends import rbd as rbd_backend
+from tests.functional.bounded_call import call_or_fail_on_hang
 from tests.functional.storage.ceph_cluster import CephCluster, _new_key
 from tests.functional.storage.conftest import IMAGE_PATTERNS, IMAGE_VIRTUAL_SIZE
 
@@ -425,11 +425,10 @@ def test_dead_cluster_is_unavailable_within_connect_timeout(
         "capacity": backend.capacity,
         "disk_config": lambda: backend.disk_config(backend._volume("vol-dead", GiB)),
     }
-    started = time.monotonic()
-    with pytest.raises(exception.BackendUnavailable, match="within 2 s"):
-        calls[call]()
-    elapsed = time.monotonic() - started
-    assert elapsed < timeout + 5, elapsed
+    # NOTE: the message proves which timeout fired; the wall time is not
+    # asserted (it moves with the host's load), only that the call ends.
+    with pytest.raises(exception.BackendUnavailable, match="within %d s" % timeout):
+        call_or_fail_on_hang(calls[call])
 
 
 @contextlib.contextmanager
@@ -446,11 +445,10 @@ def test_frozen_osd_is_unavailable_within_op_timeout(make_backend, image, ceph, 
     backend = make_backend(op_timeout=op_timeout)
     name = "vol-%s" % uuid.uuid4().hex[:12]
     with _frozen(ceph.pids["osd.0"]):
-        started = time.monotonic()
-        with pytest.raises(exception.BackendUnavailable, match="did not answer"):
-            backend.create_from_image(name, image, 1)
-        elapsed = time.monotonic() - started
-    assert elapsed < op_timeout + 5, elapsed
+        with pytest.raises(
+            exception.BackendUnavailable, match="did not answer within %d s" % op_timeout
+        ):
+            call_or_fail_on_hang(lambda: backend.create_from_image(name, image, 1))
     # The cluster carries on, and nothing half-made is left.
     assert not [n for n in _images(admin, "rbd") if image.uuid in n or name in n]
 

@@ -8,6 +8,7 @@ made by qemu-img in tmp_path.
 from __future__ import annotations
 
 import datetime
+import logging
 import uuid as uuidlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -97,11 +98,21 @@ def manager(agent_conf, driver, backend, scheduler) -> ComputeManager:
 
 @pytest.fixture
 def image_file(tmp_path: Path) -> Path:
-    path = tmp_path / "images" / "disk.raw"
-    path.parent.mkdir()
+    # NOTE: in the image store ([image] store_path = $state_path/images), under
+    # its UUID: the agent derives the path, a message never names it.
+    path = tmp_path / "state" / "images" / str(uuidlib.uuid4()) / "disk.raw"
+    path.parent.mkdir(parents=True)
     with open(path, "wb") as f:
         f.truncate(1024 * 1024)
     return path
+
+
+def _image_uuid(image_path: Path) -> str:
+    """The image UUID of a file in the store (a fresh one for a missing image)."""
+    try:
+        return str(uuidlib.UUID(image_path.parent.name))
+    except ValueError:
+        return str(uuidlib.uuid4())
 
 
 def _instance(image_path: Path | str, uuid: str | None = None) -> dict[str, Any]:
@@ -111,13 +122,10 @@ def _instance(image_path: Path | str, uuid: str | None = None) -> dict[str, Any]
         "project": "demo",
         "flavor": {"name": "m1.nano", "vcpus": 1, "memory_mb": 128, "root_gb": 1},
         "image": {
-            "uuid": str(uuidlib.uuid4()),
+            "uuid": _image_uuid(Path(image_path)),
             "name": "tiny",
             "disk_format": "raw",
-            "path": str(image_path),
             "virtual_size": 1024 * 1024,
-            "kernel_path": None,
-            "initrd_path": None,
             "cmdline": None,
         },
         "user_data": "aGVsbG8K",
@@ -172,6 +180,26 @@ def test_spawn_error_removes_the_root_volume(manager, driver, backend, scheduler
         ]
     finally:
         squatter.undefine()
+
+
+def test_build_refused_for_image_properties_is_one_line_without_traceback(
+    manager, driver, backend, scheduler, image_file, caplog
+):
+    """Issue 12 item 9: a tenant's bad property is the caller's mistake, not ours."""
+    instance = _instance(image_file)
+    instance["image"]["properties"] = {"hw_disk_bus": "floppy"}
+    with caplog.at_level(logging.INFO):
+        manager.build_instance(CTXT, instance=instance)
+    method, cast = scheduler.casts[-1]
+    assert (method, cast["vm_state"]) == ("instance_update", "error")
+    assert "hw_disk_bus" in cast["fault"]
+    assert _domains_of(driver, instance["uuid"]) == []
+    assert _volume_files(backend) == []
+    assert [r for r in caplog.records if r.exc_info] == []
+    refusals = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(refusals) == 1
+    line = refusals[0].getMessage()
+    assert "req-unit" in line and "hw_disk_bus" in line and "\n" not in line
 
 
 def test_build_then_repeated_build_defines_one_domain(

@@ -77,7 +77,9 @@ def manager(
 @pytest.fixture
 def server(manager: ComputeManager, tmp_path: Path) -> Iterator[str]:
     """A built server's UUID (deleted at the end)."""
-    image = tmp_path / "disk.raw"
+    image_uuid = str(uuidlib.uuid4())
+    image = tmp_path / "state" / "images" / image_uuid / "disk.raw"
+    image.parent.mkdir(parents=True)
     with open(image, "wb") as f:
         f.truncate(1024 * 1024)
     uuid = str(uuidlib.uuid4())
@@ -87,10 +89,9 @@ def server(manager: ComputeManager, tmp_path: Path) -> Iterator[str]:
         "project": "demo",
         "flavor": {"name": "m1.nano", "vcpus": 1, "memory_mb": 128, "root_gb": 1},
         "image": {
-            "uuid": str(uuidlib.uuid4()),
+            "uuid": image_uuid,
             "name": "tiny",
             "disk_format": "raw",
-            "path": str(image),
             "virtual_size": 1024 * 1024,
         },
         "user_data": "",

@@ -12,8 +12,11 @@ import pytest
 from oslo_config import cfg
 
 from compute_driver import exception
+from compute_driver.rpc.context import RequestContext
 from compute_driver.scheduler.networks import NetworkManager
 from compute_driver.scheduler.store import Store
+
+ADMIN = RequestContext(admin=True)
 
 
 class TopologyRecorder:
@@ -49,7 +52,7 @@ def manager(store: Store, recorder: TopologyRecorder, fresh_conf: cfg.ConfigOpts
 def call(manager: NetworkManager, method: str, **payload: Any) -> Any:
     """Call an endpoint method as the RPC server does; raise the typed error it carries."""
     try:
-        return getattr(manager, method)({}, **payload)
+        return getattr(manager, method)({"admin": True}, **payload)
     except messaging.ExpectedException as wrapped:
         raise wrapped.__cause__ from None  # type: ignore[misc]
 
@@ -111,7 +114,7 @@ def test_concurrent_ports_get_distinct_addresses_and_macs(manager: NetworkManage
     lock = threading.Lock()
 
     def allocate() -> None:
-        got = manager.allocate(str(uuidlib.uuid4()), "demo", [net["uuid"]])
+        got = manager.allocate(str(uuidlib.uuid4()), "demo", [net["uuid"]], ADMIN)
         with lock:
             ports.extend(got)
 
@@ -128,11 +131,11 @@ def test_concurrent_ports_get_distinct_addresses_and_macs(manager: NetworkManage
 def test_a_full_subnet_and_another_projects_network_are_refused(manager: NetworkManager) -> None:
     net = _net(manager, "tiny", cidr="10.0.0.0/29")  # 6 hosts, one is the gateway
     for _ in range(5):
-        manager.allocate(str(uuidlib.uuid4()), "demo", ["tiny"])
+        manager.allocate(str(uuidlib.uuid4()), "demo", ["tiny"], ADMIN)
     with pytest.raises(exception.NetworkFull):
-        manager.allocate(str(uuidlib.uuid4()), "demo", ["tiny"])
+        manager.allocate(str(uuidlib.uuid4()), "demo", ["tiny"], ADMIN)
     with pytest.raises(exception.ProjectMismatch):
-        manager.allocate(str(uuidlib.uuid4()), "other", [net["uuid"]])
+        manager.allocate(str(uuidlib.uuid4()), "other", [net["uuid"]], ADMIN)
 
 
 def test_topology_goes_only_to_hosts_with_ports(
@@ -142,7 +145,7 @@ def test_topology_goes_only_to_hosts_with_ports(
     _net(manager, "quiet")
     for host in ("h1", "h2"):
         instance = str(uuidlib.uuid4())
-        manager.allocate(instance, "demo", ["a"])
+        manager.allocate(instance, "demo", ["a"], ADMIN)
         manager.networks.bind(instance, host)
     manager.fan_out([net["uuid"]])
     assert sorted(recorder.sent) == [("h1", "a", ["192.0.2.2"]), ("h2", "a", ["192.0.2.1"])]
@@ -160,7 +163,7 @@ def test_every_port_change_gives_the_network_a_newer_revision(
     net = _net(manager, "a")
     revisions = [manager.networks.get(net["uuid"])["revision"]]
     instance = str(uuidlib.uuid4())
-    manager.allocate(instance, "demo", ["a"])
+    manager.allocate(instance, "demo", ["a"], ADMIN)
     revisions.append(manager.networks.get(net["uuid"])["revision"])
     manager.networks.bind(instance, "h1")
     revisions.append(manager.networks.get(net["uuid"])["revision"])

@@ -13,6 +13,7 @@ from stevedore.extension import Extension, ExtensionManager
 
 from compute_driver import exception
 from compute_driver.conf import scheduler as scheduler_opts
+from compute_driver.rpc.context import RequestContext
 from compute_driver.scheduler import placement
 from compute_driver.scheduler.filters import (
     aggregate_extra_specs,
@@ -369,7 +370,7 @@ def _create(manager: Any, name: str) -> dict[str, Any]:
     create = type(manager).create_server.__wrapped__
     return create(
         manager,
-        {},
+        RequestContext(admin=True),
         uuid=str(uuidlib.uuid4()),
         name=name,
         flavor="t.place",

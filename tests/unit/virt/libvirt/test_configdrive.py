@@ -214,7 +214,8 @@ def test_image_is_padded_for_small_label_readers(tmp_path):
 
 def test_file_mode_and_atomic_replace(tmp_path):
     path = _build(tmp_path)
-    assert stat.S_IMODE(os.stat(path).st_mode) == 0o644
+    # The drive holds user data: readable by the services only (issue 12).
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     # Rebuilding replaces the file; no temporary files are left behind.
     other = ConfigDriveContents(instance_id="iid-2", hostname="two")
     configdrive.build_iso(other, path)

@@ -433,13 +433,12 @@ def test_test_driver_keeps_the_record_through_create_and_delete(
     )
     driver.spawn(spec, [disk], [], [base.VolumeRef(uuid + "_root", "dir", "vda")])
     try:
-        manager = driver._snapshot_manager()
         virt_dom = driver.host.get_connection().lookupByUUIDString(uuid)
         driver.snapshot_create(uuid, "a", "internal")
         driver.snapshot_create(uuid, "b", "internal")
-        assert manager.quiesced(virt_dom, uuid) == {"a": False, "b": False}
+        assert {s.name: s.quiesced for s in driver.snapshot_list(uuid)} == {"a": False, "b": False}
         driver.snapshot_delete(uuid, "a")
-        assert manager.quiesced(virt_dom, uuid) == {"b": False}
+        assert {s.name: s.quiesced for s in driver.snapshot_list(uuid)} == {"b": False}
         stored = virt_dom.metadata(
             libvirt.VIR_DOMAIN_METADATA_ELEMENT, snapshots.QUIESCE_METADATA_NAMESPACE, 0
         )

@@ -1,0 +1,120 @@
+"""Who may call which scheduler method: the one table, checked before each runs.
+
+Every call carries a context: ``project`` (the project it acts for),
+``user`` (for the logs), ``admin`` (an operator) and ``request_id``.
+NOTE: the context is what the bus client asserts. The bus credential is the
+authentication: tenants never hold one; the upstream API that does
+authenticates its users and names their project. ``computectl`` without
+``--project`` acts as the operator (admin, every project).
+
+Every scheduler method is one of:
+
+* **open** (``ping``): any caller.
+* **agent** (reports from the compute agents, and ``set_host_enabled`` with
+  ``automatic``): not project-scoped; the bus guards who may send them.
+* **admin**: only a context with the admin flag: hosts (list, show,
+  enable, disable), flavors (create, delete), aggregates, image import.
+* **project**: every other method. The context must name a project (or be
+  admin).
+
+What a project method sees is the context's project only:
+
+* servers, volumes, networks, server groups and the images made from a
+  server belong to one project; flavors and imported images are public
+  (every project sees them; only an admin changes them).
+* names resolve within the context's project (an admin of no project: in
+  every project), so another project's object of the same name changes
+  nothing; a UUID finds only what the context sees.
+* another project's object is ``not_found``, with the message a missing one
+  has; listings show the context's project. An admin lists every project
+  (``all_projects``, or an admin context of no project) or one (``project``);
+  for anyone else these filters are ``forbidden`` unless they name its own.
+* a create makes its object in the context's project. ``project`` in the
+  payload is accepted for older callers when it names that project (an
+  admin may name any); another is ``forbidden``. A create repeating the
+  UUID of another project's object is a ``conflict`` (its record is not
+  returned).
+
+``docs/rpc-api.md`` prints this text and the table (``rpc/apidoc.py``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from compute_driver import exception
+from compute_driver.rpc.context import RequestContext
+
+OPEN = frozenset({"ping"})
+#: Agent-facing methods: not project-scoped.
+AGENT = frozenset(
+    {
+        "report_host",
+        "instance_update",
+        "instance_power_changed",
+        "instance_deleted",
+        "host_networks",
+        "host_instances",
+    }
+)
+ADMIN = frozenset(
+    {
+        "list_hosts",
+        "show_host",
+        "set_host_enabled",
+        "create_flavor",
+        "delete_flavor",
+        "import_image",
+        "create_aggregate",
+        "set_aggregate",
+        "add_aggregate_host",
+        "remove_aggregate_host",
+        "list_aggregates",
+        "show_aggregate",
+        "delete_aggregate",
+    }
+)
+#: Payload fields of project methods that only an admin may give.
+ADMIN_FIELDS: dict[str, tuple[str, ...]] = {
+    "create_server": ("host",),
+}
+#: The rules of each kind, as docs/rpc-api.md states them.
+RULES = {
+    "open": "any caller",
+    "agent": "the compute agents' reports: not project-scoped (the bus guards them)",
+    "admin": "a context with the admin flag only",
+    "project": "a context that names a project (or admin); sees that project only",
+}
+
+
+def kind(method: str) -> str:
+    """``open``, ``agent``, ``admin`` or ``project``."""
+    if method in OPEN:
+        return "open"
+    if method in AGENT:
+        return "agent"
+    if method in ADMIN:
+        return "admin"
+    return "project"
+
+
+def check(method: str, context: RequestContext, payload: dict[str, Any]) -> None:
+    """Refuse ``method`` for ``context`` unless the table allows it.
+
+    :raises Forbidden: (nothing has been read or changed yet).
+    """
+    rule = kind(method)
+    if method == "set_host_enabled" and payload.get("automatic"):
+        # NOTE: an agent's own report that its hypervisor went or came back;
+        # it never overrides an operator's disable (store.set_host_enabled).
+        rule = "agent"
+    if rule in ("open", "agent") or context.admin:
+        return
+    action = "scheduler.%s" % method
+    if rule == "admin":
+        raise exception.Forbidden(action=action, reason="it needs an admin context")
+    if context.project is None:
+        raise exception.Forbidden(action=action, reason="the request context names no project")
+    for field in ADMIN_FIELDS.get(method, ()):
+        if payload.get(field) is not None:
+            raise exception.Forbidden(action=action, reason="%s needs an admin context" % field)
