@@ -54,7 +54,7 @@ from oslo_config import cfg  # noqa: E402
 from compute_driver import config  # noqa: E402
 from compute_driver.agent.manager import ComputeManager  # noqa: E402
 from compute_driver.rpc import compute_api, transport  # noqa: E402
-from compute_driver.rpc.scheduler_api import SchedulerAPI  # noqa: E402
+from compute_driver.rpc.agent_reports_api import AgentReportsAPI  # noqa: E402
 from compute_driver.virt.base import ComputeDriver  # noqa: E402
 
 LOG = logging.getLogger("rpc-bench")
@@ -187,7 +187,7 @@ def run(args: argparse.Namespace) -> dict[str, list[float]]:
         cast(ComputeDriver, _Unused("driver")),
         {},
         {},
-        cast(SchedulerAPI, _Unused("scheduler")),
+        cast(AgentReportsAPI, _Unused("agent_reports")),
     )
     bare_target = messaging.Target(topic=bare_topic, server=host)
     bare_transport: messaging.Transport | None = None

@@ -341,7 +341,7 @@ class Client:
         extra_specs: dict[str, str] | None = None,
     ) -> dict[str, Any]:
         """Create a flavor; ``extra_specs`` shape the guest (the table is in
-        ``compute_driver/virt/libvirt/guest_config.py``)."""
+        ``compute_driver/guest_properties.py``)."""
         return self._api.call(
             "create_flavor",
             name=name,

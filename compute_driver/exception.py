@@ -97,6 +97,13 @@ class InvalidFlavor(Invalid):
     code = "invalid_flavor"
 
 
+class GuestConfigError(Invalid):
+    """A flavor extra spec or image property that is unknown, malformed or impossible here."""
+
+    msg_fmt = "Invalid guest configuration %(property)s=%(value)r: %(reason)s"
+    code = "invalid_guest_config"
+
+
 # --- not found ------------------------------------------------------------
 
 
@@ -251,6 +258,16 @@ class InternalError(ComputeDriverError):
 class MessagingError(ComputeDriverError):
     msg_fmt = "Message bus error talking to %(service)s: %(reason)s"
     code = "messaging_error"
+
+
+class ReportRefused(Invalid):
+    msg_fmt = "Report %(method)s for host %(host)s refused: %(reason)s"
+    code = "report_refused"
+
+
+class RequestRefused(Invalid):
+    msg_fmt = "Request %(method)s to host %(host)s refused: %(reason)s"
+    code = "request_refused"
 
 
 class MessagingTimeout(ComputeDriverError):

@@ -19,7 +19,8 @@ VENV=${VENV:-$REPO_TOP/.venv}
 VENV=$(realpath -m -- "$VENV")  # relative VENV: relative to the caller's cwd
 GUEST_DIR=${GUEST_DIR:-/var/lib/compute-driver/test-guest}
 STATE_PATH=/var/lib/compute-driver/demo
-TRANSPORT_URL=rabbit://guest:guest@127.0.0.1:5672/
+BROKER=127.0.0.1:5672
+VHOST=compute-driver-demo
 HOST_WAIT=60    # seconds to wait for the agent's host to show up
 STOP_GRACE=10   # seconds between SIGTERM and SIGKILL
 
@@ -113,10 +114,33 @@ install -d -m 0755 "$STATE_PATH"
 rm -f -- "$STATE_PATH"/scheduler.sqlite "$STATE_PATH"/scheduler.sqlite-journal \
     "$STATE_PATH"/scheduler.sqlite-wal "$STATE_PATH"/scheduler.sqlite-shm
 
+# Each service its own broker user (tools/rabbitmq-users.sh, as an operator
+# would): computectl may only call the scheduler, only the scheduler may
+# cast to the agent, and the agent signs its reports with its host's key.
+# Passwords go through stdin and files in $TMP (0700), never argv.
+"$REPO_TOP/tools/rabbitmq-users.sh" -p "$VHOST" vhost
+declare -A URL
+for role in client scheduler agent; do
+    password=$(/usr/bin/python3 -c 'import secrets; print(secrets.token_hex(16))')
+    case $role in
+        agent) user=agent-$HOST; args=(agent "$HOST" "$user") ;;
+        *) user=cd-demo-$role; args=("$role" "$user") ;;
+    esac
+    printf '%s\n' "$password" | "$REPO_TOP/tools/rabbitmq-users.sh" -p "$VHOST" "${args[@]}" >/dev/null
+    URL[$role]=rabbit://$user:$password@$BROKER/$VHOST
+done
+REPORT_SECRET=$(/usr/bin/python3 -c 'import secrets; print(secrets.token_hex(32))')
+REPORT_KEY=$("$VENV/bin/python" -m compute_driver.rpc.report_signing "$HOST" <<<"$REPORT_SECRET")
+(umask 077
+printf '[DEFAULT]\ntransport_url = %s\n\n[agent_reports]\nsecret = %s\n' \
+    "${URL[scheduler]}" "$REPORT_SECRET" >"$TMP/scheduler.conf"
+printf '[DEFAULT]\ntransport_url = %s\n\n[agent_reports]\nkey = %s\n' \
+    "${URL[agent]}" "$REPORT_KEY" >"$TMP/agent.conf")
+
 cat >"$CONF" <<EOF
 [DEFAULT]
 host = $HOST
-transport_url = $TRANSPORT_URL
+transport_url = ${URL[client]}
 state_path = $STATE_PATH
 
 [database]
@@ -129,16 +153,16 @@ import_path = $GUEST_DIR
 [agent]
 report_interval = 2
 EOF
-log "config $CONF:"
-sed 's/^/    /' "$CONF"
+log "config $CONF (passwords hidden; the services read $TMP/scheduler.conf or $TMP/agent.conf after it):"
+sed 's/^/    /; s/\(transport_url = rabbit:\/\/[^:]*:\)[^@]*@/\1***@/' "$CONF"
 
 # --- services ---------------------------------------------------------------------
 
 log "starting compute-scheduler (log: $STATE_PATH/demo-scheduler.log)"
-setsid "$SCHEDULER" --config-file "$CONF" </dev/null >"$STATE_PATH/demo-scheduler.log" 2>&1 &
+setsid "$SCHEDULER" --config-file "$CONF" --config-file "$TMP/scheduler.conf" </dev/null >"$STATE_PATH/demo-scheduler.log" 2>&1 &
 SCHED_PID=$!
 log "starting compute-agent (log: $STATE_PATH/demo-agent.log)"
-setsid "$AGENT" --config-file "$CONF" </dev/null >"$STATE_PATH/demo-agent.log" 2>&1 &
+setsid "$AGENT" --config-file "$CONF" --config-file "$TMP/agent.conf" </dev/null >"$STATE_PATH/demo-agent.log" 2>&1 &
 AGENT_PID=$!
 log "scheduler pid $SCHED_PID, agent pid $AGENT_PID"
 

@@ -23,10 +23,11 @@ from oslo_config import cfg
 
 from compute_driver import disk_image, exception
 from compute_driver.agent.ports import PortEndpoint
+from compute_driver.agent.requests import compute_method
 from compute_driver.agent.volumes import VolumeEndpoint
-from compute_driver.rpc import schemas
-from compute_driver.rpc.endpoint import request_id, rpc_method
-from compute_driver.rpc.scheduler_api import SchedulerAPI
+from compute_driver.rpc import report_signing, schemas
+from compute_driver.rpc.agent_reports_api import AgentReportsAPI
+from compute_driver.rpc.endpoint import request_id
 from compute_driver.virt.base import VM_STATE_OF_POWER, ComputeDriver, InstanceSpec, VolumeRef
 
 LOG = logging.getLogger(__name__)
@@ -37,10 +38,6 @@ DEFAULT_CONSOLE_LINES = 100
 #: Seconds after a build or power action during which a hypervisor event
 #: that shows the state the action reported is taken as its echo.
 ECHO_WINDOW = 30.0
-
-
-def compute_method(func):
-    return rpc_method(API, schemas.COMPUTE_METHODS)(func)
 
 
 def root_volume_id(instance_uuid: str) -> str:
@@ -58,8 +55,8 @@ class ComputeManager:
         driver: ComputeDriver,
         storage: dict[str, Any],
         networks: dict[str, Any],
-        scheduler: SchedulerAPI,
-        reconcile_scheduler: SchedulerAPI | None = None,
+        scheduler: AgentReportsAPI,
+        reconcile_scheduler: AgentReportsAPI | None = None,
     ) -> None:
         self.conf = conf
         self.host = conf.host
@@ -68,6 +65,8 @@ class ComputeManager:
         self.networks = networks
         self.scheduler = scheduler
         self._reconcile_scheduler = reconcile_scheduler or scheduler
+        #: The key the scheduler signs requests to this host with (None: unsigned).
+        self.request_key: str | None = report_signing.configured_key(conf)
         self._builds = threading.BoundedSemaphore(conf.agent.max_concurrent_builds)
         self._snapshots = threading.BoundedSemaphore(conf.snapshots.max_concurrent_snapshots)
         # NOTE: one lock per instance UUID, never one lock across libvirt

@@ -16,18 +16,13 @@ from typing import TYPE_CHECKING, Any
 import oslo_messaging as messaging
 
 from compute_driver import exception
-from compute_driver.rpc import schemas
-from compute_driver.rpc.endpoint import rpc_method
+from compute_driver.agent.requests import compute_method
 from network_plugins import base as net_base
 
 if TYPE_CHECKING:
     from compute_driver.agent.manager import ComputeManager
 
 LOG = logging.getLogger(__name__)
-
-
-def compute_method(func):
-    return rpc_method("compute", schemas.COMPUTE_METHODS)(func)
 
 
 def network_of(payload: dict[str, Any]) -> net_base.Network:

@@ -12,7 +12,7 @@ from oslo_config import cfg
 from compute_driver import exception, plugins, service
 from compute_driver.agent.manager import ComputeManager
 from compute_driver.rpc import compute_api, transport
-from compute_driver.rpc.scheduler_api import SchedulerAPI
+from compute_driver.rpc.agent_reports_api import AgentReportsAPI
 
 LOG = logging.getLogger(__name__)
 
@@ -44,20 +44,39 @@ def load_plugins(conf: cfg.ConfigOpts) -> tuple:
     return driver, storage, networks
 
 
+def check_storage(storage: dict) -> None:
+    """Each storage backend answers (a Ceph monitor, an iSCSI portal, a mount).
+
+    NOTE: otherwise an agent whose storage is unreachable starts and only
+    logs failed reports; said once at start, with systemd restarting us
+    until the storage is back.
+
+    :raises StorageError: naming the backend and why.
+    """
+    for name, backend in sorted(storage.items()):
+        try:
+            backend.capacity()
+        except exception.ComputeDriverError as exc:
+            raise exception.StorageError(
+                operation="check at start", volume="backend %s" % name, reason=exc.message
+            ) from exc
+
+
 class AgentService:
     """The agent: plugins, its RPC servers (per-host and fanout) and its report loop."""
 
     def __init__(self, conf: cfg.ConfigOpts) -> None:
         self.conf = conf
         driver, storage, networks = load_plugins(conf)
+        check_storage(storage)
         driver.init_host(conf.host)
         self.manager = ComputeManager(
             conf,
             driver,
             storage,
             networks,
-            SchedulerAPI(conf),
-            SchedulerAPI(conf, timeout=RECONCILE_CALL_TIMEOUT),
+            AgentReportsAPI(conf),
+            AgentReportsAPI(conf, timeout=RECONCILE_CALL_TIMEOUT),
         )
         self.driver = driver
         driver.register_event_callback(self.manager.handle_virt_event)
@@ -104,6 +123,11 @@ class AgentService:
                 LOG.info("Image cache of %s: removed %s", name, ", ".join(removed))
 
     def start(self) -> None:
+        if self.manager.request_key is None:
+            LOG.warning(
+                "[agent_reports] key is not set: reports go unsigned and requests are "
+                "not checked, so another agent's credential can command this host"
+            )
         self.driver.start_events()
         self.server.start(override_pool_size=self.conf.agent.rpc_workers)
         self.reporter.start()

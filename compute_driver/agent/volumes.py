@@ -13,8 +13,7 @@ from typing import TYPE_CHECKING, Any
 import oslo_messaging as messaging
 
 from compute_driver import exception
-from compute_driver.rpc import schemas
-from compute_driver.rpc.endpoint import rpc_method
+from compute_driver.agent.requests import compute_method
 from compute_driver.virt.base import ImageSpec, VolumeRef
 from storage_backends import base as storage_base
 from storage_backends import exception as storage_exception
@@ -23,10 +22,6 @@ if TYPE_CHECKING:
     from compute_driver.agent.manager import ComputeManager
 
 LOG = logging.getLogger(__name__)
-
-
-def compute_method(func):
-    return rpc_method("compute", schemas.COMPUTE_METHODS)(func)
 
 
 def volume_answer(volume: storage_base.Volume, backend: Any) -> dict[str, Any]:

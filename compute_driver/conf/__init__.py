@@ -11,6 +11,7 @@ from oslo_log import log as oslo_log
 
 from compute_driver.conf import (
     agent,
+    agent_reports,
     database,
     default,
     image,
@@ -29,6 +30,7 @@ CONF = cfg.CONF
 CORE_MODULES = (
     default,
     agent,
+    agent_reports,
     scheduler,
     networks,
     notifications,

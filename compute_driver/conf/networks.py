@@ -1,6 +1,8 @@
 """Options of the scheduler's tenant networks: ``[networks]``."""
 
-from oslo_config import cfg
+import ipaddress
+
+from oslo_config import cfg, types
 
 GROUP = cfg.OptGroup(
     "networks",
@@ -9,6 +11,21 @@ GROUP = cfg.OptGroup(
 )
 
 MAX_VNI = 2**24 - 1
+
+
+class Cidr(types.String):
+    """An IPv4 or IPv6 network in CIDR notation (host bits must be zero)."""
+
+    def __init__(self) -> None:
+        super().__init__(type_name="CIDR value")
+
+    def __call__(self, value: str) -> str:
+        value = super().__call__(value)
+        try:
+            return str(ipaddress.ip_network(value, strict=True))
+        except ValueError as exc:
+            raise ValueError("%r is not a network in CIDR notation: %s" % (value, exc)) from None
+
 
 OPTS = [
     cfg.IntOpt(
@@ -58,7 +75,21 @@ OPTS = [
         "minus the encapsulation: 50 bytes for vxlan and geneve (over IPv4), "
         "nothing for flat and vlan.",
     ),
+    cfg.ListOpt(
+        "reserved_cidrs",
+        item_type=Cidr(),
+        default=[],
+        help="Networks (comma-separated CIDRs) no tenant subnet may overlap: the "
+        "hosts' underlay, management and storage networks, so that a guest can "
+        "never be given an address that shadows a host, the broker or a Ceph "
+        "monitor. Loopback, link-local, multicast, unspecified and reserved "
+        "ranges are always refused. Related options: underlay_mtu.",
+    ),
 ]
+
+
+#: (low, high) option pairs: a service refuses to start when low > high.
+RANGES = (("vni_min", "vni_max"), ("vlan_min", "vlan_max"))
 
 
 def register_opts(conf: cfg.ConfigOpts) -> None:

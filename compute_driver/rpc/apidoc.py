@@ -11,7 +11,14 @@ import inspect
 import json
 
 from compute_driver import exception
-from compute_driver.rpc import compute_api, policy, scheduler_api, schemas, transport
+from compute_driver.rpc import (
+    agent_reports_api,
+    compute_api,
+    policy,
+    scheduler_api,
+    schemas,
+    transport,
+)
 
 HEADER = """\
 # compute-driver RPC API
@@ -24,6 +31,11 @@ schema below on arrival: a payload that does not match is refused with the error
 Errors reach callers as the classes of `compute_driver.exception` (allowed remote
 exception modules: `compute_driver.exception`, `storage_backends.exception`,
 `network_plugins.exception`).
+
+Who may publish where is the broker's to enforce, with one user per role
+(`tools/rabbitmq-users.sh`; README.md, "The message bus"): a client only to topic
+`scheduler`, an agent only to `agent_reports`, only the scheduler to `compute.<host>`.
+Reports and requests to agents are also signed per host (see those two APIs).
 """
 
 
@@ -72,6 +84,12 @@ def render() -> str:
         schemas.SCHEDULER_METHODS,
         schemas.SCHEDULER_CASTS,
         scoped=True,
+    )
+    lines += _api_section(
+        "Agent reports API: topic `agent_reports` (agents only, signed)",
+        agent_reports_api,
+        schemas.REPORT_METHODS,
+        schemas.REPORT_CASTS,
     )
     lines += _api_section(
         "Compute API: topic `compute`, server = host name",

@@ -1,5 +1,12 @@
 """Client side of the compute API (topic ``compute``, server = host name).
 
+Only the scheduler may publish here (the broker's topic permissions). And
+since RabbitMQ lets every service that answers calls publish to any queue
+through the default exchange, every request also carries ``signature``,
+the scheduler's HMAC under the key of the host it goes to (see the agent
+reports API): an agent with ``[agent_reports] key`` refuses a request
+without a valid one (``request_refused``), so no other agent can command it.
+
 Version history:
   1.0 - build_instance, delete_instance, get_console_output,
         get_instance_info, ping; stop/start/reboot/pause/unpause/
@@ -7,14 +14,19 @@ Version history:
         list_instance_snapshots, get_diagnostics, export_root_disk;
         create_volume, delete_volume, resize_volume, attach_volume,
         detach_volume, volume_snapshot; attach_interface, detach_interface,
-        update_topology; ports in build_instance and delete_instance.
+        update_topology; ports in build_instance and delete_instance;
+        ``signature`` on every request (issue 12).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from oslo_config import cfg
+
+from compute_driver.rpc import report_signing
 from compute_driver.rpc.client import RPCClientBase
+from compute_driver.rpc.context import RequestContext
 
 TOPIC = "compute"
 
@@ -25,6 +37,38 @@ class ComputeAPI(RPCClientBase):
     TOPIC = TOPIC
     API_VERSION = "1.0"
     CAP_OPTION = "compute"
+
+    def __init__(
+        self,
+        conf: cfg.ConfigOpts = cfg.CONF,
+        timeout: int | None = None,
+        context: RequestContext | None = None,
+    ) -> None:
+        super().__init__(conf, timeout, context)
+        #: The secret host keys derive from; None sends requests unsigned.
+        self._secret: str | None = conf.agent_reports.secret or None
+
+    # NOTE: every request is signed with the key of the host it goes to
+    # (report_signing.py): no other agent can make one an agent accepts.
+    def _signed(self, host: str | None, method: str, payload: dict[str, Any]) -> dict[str, Any]:
+        if self._secret is None or host is None:
+            return payload
+        return report_signing.sign_request(self._secret, host, method, payload)
+
+    def _call(
+        self,
+        method: str,
+        payload: dict[str, Any],
+        host: str | None = None,
+        version: str = "1.0",
+        timeout: int | None = None,
+    ) -> Any:
+        return super()._call(method, self._signed(host, method, payload), host, version, timeout)
+
+    def _cast(
+        self, method: str, payload: dict[str, Any], host: str | None = None, version: str = "1.0"
+    ) -> None:
+        super()._cast(method, self._signed(host, method, payload), host, version)
 
     def ping(self, host: str) -> dict[str, Any]:
         """Call: the agent's name and API version; proves it listens."""

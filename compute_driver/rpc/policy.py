@@ -10,8 +10,10 @@ authenticates its users and names their project. ``computectl`` without
 Every scheduler method is one of:
 
 * **open** (``ping``): any caller.
-* **agent** (reports from the compute agents, and ``set_host_enabled`` with
-  ``automatic``): not project-scoped; the bus guards who may send them.
+The compute agents' reports are not scheduler methods: they have their own
+topic and endpoint (``agent_reports``, scheduler/reports.py), guarded by the
+broker's permissions and the per-host signatures.
+
 * **admin**: only a context with the admin flag: hosts (list, show,
   enable, disable), flavors (create, delete), aggregates, image import.
 * **project**: every other method. The context must name a project (or be
@@ -46,17 +48,6 @@ from compute_driver import exception
 from compute_driver.rpc.context import RequestContext
 
 OPEN = frozenset({"ping"})
-#: Agent-facing methods: not project-scoped.
-AGENT = frozenset(
-    {
-        "report_host",
-        "instance_update",
-        "instance_power_changed",
-        "instance_deleted",
-        "host_networks",
-        "host_instances",
-    }
-)
 ADMIN = frozenset(
     {
         "list_hosts",
@@ -81,18 +72,15 @@ ADMIN_FIELDS: dict[str, tuple[str, ...]] = {
 #: The rules of each kind, as docs/rpc-api.md states them.
 RULES = {
     "open": "any caller",
-    "agent": "the compute agents' reports: not project-scoped (the bus guards them)",
     "admin": "a context with the admin flag only",
     "project": "a context that names a project (or admin); sees that project only",
 }
 
 
 def kind(method: str) -> str:
-    """``open``, ``agent``, ``admin`` or ``project``."""
+    """``open``, ``admin`` or ``project``."""
     if method in OPEN:
         return "open"
-    if method in AGENT:
-        return "agent"
     if method in ADMIN:
         return "admin"
     return "project"
@@ -104,11 +92,7 @@ def check(method: str, context: RequestContext, payload: dict[str, Any]) -> None
     :raises Forbidden: (nothing has been read or changed yet).
     """
     rule = kind(method)
-    if method == "set_host_enabled" and payload.get("automatic"):
-        # NOTE: an agent's own report that its hypervisor went or came back;
-        # it never overrides an operator's disable (store.set_host_enabled).
-        rule = "agent"
-    if rule in ("open", "agent") or context.admin:
+    if rule == "open" or context.admin:
         return
     action = "scheduler.%s" % method
     if rule == "admin":

@@ -56,7 +56,6 @@ IMPORT_NAME = {
     "maxLength": 1024,
     "pattern": "^[^\\x00-\\x1f\\x7f]*\\Z",
 }
-CMDLINE = {"type": "string", "maxLength": 2048, "pattern": "^[^\\x00\\n]*\\Z"}
 TIMESTAMP = {"type": "string", "maxLength": 40}
 #: User data travels base64-encoded; 64 KiB of data is about 87,400 characters.
 USER_DATA_B64 = {"type": "string", "maxLength": 87400, "pattern": "^[A-Za-z0-9+/=]*\\Z"}
@@ -77,6 +76,9 @@ SNAPSHOT_NAME = {
 }
 SNAPSHOT_KIND = {"enum": ["internal", "external"]}
 DESCRIPTION = {"type": "string", "maxLength": 255, "pattern": FREE_TEXT_PATTERN}
+#: A kernel command line: no control characters (guest_properties.check_image
+#: says so again for callers that skip the schemas).
+CMDLINE = {"type": "string", "maxLength": 2047, "pattern": FREE_TEXT_PATTERN}
 #: A string a hypervisor reports about itself (type, architecture, version).
 HOST_FACT = {"type": "string", "maxLength": 64, "pattern": FREE_TEXT_PATTERN}
 #: How a root disk is made from its image: a linked clone or a full copy.
@@ -307,7 +309,6 @@ SCHEDULER_METHODS: dict[str, dict[str, Any]] = {
             "host": HOST,
             "enabled": {"type": "boolean"},
             "reason": REASON,
-            "automatic": {"type": "boolean"},
         },
         ("host", "enabled"),
     ),
@@ -432,8 +433,27 @@ SCHEDULER_METHODS: dict[str, dict[str, Any]] = {
     "list_images": obj({}),
     "show_image": obj({"image": NAME_OR_UUID}, ("image",)),
     "delete_image": obj({"image": NAME_OR_UUID}, ("image",)),
-    # Casts and calls from the agents.
-    "report_host": obj(
+}
+
+#: Every report's proof that its host sent it (see compute_driver/rpc/report_signing.py).
+SIGNATURE = obj(
+    {
+        "timestamp": {"type": "integer", "minimum": 0, "maximum": 2**40},
+        "hmac": {"type": "string", "pattern": "^[0-9a-f]{64}\\Z"},
+    },
+    ("timestamp", "hmac"),
+)
+
+
+def _report(properties: dict[str, Any], required: tuple[str, ...]) -> dict[str, Any]:
+    """A report method's schema: its fields and the optional ``signature``."""
+    return obj({**properties, "signature": SIGNATURE}, required)
+
+
+#: Agent reports API (topic "agent_reports", served by the scheduler), version 1.0.
+#: Only agents publish here (the broker's topic permissions say so).
+REPORT_METHODS: dict[str, dict[str, Any]] = {
+    "report_host": _report(
         {
             "host": HOST,
             "resources": HOST_RESOURCES,
@@ -442,7 +462,7 @@ SCHEDULER_METHODS: dict[str, dict[str, Any]] = {
         },
         ("host", "resources", "capabilities", "instances"),
     ),
-    "instance_update": obj(
+    "instance_update": _report(
         {
             "host": HOST,
             "uuid": UUID,
@@ -452,17 +472,30 @@ SCHEDULER_METHODS: dict[str, dict[str, Any]] = {
         },
         ("host", "uuid", "vm_state"),
     ),
-    "instance_deleted": obj({"host": HOST, "uuid": UUID}, ("host", "uuid")),
-    "instance_power_changed": obj(
+    "set_host_enabled": _report(
+        {"host": HOST, "enabled": {"type": "boolean"}, "reason": REASON},
+        ("host", "enabled", "reason"),
+    ),
+    "instance_deleted": _report({"host": HOST, "uuid": UUID}, ("host", "uuid")),
+    "instance_power_changed": _report(
         {"host": HOST, "uuid": UUID, "power_state": POWER_STATE}, ("host", "uuid", "power_state")
     ),
-    "host_instances": obj({"host": HOST}, ("host",)),
-    "host_networks": obj({"host": HOST}, ("host",)),
+    "host_instances": _report({"host": HOST}, ("host",)),
+    "host_networks": _report({"host": HOST}, ("host",)),
 }
 
 #: Scheduler methods sent as casts (no answer); all others are calls.
-SCHEDULER_CASTS = frozenset(
-    {"report_host", "instance_update", "instance_deleted", "instance_power_changed"}
+SCHEDULER_CASTS: frozenset[str] = frozenset()
+
+#: Report methods sent as casts (no answer); all others are calls.
+REPORT_CASTS = frozenset(
+    {
+        "report_host",
+        "instance_update",
+        "set_host_enabled",
+        "instance_deleted",
+        "instance_power_changed",
+    }
 )
 
 #: Compute API (topic "compute", server = host), version 1.0.
@@ -548,6 +581,11 @@ def free_text(text: str, limit: int = 1024) -> str:
     """
     return _CONTROL.sub(" ", text)[:limit]
 
+
+# NOTE: every request to an agent may carry the scheduler's signature
+# (compute_driver/rpc/report_signing.py); an agent with a key requires it.
+for _schema in COMPUTE_METHODS.values():
+    _schema["properties"]["signature"] = SIGNATURE
 
 #: Longest reason an invalid_payload error carries.
 MAX_REASON = 500

@@ -7,8 +7,12 @@ modules may be rebuilt from remote errors, and the threading executor
 
 from __future__ import annotations
 
+import ssl
+from typing import Any
+
 import kombu
 import oslo_messaging as messaging
+from amqp import exceptions as amqp_exceptions
 from oslo_config import cfg
 
 from compute_driver import exception
@@ -28,19 +32,64 @@ ALLOWED_EXMODS = [
 # read, so it is done when this module is imported.
 messaging.set_transport_defaults(control_exchange=CONTROL_EXCHANGE)
 
-_transports: dict[int, messaging.Transport] = {}
+# NOTE: keyed by the ConfigOpts and its transport_url: the global
+# cfg.CONF may be loaded again with another file, and must not keep the
+# transport (and with it the broker credential) of the first. Each entry
+# keeps its ConfigOpts alive, so that no new one can take its id().
+_transports: dict[tuple[int, str], tuple[cfg.ConfigOpts, messaging.Transport]] = {}
 
 
 def get_transport(conf: cfg.ConfigOpts = cfg.CONF) -> messaging.Transport:
-    """The RPC transport for ``conf`` (one per ConfigOpts, reused)."""
-    key = id(conf)
-    if key not in _transports:
-        _transports[key] = messaging.get_rpc_transport(conf, allowed_remote_exmods=ALLOWED_EXMODS)
-    return _transports[key]
+    """The RPC transport for ``conf`` (one per ConfigOpts and URL, reused)."""
+    # NOTE: oslo.messaging registers transport_url with the first transport.
+    try:
+        found = _transports.get((id(conf), str(conf.transport_url)))
+    except cfg.NoSuchOptError:
+        found = None
+    if found is not None:
+        return found[1]
+    made = messaging.get_rpc_transport(conf, allowed_remote_exmods=ALLOWED_EXMODS)
+    _transports[(id(conf), str(conf.transport_url))] = (conf, made)
+    return made
+
+
+def _rabbit_option(conf: cfg.ConfigOpts, url: messaging.TransportURL, name: str) -> Any:
+    """``[oslo_messaging_rabbit] name``, overridden by the URL's query, as oslo reads it."""
+    if name in url.query:
+        return url.query[name]
+    group = getattr(conf, "oslo_messaging_rabbit", None)
+    return getattr(group, name, None) if group is not None else None
+
+
+def _ssl_params(
+    conf: cfg.ConfigOpts, url: messaging.TransportURL, hostname: str
+) -> dict[str, Any] | bool:
+    """The TLS parameters oslo.messaging's rabbit driver would use (False: plain AMQP)."""
+    enabled = _rabbit_option(conf, url, "ssl")
+    if str(enabled).lower() not in ("1", "true", "yes", "on"):
+        return False
+    params: dict[str, Any] = {}
+    for option, key in (
+        ("ssl_key_file", "keyfile"),
+        ("ssl_cert_file", "certfile"),
+        ("ssl_ca_file", "ca_certs"),
+    ):
+        value = _rabbit_option(conf, url, option)
+        if value:
+            params[key] = value
+    if "ca_certs" in params:
+        params["cert_reqs"] = ssl.CERT_REQUIRED
+        params["server_hostname"] = hostname
+    return params or True
 
 
 def check_broker(conf: cfg.ConfigOpts, retries: int) -> None:
     """Fail fast when no AMQP broker of ``transport_url`` answers.
+
+    Connects as the service will: the URL's user and password (kombu's
+    defaults when it has none, as oslo.messaging's), its vhost, and TLS when
+    ``ssl`` is on (in the URL's query or ``[oslo_messaging_rabbit]``) with
+    the same CA, certificate and key. A refused login is not retried.
 
     NOTE: oslo.messaging opens the reply queue of a first call with no retry
     limit, so a client would hang for as long as the broker is down.
@@ -53,12 +102,14 @@ def check_broker(conf: cfg.ConfigOpts, retries: int) -> None:
         return  # in-process transports (kombu+memory://, fake://) are always there
     errors = []
     for host in url.hosts:
+        hostname = host.hostname or "localhost"
         connection = kombu.Connection(
-            hostname=host.hostname or "localhost",
+            hostname=hostname,
             port=host.port or 5672,
-            userid=host.username or "guest",
-            password=host.password or "guest",
+            userid=host.username,
+            password=host.password,
             virtual_host=url.virtual_host or "/",
+            ssl=_ssl_params(conf, url, hostname),
             connect_timeout=5,
         )
         try:
@@ -66,8 +117,20 @@ def check_broker(conf: cfg.ConfigOpts, retries: int) -> None:
                 max_retries=retries, interval_start=1, interval_step=1, interval_max=2
             )
             return
+        except amqp_exceptions.AccessRefused as exc:
+            # NOTE: wrong user, password or vhost: retrying changes nothing.
+            errors.append(
+                "%s:%s: login refused for user %s on vhost %s (%s)"
+                % (
+                    hostname,
+                    host.port or 5672,
+                    host.username,
+                    url.virtual_host or "/",
+                    exc.reply_text,
+                )
+            )
         except Exception as exc:  # noqa: BLE001 - any failure means "not this broker"
-            errors.append("%s:%s: %s" % (host.hostname, host.port or 5672, exc))
+            errors.append("%s:%s: %s" % (hostname, host.port or 5672, exc))
         finally:
             connection.release()
     raise exception.MessagingError(service="the broker", reason="; ".join(errors))
@@ -75,7 +138,7 @@ def check_broker(conf: cfg.ConfigOpts, retries: int) -> None:
 
 def cleanup() -> None:
     """Close every transport this process opened."""
-    for transport in _transports.values():
+    for _conf, transport in _transports.values():
         transport.cleanup()
     _transports.clear()
 

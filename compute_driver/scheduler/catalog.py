@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from compute_driver import exception
+from compute_driver import exception, guest_properties
 from compute_driver.rpc.context import RequestContext
 from compute_driver.scheduler import scope
 from compute_driver.scheduler.database import Database
@@ -47,6 +47,12 @@ class Catalog(Database):
         root_gb: int,
         extra_specs: dict[str, str] | None = None,
     ) -> dict[str, Any]:
+        """Store a flavor; a repeated identical create returns the existing one.
+
+        :raises GuestConfigError: an extra spec no host could build.
+        :raises DuplicateName: another flavor has that name.
+        """
+        guest_properties.check_flavor(vcpus, memory_mb, extra_specs)
         with self.session() as session:
             existing = session.get(Flavor, name)
             if existing is not None:
@@ -129,6 +135,12 @@ class Catalog(Database):
             return [image_dict(i) for i in session.scalars(query)]
 
     def create_image(self, **fields: Any) -> dict[str, Any]:
+        """Store an image record.
+
+        :raises GuestConfigError: a property (or command line) no host could build.
+        :raises DuplicateName: another image has that name.
+        """
+        guest_properties.check_image(fields.get("properties"), fields.get("cmdline"))
         with self.session() as session:
             if session.scalar(select(Image).where(Image.name == fields["name"])) is not None:
                 raise exception.DuplicateName(what="Image", name=fields["name"])

@@ -30,13 +30,24 @@ class Database:
     """The scheduler database at one SQLAlchemy URL: its transactions and schema."""
 
     def __init__(self, url: str, busy_timeout: int = 30) -> None:
+        """
+        :raises InvalidConfig: a SQLite file whose directory does not exist.
+        """
         self.url = url
         connect_args: dict[str, Any] = {}
         if url.startswith("sqlite"):
             connect_args = {"timeout": busy_timeout, "check_same_thread": False}
             path = sa.engine.make_url(url).database
-            if path and path != ":memory:":
-                os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+            if path and path != ":memory:" and not path.startswith("file:"):
+                # NOTE: SQLite makes a missing file, and we used to make a
+                # missing directory too: a mistyped path started a new,
+                # empty cloud. The directory must exist.
+                directory = os.path.dirname(os.path.abspath(path))
+                if not os.path.isdir(directory):
+                    raise exception.InvalidConfig(
+                        reason="the directory %s of SQLite database %s does not exist"
+                        % (directory, path)
+                    )
                 _private_sqlite_file(path)
         self.engine = sa.create_engine(url, connect_args=connect_args, future=True)
         if url.startswith("sqlite"):

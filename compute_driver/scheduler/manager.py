@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 from typing import Any
 
 import oslo_messaging as messaging
 from oslo_config import cfg
 
-from compute_driver import disk_image, exception, notifications
+from compute_driver import disk_image, exception, guest_properties, notifications
 from compute_driver.rpc import compute_api, schemas
 from compute_driver.rpc.context import RequestContext
 from compute_driver.scheduler import placement, scope
@@ -26,8 +25,7 @@ from compute_driver.scheduler.networks import NetworkManager
 from compute_driver.scheduler.scope import scheduler_method
 from compute_driver.scheduler.store import Store
 from compute_driver.scheduler.volumes import VolumeManager, agent_volume
-from compute_driver.virt.base import VM_STATE_OF_POWER, decode_user_data
-from compute_driver.virt.libvirt import guest_config
+from compute_driver.virt.base import decode_user_data
 
 LOG = logging.getLogger(__name__)
 
@@ -35,7 +33,7 @@ API = "scheduler"
 
 
 class SchedulerManager:
-    """Serves topic ``scheduler``: servers, hosts, flavors, images, agent reports."""
+    """Serves topic ``scheduler``: servers, hosts, flavors, images (agent reports: reports.py)."""
 
     target = messaging.Target(version="1.0")
 
@@ -52,8 +50,6 @@ class SchedulerManager:
                 vmdk_types=tuple(conf.image.vmdk_allowed_types),
             ),
         )
-        self._known_down: set[str] = set()
-        self._lock = threading.Lock()
         self._placement_cache: placement.Placement | None = None
         #: The volume methods, a second endpoint on the same RPC server.
         self.volumes = VolumeManager(conf, store, compute)
@@ -218,7 +214,7 @@ class SchedulerManager:
                     "; ".join("%s: %s" % (a["host"], a["fault"]) for a in tried),
                 )
             self.store.fail_instance(uuid, "No valid host: %s" % why)
-            self._notify_failure("instance.create.error", uuid)
+            self.notify_failure("instance.create.error", uuid)
             raise exception.NoValidHost(instance=name, reason=why, filters=selection.report())
         LOG.info("Server %s (%s) placed on %s", name, uuid, chosen)
         # NOTE: built from the records in hand: no further reads on the hot path.
@@ -236,7 +232,7 @@ class SchedulerManager:
             self.compute.build_instance(chosen, payload)
         except Exception as exc:
             self.store.fail_instance(uuid, "cannot reach the agent on %s: %s" % (chosen, exc))
-            self._notify_failure("instance.create.error", uuid)
+            self.notify_failure("instance.create.error", uuid)
             raise exception.BuildFailed(
                 instance=name, reason="cannot reach %s: %s" % (chosen, exc)
             ) from exc
@@ -292,7 +288,7 @@ class SchedulerManager:
             return selection, candidate.name
         return selection, None
 
-    def _reschedule(self, record: dict[str, Any]) -> None:
+    def reschedule(self, record: dict[str, Any]) -> None:
         """Place a server whose build failed on another host (its attempts are skipped)."""
         uuid = record["uuid"]
         try:
@@ -486,13 +482,14 @@ class SchedulerManager:
 
     @scheduler_method
     def set_host_enabled(
-        self,
-        ctxt: dict,
-        host: str,
-        enabled: bool,
-        reason: str | None = None,
-        automatic: bool = False,
+        self, ctxt: dict, host: str, enabled: bool, reason: str | None = None
     ) -> dict[str, Any]:
+        return self.enable_host(host, enabled, reason, automatic=False)
+
+    def enable_host(
+        self, host: str, enabled: bool, reason: str | None, automatic: bool
+    ) -> dict[str, Any]:
+        """Enable or disable ``host``: by an operator, or ``automatic`` from its agent."""
         record = self.store.set_host_enabled(host, enabled, reason, automatic, self._down_after)
         self.host_view.invalidate()
         LOG.info(
@@ -536,7 +533,6 @@ class SchedulerManager:
         root_gb: int,
         extra_specs: dict[str, str] | None = None,
     ) -> dict:
-        guest_config.check_property_names(extra_specs=extra_specs)
         return self.store.create_flavor(name, vcpus, memory_mb, root_gb, extra_specs)
 
     @scheduler_method
@@ -563,7 +559,8 @@ class SchedulerManager:
         ``file``, ``kernel`` and ``initrd`` are names relative to that
         directory; ``disk_format`` the format the caller says the disk has.
         """
-        guest_config.check_property_names(image_properties=properties)
+        # NOTE: checked before the files are copied (create_image checks again).
+        guest_properties.check_image(properties, cmdline)
         if (kernel is None) != (initrd is None):
             raise exception.InvalidImage(image=name, reason="--kernel and --initrd go together")
         if cmdline is not None and kernel is None:
@@ -636,100 +633,11 @@ class SchedulerManager:
         self.images.remove(gone["uuid"])
         return gone
 
-    # --- from the agents -------------------------------------------------------
-
-    @scheduler_method
-    def report_host(
-        self, ctxt: dict, host: str, resources: dict, capabilities: dict, instances: list
-    ) -> None:
-        if self.store.report_host(host, resources, capabilities):
-            LOG.info("New compute host %s: %s", host, resources)
-            self.host_view.invalidate()
-        with self._lock:
-            if host in self._known_down:
-                self._known_down.discard(host)
-                LOG.info("Host %s is up again", host)
-        self.store.set_power_states(host, {i["uuid"]: i["power_state"] for i in instances})
-
-    @scheduler_method
-    def instance_update(
-        self,
-        ctxt: dict,
-        host: str,
-        uuid: str,
-        vm_state: str,
-        power_state: str | None = None,
-        fault: str | None = None,
-    ) -> None:
-        if vm_state == "error":
-            LOG.warning("Server %s failed on %s: %s", uuid, host, fault)
-            fault = fault or "failed on %s" % host
-            requeued = self.store.requeue_failed_build(
-                uuid, host, fault, self.conf.scheduler.max_attempts
-            )
-            # NOTE: the host's claim went back and its failed-builds count up.
-            self.host_view.invalidate()
-            if requeued is None:
-                self.store.fail_instance(uuid, fault, expected_host=host)
-                self._notify_failure("instance.error", uuid)
-            elif requeued[1]:
-                self._reschedule(requeued[0])
-            else:
-                self.notifier.error("instance.create.error", requeued[0])
-            return
-        # NOTE: fault is what this update says went wrong (an action that
-        # failed while the server stays usable), and None clears the last one.
-        reported = self.store.report_state(uuid, host, vm_state, fault, power_state)
-        if reported is None:
-            LOG.info("Ignoring update of %s from %s: unknown, deleted or elsewhere", uuid, host)
-            return
-        before, record, built = reported
-        # NOTE: only changes are news: a repeated report (a resent build, a
-        # reconcile) of the state the server is in says nothing new.
-        event = "instance.create.end" if built else None
-        if not built and before != vm_state:
-            event = notifications.POWER_EVENTS.get(vm_state)
-        if event:
-            self.notifier.info(event, record)
-
-    def _notify_failure(self, event_type: str, uuid: str) -> None:
+    def notify_failure(self, event_type: str, uuid: str) -> None:
         try:
             self.notifier.error(event_type, self.store.get_instance(uuid, include_deleted=True))
         except exception.InstanceNotFound:
             pass
-
-    @scheduler_method
-    def instance_power_changed(self, ctxt: dict, host: str, uuid: str, power_state: str) -> None:
-        vm_state = VM_STATE_OF_POWER[power_state]
-        if self.store.power_changed(uuid, host, power_state, vm_state):
-            LOG.info("Server %s is now %s (seen on %s)", uuid, power_state, host)
-            self.notifier.info(notifications.POWER_EVENTS[vm_state], self.store.get_instance(uuid))
-
-    @scheduler_method
-    def instance_deleted(self, ctxt: dict, host: str, uuid: str) -> None:
-        networks = sorted({p["network"] for p in self.networks.networks.ports_of(uuid)})
-        if self.store.finish_delete(uuid, host):
-            LOG.info("Server %s deleted from %s", uuid, host)
-            self.networks.fan_out(networks)
-            self.notifier.info(
-                "instance.delete.end", self.store.get_instance(uuid, include_deleted=True)
-            )
-
-    @scheduler_method
-    def host_instances(self, ctxt: dict, host: str) -> list:
-        return self.store.list_instances(host=host)
-
-    # --- periodic --------------------------------------------------------------
-
-    def check_hosts(self) -> None:
-        """Log each host that went down since the last check."""
-        for host in self.store.list_hosts(self._down_after):
-            with self._lock:
-                if host["state"] == "down" and host["name"] not in self._known_down:
-                    self._known_down.add(host["name"])
-                    LOG.warning(
-                        "Host %s is down: no report since %s", host["name"], host["reported_at"]
-                    )
 
 
 def ensure_state_dirs(conf: cfg.ConfigOpts) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+from collections.abc import Iterable
 from typing import Any
 
 import oslo_messaging as messaging
@@ -31,6 +32,24 @@ LOG = logging.getLogger(__name__)
 #: Encapsulation overhead over IPv4: outer IP 20 + UDP 8 + header 8 + inner Ethernet 14.
 TUNNEL_OVERHEAD = 50
 TUNNEL_TYPES = ("vxlan", "geneve")
+
+#: Ranges no tenant subnet may touch: the addresses there mean something to
+#: every host and guest (RFC 6890), so a guest given one would answer for, or
+#: be unreachable from, a whole class of addresses.
+SPECIAL_RANGES = tuple(
+    (ipaddress.ip_network(cidr), why)
+    for cidr, why in (
+        ("0.0.0.0/8", "unspecified ('this network')"),
+        ("127.0.0.0/8", "loopback"),
+        ("169.254.0.0/16", "link-local"),
+        ("224.0.0.0/4", "multicast"),
+        ("240.0.0.0/4", "reserved (and broadcast)"),
+        ("::/128", "unspecified"),
+        ("::1/128", "loopback"),
+        ("fe80::/10", "link-local"),
+        ("ff00::/8", "multicast"),
+    )
+)
 
 
 def agent_network(network: dict[str, Any]) -> dict[str, Any]:
@@ -86,7 +105,7 @@ class NetworkManager:
     ) -> dict[str, Any]:
         project = scope.owner(context, project, "create_network")
         opts = self.conf.networks
-        subnet, gateway = _subnet(name, cidr, gateway)
+        subnet, gateway = _subnet(name, cidr, gateway, opts.reserved_cidrs)
         if type in TUNNEL_TYPES:
             if physnet is not None:
                 raise exception.InvalidNetwork(
@@ -295,9 +314,12 @@ class NetworkManager:
                     # NOTE: the agent resyncs from host_networks when it starts.
                     LOG.warning("Topology of %s not sent to %s: %s", network["name"], host, exc)
 
-    @scheduler_method
-    def host_networks(self, ctxt: dict, host: str) -> list[dict[str, Any]]:
-        """For a (re)starting agent: its networks and each one's remote endpoints."""
+    def host_networks(self, host: str) -> list[dict[str, Any]]:
+        """For a (re)starting agent: its networks and each one's remote endpoints.
+
+        NOTE: not a scheduler method: agents ask through the agent reports
+        API (compute_driver/scheduler/reports.py).
+        """
         endpoints = self._endpoints()
         ports = self.networks.ports_on_host(host)
         answer = []
@@ -319,16 +341,31 @@ class NetworkManager:
         return answer
 
 
-def _subnet(name: str, cidr: str, gateway: str | None) -> tuple[ipaddress.IPv4Network, str]:
+def _subnet(
+    name: str, cidr: str, gateway: str | None, reserved: Iterable[str] = ()
+) -> tuple[ipaddress.IPv4Network, str]:
     """The subnet and gateway of a new network.
 
-    :raises InvalidNetwork: not an IPv4 network of at least 4 addresses, or a
-        gateway outside it.
+    :param reserved: the operator's ``[networks] reserved_cidrs`` (the underlay's).
+    :raises InvalidNetwork: not an IPv4 network of at least 4 addresses, one
+        that overlaps a special or reserved range, or a gateway outside it.
     """
     try:
         subnet = ipaddress.ip_network(cidr, strict=True)
     except ValueError as exc:
         raise exception.InvalidNetwork(network=name, reason="cidr %r: %s" % (cidr, exc)) from None
+    for special, why in SPECIAL_RANGES:
+        if subnet.version == special.version and subnet.overlaps(special):
+            raise exception.InvalidNetwork(
+                network=name, reason="cidr %s overlaps %s, which is %s" % (cidr, special, why)
+            )
+    for item in reserved:
+        taken = ipaddress.ip_network(item, strict=False)
+        if subnet.version == taken.version and subnet.overlaps(taken):
+            raise exception.InvalidNetwork(
+                network=name,
+                reason="cidr %s overlaps %s, reserved by [networks] reserved_cidrs" % (cidr, item),
+            )
     if not isinstance(subnet, ipaddress.IPv4Network) or subnet.prefixlen > 29:
         raise exception.InvalidNetwork(
             network=name, reason="cidr %s: an IPv4 subnet of /29 or larger is needed" % cidr

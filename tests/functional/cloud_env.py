@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -98,8 +100,21 @@ class Cloud:
 
     state: str
     host: str
+    #: The client's configuration (computectl's; the base of the services').
     config_file: str
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
+    #: Per service, a second file read after ``config_file``: its own
+    #: broker credential (``transport_url``) and report secret or key.
+    service_configs: dict[str, str] = field(default_factory=dict)
+    #: The session's broker users (None: the cloud runs as guest).
+    roles: BusRoles | None = None
+
+    def config_args(self, service: str | None = None) -> list[str]:
+        """``--config-file`` arguments of ``service`` (None: the client's)."""
+        args = ["--config-file", self.config_file]
+        if service in self.service_configs:
+            args += ["--config-file", self.service_configs[service]]
+        return args
 
     def log_path(self, service: str) -> str:
         return os.path.join(self.state, service + ".log")
@@ -108,7 +123,7 @@ class Cloud:
         """Start compute-scheduler or compute-agent in the background."""
         log = open(self.log_path(service), "ab")  # noqa: SIM115 - kept open by the child
         self.procs[service] = subprocess.Popen(
-            [os.path.join(BIN, service), "--config-file", self.config_file],
+            [os.path.join(BIN, service), *self.config_args(service)],
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -214,6 +229,99 @@ def add_vhost(vhost: str) -> None:
 def delete_vhost(vhost: str) -> None:
     """Remove a session's vhost, and with it every queue and exchange it made."""
     subprocess.run(["rabbitmqctl", "-q", "delete_vhost", vhost], capture_output=True, timeout=60)
+
+
+#: The script that makes the broker users of the three roles.
+RABBITMQ_USERS = os.path.join(REPO, "tools", "rabbitmq-users.sh")
+
+
+def role_url(user: str, password: str, vhost: str, base: str = TRANSPORT_URL) -> str:
+    """``base`` (a rabbit:// URL) with ``user:password`` and ``vhost``."""
+    parts = urllib.parse.urlsplit(base)
+    netloc = "%s:%s@%s" % (
+        urllib.parse.quote(user, safe=""),
+        urllib.parse.quote(password, safe=""),
+        parts.netloc.rpartition("@")[2],
+    )
+    return urllib.parse.urlunsplit(
+        (parts.scheme, netloc, "/" + urllib.parse.quote(vhost, safe=""), parts.query, "")
+    )
+
+
+@dataclass
+class BusRoles:
+    """The broker users of one test session, each with its transport URL."""
+
+    vhost: str
+    #: "client", "scheduler", "notifications", and "agent-<host>" for each agent.
+    urls: dict[str, str] = field(default_factory=dict)
+    users: list[str] = field(default_factory=list)
+    #: The scheduler's ``[agent_reports] secret``.
+    report_secret: str = field(default_factory=lambda: secrets.token_hex(32))
+
+    def add(self, role: str, *args: str, user: str) -> str:
+        """Create ``user`` with ``role``'s permissions (tools/rabbitmq-users.sh); its URL."""
+        password = secrets.token_urlsafe(24)
+        subprocess.run(
+            ["bash", RABBITMQ_USERS, "-p", self.vhost, role, *args, user],
+            input=password + "\n",
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        self.users.append(user)
+        return role_url(user, password, self.vhost)
+
+    def add_agent(self, host: str) -> str:
+        """The broker user ``agent-<host>``; its URL (also in ``urls``)."""
+        name = "agent-" + host
+        self.urls[name] = self.add("agent", host, user=name)
+        return self.urls[name]
+
+    def agent_key(self, host: str) -> str:
+        """``host``'s ``[agent_reports] key``."""
+        from compute_driver.rpc import report_signing
+
+        return report_signing.host_key(self.report_secret, host)
+
+    def delete(self) -> None:
+        for user in self.users:
+            subprocess.run(
+                ["rabbitmqctl", "-q", "delete_user", user], capture_output=True, timeout=60
+            )
+
+
+def add_role_users(vhost: str, tag: str, host: str) -> BusRoles:
+    """Users for a client, a scheduler and the agent of ``host`` in ``vhost``.
+
+    User names are global in RabbitMQ, so they carry the session's ``tag``.
+    """
+    roles = BusRoles(vhost)
+    roles.urls["client"] = roles.add("client", user="cdft-%s-client" % tag)
+    roles.urls["scheduler"] = roles.add("scheduler", user="cdft-%s-scheduler" % tag)
+    roles.urls["notifications"] = roles.add("notifications", user="cdft-%s-notify" % tag)
+    roles.add_agent(host)
+    return roles
+
+
+def write_service_configs(state: str, roles: BusRoles, host: str) -> dict[str, str]:
+    """The scheduler's and the agent's own configuration files (0600: passwords)."""
+    texts = {
+        "compute-scheduler": "[DEFAULT]\ntransport_url = %s\n\n[agent_reports]\nsecret = %s\n"
+        % (roles.urls["scheduler"], roles.report_secret),
+        "compute-agent": "[DEFAULT]\ntransport_url = %s\n\n[agent_reports]\nkey = %s\n"
+        % (roles.urls["agent-" + host], roles.agent_key(host)),
+        # NOTE: not a service: a consumer of the notifications (monitoring).
+        "notifications": "[DEFAULT]\ntransport_url = %s\n" % roles.urls["notifications"],
+    }
+    paths = {}
+    for service, text in texts.items():
+        paths[service] = os.path.join(state, service + ".conf")
+        fd = os.open(paths[service], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+    return paths
 
 
 def remove_domains_of(state: str) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -19,13 +20,14 @@ from cloud_env import (
     CONFIG,
     LIBVIRT_URI,
     STATE_ROOT,
-    TRANSPORT_URL,
     Cloud,
+    add_role_users,
     add_vhost,
     delete_vhost,
     guest_import_args,
     remove_domains_of,
     require_services,
+    write_service_configs,
 )
 
 
@@ -44,28 +46,42 @@ def cloud() -> Iterator[Cloud]:
     # both consume the one "scheduler" queue and answer each other's calls.
     vhost = "cdft-" + tag
     add_vhost(vhost)
+    # NOTE: each service its own broker user (tools/rabbitmq-users.sh), as
+    # deployed: computectl the client's, which can only call the scheduler.
+    roles = add_role_users(vhost, tag, "ft-" + tag)
     with open(config_file, "w") as f:
         f.write(
             CONFIG.format(
                 host="ft-" + tag,
                 state=state,
-                transport_url=TRANSPORT_URL.rstrip("/") + "/" + vhost,
+                transport_url=roles.urls["client"],
                 exchange="compute_driver",
                 uri=LIBVIRT_URI,
             )
         )
-    env = Cloud(state=state, host="ft-" + tag, config_file=config_file)
+    env = Cloud(
+        state=state,
+        host="ft-" + tag,
+        config_file=config_file,
+        service_configs=write_service_configs(state, roles, "ft-" + tag),
+        roles=roles,
+    )
     env.start("compute-scheduler")
     env.start("compute-agent")
     try:
         env.wait_for_host("up")
         yield env
     finally:
-        for server in env.ctl("server", "list").json() if env.ctl("server", "list").rc == 0 else []:
-            env.ctl("server", "delete", server["uuid"], "--wait", timeout=120)
+        try:
+            listed = env.ctl("server", "list")
+            for server in listed.json() if listed.rc == 0 else []:
+                env.ctl("server", "delete", server["uuid"], "--wait", timeout=120)
+        except subprocess.TimeoutExpired:
+            pass  # NOTE: the domains go below; the services, vhost and users must go too
         env.stop("compute-agent")
         env.stop("compute-scheduler")
         delete_vhost(vhost)
+        roles.delete()
         remove_domains_of(state)
         if not os.environ.get("CD_TEST_KEEP_STATE"):
             shutil.rmtree(state, ignore_errors=True)

@@ -108,6 +108,31 @@ def test_unknown_or_misplaced_keys_are_refused_at_once(cloud: Cloud, guest_image
     assert "ft.typo" not in names and "ft.misplaced" not in names
 
 
+def test_values_no_host_can_build_are_refused_at_create_and_import(cloud: Cloud) -> None:
+    """Issue 12, item 14: these were stored, and every server built from them ended in ERROR."""
+    flavor = ["flavor", "create", "ft.badvalue", "--vcpus", "1", "--ram", "128", "--disk", "1"]
+    for spec in (
+        "hw:numa_nodes=100000",
+        "hw:cpu_sockets=0",
+        "quota:disk_total_bytes_sec=" + "9" * 40,
+        "hw_rng:rate_bytes=-1",
+    ):
+        result = cloud.ctl(*flavor, "--property", spec)
+        assert result.rc == 2 and "invalid_guest_config" in result.stderr, result.stderr
+        assert spec.split("=")[0] in result.stderr and len(result.stderr.splitlines()) == 1
+    for extra in (
+        ["--property", "hw_disk_bus=floppy"],
+        ["--property", "hw_cpu_mode=custom", "--property", "hw_cpu_model=<a>&\x1b[2J"],
+    ):
+        result = cloud.ctl(*guest_import_args("ft-badvalue", *extra))
+        # NOTE: the payload schema may refuse control characters first.
+        assert result.rc == 2, result.stderr
+        assert "invalid_guest_config" in result.stderr or "invalid_payload" in result.stderr
+        assert "\x1b" not in result.stderr and len(result.stderr.splitlines()) == 1
+    assert "ft.badvalue" not in [f["name"] for f in cloud.ok("flavor", "list")]
+    assert "ft-badvalue" not in [i["name"] for i in cloud.ok("image", "list")]
+
+
 def test_impossible_request_fails_the_build_before_anything_is_defined(
     cloud: Cloud, guest_image: dict, libvirt_conn
 ) -> None:

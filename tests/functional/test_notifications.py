@@ -48,7 +48,8 @@ def _wait(collector: Collector, uuid: str, event: str, timeout: float = 60) -> l
 def test_a_servers_life_is_notified_in_order(cloud: Cloud, guest_image: dict) -> None:
     conf = cfg.ConfigOpts()
     cd_conf.register_opts(conf)
-    conf(["--config-file", cloud.config_file], default_config_files=[])
+    # NOTE: the notifications consumer's own broker user: a client's may not listen.
+    conf(cloud.config_args("notifications"), default_config_files=[])
     transport = messaging.get_notification_transport(conf)
     collector = Collector()
     listener = messaging.get_notification_listener(

@@ -168,8 +168,9 @@ def test_malformed_payloads_get_typed_errors_and_change_nothing(cloud: Cloud, li
     from compute_driver import config, exception
     from compute_driver.rpc import transport
 
+    # NOTE: the scheduler's credential: only the scheduler may publish to an agent.
     conf = config.load(
-        ["--config-file", cloud.config_file], "functional-test", default_config_files=[]
+        cloud.config_args("compute-scheduler"), "functional-test", default_config_files=[]
     )
     rpc = transport.get_transport(conf)
     before_servers = cloud.ok("server", "list")

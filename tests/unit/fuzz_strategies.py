@@ -20,6 +20,7 @@ from compute_driver.rpc import schemas
 
 METHODS: dict[str, dict[str, dict[str, Any]]] = {
     "scheduler": schemas.SCHEDULER_METHODS,
+    "agent_reports": schemas.REPORT_METHODS,
     "compute": schemas.COMPUTE_METHODS,
 }
 ALL_METHODS = [(api, method) for api, methods in METHODS.items() for method in sorted(methods)]

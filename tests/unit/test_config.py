@@ -243,7 +243,7 @@ def test_service_stderr_has_no_warning(write_conf, bin_dir, repo_dir, program):
     [
         ("nosuchdb://x/y", 2, ["[database] connection is invalid", "nosuchdb"]),
         ("postgresql+nosuchdriver://u:p@127.0.0.1:1/db", 2, ["[database] connection is invalid"]),
-        ("sqlite:////proc/no/such/dir/db.sqlite", 1, ["cannot start", "database is unavailable"]),
+        ("sqlite:////proc/no/such/dir/db.sqlite", 2, ["[database] connection", "does not exist"]),
     ],
 )
 def test_scheduler_with_unusable_database_exits_with_one_line(

@@ -42,6 +42,7 @@ from compute_driver import conf as cd_conf
 from compute_driver import config, exception
 from compute_driver.agent.service import AgentService
 from compute_driver.rpc import schemas, transport
+from compute_driver.rpc.agent_reports_api import AgentReportsAPI
 from compute_driver.rpc.client import RPCClientBase
 from compute_driver.rpc.compute_api import ComputeAPI
 from compute_driver.rpc.context import RequestContext
@@ -135,6 +136,7 @@ class Cloud:
         self.clients: dict[str, RPCClientBase] = {
             # NOTE: an admin's context: the fuzz reaches every method.
             "scheduler": SchedulerAPI(conf, timeout=CALL_TIMEOUT, context=ADMIN),
+            "agent_reports": AgentReportsAPI(conf, timeout=CALL_TIMEOUT),
             "compute": ComputeAPI(conf, timeout=CALL_TIMEOUT),
         }
         self.server: dict[str, Any] = {}
@@ -158,9 +160,7 @@ class Cloud:
 
     def uncapped(self, api: str) -> RPCClientBase:
         """A client of ``api`` that sends any version (no ``version_cap``)."""
-        client = (SchedulerAPI if api == "scheduler" else ComputeAPI)(
-            self.conf, timeout=CALL_TIMEOUT, context=ADMIN
-        )
+        client = type(self.clients[api])(self.conf, timeout=CALL_TIMEOUT, context=ADMIN)
         target = messaging.Target(topic=client.TOPIC)
         client._client = messaging.get_rpc_client(
             transport.get_transport(self.conf), target, timeout=CALL_TIMEOUT
@@ -420,7 +420,6 @@ UNKNOWN_REFS: list[tuple[str, str, st.SearchStrategy, set[str]]] = [
         _with(
             {"host": NAMES, "enabled": st.booleans()},
             reason=fs.valid(schemas.REASON),
-            automatic=st.booleans(),
         ),
         {"host_not_found"},
     ),
@@ -482,14 +481,14 @@ UNKNOWN_REFS: list[tuple[str, str, st.SearchStrategy, set[str]]] = [
         {"invalid_image"},
     ),
     (
-        "scheduler",
+        "agent_reports",
         "instance_update",
         _with(
             {
                 "host": NAMES,
                 "uuid": UUIDS,
                 "vm_state": st.sampled_from(
-                    schemas.SCHEDULER_METHODS["instance_update"]["properties"]["vm_state"]["enum"]
+                    schemas.REPORT_METHODS["instance_update"]["properties"]["vm_state"]["enum"]
                 ),
             },
             power_state=fs.valid(schemas.POWER_STATE),
@@ -497,14 +496,21 @@ UNKNOWN_REFS: list[tuple[str, str, st.SearchStrategy, set[str]]] = [
         ),
         {"ok"},
     ),
-    ("scheduler", "instance_deleted", _with({"host": NAMES, "uuid": UUIDS}), {"ok"}),
+    ("agent_reports", "instance_deleted", _with({"host": NAMES, "uuid": UUIDS}), {"ok"}),
     (
-        "scheduler",
+        "agent_reports",
         "instance_power_changed",
         _with({"host": NAMES, "uuid": UUIDS, "power_state": fs.valid(schemas.POWER_STATE)}),
         {"ok"},
     ),
-    ("scheduler", "host_instances", _with({"host": NAMES}), {"ok"}),
+    ("agent_reports", "host_instances", _with({"host": NAMES}), {"ok"}),
+    ("agent_reports", "host_networks", _with({"host": NAMES}), {"ok"}),
+    (
+        "agent_reports",
+        "set_host_enabled",
+        _with({"host": NAMES, "enabled": st.booleans(), "reason": fs.valid(schemas.REASON)}),
+        {"host_not_found"},
+    ),
     ("scheduler", "list_servers", _optional(project=NAMES, host=NAMES), {"ok"}),
     ("compute", "get_instance_info", _with({"uuid": UUIDS}), NOT_FOUND),
     ("compute", "get_diagnostics", _with({"uuid": UUIDS}), NOT_FOUND),
@@ -568,7 +574,7 @@ def test_unknown_reference_gets_a_typed_answer_and_changes_nothing(cloud, data):
 MAKERS = {
     ("scheduler", "ping"),
     ("scheduler", "create_flavor"),
-    ("scheduler", "report_host"),
+    ("agent_reports", "report_host"),
     ("scheduler", "list_hosts"),
     ("scheduler", "list_flavors"),
     ("scheduler", "list_images"),
@@ -707,7 +713,8 @@ def test_malformed_envelope_is_answered_and_changes_nothing(cloud, api, message)
 @pytest.mark.parametrize("api", sorted(fs.METHODS))
 @pytest.mark.parametrize("key", ["self", "ctxt"])
 def test_reserved_field_name_is_refused_as_invalid_payload(cloud, api, key):
-    answer = _raw(cloud, api, {"method": "ping", "args": {key: 1}, "version": "1.0"})
+    method = "ping" if "ping" in fs.METHODS[api] else "host_instances"
+    answer = _raw(cloud, api, {"method": method, "args": {key: 1}, "version": "1.0"})
     assert isinstance(answer, exception.InvalidPayload), repr(answer)
 
 
@@ -719,7 +726,7 @@ def test_report_host_with_a_huge_resource_is_refused(cloud, field):
     resources = {"vcpus": 1, "memory_mb": 1024, "disk_gb": 10, field: 2**63}
     payload = {"host": "fuzz-other", "resources": resources, "capabilities": {}, "instances": []}
     before = cloud.state()
-    outcome = cloud.call("scheduler", "report_host", payload)
+    outcome = cloud.call("agent_reports", "report_host", payload)
     _assert_unchanged(cloud, before)
     _assert_typed(outcome)
 

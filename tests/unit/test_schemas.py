@@ -52,6 +52,8 @@ IMAGE = {
     "cmdline": "console=ttyS0 root=/dev/vda",
 }
 
+SIGNATURE = {"timestamp": 1700000000, "hmac": "0" * 64}
+
 #: One payload per method with every field set (optional ones included).
 FULL: dict[str, dict[str, dict[str, Any]]] = {
     "scheduler": {
@@ -118,7 +120,6 @@ FULL: dict[str, dict[str, dict[str, Any]]] = {
         "list_interfaces": {"server": "web-1"},
         "show_network": {"network": "net-1"},
         "delete_network": {"network": "net-1"},
-        "host_networks": {"host": "compute-1"},
         "list_volumes": {"project": "demo"},
         "show_volume": {"volume": "data-1"},
         "delete_volume": {"volume": VOLUME_UUID},
@@ -143,12 +144,7 @@ FULL: dict[str, dict[str, dict[str, Any]]] = {
         "create_image_from_server": {"uuid": IMAGE_UUID, "name": "golden", "server": "web-1"},
         "revert_server_snapshot": {"server": "web-1", "name": "before-upgrade"},
         "delete_server_snapshot": {"server": "web-1", "name": "before-upgrade"},
-        "set_host_enabled": {
-            "host": "compute-1",
-            "enabled": False,
-            "reason": "maintenance",
-            "automatic": False,
-        },
+        "set_host_enabled": {"host": "compute-1", "enabled": False, "reason": "maintenance"},
         "list_hosts": {},
         "show_host": {"host": "compute-1"},
         "list_flavors": {},
@@ -166,6 +162,8 @@ FULL: dict[str, dict[str, dict[str, Any]]] = {
         "list_images": {},
         "show_image": {"image": "cirros"},
         "delete_image": {"image": IMAGE_UUID},
+    },
+    "agent_reports": {
         "report_host": {
             "host": "compute-1",
             "resources": {"vcpus": 8, "memory_mb": 16384, "disk_gb": 200},
@@ -180,6 +178,7 @@ FULL: dict[str, dict[str, dict[str, Any]]] = {
                 "tunnel_ip": "192.0.2.10",
             },
             "instances": [{"uuid": UUID, "power_state": "running"}],
+            "signature": SIGNATURE,
         },
         "instance_update": {
             "host": "compute-1",
@@ -187,10 +186,23 @@ FULL: dict[str, dict[str, dict[str, Any]]] = {
             "vm_state": "error",
             "power_state": "shutdown",
             "fault": "disk full",
+            "signature": SIGNATURE,
         },
-        "instance_deleted": {"host": "compute-1", "uuid": UUID},
-        "instance_power_changed": {"host": "compute-1", "uuid": UUID, "power_state": "shutdown"},
-        "host_instances": {"host": "compute-1"},
+        "set_host_enabled": {
+            "host": "compute-1",
+            "enabled": False,
+            "reason": "hypervisor: gone",
+            "signature": SIGNATURE,
+        },
+        "instance_deleted": {"host": "compute-1", "uuid": UUID, "signature": SIGNATURE},
+        "instance_power_changed": {
+            "host": "compute-1",
+            "uuid": UUID,
+            "power_state": "shutdown",
+            "signature": SIGNATURE,
+        },
+        "host_instances": {"host": "compute-1", "signature": SIGNATURE},
+        "host_networks": {"host": "compute-1", "signature": SIGNATURE},
     },
     "compute": {
         "ping": {},
@@ -247,7 +259,11 @@ FULL: dict[str, dict[str, dict[str, Any]]] = {
     },
 }
 
-METHODS = {"scheduler": schemas.SCHEDULER_METHODS, "compute": schemas.COMPUTE_METHODS}
+METHODS = {
+    "scheduler": schemas.SCHEDULER_METHODS,
+    "agent_reports": schemas.REPORT_METHODS,
+    "compute": schemas.COMPUTE_METHODS,
+}
 ALL = [(api, method) for api, methods in METHODS.items() for method in methods]
 
 NAME_PATTERN = schemas.NAME["pattern"]
@@ -433,11 +449,12 @@ def test_too_long_string_is_refused(case):
 
 
 @pytest.mark.parametrize(
-    ("method", "field", "length"), [("show_host", "host", 256), ("instance_update", "fault", 1025)]
+    ("api", "method", "field", "length"),
+    [("scheduler", "show_host", "host", 256), ("agent_reports", "instance_update", "fault", 1025)],
 )
-def test_too_long_string_message_says_why(method, field, length):
-    payload = dict(FULL["scheduler"][method], **{field: "a" * length})
-    _refused("scheduler", method, payload, field + ": ", "too long")
+def test_too_long_string_message_says_why(api, method, field, length):
+    payload = dict(FULL[api][method], **{field: "a" * length})
+    _refused(api, method, payload, field + ": ", "too long")
 
 
 @pytest.mark.parametrize(

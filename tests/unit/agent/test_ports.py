@@ -32,6 +32,7 @@ def _endpoint() -> tuple[PortEndpoint, RecordingPlugin]:
     manager = types.SimpleNamespace(
         conf=types.SimpleNamespace(agent=types.SimpleNamespace(network_plugins=["rec"])),
         networks={"rec": plugin},
+        request_key=None,  # requests unsigned, as with no [agent_reports] key
     )
     return PortEndpoint(manager), plugin  # type: ignore[arg-type]
 

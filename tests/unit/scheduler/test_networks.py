@@ -149,9 +149,9 @@ def test_topology_goes_only_to_hosts_with_ports(
         manager.networks.bind(instance, host)
     manager.fan_out([net["uuid"]])
     assert sorted(recorder.sent) == [("h1", "a", ["192.0.2.2"]), ("h2", "a", ["192.0.2.1"])]
-    view = call(manager, "host_networks", host="h1")
+    view = manager.host_networks("h1")
     assert [(v["network"]["name"], v["remote_endpoints"]) for v in view] == [("a", ["192.0.2.2"])]
-    assert call(manager, "host_networks", host="h3") == []
+    assert manager.host_networks("h3") == []
     with pytest.raises(exception.InUse):
         call(manager, "delete_network", network="a")
     call(manager, "delete_network", network="quiet")
@@ -172,3 +172,44 @@ def test_every_port_change_gives_the_network_a_newer_revision(
     revisions.append(manager.networks.get(net["uuid"])["revision"])
     assert revisions == sorted(set(revisions)) and len(revisions) == 4
     assert recorder.sent == [("h1", "a", [])]
+
+
+@pytest.mark.parametrize(
+    ("cidr", "match"),
+    [
+        ("0.0.0.0/0", "loopback|unspecified"),
+        ("0.0.0.0/8", "unspecified"),
+        ("127.0.0.0/8", "loopback"),
+        ("127.0.0.0/29", "loopback"),
+        ("224.0.0.0/4", "multicast"),
+        ("239.1.1.0/24", "multicast"),
+        ("169.254.0.0/16", "link-local"),
+        ("169.254.169.0/24", "link-local"),
+        ("240.0.0.0/24", "reserved"),
+        ("255.255.255.248/29", "reserved"),
+        ("96.0.0.0/3", "loopback"),  # wide enough to swallow a special range
+    ],
+)
+def test_special_subnets_are_refused_and_nothing_is_stored(
+    manager: NetworkManager, cidr: str, match: str
+) -> None:
+    with pytest.raises(exception.InvalidNetwork, match="cidr %s overlaps .*(%s)" % (cidr, match)):
+        _net(manager, "bad", cidr=cidr)
+    assert call(manager, "list_networks") == []
+
+
+def test_subnets_overlapping_the_operators_reserved_cidrs_are_refused(
+    manager: NetworkManager, fresh_conf: cfg.ConfigOpts
+) -> None:
+    fresh_conf.set_override("reserved_cidrs", ["10.20.0.0/16", "192.168.1.0/24"], "networks")
+    for cidr in ("10.20.5.0/24", "10.0.0.0/8", "192.168.1.128/25"):
+        with pytest.raises(exception.InvalidNetwork, match="reserved_cidrs"):
+            _net(manager, "bad", cidr=cidr)
+    assert call(manager, "list_networks") == []
+    assert _net(manager, "ok", cidr="10.21.0.0/24")["cidr"] == "10.21.0.0/24"
+
+
+def test_a_reserved_cidr_that_is_not_a_network_is_a_config_error(write_conf, load_conf) -> None:
+    path = write_conf("[networks]\nreserved_cidrs = 10.0.0.0/8, 10.1.2.3/16\n")
+    with pytest.raises(exception.InvalidConfig, match=r"\[networks\] reserved_cidrs .*10.1.2.3/16"):
+        load_conf(path)

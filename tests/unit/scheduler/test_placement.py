@@ -31,6 +31,7 @@ from compute_driver.scheduler.filters import (
 )
 from compute_driver.scheduler.models import Host
 from compute_driver.scheduler.placement import RequestSpec
+from compute_driver.scheduler.reports import ReportEndpoint
 from compute_driver.scheduler.weighers import build_failure, soft_affinity
 from compute_driver.scheduler.weighers import cpu as cpu_weigher
 from compute_driver.scheduler.weighers import disk as disk_weigher
@@ -455,8 +456,8 @@ def test_no_valid_host_is_said_only_after_a_fresh_read(scheduler) -> None:
 
 
 def _report_failure(manager: Any, host: str, uuid: str, fault: str) -> None:
-    update = type(manager).instance_update.__wrapped__
-    update(manager, {}, host=host, uuid=uuid, vm_state="error", fault=fault)
+    update = ReportEndpoint.instance_update.__wrapped__
+    update(ReportEndpoint(manager), {}, host=host, uuid=uuid, vm_state="error", fault=fault)
 
 
 def _used(manager: Any) -> dict[str, int]:
@@ -500,8 +501,9 @@ def test_max_attempts_ends_the_retries_and_a_success_resets_the_host(scheduler, 
 
         second = _create(scheduler, "web2")["uuid"]
         assert scheduler.store.get_instance(second)["host"] == "big"
-        update = type(scheduler).instance_update.__wrapped__
-        update(scheduler, {}, host="big", uuid=second, vm_state="active", power_state="running")
+        update = ReportEndpoint.instance_update.__wrapped__
+        reports = ReportEndpoint(scheduler)
+        update(reports, {}, host="big", uuid=second, vm_state="active", power_state="running")
         hosts = {h["name"]: h for h in scheduler.store.list_hosts(60)}
         assert (hosts["big"]["failed_builds"], hosts["medium"]["failed_builds"]) == (0, 1)
     finally:

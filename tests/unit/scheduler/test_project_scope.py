@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import shutil
 import subprocess
 import uuid as uuidlib
@@ -26,7 +27,7 @@ import oslo_messaging as messaging
 import pytest
 from oslo_config import cfg
 
-from compute_driver import exception
+from compute_driver import disk_image, exception
 from compute_driver.rpc import policy, schemas
 from compute_driver.scheduler.manager import SchedulerManager
 from compute_driver.scheduler.store import Store
@@ -41,8 +42,9 @@ CALLERS = {"own": OWN, "other": OTHER, "admin": ADMIN}
 class StandInAgent:
     """Answers the compute API like an agent that did the work."""
 
-    def __init__(self) -> None:
+    def __init__(self, store_path: str) -> None:
         self.calls: list[str] = []
+        self.store_path = store_path
 
     def __getattr__(self, method: str) -> Callable[..., Any]:
         def answer(*args: Any, **kwargs: Any) -> Any:
@@ -54,8 +56,11 @@ class StandInAgent:
             if method == "resize_volume":
                 return dict(args[1], size_gb=args[2])
             if method == "export_root_disk":
-                # NOTE: the agent writes the root disk where it is told.
-                path = next(a for a in args + tuple(kwargs.values()) if str(a).startswith("/"))
+                # NOTE: the agent derives where it writes from the image's UUID.
+                image = args[2]
+                path = os.path.join(
+                    disk_image.export_dir(self.store_path, image), disk_image.EXPORT_DISK
+                )
                 subprocess.run(
                     ["qemu-img", "create", "-q", "-f", "qcow2", str(path), "1M"], check=True
                 )
@@ -111,13 +116,14 @@ def world(template: Path, tmp_path: Path, fresh_conf: cfg.ConfigOpts) -> Iterato
     db = tmp_path / "s.sqlite"
     shutil.copy(template, db)
     fresh_conf.set_override("store_path", str(tmp_path / "images"), "image")
+    fresh_conf.set_override("import_path", str(tmp_path / "import"), "image")
     store = Store("sqlite:///%s" % db)
     store.report_host(
         HOST,
         {"vcpus": 64, "memory_mb": 65536, "disk_gb": 1000},
         {"virt_type": "qemu", "storage_backends": ["dir"], "tunnel_ip": "192.0.2.1"},
     )
-    manager = SchedulerManager(fresh_conf, store, StandInAgent())  # type: ignore[arg-type]
+    manager = SchedulerManager(fresh_conf, store, StandInAgent(str(tmp_path / "images")))  # type: ignore[arg-type]
     call(manager, ADMIN, "create_flavor", name="t.one", vcpus=1, memory_mb=64, root_gb=1)
     store.create_image(
         uuid=str(uuidlib.uuid4()),
@@ -311,7 +317,7 @@ ADMIN_ONLY: list[tuple[str, str, Callable[[Path], dict[str, Any]]]] = [
     ("set_host_enabled", "", lambda tmp: {"host": HOST, "enabled": False, "reason": "x"}),
     ("create_flavor", "", lambda tmp: {"name": "t.two", "vcpus": 1, "memory_mb": 64, "root_gb": 1}),
     ("delete_flavor", "", lambda tmp: {"flavor": "t.one"}),
-    ("import_image", "", lambda tmp: {**_new("i")(), "file": str(_raw_disk(tmp))}),
+    ("import_image", "", lambda tmp: {**_new("i")(), "file": _raw_disk(tmp)}),
     ("create_aggregate", "", lambda tmp: {"name": "agg2"}),
     ("set_aggregate", "", lambda tmp: {"aggregate": "agg", "properties": {"ssd": "1"}}),
     ("add_aggregate_host", "", lambda tmp: {"aggregate": "agg", "host": HOST}),
@@ -325,10 +331,11 @@ ADMIN_ONLY: list[tuple[str, str, Callable[[Path], dict[str, Any]]]] = [
 EVERYONE: list[tuple[str, dict[str, Any]]] = [("ping", {}), ("list_flavors", {})]
 
 
-def _raw_disk(tmp: Path) -> Path:
-    disk = tmp / "import.raw"
-    disk.write_bytes(b"\0" * 4096)
-    return disk
+def _raw_disk(tmp: Path) -> str:
+    """A raw disk in the import directory, by the name import_image takes."""
+    (tmp / "import").mkdir(mode=0o700, exist_ok=True)
+    (tmp / "import" / "import.raw").write_bytes(b"\0" * 4096)
+    return "import.raw"
 
 
 def _id(case: tuple) -> str:
@@ -343,7 +350,7 @@ def test_the_matrix_covers_every_scheduler_method() -> None:
         | {m for m, _, _ in ADMIN_ONLY}
         | {m for m, _ in EVERYONE}
     )
-    caller_methods = set(schemas.SCHEDULER_METHODS) - policy.AGENT
+    caller_methods = set(schemas.SCHEDULER_METHODS)
     assert caller_methods - covered == set()
     assert {m for m, _, _ in ADMIN_ONLY} == set(policy.ADMIN)
 
@@ -517,9 +524,7 @@ def test_an_image_made_from_a_server_belongs_to_its_project(world: World) -> Non
 def test_public_images_are_everyones_and_only_an_admin_deletes_them(
     world: World, tmp_path: Path
 ) -> None:
-    unused = call(
-        world.manager, ADMIN, "import_image", **_new("i")(), file=str(_raw_disk(tmp_path))
-    )
+    unused = call(world.manager, ADMIN, "import_image", **_new("i")(), file=_raw_disk(tmp_path))
     for caller in (OWN, OTHER):
         assert call(world.manager, caller, "show_image", image="public")["project"] is None
         with pytest.raises(exception.Forbidden):

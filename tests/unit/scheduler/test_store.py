@@ -106,11 +106,11 @@ def test_upgrade_seeds_default_flavors_and_is_idempotent(store):
     }
 
 
-def test_new_store_on_missing_directory(tmp_path):
-    store = Store("sqlite:///%s" % (tmp_path / "deep" / "dir" / "s.sqlite"))
-    store.upgrade()
-    assert len(store.list_flavors()) == 5
-    store.engine.dispose()
+def test_new_store_on_missing_directory_is_refused(tmp_path):
+    # NOTE: a mistyped path used to start a new, empty cloud there.
+    with pytest.raises(exception.InvalidConfig, match="does not exist"):
+        Store("sqlite:///%s" % (tmp_path / "deep" / "dir" / "s.sqlite"))
+    assert not (tmp_path / "deep").exists()
 
 
 def test_flavor_create_is_idempotent_and_conflicts_on_other_size(store):

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from compute_driver import exception
+from compute_driver import exception, guest_properties
 from compute_driver.virt.libvirt import guest_config as gc
 from compute_driver.virt.libvirt import guest_xml
 from compute_driver.virt.libvirt import xml as lvxml
@@ -749,7 +749,7 @@ def test_errors_are_one_invalid_class_with_a_stable_code() -> None:
 
 
 def test_every_key_is_documented_in_the_module_table() -> None:
-    doc = gc.__doc__ or ""
+    doc = guest_properties.__doc__ or ""
     assert all(f"``{key}``" in doc for key in gc.FLAVOR_KEYS | gc.IMAGE_KEYS)
 
 
