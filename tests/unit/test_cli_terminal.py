@@ -42,7 +42,7 @@ class Answers:
     error: BaseException | None = None
     calls: list[tuple[str, tuple]] = []
 
-    def __init__(self, conf: cfg.ConfigOpts, timeout: int | None = None) -> None:
+    def __init__(self, conf: cfg.ConfigOpts, timeout: int | None = None, **who: Any) -> None:
         self.timeout = timeout
 
     def __getattr__(self, name: str) -> Any:
@@ -223,7 +223,7 @@ MANY_FLAVORS = textwrap.dedent(
     from compute_driver.cli import main
 
     class Many:
-        def __init__(self, conf, timeout=None):
+        def __init__(self, conf, timeout=None, **who):
             pass
 
         def list_flavors(self):

@@ -164,7 +164,12 @@ def test_flavor_create_over_rpc_answers_the_typed_error(store: Store, fresh_conf
     manager = SchedulerManager(fresh_conf, store, None)  # type: ignore[arg-type]
     with pytest.raises(messaging.ExpectedException) as info:
         manager.create_flavor(
-            {}, name="bad", vcpus=1, memory_mb=256, root_gb=1, extra_specs={"hw:numa_nodes": "0"}
+            {"admin": True},
+            name="bad",
+            vcpus=1,
+            memory_mb=256,
+            root_gb=1,
+            extra_specs={"hw:numa_nodes": "0"},
         )
     assert isinstance(info.value.__cause__, exception.GuestConfigError)
     assert "bad" not in {f["name"] for f in store.list_flavors()}
