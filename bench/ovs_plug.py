@@ -15,7 +15,8 @@ never touched), so no side pays for the ports of another:
 
 Then a new plugin instance (a simulated agent restart) resyncs all 1,000
 ports (``check_and_resync``: reads OVSDB back, reinstalls every rule).
-As on a real host before libvirt starts the guests, the taps do not exist.
+The ``plugin`` side also makes each port's tap (as on a real host, before
+libvirt starts the guest); the other two sides write OVSDB only.
 
 Run as root::
 
@@ -106,6 +107,7 @@ def make_plugin(private: PrivateOvs) -> ovs.OvsNetworkPlugin:
         "datapath_type": "netdev",
         "local_ip": LOCAL_IP,
         "ovsdb_timeout": 30,
+        "netns": private.ns,  # the plugin's taps go where its OVS is
     }.items():
         conf.set_override(name, value, group="ovs")
     return ovs.OvsNetworkPlugin(conf)

@@ -77,11 +77,13 @@ class NetworkPlugin(abc.ABC):
         """Remove what :meth:`ensure_network` made. Idempotent."""
 
     def check_and_resync(self) -> bool:
-        """Reprogram what the datapath lost (e.g. its switch daemon restarted).
+        """Reprogram what the datapath or the host lost: rules (its switch daemon
+        restarted), the devices and switch ports of plugged ports (a host
+        reboot, or something else removed or changed them).
 
-        Called periodically by the agent when ``describe()["resync"]``;
-        returns whether anything was reprogrammed. The default has nothing
-        to check.
+        Called periodically by the agent when ``describe()["resync"]``, and
+        before a guest starts again (start, reboot, resume); returns whether
+        anything was reprogrammed. The default has nothing to check.
 
         :raises NetworkError: the datapath cannot be reached.
         """

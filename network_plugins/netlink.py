@@ -1,4 +1,4 @@
-"""rtnetlink helpers of the ``linux_bridge`` plugin: bridges, VLAN and VXLAN devices, the FDB.
+"""rtnetlink helpers of the network plugins: bridges, VLAN, VXLAN and tap devices, the FDB.
 
 Everything goes through one pyroute2 rtnetlink socket, never through the
 ``ip``/``bridge`` commands. Given a network namespace name, the socket is
@@ -31,11 +31,14 @@ from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.rtnl import RTM_GETLINK, RTM_GETNEIGH
 from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 
+from network_plugins import tap
+
 LOG = logging.getLogger(__name__)
 
 IFNAMSIZ = 15  # longest interface name the kernel takes (16 bytes with the NUL)
 FLOOD_MAC = "00:00:00:00:00:00"  # VXLAN FDB entry used for broadcast, unknown unicast, multicast
 IFF_UP = 0x1
+SYS_CLASS_NET = "/sys/class/net"
 IN6_ADDR_GEN_MODE_NONE = 1
 
 _NOT_SUPPORTED_HINT = {
@@ -70,6 +73,7 @@ class Link:
     master: str | None = None  # name of the bridge it is a port of
     parent: str | None = None  # lower device of a VLAN
     data: dict[str, Any] = field(default_factory=dict)  # vxlan: id, local, port, learning; vlan: id
+    address: str | None = None  # MAC address
 
 
 def check_ifname(name: str) -> str | None:
@@ -194,6 +198,34 @@ class Netlink:
             link = self._require(name, "enslave")
             self._attach(link, self._bridge(bridge, name), mtu, created=False)
 
+    def ensure_tap(self, name: str, mac: str, mtu: int) -> bool:
+        """A persistent tap ``name`` (:mod:`network_plugins.tap`) with ``mac`` and ``mtu``, up.
+
+        :raises LinkError: it cannot be made, or a device of that name is not a tap.
+        """
+        with self._lock:
+            link = self._get(name, resolve=False)
+            created = link is None
+            if link is None:
+                try:
+                    tap.create_persistent(name, self.netns)
+                except tap.TapError as exc:
+                    raise LinkError(
+                        "create tap", name, exc.strerror or str(exc), exc.errno
+                    ) from exc
+                link = self._require(name, "create tap", resolve=False)
+            elif link.kind != "tun":
+                raise LinkError("ensure tap", name, f"exists as {_kind(link)}")
+            try:
+                self._converge(link, mtu=mtu, address=mac.lower())
+            except LinkError:
+                if created:
+                    self.delete(name)
+                raise
+            if created:
+                LOG.info("Created tap %s (mtu %d)%s", name, mtu, self._where())
+            return created
+
     def delete(self, name: str) -> bool:
         """Delete device ``name``; False when it did not exist."""
         with self._lock:
@@ -264,6 +296,17 @@ class Netlink:
         with self._lock:
             return self._get(name)
 
+    def exists(self, name: str) -> bool:
+        """Whether device ``name`` exists (cheap: for checks of many devices).
+
+        NOTE: in the host's namespace a look at /sys/class/net (a stat, no
+        netlink message to decode); in another namespace a netlink request.
+        """
+        if self.netns is None:
+            return check_ifname(name) is None and os.path.exists(os.path.join(SYS_CLASS_NET, name))
+        with self._lock:
+            return self._get(name, resolve=False) is not None
+
     def ports(self, bridge: str) -> list[str]:
         """Names of the ports of ``bridge`` (empty when there is no such bridge)."""
         with self._lock:
@@ -318,10 +361,18 @@ class Netlink:
             if exc.errno != errno.ENOENT:  # already gone is fine
                 raise
 
-    def _converge(self, link: Link, mtu: int | None, master: Link | None = None) -> None:
+    def _converge(
+        self,
+        link: Link,
+        mtu: int | None,
+        master: Link | None = None,
+        address: str | None = None,
+    ) -> None:
         changes: dict[str, Any] = {}
         if mtu is not None and link.mtu != mtu:
             changes["mtu"] = mtu
+        if address is not None and link.address != address:
+            changes["address"] = address
         if master is not None and link.master != master.name:
             changes["master"] = master
         if not link.up:
@@ -386,6 +437,7 @@ class Netlink:
             master=self._name_of(msg.get_attr("IFLA_MASTER"), names, resolve),
             parent=parent,
             data=data,
+            address=msg.get_attr("IFLA_ADDRESS"),
         )
 
     def _name_of(self, index: int | None, names: dict[int, str], resolve: bool) -> str | None:
@@ -431,6 +483,7 @@ class Netlink:
         master: Link | None = None,
         up: bool | None = None,
         no_ipv6: bool = False,
+        address: str | None = None,
     ) -> None:
         if no_ipv6:
             inet6 = {"attrs": [["IFLA_INET6_ADDR_GEN_MODE", IN6_ADDR_GEN_MODE_NONE]]}
@@ -445,6 +498,8 @@ class Netlink:
         kwargs: dict[str, Any] = {}
         if mtu is not None:
             kwargs["mtu"] = mtu
+        if address is not None:
+            kwargs["address"] = address
         if master is not None:
             kwargs["master"] = master.index
         if up is not None:

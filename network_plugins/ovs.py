@@ -19,20 +19,27 @@ On each host (names from options, so every host and restart agrees):
 The OpenFlow rules are in :mod:`network_plugins.ovs_flows`; every OVSDB
 write goes through :mod:`network_plugins.ovs_db` (ovsdbapp IDL).
 
-Plugging (NOTE: the choice that makes "plugged and confirmed before the
-guest runs" true): :meth:`plug` creates the guest's OVS port itself, named
-like the tap libvirt will create (``tap`` + 11 characters of the port id),
-with ``external_ids`` iface-id, attached-mac, vm-uuid, iface-status=active,
-the network's local VLAN as tag, ``mtu_request`` and an ``ofport_request``
-chosen here, in one OVSDB transaction that ovs-vswitchd has applied when it
-returns; then the port's anti-spoofing rules, keyed on that OpenFlow port
-number, in one bundle. The tap does not exist yet (type "": a system
-device); when libvirt starts the guest it creates the tap and runs
-``ovs-vsctl --may-exist add-port`` (a no-op on our row) and ovs-vswitchd
-opens the device under the requested number. So the guest's first frame
-already meets its rules, and a port whose rules are missing sends nothing
-(table 10 drops). :meth:`interface_config` gives libvirt the same bridge,
-tap name and interface id.
+Plugging (NOTE: the choice that makes "plugged before the guest runs, and
+through every power cycle" true): the guest's tap and its OVS port are the
+plugin's, never libvirt's. :meth:`plug` makes a *persistent* tap (``tap`` +
+11 characters of the port id, :mod:`network_plugins.tap`), then the OVS
+port of that name with ``external_ids`` iface-id, attached-mac, vm-uuid,
+iface-status=active, the network's local VLAN as tag (``vlan_mode=access``:
+never a trunk), ``mtu_request`` and an ``ofport_request`` chosen here, in
+one OVSDB transaction that ovs-vswitchd has applied when it returns; then
+the port's anti-spoofing rules, keyed on that OpenFlow port number, in one
+bundle. :meth:`interface_config` is ``<interface type='ethernet'>`` with
+``<target dev=TAP managed='no'/>``: libvirt only attaches QEMU to the tap
+when the guest starts and detaches it when it stops, and never touches the
+switch. (With ``<virtualport type='openvswitch'>`` libvirt owns the port's
+row: every stop deletes it, ``--if-exists del-port``, and every start adds
+it back untagged, a trunk of every local VLAN on the integration bridge.)
+So a start, reboot, resume or restore finds the port exactly as the plug
+left it; the guest's first frame meets its rules, which take only untagged
+frames; and a port whose rules are missing sends nothing (table 10 drops).
+:meth:`unplug` removes the rules, the port and the tap.
+:meth:`check_and_resync` puts back a port or tap that something else
+changed or removed (a host reboot removes the taps; OVSDB keeps the rows).
 
 State lives in OVSDB, not in the agent: networks in ``br-int``'s
 ``external_ids`` (``cd-network-<id>``), ports in their interfaces'
@@ -58,7 +65,7 @@ from oslo_config import cfg
 from compute_driver import exception as cd_exception
 from compute_driver.virt.libvirt import xml as lvxml
 from compute_driver.virt.libvirt.xml.checks import check_mac
-from network_plugins import base, ovs_db, ovs_flows, segments
+from network_plugins import base, netlink, ovs_db, ovs_flows, segments
 from network_plugins import exception as np_exception
 from network_plugins.ovs_opts import GROUP, OPTS, list_opts
 
@@ -94,6 +101,11 @@ def tap_name(port_id: str) -> str:
     if not port_id or any(c in "/:" or c.isspace() for c in port_id[:TAP_ID_CHARS]):
         raise cd_exception.Invalid(reason=f"port id {port_id!r} cannot name a tap device")
     return TAP_PREFIX + port_id[:TAP_ID_CHARS]
+
+
+def tap_mac(mac: str) -> str:
+    """The tap's own MAC: the guest's with ``fe`` first, as libvirt gives its taps."""
+    return "fe" + mac.lower()[2:]
 
 
 def patch_names(bridge: str) -> tuple[str, str]:
@@ -169,8 +181,10 @@ class OvsNetworkPlugin(base.NetworkPlugin):
         conf: cfg.ConfigOpts,
         ovsdb: ovs_db.OvsDb | None = None,
         openflow: ovs_flows.OpenFlowBridges | None = None,
+        netlink_api: netlink.Netlink | None = None,
     ) -> None:
-        """:param ovsdb: / :param openflow: helpers to use (tests); made from the options otherwise.
+        """:param ovsdb: / :param openflow: / :param netlink_api: helpers to use
+        (tests); made from the options otherwise (netlink on first use).
 
         :raises InvalidConfig: a malformed option.
         """
@@ -194,6 +208,7 @@ class OvsNetworkPlugin(base.NetworkPlugin):
         # NOTE: one lock for everything: a plug and an unplug of one network
         # must not interleave (the unplug could tear down what the plug uses).
         self._lock = threading.RLock()
+        self._nl = netlink_api
         self._ready = False
         self._networks: dict[str, NetState] = {}
         self._ports: dict[str, PortState] = {}
@@ -204,6 +219,10 @@ class OvsNetworkPlugin(base.NetworkPlugin):
     def close(self) -> None:
         self.openflow.close()
         self.db.close()
+        with self._lock:
+            if self._nl is not None:
+                self._nl.close()
+                self._nl = None
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -225,7 +244,7 @@ class OvsNetworkPlugin(base.NetworkPlugin):
     def plug(self, port: base.Port, instance_uuid: str) -> None:
         if why := check_mac(port.mac):
             raise cd_exception.Invalid(reason=f"port {port.id}: MAC {port.mac!r} {why}")
-        tap = tap_name(port.id)
+        tap_name(port.id)  # validates the id
         mtu = self._mtu(port.network)
         addresses = tuple(str(ipaddress.ip_interface(a).ip) for a in port.addresses)
         with self._lock:
@@ -242,20 +261,46 @@ class OvsNetworkPlugin(base.NetworkPlugin):
                 state = self._ensure(port.network, "plug", port.id)
             ofport = known.ofport if known is not None else self._free_ofport()
             entry = PortState(port.network.id, instance_uuid, port.mac.lower(), addresses, ofport)
-            created = self.db.interface(tap) is None if known is None else False
-            try:
-                with self._failure("plug", port.id, port.network):
-                    with self.db.transaction() as txn:
-                        txn.add(self._plug_command(tap, port, entry, state, mtu))
-                    self.openflow.apply(
-                        self.int_br,
-                        delete=[ovs_flows.Deletion(ovs_flows.cookie(ovs_flows.KIND_PORT, ofport))],
-                        add=entry.flows,
-                    )
-            except BaseException:
-                self._undo_plug(tap, created, port.network.id if new_network else None)
-                raise
+            self._wire(port, entry, state, mtu, port.network.id if new_network else None)
             self._ports[port.id] = entry
+
+    def _wire(
+        self,
+        port: base.Port,
+        entry: PortState,
+        state: NetState,
+        mtu: int,
+        new_network: str | None = None,
+    ) -> None:
+        """The tap, the OVS port and its rules, as :meth:`plug` describes; on failure,
+        what this call made is removed again."""
+        tap = tap_name(port.id)
+        row_made = self.db.interface(tap) is None
+        tap_made = False
+        try:
+            with self._failure("plug", port.id, port.network):
+                tap_made = self._taps().ensure_tap(tap, tap_mac(entry.mac), mtu)
+                if tap_made and not row_made:
+                    # NOTE: the row outlived its device (a host reboot, or
+                    # someone deleted the tap). The userspace datapath keeps
+                    # a vanished device's socket and never reads the new
+                    # device of that name: the row goes first (a tap on no
+                    # bridge carries nothing), then it is made afresh.
+                    with self.db.transaction() as txn:
+                        txn.add(self.db.api.del_port(tap, bridge=self.int_br, if_exists=True))
+                    row_made = True
+                with self.db.transaction() as txn:
+                    txn.add(self._plug_command(tap, port, entry, state, mtu))
+                self.openflow.apply(
+                    self.int_br,
+                    delete=[
+                        ovs_flows.Deletion(ovs_flows.cookie(ovs_flows.KIND_PORT, entry.ofport))
+                    ],
+                    add=entry.flows,
+                )
+        except BaseException:
+            self._undo_plug(tap, row_made, tap_made, new_network)
+            raise
 
     def unplug(self, port: base.Port, instance_uuid: str) -> None:
         tap = tap_name(port.id)
@@ -279,6 +324,7 @@ class OvsNetworkPlugin(base.NetworkPlugin):
                 )
             with self.db.transaction() as txn:
                 txn.add(self.db.api.del_port(tap, bridge=self.int_br, if_exists=True))
+            self._taps().delete(tap)
             self._ports.pop(port.id, None)
             network_id = known.network_id if known is not None else port.network.id
             if network_id in self._networks and not self._ports_of(network_id):
@@ -286,13 +332,14 @@ class OvsNetworkPlugin(base.NetworkPlugin):
 
     def interface_config(self, port: base.Port) -> lvxml.Interface:
         netdev = self.opts.datapath_type == "netdev"
+        # NOTE: type 'ethernet' on the plugin's own tap (managed='no'), not
+        # type 'bridge' with <virtualport type='openvswitch'>: see the module
+        # docstring (libvirt would own, delete and re-add the port's row).
         return lvxml.Interface(
-            type="bridge",
-            source_bridge=self.int_br,
+            type="ethernet",
             mac=port.mac,
-            virtualport_type="openvswitch",
-            interfaceid=port.id,
             target_dev=tap_name(port.id),
+            target_managed="no",
             model="virtio",
             mtu=self._mtu(port.network),
             # NOTE: the userspace datapath passes partial checksums on (recipe gotcha 1).
@@ -339,14 +386,16 @@ class OvsNetworkPlugin(base.NetworkPlugin):
                 self._teardown(state)
 
     def check_and_resync(self) -> bool:
-        """Reinstall the rules if ovs-vswitchd lost them; returns whether it did.
+        """Reinstall what the switch lost; returns whether anything was.
 
         Call periodically (the agent's periodic task). Notices: this
         instance's first use (agent restart), an ovs-vswitchd restart (the
-        canary rule on the integration bridge is gone) and guest ports that
-        ovs-vswitchd numbered otherwise than requested (e.g. libvirt
-        re-created the port); reinstalls all rules in the first two cases,
-        that port's in the third.
+        canary rule on the integration bridge is gone), guest ports that
+        ovs-vswitchd numbered otherwise than requested, and guest ports
+        whose tap or row something else removed or changed (their tag, VLAN
+        mode, keys or requested number); reinstalls all rules in the first
+        two cases, that port's rules in the third, and plugs the port again
+        in the fourth.
 
         :raises NetworkError: OVSDB or ovs-vswitchd cannot be reached.
         """
@@ -358,9 +407,11 @@ class OvsNetworkPlugin(base.NetworkPlugin):
             if not self.openflow.has(self.int_br, ovs_flows.CANARY, canary):
                 LOG.warning("ovs-vswitchd lost its flows (restarted?); reinstalling them")
                 self._setup_bridges()
+                self._repair_ports()
                 self._resync_flows()
                 return True
-            return self._resync_moved_ports()
+            repaired = self._repair_ports()
+            return self._resync_moved_ports() or repaired
 
     # --- internals ----------------------------------------------------------------
 
@@ -368,7 +419,7 @@ class OvsNetworkPlugin(base.NetworkPlugin):
     def _failure(self, operation: str, port: str, network: base.Network | None) -> Iterator[None]:
         try:
             yield
-        except (ovs_db.OvsDbError, np_exception.OpenFlowError) as exc:
+        except (ovs_db.OvsDbError, np_exception.OpenFlowError, netlink.LinkError) as exc:
             where = f"network {network.id}: " if network is not None else ""
             raise cd_exception.NetworkError(
                 operation=operation, port=port, reason=f"{where}{exc}"
@@ -419,6 +470,9 @@ class OvsNetworkPlugin(base.NetworkPlugin):
             return
         self._setup_bridges()
         self._load()
+        # NOTE: ports first, rules second: no rule lets a port send before its
+        # row is as the plug made it (tag included).
+        self._repair_ports()
         self._resync_flows()
         self._ready = True
 
@@ -658,6 +712,49 @@ class OvsNetworkPlugin(base.NetworkPlugin):
 
     # --- ports ----------------------------------------------------------------------
 
+    def _drift(self, port_id: str, entry: PortState, state: NetState) -> str | None:
+        """How the tap or row of a plugged port differs from what :meth:`plug` made, or None."""
+        tap = tap_name(port_id)
+        if not self._taps().exists(tap):
+            return "its tap is missing"
+        row = self.db.port(tap)
+        iface = self.db.interface(tap)
+        if row is None or iface is None:
+            return "its port is missing"
+        if list(row.tag) != [state.vlan] or list(row.vlan_mode) != ["access"] or row.trunks:
+            return f"its VLAN is {list(row.tag)} {list(row.vlan_mode)}, not [{state.vlan}] access"
+        ids = iface.external_ids
+        if ids.get("iface-id") != port_id or ids.get(IFACE_NETWORK) != entry.network_id:
+            return "its external_ids are not ours"
+        if list(iface.ofport_request) != [entry.ofport]:
+            return f"its ofport_request is {list(iface.ofport_request)}, not {entry.ofport}"
+        return None
+
+    def _repair_ports(self) -> bool:
+        """Plug again every known port that drifted (:meth:`_drift`); whether any did.
+
+        A port that cannot be repaired is logged and the others are still tried.
+        """
+        repaired = False
+        for port_id, entry in list(self._ports.items()):
+            state = self._networks.get(entry.network_id)
+            if state is None:
+                continue  # nothing to compare with (an unreadable network record)
+            try:
+                with self._failure("repair", port_id, state.network):
+                    why = self._drift(port_id, entry, state)
+                    if why is None:
+                        continue
+                    LOG.warning(
+                        "Port %s of %s: %s; plugging it again", port_id, entry.instance_uuid, why
+                    )
+                    port = base.Port(port_id, state.network, entry.mac, entry.addresses)
+                    self._wire(port, entry, state, self._mtu(state.network))
+                    repaired = True
+            except cd_exception.ComputeDriverError:
+                LOG.exception("Could not repair port %s of %s", port_id, entry.instance_uuid)
+        return repaired
+
     def _free_ofport(self) -> int:
         used = {p.ofport for p in self._ports.values()} | self._foreign_ofports
         # NOTE: the number after the highest first (no scan in the common
@@ -685,7 +782,9 @@ class OvsNetworkPlugin(base.NetworkPlugin):
             self.db.api,
             self.int_br,
             tap,
-            port_columns={"tag": state.vlan},
+            # NOTE: an access port of the network's local VLAN, never a trunk:
+            # tagged frames from the guest are dropped by the switch.
+            port_columns={"tag": state.vlan, "vlan_mode": "access", "trunks": []},
             iface_columns={
                 "external_ids": external_ids,
                 "ofport_request": entry.ofport,
@@ -693,13 +792,21 @@ class OvsNetworkPlugin(base.NetworkPlugin):
             },
         )
 
-    def _undo_plug(self, tap: str, created: bool, new_network: str | None) -> None:
+    def _undo_plug(self, tap: str, row_made: bool, tap_made: bool, new_network: str | None) -> None:
         try:
-            if created:
+            if row_made:
                 with self.db.transaction() as txn:
                     txn.add(self.db.api.del_port(tap, bridge=self.int_br, if_exists=True))
+            if tap_made:
+                self._taps().delete(tap)
             if new_network is not None and new_network in self._networks:
                 if not self._ports_of(new_network):
                     self._teardown(self._networks[new_network], quiet=True)
         except Exception:  # noqa: BLE001 - keep the first error, log this one
             LOG.exception("Could not remove port %s while undoing a failed plug", tap)
+
+    def _taps(self) -> netlink.Netlink:
+        """The netlink helper for the guests' taps (in ``[ovs] netns`` when set)."""
+        if self._nl is None:
+            self._nl = netlink.Netlink(self.opts.netns)
+        return self._nl

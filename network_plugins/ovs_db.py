@@ -145,6 +145,10 @@ class OvsDb:
             return []
         return [iface for port in bridge.ports for iface in port.interfaces]
 
+    def port(self, name: str) -> Any | None:
+        """The Port row ``name``, or None."""
+        return idlutils.row_by_value(self.api.idl, "Port", "name", name, None)
+
     def interface(self, name: str) -> Any | None:
         """(NOTE: an indexed lookup; ovsdbapp indexes Interface by name.)"""
         return idlutils.row_by_value(self.api.idl, "Interface", "name", name, None)

@@ -8,9 +8,10 @@ so an empty table drops)::
   integration bridge            table 0  CLASSIFY: from patch-tun -> NORMAL (already tagged);
                                          from a provider patch: segment/untagged -> local VLAN,
                                          NORMAL, anything else dropped; the rest -> table 10
-                                table 10 INGRESS: per guest port (in_port): its own MAC and, per
-                                         address, ARP with that sender IP/MAC, IPv4/IPv6 from that
-                                         source, DHCP discovery -> NORMAL; default drop
+                                table 10 INGRESS: per guest port (in_port), untagged frames
+                                         only: its own MAC and, per address, ARP with that sender
+                                         IP/MAC, IPv4/IPv6 from that source, DHCP discovery ->
+                                         NORMAL; default drop
                                 table 23 CANARY: one flow; gone = ovs-vswitchd lost its flows
   tunnel bridge                 table 0  from patch-int -> 20; from a tunnel port -> 4; default drop
                                 table 4  INBOUND: (tunnel port, VNI, remote VTEP) -> local VLAN
@@ -127,11 +128,13 @@ def _link_local(mac: str) -> str:
 def guest_port(ofport: int, mac: str, addresses: Iterable[str]) -> list[Flow]:
     """Anti-spoofing: what port ``ofport`` may send, all to NORMAL; the rest is dropped.
 
-    A port without addresses is checked on its MAC only (an L2-only network
-    has no IPAM to check against).
+    Only untagged frames: an 802.1Q header from a guest is dropped here even
+    if the port itself stopped being an access port of its network. A port
+    without addresses is checked on its MAC only (an L2-only network has no
+    IPAM to check against).
     """
     c = cookie(KIND_PORT, ofport)
-    own = f"in_port={ofport},dl_src={mac}"
+    own = f"in_port={ofport},vlan_tci=0x0000/0x1fff,dl_src={mac}"
     ips = [ipaddress.ip_interface(a).ip for a in addresses]
     if not ips:
         return [Flow(INGRESS, 90, own, NORMAL, c)]

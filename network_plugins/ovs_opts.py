@@ -77,6 +77,14 @@ OPTS = [
         "minus the encapsulation (vxlan 50, geneve 58 bytes over IPv4; 20 more over IPv6) "
         "or the network's own MTU when smaller. Related options: local_ip.",
     ),
+    cfg.StrOpt(
+        "netns",
+        help="Name of a network namespace (under /run/netns) in which to make the guests' "
+        "tap devices instead of the agent's own. Unset: the host's namespace. For tests "
+        "that simulate several hosts on one machine: that host's libvirtd (which attaches "
+        "QEMU to the taps) and ovs-vswitchd must run in this namespace too. Related "
+        "options: ovsdb_connection, run_dir.",
+    ),
 ]
 
 

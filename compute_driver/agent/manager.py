@@ -253,11 +253,17 @@ class ComputeManager:
 
     # --- power actions ----------------------------------------------------------
 
-    def _act(self, uuid: str, action: str, func: Callable[[], Any]) -> None:
-        """Run one power action, then report the state libvirt shows, and any fault."""
+    def _act(self, uuid: str, action: str, func: Callable[[], Any], starts: bool = False) -> None:
+        """Run one power action, then report the state libvirt shows, and any fault.
+
+        :param starts: the action starts the domain (again): the host's ports
+            are made sure of first (``PortEndpoint.ensure_plugged``).
+        """
         fault = None
         with self._instance_lock(uuid):
             try:
+                if starts:
+                    self.ports.ensure_plugged()
                 func()
             except exception.ComputeDriverError as exc:
                 LOG.warning("%s of server %s failed: %s", action, uuid, exc)
@@ -289,7 +295,7 @@ class ComputeManager:
 
     @compute_method
     def start_instance(self, ctxt: dict, uuid: str) -> None:
-        self._act(uuid, "start", lambda: self.driver.power_on(uuid))
+        self._act(uuid, "start", lambda: self.driver.power_on(uuid), starts=True)
 
     @compute_method
     def reboot_instance(
@@ -297,13 +303,14 @@ class ComputeManager:
     ) -> None:
         if hard and instance is not None:
             spec = InstanceSpec.from_payload(instance, self.conf.image.store_path)
-            self._act(uuid, "hard reboot", lambda: self._rebuild_and_start(spec))
+            self._act(uuid, "hard reboot", lambda: self._rebuild_and_start(spec), starts=True)
             return
         timeout = self.conf.libvirt.shutdown_timeout
         self._act(
             uuid,
             "hard reboot" if hard else "reboot",
             lambda: self.driver.reboot(uuid, hard, timeout),
+            starts=True,
         )
 
     def _rebuild_and_start(self, spec: InstanceSpec) -> None:
@@ -329,7 +336,7 @@ class ComputeManager:
 
     @compute_method
     def resume_instance(self, ctxt: dict, uuid: str) -> None:
-        self._act(uuid, "resume", lambda: self.driver.power_on(uuid))
+        self._act(uuid, "resume", lambda: self.driver.power_on(uuid), starts=True)
 
     # --- snapshots ------------------------------------------------------------------
 

@@ -107,6 +107,26 @@ class PortEndpoint:
             raise
         return interfaces
 
+    def ensure_plugged(self) -> None:
+        """Before a guest starts again: put back what this host's ports lost.
+
+        NOTE: the plugin's :meth:`~network_plugins.base.NetworkPlugin.check_and_resync`
+        (taps, switch ports and rules that something removed or changed, e.g.
+        a host reboot removes the ``ovs`` plugin's taps), at once rather than
+        at the next periodic run, so that the start finds them. Errors are
+        logged: the start then succeeds or fails on its own.
+        """
+        try:
+            plugin = self.plugin
+        except exception.PluginNotFound:
+            return
+        if not plugin.describe().get("resync"):
+            return
+        try:
+            plugin.check_and_resync()
+        except exception.ComputeDriverError:
+            LOG.exception("Could not check this host's ports before a start")
+
     def unplug(self, uuid: str, ports: list[dict[str, Any]]) -> None:
         """Undo :meth:`plug` (idempotent); errors are logged, not raised."""
         self._unplug(uuid, [port_of(p) for p in ports])

@@ -103,9 +103,13 @@ def usable() -> str | None:
 class PrivateLibvirtd:
     """One privileged libvirtd in a private mount namespace; kill it by its PID only."""
 
-    def __init__(self, netns: str | None = None) -> None:
-        """:param netns: a network namespace (under /run/netns) to run the daemon in."""
+    def __init__(self, netns: str | None = None, binds: dict[str, str] | None = None) -> None:
+        """:param netns: a network namespace (under /run/netns) to run the daemon in.
+        :param binds: more bind mounts of its namespace, {source directory: target}
+            (e.g. a simulated host's OVS run directory on /run/openvswitch).
+        """
         self.netns = netns
+        self.binds = dict(binds or {})
         self.root = tempfile.mkdtemp(prefix="cd-libvirtd-")
         # NOTE: QEMU runs as libvirt-qemu and must traverse these directories.
         os.chmod(self.root, 0o755)
@@ -124,6 +128,10 @@ class PrivateLibvirtd:
         script = "".join(
             "mount --bind %s %s\n" % (os.path.join(self.root, name), target)
             for name, target in _DIRS.items()
+        )
+        script += "".join(
+            "mkdir -p %s\nmount --bind %s %s\n" % (target, source, target)
+            for source, target in self.binds.items()
         )
         script += 'exec libvirtd -f "$1" -p "$2"\n'
         # NOTE: ip netns exec execs in place too, and mounts a /sys of that

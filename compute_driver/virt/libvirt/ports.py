@@ -15,7 +15,8 @@ def unwired_interfaces(live_xml: str, sys_class_net: str = SYS_CLASS_NET) -> lis
     A NIC is wired when libvirt made its host device (``<target dev>``) and,
     for ``type='bridge'``, that device is a port of its bridge (the bridge
     is its sysfs ``master``; OVS ports, ``<virtualport type='openvswitch'>``,
-    are OVS's to check).
+    are OVS's to check, and a ``type='ethernet'`` tap with ``managed='no'`` is
+    the network plugin's, switch port included).
 
     :returns: one description per unwired NIC, by MAC.
     """

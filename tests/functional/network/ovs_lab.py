@@ -23,6 +23,7 @@ removes every namespace and the state directories, whatever happened.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import secrets
 import shutil
@@ -30,12 +31,13 @@ import signal
 import subprocess
 import tempfile
 import time
+from typing import Any
 
 from netns_lab import PING, Endpoint, Host
 from oslo_config import cfg
 from pyroute2 import NetNS, netns
 
-from network_plugins import ovs
+from network_plugins import netlink, ovs
 
 SCHEMA = "/usr/share/openvswitch/vswitch.ovsschema"
 UNDERLAY = {"A": "10.250.0.1", "B": "10.250.0.2"}
@@ -74,6 +76,22 @@ def run(*args: str, env: dict[str, str] | None = None, check: bool = True) -> st
     return result.stdout
 
 
+class VethTaps(netlink.Netlink):
+    """The plugin's tap helper with the taps left to the lab.
+
+    The lab's stand-in for a guest is a namespace joined by a veth whose
+    host end has the tap's name (:meth:`OvsLab.endpoint`), made after the
+    plug as QEMU attaches after it; a tap has no such other end. So
+    :meth:`ensure_tap` makes nothing, and the rest (unplug's delete, the
+    checks of :meth:`OvsNetworkPlugin.check_and_resync`) sees the veth.
+    The plugin's own taps are tested with ``OvsHost.plugin(taps=True)``
+    and, with QEMU, by test_power_cycles.py.
+    """
+
+    def ensure_tap(self, name: str, mac: str, mtu: int) -> bool:
+        return False
+
+
 @dataclasses.dataclass
 class OvsHost:
     """A simulated compute host: a namespace with its own OVS daemons."""
@@ -104,6 +122,28 @@ class OvsHost:
     def flows(self, bridge: str) -> str:
         return self.ofctl("dump-flows", bridge)
 
+    def port_record(self, name: str) -> dict[str, Any] | None:
+        """What a plug sets on port ``name`` (its VLAN; its interface's keys, numbers, type),
+        as ovs-vsctl's JSON shows it; None when there is no such port."""
+        port = self._find("Port", name, "tag,vlan_mode,trunks")
+        iface = self._find(
+            "Interface", name, "external_ids,ofport,ofport_request,mtu_request,type,options"
+        )
+        return None if port is None or iface is None else {"port": port, "interface": iface}
+
+    def _find(self, table: str, name: str, columns: str) -> dict[str, Any] | None:
+        found = json.loads(
+            self.vsctl("--format=json", f"--columns={columns}", "find", table, f"name={name}")
+        )
+        if not found["data"]:
+            return None
+        return dict(zip(found["headings"], found["data"][0], strict=True))
+
+    def port_flows(self, bridge: str, cookie: int) -> list[str]:
+        """The rules of ``bridge`` with exactly ``cookie``, without counters, sorted."""
+        out = self.ofctl("dump-flows", bridge, f"cookie={cookie:#x}/-1", "--no-stats")
+        return sorted(line.strip() for line in out.splitlines() if "cookie=" in line)
+
     def in_ns(self, *args: str) -> str:
         return run("ip", "netns", "exec", self.netns, *args, env=self.env)
 
@@ -126,7 +166,8 @@ class OvsHost:
         run("ovs-appctl", "-t", f"{self.state_dir}/ovs-vswitchd.ctl", *args, check=False)
         _wait_gone(pid)
 
-    def plugin(self, **options: object) -> ovs.OvsNetworkPlugin:
+    def plugin(self, taps: bool = False, **options: object) -> ovs.OvsNetworkPlugin:
+        """A plugin for this host; ``taps``: it makes its taps (else :class:`VethTaps`)."""
         conf = cfg.ConfigOpts()
         conf([], project="cdt", default_config_files=[])
         settings: dict[str, object] = {
@@ -136,6 +177,7 @@ class OvsHost:
             "local_ip": self.underlay_ip,
             "bridge_mappings": ["physnet1:br-ph1"],
             "ovsdb_timeout": 10,
+            "netns": self.netns,
         }
         settings.update(options)
         # NOTE: a group object per host: oslo.config keeps overrides in the
@@ -144,7 +186,7 @@ class OvsHost:
         conf.register_opts(ovs.OPTS, group="ovs")
         for name, value in settings.items():
             conf.set_override(name, value, group=ovs.GROUP.name)
-        plugin = ovs.OvsNetworkPlugin(conf)
+        plugin = ovs.OvsNetworkPlugin(conf, netlink_api=None if taps else VethTaps(self.netns))
         self.plugins.append(plugin)
         return plugin
 

@@ -9,6 +9,7 @@ proves L2 isolation rather than a missing route.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import uuid
@@ -65,8 +66,8 @@ def _plug(
     )
     plugin.plug(port, INSTANCE)
     config = plugin.interface_config(port)
-    assert config.source_bridge == "br-int" and config.virtualport_type == "openvswitch"
-    assert config.interfaceid == port.id and config.host_csum is False
+    assert config.type == "ethernet" and config.target_managed == "no"
+    assert config.host_csum is False
     assert config.target_dev is not None and config.mtu is not None
     endpoint = lab.endpoint(host, config.target_dev, ip, config.mtu)
     # the port's rules were in before the device existed; ovs-vswitchd takes it
@@ -238,3 +239,69 @@ def test_a_refused_rule_leaves_the_bridge_unchanged(
     assert f"cookie={mark:#x}" not in a.flows("br-int")  # the bundle was not committed
     plugin.openflow.apply("br-int", add=[good])  # the connection is usable again
     assert f"cookie={mark:#x}" in a.flows("br-int")
+
+
+def _link(host: OvsHost, name: str) -> dict | None:
+    out = subprocess.run(
+        ["ip", "-n", host.netns, "-j", "-d", "link", "show", "dev", name],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return json.loads(out.stdout)[0] if out.returncode == 0 else None
+
+
+def test_the_plugin_owns_the_tap_and_puts_its_port_back(
+    ovs_lab: OvsLab, hosts: tuple[OvsHost, OvsHost]
+) -> None:
+    """The port of a guest is the plugin's: a persistent tap and an access port of
+    the network's local VLAN, which libvirt never touches; a row or tap that
+    something else changed or removed is put back as the plug made it."""
+    a, _ = hosts
+    plugin = a.plugin(taps=True)
+    port = base.Port(
+        id=str(uuid.uuid4()),
+        network=_network("vxlan", 101),
+        mac="fa:16:3e:00:00:09",
+        addresses=("10.251.0.19",),
+    )
+    plugin.plug(port, INSTANCE)
+    tap = ovs.tap_name(port.id)
+    link = _link(a, tap)
+    assert link is not None, "no tap"
+    assert link["linkinfo"]["info_kind"] == "tun"
+    assert link["linkinfo"]["info_data"]["type"] == "tap"
+    assert link["linkinfo"]["info_data"]["persist"] is True
+    assert link["address"] == "fe:16:3e:00:00:09" and link["mtu"] == 1450
+    assert "UP" in link["flags"]
+    assert plugin.interface_config(port).target_managed == "no"
+    fresh = a.port_record(tap)
+    assert fresh is not None
+    vlan = plugin._networks[port.network.id].vlan
+    assert fresh["port"]["tag"] == vlan and fresh["port"]["vlan_mode"] == "access"
+    ofport = plugin._ports[port.id].ofport
+    assert fresh["interface"]["ofport"] == fresh["interface"]["ofport_request"] == ofport
+    cookie = ovs_flows.cookie(ovs_flows.KIND_PORT, ofport)
+    flows = a.port_flows("br-int", cookie)
+    assert flows and all("vlan_tci=0x0000/0x1fff" in f for f in flows)
+    assert plugin.check_and_resync() is False
+
+    # What <virtualport type='openvswitch'> made libvirt do at each stop and
+    # start: the row deleted, then added back untagged (a trunk).
+    a.vsctl("--if-exists", "del-port", tap)
+    a.vsctl("add-port", "br-int", tap)
+    assert a.port_record(tap)["port"]["tag"] == ["set", []]  # type: ignore[index]
+    assert plugin.check_and_resync() is True
+    assert a.port_record(tap) == fresh
+    assert a.port_flows("br-int", cookie) == flows
+
+    # A host reboot removes the taps; OVSDB keeps the rows.
+    subprocess.run(["ip", "-n", a.netns, "link", "del", tap], check=True)
+    assert plugin.check_and_resync() is True
+    assert _link(a, tap) is not None
+    assert a.port_record(tap) == fresh
+    assert plugin.check_and_resync() is False
+
+    plugin.unplug(port, INSTANCE)
+    assert _link(a, tap) is None and a.port_record(tap) is None
+    assert a.port_flows("br-int", cookie) == []

@@ -9,8 +9,12 @@ Layout::
     the plugin's bridges and VXLAN devices, are that host's alone.
 
 Each agent drives its own libvirtd (``qemu+unix:///system?socket=...``) and
-its ``linux_bridge`` plugin works in its host's namespace (``[linux_bridge]
-netns``) with that host's underlay address as ``local_ip``. Everything the
+its network plugin works in its host's namespace with that host's underlay
+address as ``local_ip``: ``linux_bridge`` (``[linux_bridge] netns``, hosts of
+a netns_lab.Lab), or ``ovs`` (hosts of an ovs_lab.OvsLab, each with its own
+ovsdb-server and ovs-vswitchd inside the namespace; ``[ovs] netns`` for the
+taps, the daemons' sockets by path; that host's libvirtd sees the host's OVS
+run directory as /run/openvswitch, as it would on a real host). Everything the
 agents and QEMU read or write (instance directories, image cache, the image
 store) is under ``/var/lib/compute-driver/<run>``, which no private
 libvirtd hides behind a bind mount.
@@ -41,6 +45,7 @@ from cloud_env import (
     require_services,
 )
 from netns_lab import Host, Lab
+from ovs_lab import OvsHost, OvsLab
 
 from tests.functional import private_libvirtd
 
@@ -76,11 +81,7 @@ AGENT_CONFIG = (
     + """
 [agent]
 report_interval = 1
-network_plugins = linux_bridge
-
-[linux_bridge]
-netns = {netns}
-local_ip = {local_ip}
+network_plugins = {plugin}
 
 [libvirt]
 uri = {uri}
@@ -90,12 +91,28 @@ stopped_event_delay = 1
 """
 )
 
+PLUGIN_CONFIG = {
+    "linux_bridge": """
+[linux_bridge]
+netns = {netns}
+local_ip = {local_ip}
+""",
+    "ovs": """
+[ovs]
+netns = {netns}
+local_ip = {local_ip}
+ovsdb_connection = unix:{ovs_dir}/db.sock
+run_dir = {ovs_dir}
+datapath_type = netdev
+""",
+}
+
 
 @dataclass
 class SimHost:
     """One simulated compute host: a namespace, the libvirtd inside it, and its agent."""
 
-    net: Host  # the namespace and underlay address (netns_lab)
+    net: Host | OvsHost  # the namespace and underlay address (netns_lab, ovs_lab)
     libvirtd: private_libvirtd.PrivateLibvirtd
     agent: Cloud  # the agent's process, state directory and config file
 
@@ -116,8 +133,10 @@ class TwoHostCloud:
     removes them after this cloud is gone).
     """
 
-    def __init__(self, lab: Lab) -> None:
+    def __init__(self, lab: Lab | OvsLab, plugin: str = "linux_bridge") -> None:
+        """:param lab: a netns_lab.Lab (``linux_bridge``) or an ovs_lab.OvsLab (``ovs``)."""
         self.lab = lab
+        self.plugin = plugin
         self.tag = uuid.uuid4().hex[:8]
         self.state = os.path.join(STATE_ROOT, "two-host-" + self.tag)
         self.vhost = "cdth-" + self.tag
@@ -169,8 +188,10 @@ class TwoHostCloud:
             time.sleep(0.5)
         raise AssertionError("hosts %s not up within %d s:\n%s" % (names, timeout, self.logs()))
 
-    def _start_host(self, net: Host) -> None:
-        libvirtd = private_libvirtd.PrivateLibvirtd(netns=net.netns)
+    def _start_host(self, net: Host | OvsHost) -> None:
+        ovs_dir = net.state_dir if isinstance(net, OvsHost) else ""
+        binds = {ovs_dir: "/run/openvswitch"} if self.plugin == "ovs" else {}
+        libvirtd = private_libvirtd.PrivateLibvirtd(netns=net.netns, binds=binds)
         name = "cdt-%s-%s" % (net.name.lower(), self.tag)
         state = os.path.join(self.state, "host-" + net.name.lower())
         os.makedirs(state, mode=0o755)
@@ -181,15 +202,29 @@ class TwoHostCloud:
         with open(agent.config_file, "w") as f:
             f.write(
                 self._config(
-                    AGENT_CONFIG,
+                    AGENT_CONFIG + PLUGIN_CONFIG[self.plugin],
                     name,
                     state,
+                    plugin=self.plugin,
                     netns=net.netns,
                     local_ip=net.underlay_ip,
                     uri=libvirtd.uri,
+                    ovs_dir=ovs_dir,
                 )
             )
         self._start_agent(agent, net.netns)
+
+    def restart_agent(self, key: str) -> None:
+        """Stop host ``key``'s agent (SIGTERM) and start it again with the same config."""
+        host = self.hosts[key]
+        proc = host.agent.procs.pop("compute-agent")
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+        self._start_agent(host.agent, host.netns)
 
     @staticmethod
     def _start_agent(agent: Cloud, netns: str) -> None:

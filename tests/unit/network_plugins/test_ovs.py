@@ -13,7 +13,7 @@ import pytest
 from oslo_config import cfg
 
 from compute_driver import exception as cd_exception
-from network_plugins import base, ovs, ovs_db, ovs_flows
+from network_plugins import base, netlink, ovs, ovs_db, ovs_flows
 from network_plugins import exception as np_exception
 from network_plugins.ovs import OvsNetworkPlugin
 
@@ -190,10 +190,16 @@ def test_interface_config(
     network: base.Network, datapath: str, mtu: int, csum: bool | None
 ) -> None:
     config = _plugin(datapath_type=datapath).interface_config(_port(network))
-    assert config.type == "bridge" and config.source_bridge == "br-int"
-    assert config.virtualport_type == "openvswitch" and config.interfaceid == PORT_ID
-    assert config.target_dev == ovs.tap_name(PORT_ID)
+    # NOTE: the plugin's own tap, never a libvirt-made OVS port (libvirt would
+    # delete the port's row at every stop and add it back untagged at start).
+    assert config.type == "ethernet" and config.source_bridge is None
+    assert config.virtualport_type is None and config.interfaceid is None
+    assert config.target_dev == ovs.tap_name(PORT_ID) and config.target_managed == "no"
     assert config.mac == MAC and config.mtu == mtu and config.host_csum is csum
+
+
+def test_tap_mac_is_the_guests_with_fe_first() -> None:
+    assert ovs.tap_mac("FA:16:3E:00:00:01") == "fe:16:3e:00:00:01"
 
 
 def test_ipv6_underlay_costs_20_more_bytes() -> None:
@@ -207,7 +213,7 @@ def test_ipv6_underlay_costs_20_more_bytes() -> None:
 def test_guest_port_rules_allow_only_its_own_addresses() -> None:
     flows = ovs_flows.guest_port(100, MAC, ["10.0.0.5", "fd00::5"])
     text = "\n".join(f.text() for f in flows)
-    own = f"in_port=100,dl_src={MAC}"
+    own = f"in_port=100,vlan_tci=0x0000/0x1fff,dl_src={MAC}"
     assert all(own in f.match for f in flows)
     assert f"arp,arp_sha={MAC},arp_spa=10.0.0.5" in text
     assert "ip,nw_src=10.0.0.5" in text
@@ -220,7 +226,7 @@ def test_guest_port_rules_allow_only_its_own_addresses() -> None:
 
 def test_guest_port_without_addresses_is_checked_on_its_mac() -> None:
     (flow,) = ovs_flows.guest_port(7, MAC, [])
-    assert flow.match == f"in_port=7,dl_src={MAC}"
+    assert flow.match == f"in_port=7,vlan_tci=0x0000/0x1fff,dl_src={MAC}"
 
 
 def test_tunnel_rules_reach_exactly_the_remotes() -> None:
@@ -301,3 +307,10 @@ def test_ofport_of() -> None:
     assert ovs_db.ofport_of(Row([])) is None
     assert ovs_db.ofport_of(Row([-1])) is None
     assert ovs_db.ofport_of(Row([101])) == 101
+
+
+def test_tap_presence_is_a_sysfs_look_in_the_hosts_namespace() -> None:
+    with netlink.Netlink() as nl:
+        assert nl.exists("lo") is True
+        assert nl.exists("cdt-no-such") is False
+        assert nl.exists("a/b") is False

@@ -21,6 +21,8 @@ class Interface(XMLBuilder):
     ``network``. ``virtualport_type='openvswitch'`` plus ``interfaceid`` puts
     the tap on an OVS bridge with ``external_ids:iface-id`` set.
     ``host_csum=False`` writes ``<driver name='qemu'><host csum='off'/>``.
+    Type ``ethernet`` with ``target_managed='no'`` attaches the guest to an
+    existing tap that someone else (a network plugin) made and keeps.
     """
 
     XML_NAME = "interface"
@@ -36,6 +38,9 @@ class Interface(XMLBuilder):
         "./virtualport/parameters/@interfaceid", check=check_uuid
     )
     target_dev: str | None = xml_property("./target/@dev", check=_check_ifname)
+    #: ``no``: the tap ``target_dev`` exists already and is not libvirt's to
+    #: make, configure or delete (type ``ethernet``).
+    target_managed: str | None = xml_property("./target/@managed", choices=("yes", "no"))
     model: str | None = xml_property("./model/@type")
     driver_name: str | None = xml_property("./driver/@name", choices=("qemu", "vhost"))
     host_csum: bool | None = xml_property("./driver/host/@csum", bool)
@@ -57,3 +62,5 @@ class Interface(XMLBuilder):
             raise self.error("type 'network' and source_network go together")
         if self.type not in ("bridge", "network") and (self.virtualport_type or self.interfaceid):
             raise self.error(f"a virtualport needs type 'bridge' or 'network', not {self.type!r}")
+        if self.target_managed == "no" and (self.type != "ethernet" or not self.target_dev):
+            raise self.error("target managed='no' needs type 'ethernet' and a target dev")

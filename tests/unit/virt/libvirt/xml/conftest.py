@@ -158,13 +158,18 @@ def bridge_mtu() -> lvxml.Domain:
 
 
 def interface_kinds() -> lvxml.Domain:
-    """The other interface types: libvirt network, plain tap (ethernet), user-mode."""
+    """The other interface types: libvirt network, a tap made by someone else (ethernet,
+    managed='no', as the ovs plugin does), user-mode."""
     return _domain(
         "cd-nics",
         devices=[
             lvxml.Interface(type="network", source_network="default", model="virtio"),
             lvxml.Interface(
-                type="ethernet", target_dev="tapcdnics0", model="virtio", driver_name="vhost"
+                type="ethernet",
+                target_dev="tapcdnics0",
+                target_managed="no",
+                model="virtio",
+                driver_name="vhost",
             ),
             lvxml.Interface(type="user", model="e1000"),
             lvxml.Serial(type="file", source_path="/var/lib/cd/serial.log", target_port=0),

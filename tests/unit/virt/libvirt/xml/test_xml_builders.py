@@ -106,6 +106,20 @@ def test_unknown_keyword_or_attribute_is_refused() -> None:
             lambda: _dom(devices=[lvxml.Interface(type="user", virtualport_type="openvswitch")]),
             "virtualport needs type",
         ),
+        (
+            lambda: _dom(
+                devices=[
+                    lvxml.Interface(
+                        type="bridge", source_bridge="br0", target_dev="tap0", target_managed="no"
+                    )
+                ]
+            ),
+            "managed='no' needs type 'ethernet'",
+        ),
+        (
+            lambda: _dom(devices=[lvxml.Interface(type="ethernet", target_managed="no")]),
+            "managed='no' needs type 'ethernet' and a target dev",
+        ),
         (lambda: _dom(devices=[lvxml.Serial(type="file")]), "needs source_path"),
         (
             lambda: _dom(devices=[lvxml.Serial(type="pty", log_append=True)]),
