@@ -155,7 +155,11 @@ def test_method_name_of_10_mb_leaves_a_few_kb(service, log):
     assert _reply_size(answer) < 4096
     _assert_no_traceback(str(answer))
     logged = log.getvalue()
-    assert len(logged) < 16 * 1024, "%d characters logged" % len(logged)
+    # NOTE: the calling client shares this process's log: oslo.messaging's
+    # debug lines of both sides are here when an earlier test turned its
+    # logger to DEBUG. Each record is bounded; a few of them, not 21 MB.
+    assert len(logged) < 32 * 1024, "%d characters logged" % len(logged)
+    assert max(len(line) for line in logged.splitlines()) < 4200
     _assert_no_traceback(logged)
     warnings = [line for line in logged.splitlines() if line.startswith("WARNING")]
     assert len(warnings) == 1 and "req-unit" in warnings[0], warnings
