@@ -8,8 +8,9 @@ CVE-2015-5162 and OSSA-2024-001):
 
 1. :func:`open_beneath` opens a file named *relative* to an operator's
    directory, one path component at a time, following no symlink and no
-   ``..``, and takes regular files only (a FIFO, device or directory is
-   refused before it is opened for reading, so nothing blocks).
+   ``..``, and takes regular files of one name only (no hard link, whose
+   other name may lie outside; a FIFO, device or directory is refused
+   before it is opened for reading, so nothing blocks).
 2. :func:`copy_bounded` copies it into a private file of ours, counting
    bytes as they are read: a size that ``stat`` reports is never trusted
    (``/proc`` files say 0).
@@ -160,6 +161,15 @@ def open_beneath(root: str, name: str, what: str = "file") -> int:
             os.close(fd)
             raise _refuse(name, "%s changed while it was opened" % what)
         _require_regular(name, what, after, fd)
+        if after.st_nlink != 1:
+            # NOTE: a hard link is no symlink, but its other name may lie
+            # outside the import directory (a host file on the same mount).
+            os.close(fd)
+            raise _refuse(
+                name,
+                "%s is a hard link (%d names); only files of one name are imported"
+                % (what, after.st_nlink),
+            )
         return fd
     finally:
         os.close(dir_fd)

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import errno
 import json
@@ -159,6 +160,13 @@ class FileStore:
         base.check_volume_name(volume_id)
         for fmt in VOLUME_FORMATS:
             found = self.files.stat("volumes", "%s.%s" % (volume_id, fmt))
+            if found is not None and fmt == "raw":
+                # NOTE: a raw volume's first bytes are its guest's: a qcow2
+                # header written there (with a host file as backing file)
+                # must never make it a qcow2. The name says the format.
+                return dataclasses.replace(
+                    found, header=Header(format="raw", virtual_size=found.size)
+                )
             if found is not None:
                 return found
         return None
@@ -458,12 +466,16 @@ class FileStore:
         """
         self.files.check("export")
         found = self._require(volume_id)
+        assert found.header is not None  # _require says so
         try:
             self.qemu_img(
                 "export",
                 volume_id,
                 "convert",
                 "-q",
+                # NOTE: the format forced: qemu-img must not probe a raw volume.
+                "-f",
+                found.header.format,
                 "-O",
                 "qcow2",
                 self.files.location("volumes", found.name),

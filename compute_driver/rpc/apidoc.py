@@ -52,6 +52,11 @@ def _context_section() -> list[str]:
         "* `%s`: %s" % (method, ", ".join("`%s`" % f for f in fields))
         for method, fields in sorted(policy.ADMIN_FIELDS.items())
     ]
+    lines += [
+        "* `%s`: `%s` = %s" % (method, field, ", ".join("`%s`" % v for v in values))
+        for method, rules in sorted(policy.ADMIN_VALUES.items())
+        for field, values in sorted(rules.items())
+    ]
     return lines
 
 

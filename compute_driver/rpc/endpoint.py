@@ -193,8 +193,14 @@ class Dispatcher(rpc_dispatcher.RPCDispatcher):
         raise refusal(error)
 
 
+#: What oslo.messaging's rabbit driver logs, with the exception, for a
+#: message it cannot decode or dispatch.
+_UNDECODABLE = "Failed to process message ... skipping it."
+
+
 class BoundedLogRecords(logging.Filter):
-    """A handler filter that cuts every log record to :data:`MAX_LOG_RECORD` characters.
+    """A handler filter that cuts every log record to :data:`MAX_LOG_RECORD`
+    characters, and makes the driver's report of an undecodable message one line.
 
     NOTE: oslo.messaging logs what a caller sent at debug level (the method
     name of every message, a malformed timeout value) before any code of
@@ -202,6 +208,15 @@ class BoundedLogRecords(logging.Filter):
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.msg == _UNDECODABLE:
+            # NOTE: the rabbit driver could not decode a message (no JSON,
+            # JSON nested past the recursion limit): the sender's mistake,
+            # caught before any code of ours. One line, not a traceback.
+            error = record.exc_info[1]
+            record.msg = "%s (%s: %s)"
+            record.args = (_UNDECODABLE, type(error).__name__, repr(str(error)[:200]))
+            record.exc_info = record.exc_text = None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
         message = record.getMessage()
         if len(message) > MAX_LOG_RECORD:
             record.msg = "%s... (cut: %d characters)" % (message[:MAX_LOG_RECORD], len(message))

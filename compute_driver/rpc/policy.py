@@ -66,8 +66,18 @@ ADMIN = frozenset(
     }
 )
 #: Payload fields of project methods that only an admin may give.
+# NOTE: as Neutron's provider attributes: a project that picks a segment
+# learns (segment_in_use) which ones other projects hold, and a physnet or a
+# flat network reaches the operator's physical networks.
 ADMIN_FIELDS: dict[str, tuple[str, ...]] = {
     "create_server": ("host",),
+    "create_volume": ("host",),
+    "create_network": ("segment", "physnet"),
+}
+#: Payload values of project methods that only an admin may give: a flat
+#: network is a physnet's untagged LAN (one per physnet).
+ADMIN_VALUES: dict[str, dict[str, tuple[str, ...]]] = {
+    "create_network": {"type": ("flat",)},
 }
 #: The rules of each kind, as docs/rpc-api.md states them.
 RULES = {
@@ -102,3 +112,8 @@ def check(method: str, context: RequestContext, payload: dict[str, Any]) -> None
     for field in ADMIN_FIELDS.get(method, ()):
         if payload.get(field) is not None:
             raise exception.Forbidden(action=action, reason="%s needs an admin context" % field)
+    for field, values in ADMIN_VALUES.get(method, {}).items():
+        if payload.get(field) in values:
+            raise exception.Forbidden(
+                action=action, reason="%s %s needs an admin context" % (field, payload[field])
+            )

@@ -1,0 +1,72 @@
+"""Attacks on project scope after issue 12 (the attack branch).
+
+Image names are unique over the whole cloud (``images.name`` is a unique
+column), so a project learns the names of another project's private images
+(``DuplicateName``: "an image named img-a exists") and can squat a name
+before the operator imports a public image of that name.
+"""
+
+from __future__ import annotations
+
+import uuid as uuidlib
+
+import pytest
+
+from compute_driver import exception
+from tests.unit.scheduler import test_project_scope as matrix
+from tests.unit.scheduler.test_project_scope import ADMIN, OTHER, World, call
+
+# NOTE: the project matrix's world (a's and b's objects of the same names).
+template = matrix.template
+world = matrix.world
+
+
+def test_another_projects_image_name_is_no_oracle(world: World) -> None:
+    # b makes an image from its own stopped server, naming it like a's private image.
+    try:
+        call(
+            world.manager,
+            OTHER,
+            "create_image_from_server",
+            uuid=str(uuidlib.uuid4()),
+            name=world.a["image"]["name"],
+            server=world.b["stopped"]["uuid"],
+        )
+    except exception.DuplicateName as dup:
+        raise AssertionError("b learnt that a has a private image: %s" % dup.message) from None
+
+
+# --- provider attributes: an admin's, as in Neutron ---------------------------------
+#
+# A project could pick its network's segment (and learn from segment_in_use
+# which VNIs and VLANs other projects hold), its physnet, or make a flat
+# network (the physnet's untagged LAN, one per physnet: squatted, the
+# operator's provider network cannot be made); and place a volume on a host
+# it names (NoValidHost "no up host named X" is an oracle of host names).
+
+PROVIDER = [
+    pytest.param("create_network", {"type": "vxlan", "segment": 9000}, id="vxlan-segment"),
+    pytest.param("create_network", {"type": "vlan", "segment": 100}, id="vlan-segment"),
+    pytest.param("create_network", {"type": "vlan", "physnet": "physnet1"}, id="vlan-physnet"),
+    pytest.param("create_network", {"type": "flat"}, id="flat"),
+    pytest.param("create_volume", {"host": "h1"}, id="volume-host"),
+]
+
+
+def _payload(method: str, extra: dict) -> dict:
+    base = {"uuid": str(uuidlib.uuid4()), "name": "prov-" + uuidlib.uuid4().hex[:6]}
+    if method == "create_network":
+        return {**base, "cidr": "10.77.0.0/24", **extra}
+    return {**base, "size_gb": 1, "backend": "dir", **extra}
+
+
+@pytest.mark.parametrize(("method", "extra"), PROVIDER)
+def test_provider_attributes_need_an_admin(world: World, method: str, extra: dict) -> None:
+    with pytest.raises(exception.Forbidden):
+        call(world.manager, OTHER, method, **_payload(method, extra))
+
+
+@pytest.mark.parametrize(("method", "extra"), PROVIDER)
+def test_an_admin_gives_provider_attributes(world: World, method: str, extra: dict) -> None:
+    made = call(world.manager, ADMIN, method, project="b", **_payload(method, extra))
+    assert made["project"] == "b"
