@@ -16,7 +16,7 @@ from typing import Any
 
 import jsonschema
 
-from compute_driver import disk_image, exception
+from compute_driver import disk_image, exception, states
 
 UUID = {
     "type": "string",
@@ -83,7 +83,7 @@ CMDLINE = {"type": "string", "maxLength": 2047, "pattern": FREE_TEXT_PATTERN}
 HOST_FACT = {"type": "string", "maxLength": 64, "pattern": FREE_TEXT_PATTERN}
 #: How a root disk is made from its image: a linked clone or a full copy.
 ROOT_CLONE = {"enum": ["linked", "full"]}
-POWER_STATE = {"enum": ["running", "paused", "shutdown", "crashed", "suspended", "nostate"]}
+POWER_STATE = {"enum": list(states.POWER_STATES)}
 VOLUME_SIZE_GB = {"type": "integer", "minimum": 1, "maximum": 65536}
 #: A volume as a backend names it (the scheduler uses the volume's UUID).
 BACKEND_VOLUME_ID = {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_-]{0,127}\\Z"}
@@ -473,7 +473,7 @@ REPORT_METHODS: dict[str, dict[str, Any]] = {
         {
             "host": HOST,
             "uuid": UUID,
-            "vm_state": {"enum": ["active", "stopped", "paused", "suspended", "error"]},
+            "vm_state": {"enum": list(states.VM_STATES)},
             "power_state": POWER_STATE,
             "fault": FAULT,
         },

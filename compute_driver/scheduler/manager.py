@@ -15,6 +15,7 @@ import oslo_messaging as messaging
 from oslo_config import cfg
 
 from compute_driver import disk_image, exception, guest_properties, notifications
+from compute_driver.objects import decode_user_data
 from compute_driver.rpc import compute_api, schemas
 from compute_driver.rpc.context import RequestContext
 from compute_driver.scheduler import placement, scope
@@ -25,7 +26,6 @@ from compute_driver.scheduler.networks import NetworkManager
 from compute_driver.scheduler.scope import scheduler_method
 from compute_driver.scheduler.store import Store
 from compute_driver.scheduler.volumes import VolumeManager, agent_volume
-from compute_driver.virt.base import decode_user_data
 
 LOG = logging.getLogger(__name__)
 
