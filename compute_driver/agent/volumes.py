@@ -15,7 +15,8 @@ import oslo_messaging as messaging
 from compute_driver import exception
 from compute_driver.agent.host import EndpointHost
 from compute_driver.agent.requests import compute_method
-from compute_driver.virt.base import ImageSpec, VolumeRef
+from compute_driver.objects import ImageSpec
+from compute_driver.virt.base import VolumeRef
 from storage_backends import base as storage_base
 from storage_backends import exception as storage_exception
 
