@@ -27,3 +27,23 @@ VM_STATE_OF_POWER = {
 
 #: Server states a volume can be attached in or detached from.
 ATTACH_STATES = frozenset({"active", "stopped", "paused"})
+
+
+#: Snapshot tasks: the vm_states each is allowed from, and the task it sets.
+SNAPSHOT_TASKS: dict[str, tuple[frozenset[str], str]] = {
+    "create": (frozenset({"active", "paused", "stopped"}), "snapshotting"),
+    "revert": (frozenset({"active", "stopped"}), "reverting"),
+    "delete": (frozenset({"active", "stopped"}), "deleting-snapshot"),
+}
+
+#: Server actions: the vm_states each is allowed from, and the task it sets.
+SERVER_ACTIONS: dict[str, tuple[frozenset[str], str]] = {
+    "stop": (frozenset({"active", "paused"}), "powering-off"),
+    "start": (frozenset({"stopped"}), "powering-on"),
+    "reboot": (frozenset({"active"}), "rebooting"),
+    "hard-reboot": (frozenset({"active", "stopped", "paused", "suspended"}), "rebooting-hard"),
+    "pause": (frozenset({"active"}), "pausing"),
+    "unpause": (frozenset({"paused"}), "unpausing"),
+    "suspend": (frozenset({"active"}), "suspending"),
+    "resume": (frozenset({"suspended"}), "resuming"),
+}

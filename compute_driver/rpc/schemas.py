@@ -267,17 +267,8 @@ CONTEXT = obj(
 
 INSTANCE_POWER = obj({"uuid": UUID, "power_state": POWER_STATE}, ("uuid", "power_state"))
 
-#: The actions of ``server_action`` (the table is SERVER_ACTIONS below).
-SERVER_ACTION_NAMES = (
-    "stop",
-    "start",
-    "reboot",
-    "hard-reboot",
-    "pause",
-    "unpause",
-    "suspend",
-    "resume",
-)
+#: The actions of ``server_action`` (the table is states.SERVER_ACTIONS).
+SERVER_ACTION_NAMES = tuple(states.SERVER_ACTIONS)
 
 #: Scheduler API (topic "scheduler"), version 1.0.
 SCHEDULER_METHODS: dict[str, dict[str, Any]] = {
@@ -632,25 +623,6 @@ COMPUTE_CASTS = frozenset(
         "snapshot_delete_instance",
     }
 )
-
-#: Snapshot tasks: the vm_states each is allowed from, and the task it sets.
-SNAPSHOT_TASKS: dict[str, tuple[frozenset[str], str]] = {
-    "create": (frozenset({"active", "paused", "stopped"}), "snapshotting"),
-    "revert": (frozenset({"active", "stopped"}), "reverting"),
-    "delete": (frozenset({"active", "stopped"}), "deleting-snapshot"),
-}
-
-#: Server actions: the vm_states each is allowed from, and the task it sets.
-SERVER_ACTIONS: dict[str, tuple[frozenset[str], str]] = {
-    "stop": (frozenset({"active", "paused"}), "powering-off"),
-    "start": (frozenset({"stopped"}), "powering-on"),
-    "reboot": (frozenset({"active"}), "rebooting"),
-    "hard-reboot": (frozenset({"active", "stopped", "paused", "suspended"}), "rebooting-hard"),
-    "pause": (frozenset({"active"}), "pausing"),
-    "unpause": (frozenset({"paused"}), "unpausing"),
-    "suspend": (frozenset({"active"}), "suspending"),
-    "resume": (frozenset({"suspended"}), "resuming"),
-}
 
 
 def validate(api: str, method: str, schema: dict[str, Any], payload: dict[str, Any]) -> None:
