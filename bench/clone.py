@@ -47,7 +47,7 @@ sys.path.insert(0, REPO)
 
 from oslo_config import cfg  # noqa: E402
 
-from compute_driver.virt.base import ImageSpec  # noqa: E402
+from compute_driver.objects import ImageSpec  # noqa: E402
 from storage_backends import dir as dir_backend  # noqa: E402
 from storage_backends import rbd as rbd_backend  # noqa: E402
 from tests.functional.storage.ceph_cluster import running_ceph  # noqa: E402

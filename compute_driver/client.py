@@ -28,9 +28,7 @@ from oslo_config import cfg
 from compute_driver import exception
 from compute_driver.rpc.context import RequestContext
 from compute_driver.rpc.scheduler_api import SchedulerAPI
-
-#: vm_states in which a server stays until someone acts.
-STABLE_STATES = ("active", "stopped", "paused", "suspended", "error")
+from compute_driver.states import STABLE_STATES
 
 ProgressCallback = Callable[[dict[str, Any], float], None]
 

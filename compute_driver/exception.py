@@ -182,6 +182,11 @@ class NetworkFull(Conflict):
     code = "network_full"
 
 
+class InvalidVolumeSize(Invalid):
+    msg_fmt = "Volume %(volume)s cannot become %(size_gb)s GiB: %(reason)s"
+    code = "invalid_volume_size"
+
+
 class VolumeNotAttached(Conflict):
     msg_fmt = "Volume %(volume)s is not attached to server %(instance)s"
     code = "volume_not_attached"

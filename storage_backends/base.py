@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from compute_driver.virt.base import ImageSpec
+from compute_driver.objects import ImageSpec
 from storage_backends import exception
 
 #: Volume names: UUID-like words only, so no name can escape a directory or pool.

@@ -41,9 +41,9 @@ class VolumeBusy(exception.Conflict):
     code = "volume_busy"
 
 
-class InvalidVolumeSize(exception.Invalid):
-    msg_fmt = "Volume %(volume)s cannot become %(size_gb)s GiB: %(reason)s"
-    code = "invalid_volume_size"
+# NOTE: defined in the core exceptions because the scheduler checks sizes too
+# and must not import a plugin package; the backends raise it from here.
+InvalidVolumeSize = exception.InvalidVolumeSize
 
 
 class VolumeSnapshotNotFound(exception.NotFound):

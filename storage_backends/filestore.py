@@ -23,7 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 from compute_driver import exception as cd_exception
-from compute_driver.virt.base import ImageSpec
+from compute_driver.objects import ImageSpec
 from storage_backends import base, exception, qcow2, qemu_img
 from storage_backends.files import (
     VOLUME_FORMATS,

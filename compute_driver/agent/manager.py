@@ -28,7 +28,8 @@ from compute_driver.agent.volumes import VolumeEndpoint
 from compute_driver.rpc import report_signing, schemas
 from compute_driver.rpc.agent_reports_api import AgentReportsAPI
 from compute_driver.rpc.endpoint import request_id
-from compute_driver.virt.base import VM_STATE_OF_POWER, ComputeDriver, InstanceSpec, VolumeRef
+from compute_driver.states import VM_STATE_OF_POWER
+from compute_driver.virt.base import ComputeDriver, InstanceSpec, VolumeRef
 
 LOG = logging.getLogger(__name__)
 

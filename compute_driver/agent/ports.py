@@ -11,16 +11,14 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import oslo_messaging as messaging
 
 from compute_driver import exception
+from compute_driver.agent.host import EndpointHost
 from compute_driver.agent.requests import compute_method
 from network_plugins import base as net_base
-
-if TYPE_CHECKING:
-    from compute_driver.agent.manager import ComputeManager
 
 LOG = logging.getLogger(__name__)
 
@@ -52,7 +50,7 @@ class PortEndpoint:
 
     target = messaging.Target(version="1.0")
 
-    def __init__(self, manager: ComputeManager) -> None:
+    def __init__(self, manager: EndpointHost) -> None:
         self.manager = manager
         #: Network id -> revision of the topology last applied.
         self._revisions: dict[str, int] = {}

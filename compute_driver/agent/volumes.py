@@ -8,18 +8,17 @@ call: the scheduler records the answer (or the error) at once.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import oslo_messaging as messaging
 
 from compute_driver import exception
+from compute_driver.agent.host import EndpointHost
 from compute_driver.agent.requests import compute_method
-from compute_driver.virt.base import ImageSpec, VolumeRef
+from compute_driver.objects import ImageSpec
+from compute_driver.virt.base import VolumeRef
 from storage_backends import base as storage_base
 from storage_backends import exception as storage_exception
-
-if TYPE_CHECKING:
-    from compute_driver.agent.manager import ComputeManager
 
 LOG = logging.getLogger(__name__)
 
@@ -41,7 +40,7 @@ class VolumeEndpoint:
 
     target = messaging.Target(version="1.0")
 
-    def __init__(self, manager: ComputeManager) -> None:
+    def __init__(self, manager: EndpointHost) -> None:
         self.manager = manager
 
     def backend(self, name: str) -> Any:

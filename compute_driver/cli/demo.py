@@ -62,8 +62,7 @@ def _wait_for_console(client: Any, server: str, timeout: float) -> list[str]:
 
 def run_flow(client: Any, image_args: dict[str, Any], boot_timeout: float, console: bool) -> int:
     """The demo proper, against any running scheduler and agent."""
-    from compute_driver.cli.main import SERVER_COLUMNS
-    from compute_driver.cli.output import printable, table
+    from compute_driver.cli.output import SERVER_COLUMNS, printable, table
 
     name = "demo-" + uuidlib.uuid4().hex[:6]
     host = _wait_for_host(client, 60)

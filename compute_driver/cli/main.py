@@ -17,6 +17,7 @@ from typing import Any
 
 from compute_driver import disk_image, exception
 from compute_driver.cli import aggregates, networks, volumes
+from compute_driver.cli.output import SERVER_COLUMNS
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -34,16 +35,6 @@ EXIT_BY_KIND = {
     "conflict": EXIT_CONFLICT,
 }
 
-SERVER_COLUMNS = [
-    "name",
-    "uuid",
-    "project",
-    "flavor",
-    "host",
-    "vm_state",
-    "task_state",
-    "power_state",
-]
 HOST_COLUMNS = [
     "name",
     "state",

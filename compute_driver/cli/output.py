@@ -14,6 +14,19 @@ import sys
 from collections.abc import Sequence
 from typing import Any, TextIO
 
+#: The columns of a server table (``server list``, the demo); here, below the
+#: commands, so that ``main`` and ``demo`` need not import each other for it.
+SERVER_COLUMNS = [
+    "name",
+    "uuid",
+    "project",
+    "flavor",
+    "host",
+    "vm_state",
+    "task_state",
+    "power_state",
+]
+
 
 class RawText(str):
     """Text :func:`emit` writes exactly as it is (``console-log --raw``)."""

@@ -27,7 +27,7 @@ Version history:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from oslo_config import cfg
 
@@ -68,7 +68,13 @@ class AgentReportsAPI(RPCClientBase):
         return self._call(method, self._signed(method, payload))
 
     # Reports are casts, so a slow scheduler never stalls an agent.
-    def report_host(self, host: str, resources: dict, capabilities: dict, instances: list) -> None:
+    def report_host(
+        self,
+        host: str,
+        resources: dict[str, Any],
+        capabilities: dict[str, Any],
+        instances: list[dict[str, Any]],
+    ) -> None:
         """Cast: this host's resources, capabilities and instance power states."""
         self._report(
             "report_host",
@@ -114,8 +120,8 @@ class AgentReportsAPI(RPCClientBase):
 
     def host_networks(self, host: str) -> list[dict[str, Any]]:
         """Call: the networks with ports on ``host``, each with its remote endpoints."""
-        return self._ask("host_networks", {"host": host})
+        return cast(list[dict[str, Any]], self._ask("host_networks", {"host": host}))
 
     def host_instances(self, host: str) -> list[dict[str, Any]]:
         """Call: the instances the scheduler believes are on ``host``."""
-        return self._ask("host_instances", {"host": host})
+        return cast(list[dict[str, Any]], self._ask("host_instances", {"host": host}))

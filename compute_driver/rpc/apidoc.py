@@ -9,6 +9,8 @@ from __future__ import annotations
 import importlib
 import inspect
 import json
+from types import ModuleType
+from typing import Any
 
 from compute_driver import exception
 from compute_driver.rpc import (
@@ -61,7 +63,11 @@ def _context_section() -> list[str]:
 
 
 def _api_section(
-    title: str, module, methods: dict, casts: frozenset, scoped: bool = False
+    title: str,
+    module: ModuleType,
+    methods: dict[str, dict[str, Any]],
+    casts: frozenset[str],
+    scoped: bool = False,
 ) -> list[str]:
     lines = ["", "## %s" % title, ""]
     lines += [line.rstrip() for line in (inspect.getdoc(module) or "").splitlines()]

@@ -20,7 +20,7 @@ Version history:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from oslo_config import cfg
 
@@ -72,7 +72,7 @@ class ComputeAPI(RPCClientBase):
 
     def ping(self, host: str) -> dict[str, Any]:
         """Call: the agent's name and API version; proves it listens."""
-        return self._call("ping", {}, host=host)
+        return cast(dict[str, Any], self._call("ping", {}, host=host))
 
     def build_instance(self, host: str, instance: dict[str, Any]) -> None:
         """Cast: build and start ``instance`` (idempotent by instance uuid)."""
@@ -143,33 +143,38 @@ class ComputeAPI(RPCClientBase):
 
     def list_instance_snapshots(self, host: str, uuid: str) -> list[dict[str, Any]]:
         """Call: the server's snapshots, oldest first, with parents and children."""
-        return self._call("list_instance_snapshots", {"uuid": uuid}, host=host)
+        return cast(
+            list[dict[str, Any]], self._call("list_instance_snapshots", {"uuid": uuid}, host=host)
+        )
 
     def export_root_disk(self, host: str, uuid: str, image: str) -> dict[str, Any]:
         """Call (long): write a stopped instance's root disk, flattened, as the
         disk of new image ``image`` (into the export directory the agent
         derives from its image store and that UUID; no path travels)."""
-        return self._call(
-            "export_root_disk",
-            {"uuid": uuid, "image": image},
-            host=host,
-            timeout=self.conf.rpc.long_call_timeout,
+        return cast(
+            dict[str, Any],
+            self._call(
+                "export_root_disk",
+                {"uuid": uuid, "image": image},
+                host=host,
+                timeout=self.conf.rpc.long_call_timeout,
+            ),
         )
 
     def get_diagnostics(self, host: str, uuid: str) -> dict[str, Any]:
         """Call: CPU, memory, vCPU, disk and NIC counters of one instance."""
-        return self._call("get_diagnostics", {"uuid": uuid}, host=host)
+        return cast(dict[str, Any], self._call("get_diagnostics", {"uuid": uuid}, host=host))
 
     def get_console_output(self, host: str, uuid: str, lines: int | None = None) -> str:
         """Call: the last ``lines`` lines of the serial console log."""
         payload: dict[str, Any] = {"uuid": uuid}
         if lines is not None:
             payload["lines"] = lines
-        return self._call("get_console_output", payload, host=host)
+        return cast(str, self._call("get_console_output", payload, host=host))
 
     def get_instance_info(self, host: str, uuid: str) -> dict[str, Any]:
         """Call: power state and resources of one instance as libvirt sees it."""
-        return self._call("get_instance_info", {"uuid": uuid}, host=host)
+        return cast(dict[str, Any], self._call("get_instance_info", {"uuid": uuid}, host=host))
 
     # --- volumes ---------------------------------------------------------------
     # Calls, all of them: the scheduler records what the backend answered.
@@ -187,7 +192,7 @@ class ComputeAPI(RPCClientBase):
         payload: dict[str, Any] = {"volume": volume}
         if image is not None:
             payload["image"] = image
-        return self._long_call(host, "create_volume", payload)
+        return cast(dict[str, Any], self._long_call(host, "create_volume", payload))
 
     def delete_volume(self, host: str, volume: dict[str, Any]) -> None:
         """Call: remove a volume from its backend (idempotent)."""
@@ -201,11 +206,13 @@ class ComputeAPI(RPCClientBase):
         payload: dict[str, Any] = {"volume": volume, "size_gb": size_gb}
         if uuid is not None:
             payload["uuid"] = uuid
-        return self._long_call(host, "resize_volume", payload)
+        return cast(dict[str, Any], self._long_call(host, "resize_volume", payload))
 
     def attach_volume(self, host: str, uuid: str, volume: dict[str, Any]) -> dict[str, Any]:
         """Call: attach ``volume`` to the server (live if it runs); returns its target_dev."""
-        return self._long_call(host, "attach_volume", {"uuid": uuid, "volume": volume})
+        return cast(
+            dict[str, Any], self._long_call(host, "attach_volume", {"uuid": uuid, "volume": volume})
+        )
 
     def detach_volume(self, host: str, uuid: str, volume: dict[str, Any]) -> None:
         """Call: detach ``volume``, waiting for the guest to release it."""

@@ -56,7 +56,9 @@ def _mac(key: str, method: str, timestamp: int, payload: dict[str, Any]) -> str:
     return hmac.new(key.encode(), message.encode(), hashlib.sha256).hexdigest()
 
 
-def sign(key: str, method: str, payload: dict[str, Any], now: float | None = None) -> dict:
+def sign(
+    key: str, method: str, payload: dict[str, Any], now: float | None = None
+) -> dict[str, Any]:
     """``payload`` with its ``signature`` under ``key``."""
     timestamp = int(time.time() if now is None else now)
     signature = {"timestamp": timestamp, "hmac": _mac(key, method, timestamp, payload)}
@@ -104,7 +106,7 @@ def verify(secret: str, method: str, payload: dict[str, Any], now: float | None 
 _REQUEST = "compute:"
 
 
-def sign_request(secret: str, host: str, method: str, payload: dict[str, Any]) -> dict:
+def sign_request(secret: str, host: str, method: str, payload: dict[str, Any]) -> dict[str, Any]:
     """A scheduler's request to ``host``'s agent, signed with that host's key."""
     return sign(host_key(secret, host), _REQUEST + method, payload)
 
@@ -128,7 +130,8 @@ def configured_key(conf: cfg.ConfigOpts) -> str | None:
     """This host's key: ``[agent_reports] key``, or derived from ``secret`` when
     the same configuration has it (one process or one file for both services)."""
     if conf.agent_reports.key:
-        return conf.agent_reports.key
+        key: str = conf.agent_reports.key
+        return key
     if conf.agent_reports.secret:
         return host_key(conf.agent_reports.secret, conf.host)
     return None

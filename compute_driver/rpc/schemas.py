@@ -16,7 +16,7 @@ from typing import Any
 
 import jsonschema
 
-from compute_driver import disk_image, exception
+from compute_driver import disk_image, exception, states
 
 UUID = {
     "type": "string",
@@ -83,7 +83,7 @@ CMDLINE = {"type": "string", "maxLength": 2047, "pattern": FREE_TEXT_PATTERN}
 HOST_FACT = {"type": "string", "maxLength": 64, "pattern": FREE_TEXT_PATTERN}
 #: How a root disk is made from its image: a linked clone or a full copy.
 ROOT_CLONE = {"enum": ["linked", "full"]}
-POWER_STATE = {"enum": ["running", "paused", "shutdown", "crashed", "suspended", "nostate"]}
+POWER_STATE = {"enum": list(states.POWER_STATES)}
 VOLUME_SIZE_GB = {"type": "integer", "minimum": 1, "maximum": 65536}
 #: A volume as a backend names it (the scheduler uses the volume's UUID).
 BACKEND_VOLUME_ID = {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_-]{0,127}\\Z"}
@@ -267,17 +267,8 @@ CONTEXT = obj(
 
 INSTANCE_POWER = obj({"uuid": UUID, "power_state": POWER_STATE}, ("uuid", "power_state"))
 
-#: The actions of ``server_action`` (the table is SERVER_ACTIONS below).
-SERVER_ACTION_NAMES = (
-    "stop",
-    "start",
-    "reboot",
-    "hard-reboot",
-    "pause",
-    "unpause",
-    "suspend",
-    "resume",
-)
+#: The actions of ``server_action`` (the table is states.SERVER_ACTIONS).
+SERVER_ACTION_NAMES = tuple(states.SERVER_ACTIONS)
 
 #: Scheduler API (topic "scheduler"), version 1.0.
 SCHEDULER_METHODS: dict[str, dict[str, Any]] = {
@@ -473,7 +464,7 @@ REPORT_METHODS: dict[str, dict[str, Any]] = {
         {
             "host": HOST,
             "uuid": UUID,
-            "vm_state": {"enum": ["active", "stopped", "paused", "suspended", "error"]},
+            "vm_state": {"enum": list(states.VM_STATES)},
             "power_state": POWER_STATE,
             "fault": FAULT,
         },
@@ -632,25 +623,6 @@ COMPUTE_CASTS = frozenset(
         "snapshot_delete_instance",
     }
 )
-
-#: Snapshot tasks: the vm_states each is allowed from, and the task it sets.
-SNAPSHOT_TASKS: dict[str, tuple[frozenset[str], str]] = {
-    "create": (frozenset({"active", "paused", "stopped"}), "snapshotting"),
-    "revert": (frozenset({"active", "stopped"}), "reverting"),
-    "delete": (frozenset({"active", "stopped"}), "deleting-snapshot"),
-}
-
-#: Server actions: the vm_states each is allowed from, and the task it sets.
-SERVER_ACTIONS: dict[str, tuple[frozenset[str], str]] = {
-    "stop": (frozenset({"active", "paused"}), "powering-off"),
-    "start": (frozenset({"stopped"}), "powering-on"),
-    "reboot": (frozenset({"active"}), "rebooting"),
-    "hard-reboot": (frozenset({"active", "stopped", "paused", "suspended"}), "rebooting-hard"),
-    "pause": (frozenset({"active"}), "pausing"),
-    "unpause": (frozenset({"paused"}), "unpausing"),
-    "suspend": (frozenset({"active"}), "suspending"),
-    "resume": (frozenset({"suspended"}), "resuming"),
-}
 
 
 def validate(api: str, method: str, schema: dict[str, Any], payload: dict[str, Any]) -> None:

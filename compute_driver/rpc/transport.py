@@ -10,7 +10,7 @@ from __future__ import annotations
 import ssl
 from typing import Any
 
-import kombu
+import kombu.connection
 import oslo_messaging as messaging
 from amqp import exceptions as amqp_exceptions
 from oslo_config import cfg
@@ -103,7 +103,7 @@ def check_broker(conf: cfg.ConfigOpts, retries: int) -> None:
     errors = []
     for host in url.hosts:
         hostname = host.hostname or "localhost"
-        connection = kombu.Connection(
+        connection = kombu.connection.Connection(
             hostname=hostname,
             port=host.port or 5672,
             userid=host.username,
@@ -144,7 +144,7 @@ def cleanup() -> None:
 
 
 def get_server(
-    conf: cfg.ConfigOpts, target: messaging.Target, endpoints: list
+    conf: cfg.ConfigOpts, target: messaging.Target, endpoints: list[Any]
 ) -> messaging.MessageHandlingServer:
     """An RPC server on ``target`` served by a pool of threads.
 

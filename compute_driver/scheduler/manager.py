@@ -14,8 +14,9 @@ from typing import Any
 import oslo_messaging as messaging
 from oslo_config import cfg
 
-from compute_driver import disk_image, exception, guest_properties, notifications
-from compute_driver.rpc import compute_api, schemas
+from compute_driver import disk_image, exception, guest_properties, notifications, states
+from compute_driver.objects import decode_user_data
+from compute_driver.rpc import compute_api
 from compute_driver.rpc.context import RequestContext
 from compute_driver.scheduler import placement, scope
 from compute_driver.scheduler.aggregates import AggregateManager
@@ -25,7 +26,6 @@ from compute_driver.scheduler.networks import NetworkManager
 from compute_driver.scheduler.scope import scheduler_method
 from compute_driver.scheduler.store import Store
 from compute_driver.scheduler.volumes import VolumeManager, agent_volume
-from compute_driver.virt.base import decode_user_data
 
 LOG = logging.getLogger(__name__)
 
@@ -385,7 +385,7 @@ class SchedulerManager:
 
     @scheduler_method
     def server_action(self, context: RequestContext, server: str, action: str) -> dict[str, Any]:
-        allowed, task = schemas.SERVER_ACTIONS[action]
+        allowed, task = states.SERVER_ACTIONS[action]
         record = self.store.begin_task(server, allowed, task, context)
         host, uuid = record["host"], record["uuid"]
         try:
@@ -410,7 +410,7 @@ class SchedulerManager:
     def _snapshot_task(
         self, context: RequestContext, server: str, task: str, method: str, **payload: Any
     ) -> dict[str, Any]:
-        allowed, task_state = schemas.SNAPSHOT_TASKS[task]
+        allowed, task_state = states.SNAPSHOT_TASKS[task]
         record = self.store.begin_task(server, allowed, task_state, context)
         try:
             self.compute.snapshot_instance(record["host"], method, record["uuid"], **payload)

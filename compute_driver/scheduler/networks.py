@@ -26,6 +26,7 @@ from compute_driver.scheduler import scope
 from compute_driver.scheduler.network_store import NetworkStore, segment_key
 from compute_driver.scheduler.scope import scheduler_method
 from compute_driver.scheduler.store import Store
+from compute_driver.states import ATTACH_STATES
 
 LOG = logging.getLogger(__name__)
 
@@ -239,7 +240,7 @@ class NetworkManager:
         self, context: RequestContext, server: str, network: str
     ) -> dict[str, Any]:
         instance = self.store.get_instance(server, context=context)
-        if not instance["host"] or instance["vm_state"] not in ("active", "stopped", "paused"):
+        if not instance["host"] or instance["vm_state"] not in ATTACH_STATES:
             raise exception.InstanceStateConflict(
                 instance=instance["name"],
                 state=instance["vm_state"],

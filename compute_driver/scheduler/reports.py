@@ -21,7 +21,7 @@ from compute_driver import notifications
 from compute_driver.rpc import report_signing, schemas
 from compute_driver.rpc.endpoint import rpc_method
 from compute_driver.scheduler.manager import SchedulerManager
-from compute_driver.virt.base import VM_STATE_OF_POWER
+from compute_driver.states import VM_STATE_OF_POWER
 
 LOG = logging.getLogger(__name__)
 

@@ -24,13 +24,11 @@ from compute_driver.scheduler.imagestore import agent_image
 from compute_driver.scheduler.scope import scheduler_method
 from compute_driver.scheduler.store import Store
 from compute_driver.scheduler.volume_store import VolumeStore
-from storage_backends import exception as storage_exception
+from compute_driver.states import ATTACH_STATES
 
 LOG = logging.getLogger(__name__)
 
 GiB = 1024**3
-#: Server states a volume can be attached in or detached from.
-ATTACH_STATES = frozenset({"active", "stopped", "paused"})
 
 
 def agent_volume(record: dict[str, Any]) -> dict[str, Any]:
@@ -103,7 +101,7 @@ class VolumeManager:
         project = scope.owner(context, project, "create_volume")
         image_rec = self.store.get_image(image, context) if image is not None else None
         if image_rec is not None and size_gb * GiB < image_rec["virtual_size"]:
-            raise storage_exception.InvalidVolumeSize(
+            raise exception.InvalidVolumeSize(
                 volume=name,
                 size_gb=size_gb,
                 reason="image %s needs %d GiB"
@@ -301,7 +299,7 @@ class VolumeManager:
     def resize_volume(self, context: RequestContext, volume: str, size_gb: int) -> dict[str, Any]:
         record = self.volumes.get(volume, context)
         if size_gb < record["size_gb"]:
-            raise storage_exception.InvalidVolumeSize(
+            raise exception.InvalidVolumeSize(
                 volume=record["name"],
                 size_gb=size_gb,
                 reason="it is %d GiB and shrinking would lose data" % record["size_gb"],

@@ -4,7 +4,7 @@ against the properties of the host's aggregates (``aggregate set --property``)."
 from __future__ import annotations
 
 from compute_driver.scheduler.filters.base import BaseHostFilter
-from compute_driver.scheduler.placement import HostState, RequestSpec
+from compute_driver.scheduler.host_state import HostState, RequestSpec
 
 #: The extra-spec prefix this filter reads.
 PREFIX = "aggregate_instance_extra_specs:"

@@ -7,7 +7,7 @@ from typing import ClassVar
 
 from oslo_config import cfg
 
-from compute_driver.scheduler.placement import HostState, RequestSpec
+from compute_driver.scheduler.host_state import HostState, RequestSpec
 
 
 class BaseHostFilter(abc.ABC):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from oslo_config import cfg
 
 from compute_driver.scheduler.filters.base import BaseHostFilter
-from compute_driver.scheduler.placement import HostState, Limits, RequestSpec
+from compute_driver.scheduler.host_state import HostState, Limits, RequestSpec
 
 
 class DiskFilter(BaseHostFilter):

@@ -29,7 +29,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from compute_driver.scheduler.filters.base import BaseHostFilter
-from compute_driver.scheduler.placement import HostState, RequestSpec, split_names
+from compute_driver.scheduler.host_state import HostState, RequestSpec, split_names
 
 ARCH_PROPERTY = "architecture"
 VIRT_TYPE_PROPERTY = "img_hv_type"

@@ -8,7 +8,7 @@ A request needs the plugins of the flavor extra spec ``network:plugins``
 from __future__ import annotations
 
 from compute_driver.scheduler.filters.base import BaseHostFilter
-from compute_driver.scheduler.placement import HostState, RequestSpec
+from compute_driver.scheduler.host_state import HostState, RequestSpec
 
 
 class NetworkPluginsFilter(BaseHostFilter):

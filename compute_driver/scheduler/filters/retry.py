@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from compute_driver.scheduler.filters.base import BaseHostFilter
-from compute_driver.scheduler.placement import HostState, RequestSpec
+from compute_driver.scheduler.host_state import HostState, RequestSpec
 
 
 class RetryFilter(BaseHostFilter):

@@ -9,7 +9,7 @@ scheduler checks again once it holds the claim (the late check in
 from __future__ import annotations
 
 from compute_driver.scheduler.filters.base import BaseHostFilter
-from compute_driver.scheduler.placement import HostState, RequestSpec
+from compute_driver.scheduler.host_state import HostState, RequestSpec
 
 
 class ServerGroupAffinityFilter(BaseHostFilter):

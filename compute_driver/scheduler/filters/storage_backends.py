@@ -8,7 +8,7 @@ A request needs the backends of the flavor extra spec ``storage:backends``
 from __future__ import annotations
 
 from compute_driver.scheduler.filters.base import BaseHostFilter
-from compute_driver.scheduler.placement import HostState, RequestSpec
+from compute_driver.scheduler.host_state import HostState, RequestSpec
 
 
 class StorageBackendsFilter(BaseHostFilter):

@@ -7,7 +7,7 @@ counter (see ``host_dict``'s ``failed_builds``).
 
 from __future__ import annotations
 
-from compute_driver.scheduler.placement import HostState, RequestSpec
+from compute_driver.scheduler.host_state import HostState, RequestSpec
 from compute_driver.scheduler.weighers.base import BaseHostWeigher
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from oslo_config import cfg
 
-from compute_driver.scheduler.placement import HostState, Limits, RequestSpec
+from compute_driver.scheduler.host_state import HostState, Limits, RequestSpec
 from compute_driver.scheduler.weighers.base import BaseHostWeigher
 
 

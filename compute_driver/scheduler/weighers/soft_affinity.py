@@ -3,7 +3,7 @@ without (soft-anti-affinity); never removes a host."""
 
 from __future__ import annotations
 
-from compute_driver.scheduler.placement import HostState, RequestSpec
+from compute_driver.scheduler.host_state import HostState, RequestSpec
 from compute_driver.scheduler.weighers.base import BaseHostWeigher
 
 
