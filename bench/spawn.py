@@ -45,7 +45,7 @@ deletes at the end, also after a failure):
 
 Our path does work that the raw one does not, and the bench shows it
 rather than hiding it: a qcow2 overlay per root disk (written in-process
-by ``storage_backends.qcow2``, as the ``dir`` backend does; ``qemu-img
+by ``compute_driver.disk_image.qcow2``, as the ``dir`` backend does; ``qemu-img
 create``, a subprocess, only for uncommon overlays) and a config-drive ISO
 built in Python. Each is timed alone (``--probe-calls`` calls, median) and
 reported as ``overlay_ms`` and ``configdrive_ms``; ``qemu_img_ms`` is what
@@ -105,11 +105,11 @@ from oslo_config import cfg  # noqa: E402
 
 from compute_driver import config, exception  # noqa: E402
 from compute_driver.client import Client  # noqa: E402
+from compute_driver.disk_image import qcow2  # noqa: E402
 from compute_driver.rpc import transport  # noqa: E402
 from compute_driver.virt.libvirt import configdrive  # noqa: E402
 from compute_driver.virt.libvirt import xml as lvxml  # noqa: E402
 from compute_driver.virt.libvirt.domain_builder import CONFIG_DRIVE_DEV, domain_name  # noqa: E402
-from storage_backends import qcow2  # noqa: E402
 
 LOG = logging.getLogger("spawn-bench")
 

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 from oslo_config import cfg
 
-from storage_backends import qemu_img
+from compute_driver.disk_image import qemu_img
 
 VOLUME_FORMATS = ("qcow2", "raw")
 

@@ -23,8 +23,9 @@ from collections.abc import Callable
 from typing import Any
 
 from compute_driver import exception as cd_exception
+from compute_driver.disk_image import qcow2, qemu_img
 from compute_driver.objects import ImageSpec
-from storage_backends import base, exception, qcow2, qemu_img
+from storage_backends import base, exception
 from storage_backends.files import (
     VOLUME_FORMATS,
     Files,
@@ -64,7 +65,7 @@ class FileStore:
     :param files: where the files are.
     :param opts: the backend's option group (the :func:`volume_opts`).
     :param overlays_in_process: write linked clones' qcow2 overlays in this
-        process (:mod:`storage_backends.qcow2`) where they are a common case,
+        process (:mod:`compute_driver.disk_image.qcow2`) where they are a common case,
         instead of running ``qemu-img create``. Only for files on a local
         file system: a write here has no timeout, where qemu-img's run has.
     :param locks_in_process: test QEMU's image locks in this process

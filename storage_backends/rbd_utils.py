@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from compute_driver import exception as cd_exception
-from storage_backends import exception, qemu_img
+from compute_driver.disk_image import qemu_img
+from storage_backends import exception
 
 try:
     import rados

@@ -13,7 +13,6 @@ import logging
 import os
 import re
 import secrets
-import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -23,11 +22,11 @@ import libvirt
 from lxml import etree
 
 from compute_driver import exception
+from compute_driver.disk_image import qcow2, qemu_img
 from compute_driver.virt import base
 from compute_driver.virt.libvirt import xml as lvxml
 from compute_driver.virt.libvirt.xml.base import parse_xml
 from compute_driver.virt.libvirt.xml.snapshot import DomainSnapshot, SnapshotDisk
-from storage_backends import qcow2
 
 LOG = logging.getLogger(__name__)
 
@@ -377,29 +376,12 @@ def _homes(sources: dict[str, str]) -> set[tuple[str, str]]:
 
 
 def _qemu_img(uuid: str, *args: str) -> str:
-    try:
-        done = subprocess.run(
-            ["qemu-img", *args],
-            check=True,
-            capture_output=True,
-            text=True,
-            timeout=QEMU_IMG_TIMEOUT,
-        )
-    except FileNotFoundError as exc:
-        raise exception.VirtError(
-            operation="qemu-img", instance=uuid, reason="qemu-img is not installed"
-        ) from exc
-    except subprocess.TimeoutExpired as exc:
-        raise exception.VirtError(
-            operation="qemu-img " + args[0],
-            instance=uuid,
-            reason=f"no answer within {QEMU_IMG_TIMEOUT} s",
-        ) from exc
-    except subprocess.CalledProcessError as exc:
-        raise exception.VirtError(
-            operation="qemu-img " + args[0], instance=uuid, reason=exc.stderr.strip()[:300]
-        ) from exc
-    return done.stdout
+    """``qemu-img ARGS`` for server ``uuid``; its failures are :class:`VirtError`."""
+
+    def error(operation: str, reason: str) -> Exception:
+        return exception.VirtError(operation=operation, instance=uuid, reason=reason)
+
+    return qemu_img.run(*args, timeout=QEMU_IMG_TIMEOUT, error=error)
 
 
 def _image_info(uuid: str, path: str) -> list[dict[str, Any]]:

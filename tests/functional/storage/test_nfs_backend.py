@@ -22,7 +22,7 @@ import pytest
 from oslo_config import cfg
 
 from compute_driver import exception as cd_exception
-from compute_driver.virt.base import ImageSpec
+from compute_driver.objects import ImageSpec
 from compute_driver.virt.libvirt import xml as lvxml
 from storage_backends import exception
 from storage_backends import nfs as nfs_backend

@@ -28,7 +28,7 @@ import rbd
 from oslo_config import cfg
 
 from compute_driver import exception as cd_exception
-from compute_driver.virt.base import ImageSpec
+from compute_driver.objects import ImageSpec
 from compute_driver.virt.libvirt import xml as lvxml
 from storage_backends import base as storage_base
 from storage_backends import exception

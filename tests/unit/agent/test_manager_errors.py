@@ -19,7 +19,7 @@ import pytest
 from oslo_config import cfg
 
 from compute_driver.agent.manager import ComputeManager, root_volume_id
-from compute_driver.virt.base import ImageSpec
+from compute_driver.objects import ImageSpec
 from compute_driver.virt.libvirt.driver import LibvirtDriver, domain_name
 from network_plugins.noop import NoopNetworkPlugin
 from storage_backends.dir import DirStorageBackend

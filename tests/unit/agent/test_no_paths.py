@@ -11,9 +11,9 @@ import pytest
 
 from compute_driver import disk_image, exception
 from compute_driver.agent import manager as agent_manager
+from compute_driver.objects import ImageSpec
 from compute_driver.rpc import schemas
 from compute_driver.scheduler.imagestore import agent_image
-from compute_driver.virt.base import ImageSpec
 
 IMAGE_UUID = str(uuidlib.uuid4())
 WIRE_IMAGE = {

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import stat
+import subprocess
 import threading
 import uuid as uuidlib
 from pathlib import Path
@@ -181,7 +182,7 @@ def test_probes_run_under_resource_limits(monkeypatch, tmp_path):
         seen.append(args)
         raise FileNotFoundError(2, "fake", args[0])
 
-    monkeypatch.setattr(disk_image.subprocess, "run", fake_run)
+    monkeypatch.setattr(subprocess, "run", fake_run)
     with pytest.raises(exception.InvalidImage):
         disk_image.qemu_img_info(str(tmp_path / "x"), "x")
     assert seen[0][:4] == ["prlimit", "--as=%d" % 1024**3, "--cpu=30", "--"]
@@ -215,7 +216,7 @@ def test_a_stream_optimized_vmdk_is_converted_with_its_format_forced(store, impo
     stored = Path(store.root) / uuid / "disk.qcow2"
     assert sorted(os.listdir(stored.parent)) == ["disk.qcow2"]
     assert stat.S_IMODE(os.stat(stored).st_mode) == 0o600
-    same = disk_image.subprocess.run(
+    same = subprocess.run(
         [qemu_img, "compare", "-f", "vmdk", "-F", "qcow2", import_dir / "good-stream.vmdk", stored],
         capture_output=True,
     )

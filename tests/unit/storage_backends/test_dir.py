@@ -18,9 +18,10 @@ import pytest
 from oslo_config import cfg
 
 from compute_driver import exception as cd_exception
-from compute_driver.virt.base import ImageSpec
+from compute_driver.disk_image import qcow2, qemu_img
+from compute_driver.objects import ImageSpec
 from storage_backends import dir as dir_backend
-from storage_backends import exception, qcow2, qemu_img
+from storage_backends import exception
 from storage_backends import files as files_mod
 from storage_backends.dir import DirStorageBackend
 

@@ -20,7 +20,7 @@ import pytest
 from oslo_config import cfg
 
 from compute_driver import exception as cd_exception
-from compute_driver.virt.base import ImageSpec
+from compute_driver.objects import ImageSpec
 from storage_backends import base, exception, iscsi_utils
 from storage_backends import iscsi as iscsi_backend
 

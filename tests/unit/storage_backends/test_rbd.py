@@ -16,7 +16,7 @@ import pytest
 from oslo_config import cfg
 
 from compute_driver import exception as cd_exception
-from compute_driver.virt.base import ImageSpec
+from compute_driver.objects import ImageSpec
 from storage_backends import exception, rbd_utils
 from storage_backends import rbd as rbd_backend
 

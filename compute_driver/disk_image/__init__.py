@@ -1,8 +1,17 @@
-"""Disk images from outside the cloud: opened without trusting a path,
-probed under resource limits, converted with their format forced.
+"""Disk images: the one neutral place that reads and writes them.
 
-This is the one ``qemu-img`` runner for images that enter the image store
-(``image import``) or are written into it (``image create`` of a server).
+The package has one module per job, and imports nothing of ours but the
+exceptions, so the scheduler, the client, the drivers and the storage
+backends can all use it (the bottom layer of the design):
+
+- :mod:`.qemu_img`: the one ``qemu-img`` runner (``info`` and ``check``
+  always under ``prlimit``);
+- :mod:`.qcow2`: qcow2 headers read and written in-process (empty
+  overlays, backing chains);
+- this module: images from outside the cloud, opened without trusting a
+  path, probed under resource limits, converted with their format forced,
+  and the image store's layout.
+
 An image file is hostile until proven otherwise (the class of
 CVE-2015-5162 and OSSA-2024-001):
 
@@ -23,9 +32,6 @@ CVE-2015-5162 and OSSA-2024-001):
    or truncated qcow2.
 4. :func:`convert` runs ``qemu-img convert -f <probed format>``: the format
    is never guessed a second time.
-
-It imports nothing of ours but the exceptions, so the scheduler, the client
-and the drivers can all use it (the bottom layer of the design).
 """
 
 from __future__ import annotations
@@ -35,11 +41,11 @@ import hashlib
 import json
 import os
 import stat
-import subprocess
 from dataclasses import dataclass, field
 from typing import Any
 
 from compute_driver import exception
+from compute_driver.disk_image import qemu_img
 
 #: Formats the image store keeps as they are.
 STORE_FORMATS = ("qcow2", "raw")
@@ -51,9 +57,6 @@ KNOWN_FORMATS = STORE_FORMATS + CONVERTED_FORMATS
 #: ``[image] vmdk_allowed_types``); the others name extent files.
 DEFAULT_VMDK_TYPES = ("monolithicSparse", "streamOptimized")
 
-#: Limits of one ``qemu-img info`` or ``check`` run (Nova's QEMU_IMG_LIMITS).
-PROBE_ADDRESS_SPACE = 1024**3
-PROBE_CPU_SECONDS = 30
 #: Wall-clock bound of one probe (a probe that sleeps uses no CPU).
 PROBE_TIMEOUT = 120
 #: Wall-clock bound of one conversion (it copies a whole image).
@@ -267,33 +270,13 @@ def claimed_format(name: str) -> str | None:
     return ext if ext in KNOWN_FORMATS else None
 
 
-def _limited(args: list[str]) -> list[str]:
-    # NOTE: util-linux prlimit rather than preexec_fn: preexec_fn is unsafe
-    # in a threaded process (the RPC servers are), and this is what Nova's
-    # oslo_concurrency.prlimit does in Python.
-    return [
-        "prlimit",
-        "--as=%d" % PROBE_ADDRESS_SPACE,
-        "--cpu=%d" % PROBE_CPU_SECONDS,
-        "--",
-        *args,
-    ]
+def _invalid(image: str) -> qemu_img.Error:
+    """The runner's errors (not installed, too slow) as :class:`InvalidImage`."""
 
+    def error(operation: str, reason: str) -> Exception:
+        return _refuse(image, "%s: %s" % (operation, reason))
 
-def _run(image: str, args: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
-    try:
-        return subprocess.run(args, capture_output=True, text=True, timeout=timeout, check=False)
-    except FileNotFoundError as exc:
-        raise _refuse(image, "%s is not installed" % exc.filename) from None
-    except subprocess.TimeoutExpired:
-        raise _refuse(image, "%s took more than %d s" % (" ".join(args[:2]), timeout)) from None
-
-
-def _failure(done: subprocess.CompletedProcess[str]) -> str:
-    if done.returncode < 0:
-        return "qemu-img exceeded its limits (signal %d)" % -done.returncode
-    lines = done.stderr.strip().splitlines()
-    return (lines[0] if lines else "qemu-img failed (%d)" % done.returncode)[:300]
+    return error
 
 
 def qemu_img_info(path: str, image: str, fmt: str | None = None) -> dict[str, Any]:
@@ -303,12 +286,12 @@ def qemu_img_info(path: str, image: str, fmt: str | None = None) -> dict[str, An
         the first probe of a new file does that).
     :raises InvalidImage: qemu-img cannot read it, or ran out of its limits.
     """
-    args = ["qemu-img", "info", "--output=json"]
+    args = ["info", "--output=json"]
     if fmt is not None:
         args += ["-f", fmt]
-    done = _run(image, _limited([*args, "--", path]), PROBE_TIMEOUT)
+    done = qemu_img.execute([*args, "--", path], _invalid(image), PROBE_TIMEOUT)
     if done.returncode != 0:
-        raise _refuse(image, "not a disk image qemu-img can read: %s" % _failure(done))
+        raise _refuse(image, "not a disk image qemu-img can read: %s" % qemu_img.failure(done))
     try:
         info = json.loads(done.stdout)
     except ValueError:
@@ -381,13 +364,13 @@ def _check_vmdk(image: str, info: dict[str, Any], specific: dict[str, Any], limi
 
 
 def _check_qcow2(path: str, image: str) -> None:
-    args = ["qemu-img", "check", "--output=json", "-f", "qcow2", "--", path]
-    done = _run(image, _limited(args), PROBE_TIMEOUT)
+    args = ["check", "--output=json", "-f", "qcow2", "--", path]
+    done = qemu_img.execute(args, _invalid(image), PROBE_TIMEOUT)
     if done.returncode not in _CHECK_OK:
         if done.returncode == 2:
             reason = "a corrupt or truncated qcow2 (qemu-img check found errors)"
         else:
-            reason = "qemu-img check failed: %s" % _failure(done)
+            reason = "qemu-img check failed: %s" % qemu_img.failure(done)
         raise _refuse(image, reason)
 
 
@@ -404,11 +387,11 @@ def convert(src: str, src_format: str, dest: str, image: str) -> None:
     """
     if src_format not in KNOWN_FORMATS:
         raise _refuse(image, "format %s cannot be converted" % src_format)
-    args = ["qemu-img", "convert", "-q", "-f", src_format, "-O", "qcow2", "--", src, dest]
+    args = ["convert", "-q", "-f", src_format, "-O", "qcow2", "--", src, dest]
     try:
-        done = _run(image, args, CONVERT_TIMEOUT)
+        done = qemu_img.execute(args, _invalid(image), CONVERT_TIMEOUT)
         if done.returncode != 0:
-            raise _refuse(image, "qemu-img convert failed: %s" % _failure(done))
+            raise _refuse(image, "qemu-img convert failed: %s" % qemu_img.failure(done))
         os.chmod(dest, 0o600)
     except BaseException:
         try:

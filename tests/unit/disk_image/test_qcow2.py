@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from storage_backends import qcow2
+from compute_driver.disk_image import qcow2
 
 pytestmark = pytest.mark.usefixtures("qemu_img")
 
