@@ -102,9 +102,12 @@ class Catalog(Database):
         later never changes what a project's name means).
 
         :raises ImageNotFound: none, or another project's.
-        :raises Conflict: a context of no project (an admin's, or the
-            scheduler's own) sees several images of that name; the message
-            lists their UUIDs.
+        A context of no project (an admin's, or the scheduler's own) finds
+        the public image of that name, else the one project image of it.
+
+        :raises Conflict: a context of no project sees no public image of
+            that name and several projects' images; the message lists their
+            UUIDs.
         """
         row = connection.execute(IMAGE_BY_UUID, {"image": ref}).first()
         if row is not None and scope.sees(context, row.project, public=True):
@@ -119,6 +122,9 @@ class Catalog(Database):
             rows = connection.execute(
                 select(*Image.__table__.c).where(Image.name == ref).order_by(Image.uuid)
             ).all()
+            # NOTE: the public image first, as for a project: a project naming
+            # its image like a public one must not break the operator's names.
+            rows = [r for r in rows if r.project is None] or rows
             if len(rows) > 1:
                 raise exception.Conflict(
                     reason="%d images are named %s (%s); use a UUID"

@@ -106,6 +106,8 @@ def test_a_projects_image_of_a_public_name_wins_for_that_project_only(world: Wor
     own = _image_from(world, OTHER, "public")
     assert call(world.manager, OTHER, "show_image", image="public")["uuid"] == own["uuid"]
     assert call(world.manager, OWN, "show_image", image="public")["uuid"] == public["uuid"]
+    # b's image does not take the operator's name either.
+    assert call(world.manager, ADMIN, "show_image", image="public")["uuid"] == public["uuid"]
     # A server b creates from "public" boots b's image; a's boots the public one.
     made = call(
         world.manager,
