@@ -26,7 +26,11 @@ What a project method sees is the context's project only:
   (every project sees them; only an admin changes them).
 * names resolve within the context's project (an admin of no project: in
   every project), so another project's object of the same name changes
-  nothing; a UUID finds only what the context sees.
+  nothing; a UUID finds only what the context sees. Image names are unique
+  among the public images and within a project (not over the cloud); a
+  project's own image wins over a public one of the same name; for an
+  admin of no project the public one wins (several projects' images of the
+  name and no public one: a ``conflict`` listing their UUIDs).
 * another project's object is ``not_found``, with the message a missing one
   has; listings show the context's project. An admin lists every project
   (``all_projects``, or an admin context of no project) or one (``project``);

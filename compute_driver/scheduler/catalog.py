@@ -10,6 +10,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from compute_driver import exception, guest_properties
@@ -18,7 +19,11 @@ from compute_driver.scheduler import scope
 from compute_driver.scheduler.database import Database
 from compute_driver.scheduler.models import Flavor, Image, Instance
 from compute_driver.scheduler.records import flavor_dict, image_dict
-from compute_driver.scheduler.statements import FLAVOR_BY_NAME, IMAGE_BY_REF
+from compute_driver.scheduler.statements import (
+    FLAVOR_BY_NAME,
+    IMAGE_BY_NAME_IN_PROJECT,
+    IMAGE_BY_UUID,
+)
 
 
 class Catalog(Database):
@@ -91,16 +96,44 @@ class Catalog(Database):
         """The row of the image ``ref`` names (its uuid or its name), among
         the public ones and those of ``context``'s project (see scope.py).
 
+        A uuid match wins. Names are unique among the public images and
+        within a project, so a project sees at most two images of one name:
+        its own and a public one; its own wins (a public image imported
+        later never changes what a project's name means).
+
         :raises ImageNotFound: none, or another project's.
+        A context of no project (an admin's, or the scheduler's own) finds
+        the public image of that name, else the one project image of it.
+
+        :raises Conflict: a context of no project sees no public image of
+            that name and several projects' images; the message lists their
+            UUIDs.
         """
-        row = connection.execute(IMAGE_BY_REF, {"image": ref}).first()
-        if row is not None and not scope.sees(context, row.project, public=True):
-            # NOTE: the uuid of another project's image: a visible image may
-            # still bear that string as its name.
+        row = connection.execute(IMAGE_BY_UUID, {"image": ref}).first()
+        if row is not None and scope.sees(context, row.project, public=True):
+            return row
+        # NOTE: the uuid of another project's image: a visible image may
+        # still bear that string as its name.
+        if context is not None and context.project is not None:
             row = connection.execute(
-                select(*Image.__table__.c).where(Image.name == ref, Image.uuid != row.uuid)
+                IMAGE_BY_NAME_IN_PROJECT, {"image": ref, "project": context.project}
             ).first()
-        if row is None or not scope.sees(context, row.project, public=True):
+        elif scope.is_admin(context):
+            rows = connection.execute(
+                select(*Image.__table__.c).where(Image.name == ref).order_by(Image.uuid)
+            ).all()
+            # NOTE: the public image first, as for a project: a project naming
+            # its image like a public one must not break the operator's names.
+            rows = [r for r in rows if r.project is None] or rows
+            if len(rows) > 1:
+                raise exception.Conflict(
+                    reason="%d images are named %s (%s); use a UUID"
+                    % (len(rows), ref, ", ".join(r.uuid for r in rows))
+                )
+            row = rows[0] if rows else None
+        else:
+            row = None  # no project, no names (the policy refuses first)
+        if row is None:
             raise exception.ImageNotFound(image=ref)
         return row
 
@@ -121,9 +154,12 @@ class Catalog(Database):
                 raise exception.FlavorNotFound(flavor=flavor)
             return flavor_dict(flavor_row), image_dict(self._image_row(connection, image, context))
 
-    def find_image_by_name(self, name: str) -> dict[str, Any] | None:
+    def find_image_by_name(self, name: str, project: str | None = None) -> dict[str, Any] | None:
+        """The image named ``name`` in one owner's scope: ``project``'s own
+        images, or (None) the public ones; names are unique in each."""
+        owner = Image.project.is_(None) if project is None else Image.project == project
         with self.session() as session:
-            image = session.scalar(select(Image).where(Image.name == name))
+            image = session.scalar(select(Image).where(Image.name == name, owner))
             return image_dict(image) if image else None
 
     def list_images(self, project: str | None = None) -> list[dict[str, Any]]:
@@ -138,16 +174,23 @@ class Catalog(Database):
         """Store an image record.
 
         :raises GuestConfigError: a property (or command line) no host could build.
-        :raises DuplicateName: another image has that name.
+        :raises DuplicateName: another image of the same owner (the same
+            project, or public for a public one) has that name.
         """
         guest_properties.check_image(fields.get("properties"), fields.get("cmdline"))
-        with self.session() as session:
-            if session.scalar(select(Image).where(Image.name == fields["name"])) is not None:
-                raise exception.DuplicateName(what="Image", name=fields["name"])
-            image = Image(**fields)
-            session.add(image)
-            session.flush()
-            return image_dict(image)
+        if self.find_image_by_name(fields["name"], fields.get("project")) is not None:
+            raise exception.DuplicateName(what="Image", name=fields["name"])
+        try:
+            with self.session() as session:
+                image = Image(**fields)
+                session.add(image)
+                session.flush()
+                return image_dict(image)
+        except IntegrityError as exc:
+            # NOTE: a concurrent create of the same name won the unique index.
+            if "name" in str(exc.orig):
+                raise exception.DuplicateName(what="Image", name=fields["name"]) from None
+            raise
 
     def delete_image(self, ref: str, context: RequestContext | None = None) -> dict[str, Any]:
         """Remove an image record; refused while a live server uses it.

@@ -571,7 +571,7 @@ class SchedulerManager:
             existing = None
         if existing is not None:
             return existing  # a repeated import changes nothing
-        if self.store.find_image_by_name(name) is not None:
+        if self.store.find_image_by_name(name, project=None) is not None:  # public names
             raise exception.DuplicateName(what="Image", name=name)
         fields = self.images.import_files(uuid, name, file, kernel, initrd, disk_format)
         try:
@@ -595,10 +595,12 @@ class SchedulerManager:
         else:
             scope.repeated(context, existing["project"], uuid)
             return existing  # a repeated request changes nothing
-        if self.store.find_image_by_name(name) is not None:
-            raise exception.DuplicateName(what="Image", name=name)
         record = self.store.begin_task(server, frozenset({"stopped"}), "imaging", context)
         try:
+            # NOTE: names are unique within the image's project only (the
+            # server's): another project's image of that name is no clash.
+            if self.store.find_image_by_name(name, record["project"]) is not None:
+                raise exception.DuplicateName(what="Image", name=name)
             source = self.store.get_image(record["image"])
             work = self.images.begin_export(uuid)
             try:

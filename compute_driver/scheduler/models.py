@@ -8,7 +8,18 @@ from __future__ import annotations
 
 import datetime
 
-from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
 from sqlalchemy import false as sa_false
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -63,9 +74,22 @@ class Image(Base):
     """An imported image: a disk file in the image store, optionally with a kernel to boot."""
 
     __tablename__ = "images"
+    # NOTE: a name is unique within its owner's scope only: among the public
+    # images, and within one project; a cloud-wide unique name told a project
+    # the names of another's private images (and let it squat a public one).
+    __table_args__ = (
+        Index(
+            "uq_images_public_name",
+            "name",
+            unique=True,
+            sqlite_where=text("project IS NULL"),
+            postgresql_where=text("project IS NULL"),
+        ),
+        Index("uq_images_project_name", "project", "name", unique=True),
+    )
 
     uuid: Mapped[str] = mapped_column(String(36), primary_key=True)
-    name: Mapped[str] = mapped_column(String(63), unique=True)
+    name: Mapped[str] = mapped_column(String(63))
     disk_format: Mapped[str] = mapped_column(String(16))
     path: Mapped[str] = mapped_column(String(4096))
     size_bytes: Mapped[int] = mapped_column(Integer)

@@ -11,6 +11,8 @@ project filter from :func:`list_project`, creates their owner from
   images of no project (imported by an admin) are public.
 * names resolve within the context's project only (with public images for
   images): another project's object of the same name changes nothing.
+  Image names are unique per owner (the public images, each project); a
+  project's own image wins over a public one of its name (catalog.py).
 * an object the context does not see is ``not_found``, with the message a
   missing one has.
 

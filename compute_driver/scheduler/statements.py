@@ -19,11 +19,16 @@ INSTANCE_BY_UUID = select(*LISTED_COLUMNS, Instance.deleted).where(
 )
 #: A flavor, by name.
 FLAVOR_BY_NAME = select(*Flavor.__table__.c).where(Flavor.name == sa.bindparam("flavor"))
-#: An image by uuid or (unique) name; a uuid match wins.
-IMAGE_BY_REF = (
+#: An image, by uuid.
+IMAGE_BY_UUID = select(*Image.__table__.c).where(Image.uuid == sa.bindparam("image"))
+#: The image a project names: its own of that name, else the public one.
+IMAGE_BY_NAME_IN_PROJECT = (
     select(*Image.__table__.c)
-    .where(sa.or_(Image.uuid == sa.bindparam("image"), Image.name == sa.bindparam("image")))
-    .order_by((Image.uuid == sa.bindparam("image")).desc())
+    .where(
+        Image.name == sa.bindparam("image"),
+        sa.or_(Image.project == sa.bindparam("project"), Image.project.is_(None)),
+    )
+    .order_by(Image.project.is_(None))
     .limit(1)
 )
 #: A new server; the values given name its columns.
