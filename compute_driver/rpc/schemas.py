@@ -594,6 +594,11 @@ def free_text(text: str, limit: int = 1024) -> str:
 for _schema in COMPUTE_METHODS.values():
     _schema["properties"]["signature"] = SIGNATURE
 
+# NOTE: and every public scheduler call may carry a client's signature, over
+# its context too (report_signing.sign_call); a scheduler with a secret requires it.
+for _schema in SCHEDULER_METHODS.values():
+    _schema["properties"]["signature"] = SIGNATURE
+
 #: Longest reason an invalid_payload error carries.
 MAX_REASON = 500
 
