@@ -46,7 +46,7 @@ class RPCClientBase:
         """The wire context of one call: this client's identity, a new request id."""
         return self.identity.for_request().to_wire()
 
-    def _signed(self, method: str, context: dict[str, Any], payload: dict[str, Any]) -> dict:
+    def _outgoing(self, method: str, context: dict[str, Any], payload: dict[str, Any]) -> dict:
         """``payload`` as sent (an API whose calls are signed adds the signature here)."""
         return payload
 
@@ -69,7 +69,7 @@ class RPCClientBase:
                 server=host, version=version, retry=self.retries, timeout=wait
             )
             context = self._context()
-            return prepared.call(context, method, **self._signed(method, context, payload))
+            return prepared.call(context, method, **self._outgoing(method, context, payload))
         except messaging.MessagingTimeout as exc:
             raise exception.MessagingTimeout(service=self._service(host), timeout=wait) from exc
         except messaging.RemoteError as exc:
@@ -90,6 +90,6 @@ class RPCClientBase:
         prepared = self._client.prepare(server=host, version=version, retry=self.retries)
         context = self._context()
         try:
-            prepared.cast(context, method, **self._signed(method, context, payload))
+            prepared.cast(context, method, **self._outgoing(method, context, payload))
         except messaging.MessagingException as exc:
             raise exception.MessagingError(service=self._service(host), reason=str(exc)) from exc

@@ -2,11 +2,11 @@
 
 Every scheduler method wears :func:`scheduler_method` (the payload schema,
 then, when the scheduler has ``[agent_reports] secret``, the client's
-signature over the call and its context, then ``rpc/policy.py``'s table); every lookup by reference goes through
-``database.find_by_ref`` or the image lookup with the request's context,
-which apply :func:`sees` and :func:`name_condition`; listings take their
-project filter from :func:`list_project`, creates their owner from
-:func:`owner`. The rules (``docs/rpc-api.md``):
+signature over the call and its context, then ``rpc/policy.py``'s table);
+every lookup by reference goes through ``database.find_by_ref`` or the
+image lookup with the request's context, which apply :func:`sees` and
+:func:`name_condition`; listings take their project filter from
+:func:`list_project`, creates their owner from :func:`owner`. The rules (``docs/rpc-api.md``):
 
 * a context sees the objects of its project; an admin sees every project's;
   images of no project (imported by an admin) are public.

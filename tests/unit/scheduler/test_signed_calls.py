@@ -100,7 +100,7 @@ def test_the_client_signs_with_the_configured_key(fresh_conf: cfg.ConfigOpts) ->
     fresh_conf.set_override("key", key, "client")
     api = SchedulerAPI(fresh_conf)
     context = {"request_id": "req-1", "admin": True}
-    signed = api._signed("ping", context, {})
+    signed = api._outgoing("ping", context, {})
     report_signing.verify_call(SECRET, "ping", context, signed, "s0")
     fresh_conf.clear_override("key", "client")
-    assert SchedulerAPI(fresh_conf)._signed("ping", context, {}) == {}
+    assert SchedulerAPI(fresh_conf)._outgoing("ping", context, {}) == {}
