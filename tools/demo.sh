@@ -131,11 +131,15 @@ for role in client scheduler agent; do
 done
 REPORT_SECRET=$(/usr/bin/python3 -c 'import secrets; print(secrets.token_hex(32))')
 REPORT_KEY=$("$VENV/bin/python" -m compute_driver.rpc.report_signing "$HOST" <<<"$REPORT_SECRET")
+# computectl signs its calls with the client key (an agent's credential could
+# otherwise put a call into the scheduler's queue); only clients hold it.
+CLIENT_KEY=$("$VENV/bin/python" -m compute_driver.rpc.report_signing --client <<<"$REPORT_SECRET")
 (umask 077
 printf '[DEFAULT]\ntransport_url = %s\n\n[agent_reports]\nsecret = %s\n' \
     "${URL[scheduler]}" "$REPORT_SECRET" >"$TMP/scheduler.conf"
 printf '[DEFAULT]\ntransport_url = %s\n\n[agent_reports]\nkey = %s\n' \
-    "${URL[agent]}" "$REPORT_KEY" >"$TMP/agent.conf")
+    "${URL[agent]}" "$REPORT_KEY" >"$TMP/agent.conf"
+printf '[client]\nkey = %s\n' "$CLIENT_KEY" >"$TMP/client.conf")
 
 cat >"$CONF" <<EOF
 [DEFAULT]
@@ -153,7 +157,7 @@ import_path = $GUEST_DIR
 [agent]
 report_interval = 2
 EOF
-log "config $CONF (passwords hidden; the services read $TMP/scheduler.conf or $TMP/agent.conf after it):"
+log "config $CONF (passwords hidden; the services read $TMP/scheduler.conf or $TMP/agent.conf after it, computectl $TMP/client.conf):"
 sed 's/^/    /; s/\(transport_url = rabbit:\/\/[^:]*:\)[^@]*@/\1***@/' "$CONF"
 
 # --- services ---------------------------------------------------------------------
@@ -169,7 +173,7 @@ log "scheduler pid $SCHED_PID, agent pid $AGENT_PID"
 # host_listed: does `computectl host list` (JSON) mention $HOST?
 host_listed() {
     local out
-    out=$(timeout 15 "$COMPUTECTL" --config-file "$CONF" -f json --timeout 5 host list 2>/dev/null) || return 1
+    out=$(timeout 15 "$COMPUTECTL" --config-file "$CONF" --config-file "$TMP/client.conf" -f json --timeout 5 host list 2>/dev/null) || return 1
     HOST="$HOST" /usr/bin/python3 -c '
 import json, os, sys
 
@@ -201,7 +205,7 @@ log "host '$HOST' is registered"
 
 log "running: computectl demo --guest-dir $GUEST_DIR"
 rc=0
-"$COMPUTECTL" --config-file "$CONF" demo --guest-dir "$GUEST_DIR" || rc=$?
+"$COMPUTECTL" --config-file "$CONF" --config-file "$TMP/client.conf" demo --guest-dir "$GUEST_DIR" || rc=$?
 if [ "$rc" -eq 0 ]; then
     log "computectl demo succeeded"
 else

@@ -5,6 +5,9 @@
 #   - only the scheduler publishes to the agents (`compute.<host>`, `compute_fanout`);
 #   - only agents publish reports (topic `agent_reports`), and an agent
 #     consumes only its own queue `compute.<host>`.
+# The broker cannot keep an agent (write on `amq.default`, to answer calls) out
+# of the `scheduler` queue: signatures do (README "Bus permissions"; the client's
+# [client] key = `python -m compute_driver.rpc.report_signing --client < secret`).
 # Idempotent: an existing user gets the new password and the permissions again.
 #
 # Usage (as root, on a broker node; the password is read from standard input,

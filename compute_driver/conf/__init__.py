@@ -12,6 +12,7 @@ from oslo_log import log as oslo_log
 from compute_driver.conf import (
     agent,
     agent_reports,
+    client,
     database,
     default,
     image,
@@ -31,6 +32,7 @@ CORE_MODULES = (
     default,
     agent,
     agent_reports,
+    client,
     scheduler,
     networks,
     notifications,

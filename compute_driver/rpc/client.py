@@ -46,6 +46,10 @@ class RPCClientBase:
         """The wire context of one call: this client's identity, a new request id."""
         return self.identity.for_request().to_wire()
 
+    def _outgoing(self, method: str, context: dict[str, Any], payload: dict[str, Any]) -> dict:
+        """``payload`` as sent (an API whose calls are signed adds the signature here)."""
+        return payload
+
     # NOTE: the payload is a dict, not **kwargs: payload fields such as
     # "server" must never be mistaken for the routing arguments.
     def _call(
@@ -64,7 +68,8 @@ class RPCClientBase:
             prepared = self._client.prepare(
                 server=host, version=version, retry=self.retries, timeout=wait
             )
-            return prepared.call(self._context(), method, **payload)
+            context = self._context()
+            return prepared.call(context, method, **self._outgoing(method, context, payload))
         except messaging.MessagingTimeout as exc:
             raise exception.MessagingTimeout(service=self._service(host), timeout=wait) from exc
         except messaging.RemoteError as exc:
@@ -83,7 +88,8 @@ class RPCClientBase:
         self, method: str, payload: dict[str, Any], host: str | None = None, version: str = "1.0"
     ) -> None:
         prepared = self._client.prepare(server=host, version=version, retry=self.retries)
+        context = self._context()
         try:
-            prepared.cast(self._context(), method, **payload)
+            prepared.cast(context, method, **self._outgoing(method, context, payload))
         except messaging.MessagingException as exc:
             raise exception.MessagingError(service=self._service(host), reason=str(exc)) from exc

@@ -5,8 +5,10 @@ embeds the client) fills it; the endpoint decorator (``rpc/endpoint.py``)
 checks it against ``schemas.CONTEXT`` and hands methods this object, never
 the raw dict.
 
-NOTE: the context is what the caller asserts. The bus credential is the
-authentication: tenants never hold one; the upstream API that does
+NOTE: the context is what the caller asserts. The bus credential and the
+client key's signature over the context (``rpc/report_signing.sign_call``,
+checked by ``scheduler/scope.py`` when the scheduler has a secret) are the
+authentication: tenants never hold them; the upstream API that does
 authenticates its users and names their project here. What a context may
 do is decided by the scheduler (``scheduler/scope.py``).
 """

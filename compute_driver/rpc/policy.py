@@ -2,9 +2,12 @@
 
 Every call carries a context: ``project`` (the project it acts for),
 ``user`` (for the logs), ``admin`` (an operator) and ``request_id``.
-NOTE: the context is what the bus client asserts. The bus credential is the
-authentication: tenants never hold one; the upstream API that does
-authenticates its users and names their project. ``computectl`` without
+NOTE: the context is what the bus client asserts. The bus credential and,
+with ``[agent_reports] secret`` set, the client key's signature over the
+call and its context (``[client] key``, rpc/report_signing.py) are the
+authentication: tenants and agents never hold the key (an agent's credential
+reaches this topic's queue through the default exchange); the upstream API
+that does authenticates its users and names their project. ``computectl`` without
 ``--project`` acts as the operator (admin, every project).
 
 Every scheduler method is one of:

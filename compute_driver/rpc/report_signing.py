@@ -17,9 +17,18 @@ that agent's host (:func:`sign_request`): the broker lets every service that
 answers calls publish to any queue through the default exchange, so an
 agent could otherwise put a request into another agent's queue.
 
+Public scheduler calls are signed too, with the client key
+(:func:`client_key`, ``[client] key``): the agents' broker credential must
+publish to the default exchange to answer the scheduler, and the default
+exchange delivers to any queue by name, the public ``scheduler`` queue
+included, whose context says who is an admin. The signature covers the
+context, so only a holder of the client key (computectl, an upstream API)
+can speak as a project or an admin; an agent holds its host key only.
+
 ``python -m compute_driver.rpc.report_signing HOST`` reads the secret from
 standard input and prints HOST's key (the operator's way to make one; the
-secret never appears in a command line).
+secret never appears in a command line); ``--client`` instead of HOST prints
+the client key.
 """
 
 from __future__ import annotations
@@ -42,11 +51,19 @@ MAX_SKEW = 300
 # NOTE: a fixed context string, so that a key derived here is good for
 # nothing else the same secret might one day be used for.
 _KEY_CONTEXT = b"compute-driver agent report key v1\x00"
+# NOTE: another context, not a host name: no host's key is the client key,
+# whatever the host is called.
+_CLIENT_KEY_CONTEXT = b"compute-driver client key v1\x00"
 
 
 def host_key(secret: str, host: str) -> str:
     """The report key of ``host`` (64 hex digits) derived from ``secret``."""
     return hmac.new(secret.encode(), _KEY_CONTEXT + host.encode(), hashlib.sha256).hexdigest()
+
+
+def client_key(secret: str) -> str:
+    """The client key (64 hex digits) derived from ``secret``: public scheduler calls."""
+    return hmac.new(secret.encode(), _CLIENT_KEY_CONTEXT, hashlib.sha256).hexdigest()
 
 
 def _mac(key: str, method: str, timestamp: int, payload: dict[str, Any]) -> str:
@@ -126,6 +143,57 @@ def verify_request(
     _check(key, _REQUEST + method, payload, refused, now, "this host (%s)" % host)
 
 
+# NOTE: public calls are signed under a label of their own, and over the
+# context as well as the arguments: the context carries the admin claim.
+_CALL = "scheduler:"
+
+
+def sign_call(
+    key: str,
+    method: str,
+    context: dict[str, Any],
+    payload: dict[str, Any],
+    now: float | None = None,
+) -> dict:
+    """``payload`` of a public scheduler call, with its ``signature`` under
+    the client ``key`` over the method, the time, the payload and ``context``."""
+    signed = sign(key, _CALL + method, {"context": context, "args": payload}, now)
+    return dict(payload, signature=signed["signature"])
+
+
+def verify_call(
+    secret: str,
+    method: str,
+    context: dict[str, Any],
+    payload: dict[str, Any],
+    host: str,
+    now: float | None = None,
+) -> None:
+    """Check, on the scheduler (``host``), that a public call was signed with
+    the client key for this very context and payload.
+
+    :raises RequestRefused: the signature is missing, stale, or not made
+        with the client key (an agent's key cannot make one).
+    """
+
+    def refused(reason: str) -> Exception:
+        return exception.RequestRefused(method=method, host=host, reason=reason)
+
+    body = {k: v for k, v in payload.items() if k != "signature"}
+    signed = {"context": context, "args": body, "signature": payload.get("signature")}
+    _check(client_key(secret), _CALL + method, signed, refused, now, "a client")
+
+
+def configured_client_key(conf: cfg.ConfigOpts) -> str | None:
+    """The client key: ``[client] key``, or derived from ``[agent_reports] secret``
+    when the same configuration has it (the scheduler's host, one file for all)."""
+    if conf.client.key:
+        return conf.client.key
+    if conf.agent_reports.secret:
+        return client_key(conf.agent_reports.secret)
+    return None
+
+
 def configured_key(conf: cfg.ConfigOpts) -> str | None:
     """This host's key: ``[agent_reports] key``, or derived from ``secret`` when
     the same configuration has it (one process or one file for both services)."""
@@ -138,16 +206,20 @@ def configured_key(conf: cfg.ConfigOpts) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Print the report key of the host named in ``argv`` (secret on stdin)."""
+    """Print the report key of the host named in ``argv``, or with
+    ``--client`` the client key (secret on stdin)."""
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
-        print("usage: python -m compute_driver.rpc.report_signing HOST < secret", file=sys.stderr)
+        print(
+            "usage: python -m compute_driver.rpc.report_signing HOST|--client < secret",
+            file=sys.stderr,
+        )
         return 2
     secret = sys.stdin.readline().rstrip("\n")
     if not secret:
         print("report_signing: no secret on standard input", file=sys.stderr)
         return 2
-    print(host_key(secret, args[0]))
+    print(client_key(secret) if args[0] == "--client" else host_key(secret, args[0]))
     return 0
 
 

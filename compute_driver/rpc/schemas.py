@@ -585,6 +585,16 @@ def free_text(text: str, limit: int = 1024) -> str:
 for _schema in COMPUTE_METHODS.values():
     _schema["properties"]["signature"] = SIGNATURE
 
+# NOTE: and every public scheduler call may carry a client's signature, over
+# its context too (report_signing.sign_call); a scheduler with a secret requires it.
+# A copy of each: some are shared (create_flavor's is the FLAVOR inside
+# build_instance's instance), and a flavor has no signature.
+for _name, _schema in list(SCHEDULER_METHODS.items()):
+    SCHEDULER_METHODS[_name] = {
+        **_schema,
+        "properties": {**_schema["properties"], "signature": SIGNATURE},
+    }
+
 #: Longest reason an invalid_payload error carries.
 MAX_REASON = 500
 

@@ -1,11 +1,12 @@
 """Project scope: what one request may see, in one place.
 
 Every scheduler method wears :func:`scheduler_method` (the payload schema,
-then ``rpc/policy.py``'s table); every lookup by reference goes through
-``database.find_by_ref`` or the image lookup with the request's context,
-which apply :func:`sees` and :func:`name_condition`; listings take their
-project filter from :func:`list_project`, creates their owner from
-:func:`owner`. The rules (``docs/rpc-api.md``):
+then, when the scheduler has ``[agent_reports] secret``, the client's
+signature over the call and its context, then ``rpc/policy.py``'s table);
+every lookup by reference goes through ``database.find_by_ref`` or the
+image lookup with the request's context, which apply :func:`sees` and
+:func:`name_condition`; listings take their project filter from
+:func:`list_project`, creates their owner from :func:`owner`. The rules (``docs/rpc-api.md``):
 
 * a context sees the objects of its project; an admin sees every project's;
   images of no project (imported by an admin) are public.
@@ -31,17 +32,25 @@ from typing import Any
 import sqlalchemy as sa
 
 from compute_driver import exception
-from compute_driver.rpc import policy, schemas
+from compute_driver.rpc import policy, report_signing, schemas
 from compute_driver.rpc.context import RequestContext
 from compute_driver.rpc.endpoint import rpc_method
 
 
 def scheduler_method(func: Callable) -> Callable:
-    """Expose a scheduler method: its schema, then the policy table, then ``func``."""
+    """Expose a scheduler method: its schema, the client's signature, the policy
+    table, then ``func``."""
     name = func.__name__
 
     @functools.wraps(func)
     def checked(self: Any, context: RequestContext, /, **kwargs: Any) -> Any:
+        # NOTE: with a secret, only a holder of the client key may call: an
+        # agent's credential can put a message into this topic's queue (the
+        # default exchange), and its context would claim what it likes.
+        secret = self.conf.agent_reports.secret
+        if secret:
+            report_signing.verify_call(secret, name, context.to_wire(), kwargs, self.conf.host)
+        kwargs.pop("signature", None)
         policy.check(name, context, kwargs)
         return func(self, context, **kwargs)
 

@@ -82,8 +82,9 @@ class SchedulerService:
     def start(self) -> None:
         if self.reports.secret is None:
             LOG.warning(
-                "[agent_reports] secret is not set: reports are accepted unsigned, "
-                "so an agent's credential can report for any host"
+                "[agent_reports] secret is not set: reports and public calls are "
+                "accepted unsigned, so an agent's credential can report for any host "
+                "and call the public API as an admin"
             )
         self.server.start(override_pool_size=self.conf.scheduler.rpc_workers)
         self.report_server.start(override_pool_size=self.conf.scheduler.rpc_workers)

@@ -285,6 +285,12 @@ class BusRoles:
 
         return report_signing.host_key(self.report_secret, host)
 
+    def client_key(self) -> str:
+        """The clients' ``[client] key`` (computectl's, an upstream API's)."""
+        from compute_driver.rpc import report_signing
+
+        return report_signing.client_key(self.report_secret)
+
     def delete(self) -> None:
         for user in self.users:
             subprocess.run(

@@ -59,6 +59,10 @@ def cloud() -> Iterator[Cloud]:
                 uri=LIBVIRT_URI,
             )
         )
+        # NOTE: the client signs its calls (a scheduler with a secret refuses
+        # unsigned ones); the services read this file too, but only a client
+        # uses the key.
+        f.write("\n[client]\nkey = %s\n" % roles.client_key())
     env = Cloud(
         state=state,
         host="ft-" + tag,

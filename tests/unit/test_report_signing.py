@@ -81,3 +81,71 @@ def test_an_agents_own_signature_is_no_request() -> None:
         report_signing.verify_request(key, "h0", "stop_instance", forged)
     with pytest.raises(exception.RequestRefused, match="not signed"):
         report_signing.verify_request(key, "h0", "stop_instance", {"uuid": PAYLOAD["uuid"]})
+
+
+# --- public scheduler calls (issue 12: no bus client acts as a host) ---------
+
+CONTEXT = {"request_id": "req-1", "admin": False, "project": "p1"}
+CALL = {"name": "net-1", "cidr": "10.0.0.0/24"}
+
+
+def _call(key: str | None = None, context: dict = CONTEXT, now: float = NOW) -> dict:
+    key = report_signing.client_key(SECRET) if key is None else key
+    return report_signing.sign_call(key, "create_network", context, CALL, now=now)
+
+
+def test_a_client_signs_a_call_with_its_context() -> None:
+    signed = _call()
+    assert {k: v for k, v in signed.items() if k != "signature"} == CALL
+    report_signing.verify_call(SECRET, "create_network", CONTEXT, signed, "s0", now=NOW + 1)
+
+
+@pytest.mark.parametrize(
+    ("context", "method", "payload"),
+    [
+        # The same signature under an admin claim or another project: refused.
+        (dict(CONTEXT, admin=True), "create_network", _call()),
+        (dict(CONTEXT, project="victim"), "create_network", _call()),
+        ({k: v for k, v in CONTEXT.items() if k != "project"}, "create_network", _call()),
+        (CONTEXT, "delete_network", _call()),
+        (CONTEXT, "create_network", dict(_call(), cidr="10.9.0.0/24")),
+    ],
+)
+def test_a_signed_call_covers_its_context_method_and_payload(
+    context: dict, method: str, payload: dict
+) -> None:
+    with pytest.raises(exception.RequestRefused, match="not the key of a client"):
+        report_signing.verify_call(SECRET, method, context, payload, "s0", now=NOW)
+
+
+def test_an_agents_key_cannot_sign_a_call() -> None:
+    """No host's key is the client key, whatever the host is called."""
+    client = report_signing.client_key(SECRET)
+    for host in ("client", "client:", "", "scheduler", "h0"):
+        assert report_signing.host_key(SECRET, host) != client
+        forged = _call(key=report_signing.host_key(SECRET, host))
+        with pytest.raises(exception.RequestRefused) as info:
+            report_signing.verify_call(SECRET, "create_network", CONTEXT, forged, "s0", now=NOW)
+        assert info.value.code == "request_refused"
+    # A report or a request signature is no call signature either.
+    request = report_signing.sign(client, "create_network", dict(CALL), now=NOW)
+    with pytest.raises(exception.RequestRefused):
+        report_signing.verify_call(SECRET, "create_network", CONTEXT, request, "s0", now=NOW)
+
+
+def test_an_unsigned_or_stale_call_is_refused() -> None:
+    with pytest.raises(exception.RequestRefused, match="not signed"):
+        report_signing.verify_call(SECRET, "create_network", CONTEXT, dict(CALL), "s0", now=NOW)
+    stale = _call(now=NOW - report_signing.MAX_SKEW - 5)
+    with pytest.raises(exception.RequestRefused, match="from this host's clock"):
+        report_signing.verify_call(SECRET, "create_network", CONTEXT, stale, "s0", now=NOW)
+
+
+def test_main_prints_the_client_key(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import io
+
+    monkeypatch.setattr("sys.stdin", io.StringIO(SECRET + "\n"))
+    assert report_signing.main(["--client"]) == 0
+    assert capsys.readouterr().out.strip() == report_signing.client_key(SECRET)
