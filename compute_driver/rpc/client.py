@@ -46,7 +46,9 @@ class RPCClientBase:
         """The wire context of one call: this client's identity, a new request id."""
         return self.identity.for_request().to_wire()
 
-    def _outgoing(self, method: str, context: dict[str, Any], payload: dict[str, Any]) -> dict:
+    def _outgoing(
+        self, method: str, context: dict[str, Any], payload: dict[str, Any]
+    ) -> dict[str, Any]:
         """``payload`` as sent (an API whose calls are signed adds the signature here)."""
         return payload
 

@@ -154,7 +154,7 @@ def sign_call(
     context: dict[str, Any],
     payload: dict[str, Any],
     now: float | None = None,
-) -> dict:
+) -> dict[str, Any]:
     """``payload`` of a public scheduler call, with its ``signature`` under
     the client ``key`` over the method, the time, the payload and ``context``."""
     signed = sign(key, _CALL + method, {"context": context, "args": payload}, now)
@@ -188,7 +188,7 @@ def configured_client_key(conf: cfg.ConfigOpts) -> str | None:
     """The client key: ``[client] key``, or derived from ``[agent_reports] secret``
     when the same configuration has it (the scheduler's host, one file for all)."""
     if conf.client.key:
-        return conf.client.key
+        return str(conf.client.key)
     if conf.agent_reports.secret:
         return client_key(conf.agent_reports.secret)
     return None

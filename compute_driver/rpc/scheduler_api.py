@@ -47,7 +47,9 @@ class SchedulerAPI(RPCClientBase):
         #: The client key every call is signed with; None sends them unsigned.
         self._key: str | None = report_signing.configured_client_key(conf)
 
-    def _outgoing(self, method: str, context: dict[str, Any], payload: dict[str, Any]) -> dict:
+    def _outgoing(
+        self, method: str, context: dict[str, Any], payload: dict[str, Any]
+    ) -> dict[str, Any]:
         # NOTE: the context is signed too: it says who is an admin, and an
         # agent's credential can put a call into this topic's queue.
         if self._key is None:
