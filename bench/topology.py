@@ -254,7 +254,7 @@ class Cloud:
         for host in hosts:
             store.report_host(host, RESOURCES, {"tunnel_ip": self.tunnel_ip[host]})
         self.network = self.manager.create_network(
-            {},
+            {"project": "bench"},
             uuid=str(uuidlib.uuid4()),
             name="topology-bench",
             type="vxlan",

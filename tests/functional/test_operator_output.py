@@ -22,7 +22,7 @@ from oslo_config import cfg
 
 from compute_driver import conf as cd_conf
 from compute_driver import config, exception
-from compute_driver.rpc import transport
+from compute_driver.rpc import report_signing, transport
 
 #: The size of the issue's hostile method name.
 HUGE = 10 * 1024 * 1024
@@ -63,8 +63,14 @@ def rpc_conf(cloud: Cloud) -> Iterator[dict[str, cfg.ConfigOpts]]:
 
 def _call(conf: cfg.ConfigOpts, target: messaging.Target, method: str, rid: str, **kw: Any) -> Any:
     client = messaging.get_rpc_client(transport.get_transport(conf), target, timeout=120)
+    context: dict[str, Any] = {"request_id": rid}
+    key = report_signing.configured_client_key(conf)
+    if target.topic == "scheduler" and key is not None:
+        # NOTE: a public call is signed (context included) by the client that may make it.
+        context["admin"] = True
+        kw = report_signing.sign_call(key, method, context, kw)
     try:
-        return client.call({"request_id": rid}, method, **kw)
+        return client.call(context, method, **kw)
     except Exception as exc:  # noqa: BLE001 - the tests look at what came back
         return exc
 
