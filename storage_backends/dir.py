@@ -23,7 +23,6 @@ Snapshots of a running guest are the virt driver's job (through libvirt).
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from oslo_config import cfg
 
@@ -104,17 +103,17 @@ class DirStorageBackend(FileStoreBackend):
             self.name, self.files, self.opts, overlays_in_process=True, locks_in_process=True
         )
 
-    def describe(self) -> dict[str, Any]:
-        return {
-            "export": True,
-            "name": self.name,
-            "shared": False,
-            "formats": list(VOLUME_FORMATS),
-            "linked_clone": True,
-            "snapshots": True,
-            "resize": True,
-            "image_cache": True,
-        }
+    def describe(self) -> base.Description:
+        return base.Description(
+            name=self.name,
+            shared=False,
+            formats=tuple(VOLUME_FORMATS),
+            linked_clone=True,
+            snapshots=True,
+            resize=True,
+            image_cache=True,
+            export=True,
+        )
 
     def disk_config(self, volume: base.Volume) -> lvxml.Disk:
         return self.file_disk(volume)

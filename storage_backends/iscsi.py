@@ -237,15 +237,8 @@ class IscsiStorageBackend(base.StorageBackend):
         except cfg.NoSuchOptError:
             return "qemu:///system"
 
-    def describe(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "shared": True,
-            "formats": ["raw"],
-            "linked_clone": False,
-            "snapshots": False,
-            "resize": False,
-        }
+    def describe(self) -> base.Description:
+        return base.Description(name=self.name, shared=True, formats=("raw",))
 
     # --- the pool ---------------------------------------------------------------------
 
@@ -462,7 +455,7 @@ class IscsiStorageBackend(base.StorageBackend):
         """Claim a LUN of at least ``size_gb`` GiB and the image's size; write the image in.
 
         NOTE: ``linked`` is ignored, not refused: a LUN cannot be a
-        copy-on-write child of anything (``describe()["linked_clone"]`` is
+        copy-on-write child of anything (``describe().linked_clone`` is
         False), so every volume is a full copy, as a caller asking for a
         linked clone on any backend without them gets.
 

@@ -227,18 +227,18 @@ class NfsStorageBackend(FileStoreBackend):
             )
         self.store = FileStore(self.name, self.files, self.opts)
 
-    def describe(self) -> dict[str, Any]:
-        return {
-            "export": True,
-            "name": self.name,
-            "shared": True,
-            "access_mode": self.access_mode,
-            "formats": list(VOLUME_FORMATS),
-            "linked_clone": True,
-            "snapshots": True,
-            "resize": True,
-            "image_cache": True,
-        }
+    def describe(self) -> base.Description:
+        return base.Description(
+            name=self.name,
+            shared=True,
+            formats=tuple(VOLUME_FORMATS),
+            linked_clone=True,
+            snapshots=True,
+            resize=True,
+            image_cache=True,
+            export=True,
+            details={"access_mode": self.access_mode},
+        )
 
     def disk_config(self, volume: base.Volume) -> lvxml.Disk:
         """A file disk (mount mode) or a network disk QEMU opens over NFS (direct)."""

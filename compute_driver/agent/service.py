@@ -101,7 +101,7 @@ class AgentService:
     def resync_networks(self) -> None:
         """Let each network plugin that can reprogram what its datapath lost."""
         for name, plugin in sorted(self.manager.networks.items()):
-            if not plugin.describe().get("resync"):
+            if not plugin.describe().resync:
                 continue
             try:
                 if plugin.check_and_resync():
@@ -112,7 +112,7 @@ class AgentService:
     def clean_image_caches(self) -> None:
         """Remove cached images nothing backs onto, on every backend that caches."""
         for name, backend in sorted(self.manager.storage.items()):
-            if not backend.describe().get("image_cache"):
+            if not backend.describe().image_cache:
                 continue
             try:
                 removed = backend.cleanup_image_cache()

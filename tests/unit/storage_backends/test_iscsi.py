@@ -291,18 +291,21 @@ def test_no_chap(make, secrets):
 
 def test_describe_and_unsupported_abilities(make):
     backend = make()
-    assert backend.describe() == {
+    assert backend.describe().to_wire() == {
         "name": "iscsi",
         "shared": True,
         "formats": ["raw"],
         "linked_clone": False,
         "snapshots": False,
         "resize": False,
+        "image_cache": False,
+        "export": False,
     }
     for call in (
         lambda: backend.resize_volume("vol-a", 2),
         lambda: backend.create_snapshot("vol-a", "s"),
         lambda: backend.list_snapshots("vol-a"),
+        lambda: backend.export_volume("vol-a", "/nonexistent/export.qcow2"),
         lambda: backend.revert_to_snapshot("vol-a", "s"),
         lambda: backend.delete_snapshot("vol-a", "s"),
     ):

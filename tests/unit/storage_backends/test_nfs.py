@@ -87,7 +87,7 @@ def test_direct_mode_describe_and_network_disk(tmp_path):
     backend = nfs_backend.NfsStorageBackend(
         _conf(tmp_path, server="nfs1.example", export="/srv/vols/", qemu_user="107")
     )
-    assert backend.describe() == {
+    assert backend.describe().to_wire() == {
         "export": True,
         "name": "nfs",
         "shared": True,
@@ -140,7 +140,7 @@ def test_export_urls():
 
 def test_mount_mode_volumes_are_files_on_the_mount(tmp_path, mounted):
     backend = _mount_backend(tmp_path, mounted)
-    assert backend.describe()["shared"] is True
+    assert backend.describe().shared is True
     volume = backend.create_volume("v1", 1)
     assert volume.location == str(mounted / "volumes" / "v1.qcow2")
     assert backend.resize_volume("v1", 2).size_gb == 2
