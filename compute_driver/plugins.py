@@ -34,8 +34,19 @@ def available(namespace: str) -> list[str]:
     return sorted(extension.ExtensionManager(namespace, invoke_on_load=False).names())
 
 
-def load(namespace: str, name: str, conf: cfg.ConfigOpts, group: str, option: str) -> Any:
+def load(
+    namespace: str,
+    name: str,
+    conf: cfg.ConfigOpts,
+    group: str,
+    option: str,
+    services: Any = None,
+) -> Any:
     """Instantiate plugin ``name`` of ``namespace`` with ``conf``.
+
+    The plugin's own option groups are registered first (see the module
+    docstring); ``services`` (what the host lends the plugin, e.g.
+    :class:`storage_backends.base.Services`) is passed as ``services=``.
 
     :param group: the option group naming the plugin (for the error message).
     :param option: the option naming the plugin (for the error message).
@@ -66,7 +77,7 @@ def load(namespace: str, name: str, conf: cfg.ConfigOpts, group: str, option: st
         ) from exc
     config.check_options(conf)  # the plugin's own groups, now registered
     try:
-        plugin = plugin_class(conf)
+        plugin = plugin_class(conf) if services is None else plugin_class(conf, services=services)
     except Exception as exc:
         LOG.exception("Plugin %s of %s failed to load", name, namespace)
         raise exception.InvalidConfig(

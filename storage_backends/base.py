@@ -11,7 +11,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -87,8 +87,25 @@ class Description:
         return {**wire, **details}
 
 
+@dataclass(frozen=True)
+class Services:
+    """What the agent lends a backend, passed in explicitly by the plugin loader.
+
+    A backend reads its own option group and nothing else of the
+    configuration: what it needs from the rest of the host comes from here.
+    """
+
+    #: The virt driver's open libvirt connection (for libvirt secrets); the
+    #: backend must not close it. None when the driver has none.
+    hypervisor: Callable[[], Any] | None = None
+
+
 class StorageBackend(abc.ABC):
-    """Holds volumes on one kind of storage."""
+    """Holds volumes on one kind of storage.
+
+    Made by the plugin loader as ``Backend(conf, services=Services(...))``:
+    the backend registers and reads only its own group (``[<name>]``).
+    """
 
     #: The entry-point name, also the name of the option group.
     name = ""

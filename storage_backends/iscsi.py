@@ -195,7 +195,7 @@ class IscsiStorageBackend(base.StorageBackend):
 
     name = "iscsi"
 
-    def __init__(self, conf: cfg.ConfigOpts) -> None:
+    def __init__(self, conf: cfg.ConfigOpts, services: base.Services | None = None) -> None:
         conf.register_group(GROUP)
         conf.register_opts(OPTS, group=GROUP)
         self.opts = conf.iscsi
@@ -216,8 +216,13 @@ class IscsiStorageBackend(base.StorageBackend):
             from_file = None
             if self.opts.chap_password_file:
                 from_file = iscsi_utils.read_password_file(self.opts.chap_password_file)
+            if services is None or services.hypervisor is None:
+                raise cd_exception.InvalidConfig(
+                    reason="[iscsi] chap_username is set but no libvirt connection was "
+                    "given to the backend: the CHAP password is a libvirt secret"
+                )
             password = iscsi_utils.libvirt_chap_password(
-                self._libvirt_uri(conf), self.opts.chap_secret_uuid, from_file
+                services.hypervisor(), self.opts.chap_secret_uuid, from_file
             )
         self.settings = iscsi_utils.Settings(
             backend=self.name,
@@ -229,13 +234,6 @@ class IscsiStorageBackend(base.StorageBackend):
             op_timeout=self.opts.op_timeout,
         )
         self._warned: set[str] = set()
-
-    @staticmethod
-    def _libvirt_uri(conf: cfg.ConfigOpts) -> str:
-        try:
-            return str(conf.libvirt.uri)
-        except cfg.NoSuchOptError:
-            return "qemu:///system"
 
     def describe(self) -> base.Description:
         return base.Description(name=self.name, shared=True, formats=("raw",))

@@ -201,7 +201,7 @@ class NfsStorageBackend(FileStoreBackend):
 
     name = "nfs"
 
-    def __init__(self, conf: cfg.ConfigOpts) -> None:
+    def __init__(self, conf: cfg.ConfigOpts, services: base.Services | None = None) -> None:
         conf.register_group(GROUP)
         conf.register_opts(OPTS, group=GROUP)
         self.opts = conf.nfs

@@ -13,6 +13,7 @@ from compute_driver import exception, plugins, service
 from compute_driver.agent.manager import ComputeManager
 from compute_driver.rpc import compute_api, transport
 from compute_driver.rpc.agent_reports_api import AgentReportsAPI
+from storage_backends import base as storage_base
 
 LOG = logging.getLogger(__name__)
 
@@ -28,8 +29,14 @@ def load_plugins(conf: cfg.ConfigOpts) -> tuple:
     driver = plugins.load(
         plugins.VIRT_NAMESPACE, conf.agent.virt_driver, conf, "agent", "virt_driver"
     )
+    # NOTE: a backend reads only its own group; what it needs of the host
+    # (the libvirt connection, for secrets) is lent explicitly.
+    host = getattr(driver, "host", None)
+    services = storage_base.Services(hypervisor=host.get_connection if host else None)
     storage = {
-        name: plugins.load(plugins.STORAGE_NAMESPACE, name, conf, "storage", "backends")
+        name: plugins.load(
+            plugins.STORAGE_NAMESPACE, name, conf, "storage", "backends", services=services
+        )
         for name in conf.storage.backends
     }
     if conf.storage.root_backend not in storage:

@@ -180,6 +180,8 @@ def _conf(**options: Any) -> cfg.ConfigOpts:
 
 @pytest.fixture
 def make(targets, secrets, tmp_path):
+    conn = secrets["_module"].open("qemu:///lent")  # what the agent lends
+
     def make(**options: Any) -> iscsi_backend.IscsiStorageBackend:
         values: dict[str, Any] = {
             "portal": "192.0.2.10:3260",
@@ -191,7 +193,9 @@ def make(targets, secrets, tmp_path):
             "lock_timeout": 1,
         }
         values.update(options)
-        return iscsi_backend.IscsiStorageBackend(_conf(**values))
+        # NOTE: the backend is lent the agent's libvirt connection; it opens none.
+        services = base.Services(hypervisor=lambda: conn)
+        return iscsi_backend.IscsiStorageBackend(_conf(**values), services=services)
 
     return make
 
@@ -255,6 +259,25 @@ def test_password_file_must_be_private_and_not_empty(make, tmp_path):
         make(chap_password_file=_password_file(tmp_path, text="\n"))
     with pytest.raises(cd_exception.InvalidConfig, match="No such file"):
         make(chap_password_file=str(tmp_path / "nope"))
+
+
+def test_the_backend_opens_no_libvirt_connection_of_its_own(make, secrets, monkeypatch):
+    monkeypatch.setattr(secrets["_module"], "open", lambda uri: pytest.fail("opened " + uri))
+    make()
+    assert secrets[SECRET_UUID].val == PASSWORD.encode()  # defined on the lent connection
+
+
+def test_chap_without_a_lent_libvirt_connection_is_refused(secrets, tmp_path):
+    conf = _conf(
+        portal="192.0.2.10:3260",
+        targets=[T1],
+        initiator_iqn=INITIATOR,
+        chap_username="cduser",
+        chap_secret_uuid=SECRET_UUID,
+        chap_password_file=_password_file(tmp_path),
+    )
+    with pytest.raises(cd_exception.InvalidConfig, match="no libvirt connection"):
+        iscsi_backend.IscsiStorageBackend(conf)
 
 
 def test_password_file_defines_the_libvirt_secret(make, secrets):
