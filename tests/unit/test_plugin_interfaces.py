@@ -68,3 +68,26 @@ def test_descriptions_are_frozen_and_plain_dicts_on_the_wire(description):
     assert all(not isinstance(v, tuple) for v in wire.values())  # JSON-shaped
     if isinstance(description, storage_base.Description):
         assert wire["a"] == "b" and "details" not in wire
+
+
+def test_each_plugin_reads_only_its_own_option_group():
+    # NOTE: plugins are still handed the ConfigOpts (to register their group);
+    # this holds them to reading only that group: what else they need is lent
+    # through services (e.g. the iscsi backend's libvirt connection).
+    import ast
+    from pathlib import Path
+
+    import network_plugins
+    import storage_backends
+
+    allowed = {"register_group", "register_opts"}
+    for package in (network_plugins, storage_backends):
+        for path in sorted(Path(package.__path__[0]).glob("*.py")):
+            own = {path.stem, path.stem.removesuffix("_opts"), path.stem.removesuffix("_utils")}
+            for node in ast.walk(ast.parse(path.read_text())):
+                if (
+                    isinstance(node, ast.Attribute)
+                    and isinstance(node.value, ast.Name)
+                    and node.value.id == "conf"
+                ):
+                    assert node.attr in allowed | own, "%s reads [%s]" % (path, node.attr)
