@@ -24,6 +24,10 @@ from compute_driver import exception
 DEFAULT_CONFIG_FILE = "/etc/compute-driver/compute-driver.conf"
 #: The libraries' option namespaces in the sample config (config-generator.conf).
 LIBRARY_NAMESPACES = ("oslo.messaging", "oslo.log")
+#: oslo.config.opts namespaces of the plugin families: their options are
+#: registered when a plugin is loaded, but every installed plugin's are known
+#: (an agent's file may hold [ovs] while it loads only linux_bridge).
+PLUGIN_NAMESPACES = ("compute_driver.network", "compute_driver.storage")
 #: Where oslo.messaging's transport drivers are registered.
 DRIVERS_NAMESPACE = "oslo.messaging.drivers"
 #: What a value of a secret option is shown as in errors.
@@ -54,6 +58,21 @@ def _raw_value(conf: cfg.ConfigOpts, section: str, option: str) -> tuple[str, st
         if values:
             found = (path, values[-1])
     return found
+
+
+def check_options(conf: cfg.ConfigOpts) -> None:
+    """Check every registered option of a loaded ``conf`` (those registered since too).
+
+    For the plugin loader: a plugin's groups are registered after the files
+    were read, and a bad value must still be one line naming the file.
+
+    :raises InvalidConfig: the first invalid value.
+    """
+    try:
+        conf.config_file  # noqa: B018 - registered only when conf is loaded
+    except cfg.NoSuchOptError:
+        return  # never loaded (tests, embedding): no file to check
+    _check_every_option(conf)
 
 
 def _check_every_option(conf: cfg.ConfigOpts) -> None:
@@ -226,7 +245,8 @@ def _known_options(conf: cfg.ConfigOpts) -> dict[str, set[str]]:
     """Section -> option names anything of ours reads (deprecated names included).
 
     The registered options, and the libraries' (oslo.messaging registers its
-    own only when a transport is made): the namespaces of the sample config.
+    own only when a transport is made) and the installed plugins': the
+    namespaces of the sample config.
     """
     known: dict[str, set[str]] = {"DEFAULT": set()}
 
@@ -242,7 +262,7 @@ def _known_options(conf: cfg.ConfigOpts) -> dict[str, set[str]]:
         for info in group._opts.values():
             add(name, info["opt"])
     for entry_point in importlib.metadata.entry_points(group="oslo.config.opts"):
-        if entry_point.name in LIBRARY_NAMESPACES:
+        if entry_point.name in LIBRARY_NAMESPACES + PLUGIN_NAMESPACES:
             for group, opts in entry_point.load()():
                 section = getattr(group, "name", group) or "DEFAULT"
                 for opt in opts:

@@ -8,6 +8,7 @@ reads its own option group, named like its entry point.
 from __future__ import annotations
 
 import abc
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,15 +37,33 @@ class Port:
     addresses: tuple[str, ...] = field(default=())
 
 
+@dataclass(frozen=True)
+class Description:
+    """What :meth:`NetworkPlugin.describe` returns: the plugin and its abilities."""
+
+    name: str
+    #: Network types offered (``flat``, ``vlan``, ``vxlan``, ...).
+    network_types: tuple[str, ...]
+    anti_spoofing: bool = False
+    tunnels: bool = False
+    #: :meth:`NetworkPlugin.check_and_resync` does something.
+    resync: bool = False
+
+    def to_wire(self) -> dict[str, Any]:
+        """The plain-dict form, for messages and logs."""
+        wire = dataclasses.asdict(self)
+        wire["network_types"] = list(self.network_types)
+        return wire
+
+
 class NetworkPlugin(abc.ABC):
     """Wires ports of tenant networks on one host."""
 
     name = ""
 
     @abc.abstractmethod
-    def describe(self) -> dict[str, Any]:
-        """Abilities: ``network_types`` offered, ``anti_spoofing``, ``tunnels``,
-        ``resync`` (:meth:`check_and_resync` does something)."""
+    def describe(self) -> Description:
+        """The plugin's name, the network types it offers and its abilities."""
 
     @abc.abstractmethod
     def ensure_network(self, network: Network) -> None:
@@ -81,7 +100,7 @@ class NetworkPlugin(abc.ABC):
         restarted), the devices and switch ports of plugged ports (a host
         reboot, or something else removed or changed them).
 
-        Called periodically by the agent when ``describe()["resync"]``, and
+        Called periodically by the agent when ``describe().resync``, and
         before a guest starts again (start, reboot, resume); returns whether
         anything was reprogrammed. The default has nothing to check.
 

@@ -25,7 +25,6 @@ import hashlib
 import logging
 import threading
 from collections.abc import Iterator
-from typing import Any
 
 from oslo_config import cfg
 
@@ -187,13 +186,10 @@ class LinuxBridgePlugin(base.NetworkPlugin):
                 self._nl.close()
                 self._nl = None
 
-    def describe(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "network_types": list(NETWORK_TYPES),
-            "anti_spoofing": False,
-            "tunnels": True,
-        }
+    def describe(self) -> base.Description:
+        return base.Description(
+            name=self.name, network_types=tuple(NETWORK_TYPES), anti_spoofing=False, tunnels=True
+        )
 
     def ensure_network(self, network: base.Network) -> None:
         with self._lock:

@@ -8,7 +8,6 @@ host's network.
 from __future__ import annotations
 
 import threading
-from typing import Any
 
 from oslo_config import cfg
 
@@ -30,13 +29,8 @@ class NoopNetworkPlugin(base.NetworkPlugin):
         self.networks: dict[str, base.Network] = {}
         self.ports: dict[str, str] = {}  # port id -> instance uuid
 
-    def describe(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "network_types": ["flat"],
-            "anti_spoofing": False,
-            "tunnels": False,
-        }
+    def describe(self) -> base.Description:
+        return base.Description(name=self.name, network_types=("flat",))
 
     def ensure_network(self, network: base.Network) -> None:
         with self._lock:

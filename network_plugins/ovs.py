@@ -224,14 +224,14 @@ class OvsNetworkPlugin(base.NetworkPlugin):
                 self._nl.close()
                 self._nl = None
 
-    def describe(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "network_types": list(NETWORK_TYPES),
-            "anti_spoofing": True,
-            "tunnels": True,
-            "resync": True,
-        }
+    def describe(self) -> base.Description:
+        return base.Description(
+            name=self.name,
+            network_types=tuple(NETWORK_TYPES),
+            anti_spoofing=True,
+            tunnels=True,
+            resync=True,
+        )
 
     # --- the interface --------------------------------------------------------------
 

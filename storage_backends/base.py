@@ -9,8 +9,10 @@ Optional abilities are declared by :meth:`StorageBackend.describe`.
 from __future__ import annotations
 
 import abc
+import dataclasses
 import re
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from compute_driver.objects import ImageSpec
@@ -56,20 +58,62 @@ class Capacity:
 
 #: Abilities a backend may lack; ``describe()`` says which it has, and the
 #: default methods below refuse with :class:`~storage_backends.exception.Unsupported`.
-OPTIONAL_ABILITIES = ("snapshots", "resize", "linked_clone", "image_cache")
+OPTIONAL_ABILITIES = ("snapshots", "resize", "linked_clone", "image_cache", "export")
+
+
+@dataclass(frozen=True)
+class Description:
+    """What :meth:`StorageBackend.describe` returns: the backend and its abilities."""
+
+    name: str
+    #: Every host sees the same volumes.
+    shared: bool
+    #: Volume formats the backend makes (``qcow2``, ``raw``).
+    formats: tuple[str, ...]
+    linked_clone: bool = False
+    snapshots: bool = False
+    resize: bool = False
+    image_cache: bool = False
+    #: :meth:`StorageBackend.export_volume` works.
+    export: bool = False
+    #: Facts of this backend only (e.g. nfs ``access_mode``), for operators.
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_wire(self) -> dict[str, Any]:
+        """The plain-dict form (the details merged in), for messages and logs."""
+        wire = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        wire["formats"] = list(self.formats)
+        details = wire.pop("details")
+        return {**wire, **details}
+
+
+@dataclass(frozen=True)
+class Services:
+    """What the agent lends a backend, passed in explicitly by the plugin loader.
+
+    A backend reads its own option group and nothing else of the
+    configuration: what it needs from the rest of the host comes from here.
+    """
+
+    #: The virt driver's open libvirt connection (for libvirt secrets); the
+    #: backend must not close it. None when the driver has none.
+    hypervisor: Callable[[], Any] | None = None
 
 
 class StorageBackend(abc.ABC):
-    """Holds volumes on one kind of storage."""
+    """Holds volumes on one kind of storage.
+
+    Made by the plugin loader as ``Backend(conf, services=Services(...))``:
+    the backend registers and reads only its own group (``[<name>]``).
+    """
 
     #: The entry-point name, also the name of the option group.
     name = ""
 
     @abc.abstractmethod
-    def describe(self) -> dict[str, Any]:
-        """Abilities: ``name``, ``shared`` (all hosts see the same volumes),
-        ``formats``, ``linked_clone``, ``snapshots``, ``resize`` (booleans
-        for the optional abilities of :data:`OPTIONAL_ABILITIES`)."""
+    def describe(self) -> Description:
+        """The backend's name, whether it is shared, its formats, and which
+        optional abilities of :data:`OPTIONAL_ABILITIES` it has."""
 
     @abc.abstractmethod
     def capacity(self) -> Capacity:
@@ -88,7 +132,7 @@ class StorageBackend(abc.ABC):
 
         :param size_gb: the volume's size; never smaller than the image.
         :param linked: True for a linked clone (copy-on-write over the
-            image, where ``describe()["linked_clone"]``), False for a full,
+            image, where ``describe().linked_clone``), False for a full,
             independent copy.
         :raises InvalidVolumeName: unsafe ``volume_id``.
         :raises StorageError: the volume could not be made; nothing is left behind.
@@ -138,7 +182,7 @@ class StorageBackend(abc.ABC):
 
         :raises InvalidVolumeSize: smaller than it is (shrinking loses data).
         :raises VolumeNotFound: no such volume.
-        :raises Unsupported: ``describe()["resize"]`` is false.
+        :raises Unsupported: ``describe().resize`` is false.
         """
         raise exception.Unsupported(backend=self.name, ability="resize")
 
@@ -147,7 +191,7 @@ class StorageBackend(abc.ABC):
 
         :raises DuplicateName: the volume has a snapshot of that name.
         :raises VolumeNotFound: no such volume.
-        :raises Unsupported: ``describe()["snapshots"]`` is false.
+        :raises Unsupported: ``describe().snapshots`` is false.
         """
         raise exception.Unsupported(backend=self.name, ability="snapshots")
 
@@ -155,7 +199,7 @@ class StorageBackend(abc.ABC):
         """The volume's snapshots, oldest first: ``name``, ``size_gb``, ``created_at``.
 
         :raises VolumeNotFound: no such volume.
-        :raises Unsupported: ``describe()["snapshots"]`` is false.
+        :raises Unsupported: ``describe().snapshots`` is false.
         """
         raise exception.Unsupported(backend=self.name, ability="snapshots")
 
@@ -164,14 +208,14 @@ class StorageBackend(abc.ABC):
 
         :raises VolumeBusy: a guest has the volume open.
         :raises VolumeSnapshotNotFound, VolumeNotFound: no such snapshot or volume.
-        :raises Unsupported: ``describe()["snapshots"]`` is false.
+        :raises Unsupported: ``describe().snapshots`` is false.
         """
         raise exception.Unsupported(backend=self.name, ability="snapshots")
 
     def delete_snapshot(self, volume_id: str, snapshot: str) -> None:
         """Remove a snapshot. Idempotent (a missing snapshot or volume is not an error).
 
-        :raises Unsupported: ``describe()["snapshots"]`` is false.
+        :raises Unsupported: ``describe().snapshots`` is false.
         """
         raise exception.Unsupported(backend=self.name, ability="snapshots")
 
@@ -179,6 +223,18 @@ class StorageBackend(abc.ABC):
         """Remove cached images no volume backs onto any more (never one in use).
 
         :returns: what was removed.
-        :raises Unsupported: ``describe()["image_cache"]`` is false.
+        :raises Unsupported: ``describe().image_cache`` is false.
         """
         raise exception.Unsupported(backend=self.name, ability="image_cache")
+
+    def export_volume(self, volume_id: str, dest: str) -> None:
+        """Write the volume as one standalone qcow2 file at ``dest`` (its
+        backing chain flattened), e.g. to make an image of a stopped server.
+
+        :param volume_id: a volume that no running guest writes to.
+        :param dest: a new file path on this host (the caller reserved it).
+        :raises Unsupported: ``describe().export`` is false.
+        :raises VolumeNotFound: no such volume.
+        :raises StorageError: the copy failed; ``dest`` is removed.
+        """
+        raise exception.Unsupported(backend=self.name, ability="export")

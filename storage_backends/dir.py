@@ -23,11 +23,9 @@ Snapshots of a running guest are the virt driver's job (through libvirt).
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from oslo_config import cfg
 
-from compute_driver.objects import ImageSpec
 from compute_driver.virt.libvirt import xml as lvxml
 from storage_backends import base
 from storage_backends.files import (
@@ -40,9 +38,10 @@ from storage_backends.files import (
     read_snapshots,
     volume_opts,
 )
-from storage_backends.filestore import FileStore
+from storage_backends.filestore import FileStore, FileStoreBackend
 
-# NOTE: the nfs backend and the tests reach these through this module.
+# NOTE: the tests reach these through this module; the nfs backend imports
+# them from their own modules (files, filestore).
 __all__ = [
     "VOLUME_FORMATS",
     "DirStorageBackend",
@@ -89,77 +88,12 @@ def list_opts() -> dict:
 # --- the backend ------------------------------------------------------------
 
 
-class FileStoreBackend(base.StorageBackend):
-    """A backend whose volumes are files: every call goes to ``self.store``."""
-
-    store: FileStore
-    files: Files
-
-    def capacity(self) -> base.Capacity:
-        return self.store.capacity()
-
-    def cached_image(self, image: ImageSpec) -> str:
-        """Where the cached copy of ``image`` is, converting it in on first use."""
-        return self.files.location("images", self.store.import_image(image))
-
-    def import_image(self, image: ImageSpec) -> None:
-        self.store.import_image(image)
-
-    def cleanup_image_cache(self, min_age: int | None = None) -> list[str]:
-        """See :meth:`FileStore.cleanup_image_cache`."""
-        return self.store.cleanup_image_cache(min_age)
-
-    def create_from_image(
-        self, volume_id: str, image: ImageSpec, size_gb: int, linked: bool = True
-    ) -> base.Volume:
-        return self.store.create_from_image(volume_id, image, size_gb, linked)
-
-    def create_volume(self, volume_id: str, size_gb: int) -> base.Volume:
-        return self.store.create_volume(volume_id, size_gb)
-
-    def get_volume(self, volume_id: str) -> base.Volume:
-        return self.store.get_volume(volume_id)
-
-    def export_volume(self, volume_id: str, dest: str) -> None:
-        self.store.export_volume(volume_id, dest)
-
-    def delete_volume(self, volume_id: str) -> None:
-        self.store.delete_volume(volume_id)
-
-    def resize_volume(self, volume_id: str, size_gb: int) -> base.Volume:
-        return self.store.resize_volume(volume_id, size_gb)
-
-    def create_snapshot(self, volume_id: str, snapshot: str) -> None:
-        self.store.create_snapshot(volume_id, snapshot)
-
-    def list_snapshots(self, volume_id: str) -> list[dict[str, Any]]:
-        return self.store.list_snapshots(volume_id)
-
-    def revert_to_snapshot(self, volume_id: str, snapshot: str) -> None:
-        self.store.revert_to_snapshot(volume_id, snapshot)
-
-    def delete_snapshot(self, volume_id: str, snapshot: str) -> None:
-        self.store.delete_snapshot(volume_id, snapshot)
-
-    def file_disk(self, volume: base.Volume) -> lvxml.Disk:
-        """A ``type='file'`` disk of a volume file on a local or mounted file system."""
-        return lvxml.Disk(
-            type="file",
-            device="disk",
-            driver_name="qemu",
-            driver_type=volume.format,
-            source_file=volume.location,
-            cache="none",
-            discard="unmap",
-        )
-
-
 class DirStorageBackend(FileStoreBackend):
     """Volumes as qcow2 or raw files; root disks as overlays on cached images."""
 
     name = "dir"
 
-    def __init__(self, conf: cfg.ConfigOpts) -> None:
+    def __init__(self, conf: cfg.ConfigOpts, services: base.Services | None = None) -> None:
         conf.register_group(GROUP)
         conf.register_opts(OPTS, group=GROUP)
         self.opts = conf.dir
@@ -169,17 +103,17 @@ class DirStorageBackend(FileStoreBackend):
             self.name, self.files, self.opts, overlays_in_process=True, locks_in_process=True
         )
 
-    def describe(self) -> dict[str, Any]:
-        return {
-            "export": True,
-            "name": self.name,
-            "shared": False,
-            "formats": list(VOLUME_FORMATS),
-            "linked_clone": True,
-            "snapshots": True,
-            "resize": True,
-            "image_cache": True,
-        }
+    def describe(self) -> base.Description:
+        return base.Description(
+            name=self.name,
+            shared=False,
+            formats=tuple(VOLUME_FORMATS),
+            linked_clone=True,
+            snapshots=True,
+            resize=True,
+            image_cache=True,
+            export=True,
+        )
 
     def disk_config(self, volume: base.Volume) -> lvxml.Disk:
         return self.file_disk(volume)

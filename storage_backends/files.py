@@ -1,6 +1,6 @@
 """Where a file-based backend's volumes are, and what their files say about themselves.
 
-The ``dir`` and ``nfs`` backends share :class:`~storage_backends.dir.FileStore`;
+The ``dir`` and ``nfs`` backends share :class:`~storage_backends.filestore.FileStore`;
 this module holds what it reads and where: the qcow2 header fields it needs
 (:func:`read_header`, :func:`read_snapshots`), the :class:`Files` interface
 of a place for volume files and cached images (:class:`LocalFiles` here; the

@@ -25,6 +25,7 @@ from typing import Any
 from compute_driver import exception as cd_exception
 from compute_driver.disk_image import qcow2, qemu_img
 from compute_driver.objects import ImageSpec
+from compute_driver.virt.libvirt import xml as lvxml
 from storage_backends import base, exception
 from storage_backends.files import (
     VOLUME_FORMATS,
@@ -688,3 +689,71 @@ class FileStore:
         if removed:
             LOG.info("Removed unused cached images: %s", ", ".join(removed))
         return removed
+
+
+# --- the backend ------------------------------------------------------------
+
+
+class FileStoreBackend(base.StorageBackend):
+    """A backend whose volumes are files: every call goes to ``self.store``."""
+
+    store: FileStore
+    files: Files
+
+    def capacity(self) -> base.Capacity:
+        return self.store.capacity()
+
+    def cached_image(self, image: ImageSpec) -> str:
+        """Where the cached copy of ``image`` is, converting it in on first use."""
+        return self.files.location("images", self.store.import_image(image))
+
+    def import_image(self, image: ImageSpec) -> None:
+        self.store.import_image(image)
+
+    def cleanup_image_cache(self, min_age: int | None = None) -> list[str]:
+        """See :meth:`FileStore.cleanup_image_cache`."""
+        return self.store.cleanup_image_cache(min_age)
+
+    def create_from_image(
+        self, volume_id: str, image: ImageSpec, size_gb: int, linked: bool = True
+    ) -> base.Volume:
+        return self.store.create_from_image(volume_id, image, size_gb, linked)
+
+    def create_volume(self, volume_id: str, size_gb: int) -> base.Volume:
+        return self.store.create_volume(volume_id, size_gb)
+
+    def get_volume(self, volume_id: str) -> base.Volume:
+        return self.store.get_volume(volume_id)
+
+    def export_volume(self, volume_id: str, dest: str) -> None:
+        self.store.export_volume(volume_id, dest)
+
+    def delete_volume(self, volume_id: str) -> None:
+        self.store.delete_volume(volume_id)
+
+    def resize_volume(self, volume_id: str, size_gb: int) -> base.Volume:
+        return self.store.resize_volume(volume_id, size_gb)
+
+    def create_snapshot(self, volume_id: str, snapshot: str) -> None:
+        self.store.create_snapshot(volume_id, snapshot)
+
+    def list_snapshots(self, volume_id: str) -> list[dict[str, Any]]:
+        return self.store.list_snapshots(volume_id)
+
+    def revert_to_snapshot(self, volume_id: str, snapshot: str) -> None:
+        self.store.revert_to_snapshot(volume_id, snapshot)
+
+    def delete_snapshot(self, volume_id: str, snapshot: str) -> None:
+        self.store.delete_snapshot(volume_id, snapshot)
+
+    def file_disk(self, volume: base.Volume) -> lvxml.Disk:
+        """A ``type='file'`` disk of a volume file on a local or mounted file system."""
+        return lvxml.Disk(
+            type="file",
+            device="disk",
+            driver_name="qemu",
+            driver_type=volume.format,
+            source_file=volume.location,
+            cache="none",
+            discard="unmap",
+        )

@@ -196,7 +196,7 @@ class IscsiStorageBackend(base.StorageBackend):
 
     name = "iscsi"
 
-    def __init__(self, conf: cfg.ConfigOpts) -> None:
+    def __init__(self, conf: cfg.ConfigOpts, services: base.Services | None = None) -> None:
         conf.register_group(GROUP)
         conf.register_opts(OPTS, group=GROUP)
         self.opts = conf.iscsi
@@ -217,8 +217,13 @@ class IscsiStorageBackend(base.StorageBackend):
             from_file = None
             if self.opts.chap_password_file:
                 from_file = iscsi_utils.read_password_file(self.opts.chap_password_file)
+            if services is None or services.hypervisor is None:
+                raise cd_exception.InvalidConfig(
+                    reason="[iscsi] chap_username is set but no libvirt connection was "
+                    "given to the backend: the CHAP password is a libvirt secret"
+                )
             password = iscsi_utils.libvirt_chap_password(
-                self._libvirt_uri(conf), self.opts.chap_secret_uuid, from_file
+                services.hypervisor(), self.opts.chap_secret_uuid, from_file
             )
         self.settings = iscsi_utils.Settings(
             backend=self.name,
@@ -231,22 +236,8 @@ class IscsiStorageBackend(base.StorageBackend):
         )
         self._warned: set[str] = set()
 
-    @staticmethod
-    def _libvirt_uri(conf: cfg.ConfigOpts) -> str:
-        try:
-            return str(conf.libvirt.uri)
-        except cfg.NoSuchOptError:
-            return "qemu:///system"
-
-    def describe(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "shared": True,
-            "formats": ["raw"],
-            "linked_clone": False,
-            "snapshots": False,
-            "resize": False,
-        }
+    def describe(self) -> base.Description:
+        return base.Description(name=self.name, shared=True, formats=("raw",))
 
     # --- the pool ---------------------------------------------------------------------
 
@@ -463,7 +454,7 @@ class IscsiStorageBackend(base.StorageBackend):
         """Claim a LUN of at least ``size_gb`` GiB and the image's size; write the image in.
 
         NOTE: ``linked`` is ignored, not refused: a LUN cannot be a
-        copy-on-write child of anything (``describe()["linked_clone"]`` is
+        copy-on-write child of anything (``describe().linked_clone`` is
         False), so every volume is a full copy, as a caller asking for a
         linked clone on any backend without them gets.
 

@@ -508,8 +508,10 @@ SECRET_XML = (
 )
 
 
-def libvirt_chap_password(uri: str, secret_uuid: str, password: str | None) -> str:
-    """The CHAP password, kept in the libvirt secret ``secret_uuid`` of ``uri``.
+def libvirt_chap_password(conn: Any, secret_uuid: str, password: str | None) -> str:
+    """The CHAP password, kept in the libvirt secret ``secret_uuid`` on ``conn``.
+
+    ``conn`` is the agent's libvirt connection, lent (never closed here).
 
     With ``password`` (read from the password file), the secret is defined if
     missing and given that value. Without, it is read from the secret, which
@@ -517,43 +519,35 @@ def libvirt_chap_password(uri: str, secret_uuid: str, password: str | None) -> s
 
     :raises InvalidConfig: no such secret, a private one without a file, or
         a secret of another usage type.
-    :raises HypervisorUnavailable: libvirtd does not answer.
     """
     import libvirt  # NOTE: here, so reading the configuration needs no libvirt binding
 
     try:
-        conn = libvirt.open(uri)
+        secret = conn.secretLookupByUUIDString(secret_uuid)
     except libvirt.libvirtError as exc:
-        raise cd_exception.HypervisorUnavailable(uri=uri, reason=exc.get_error_message()) from exc
-    try:
-        try:
-            secret = conn.secretLookupByUUIDString(secret_uuid)
-        except libvirt.libvirtError as exc:
-            if password is None:
-                raise cd_exception.InvalidConfig(
-                    reason="[iscsi] chap_secret_uuid %s: no such libvirt secret (%s); define "
-                    "it (usage type iscsi) or set chap_password_file"
-                    % (secret_uuid, exc.get_error_message())
-                ) from exc
-            secret = conn.secretDefineXML(SECRET_XML.format(uuid=secret_uuid))
-            LOG.info("Defined libvirt secret %s for the iscsi CHAP password", secret_uuid)
-        if secret.usageType() != libvirt.VIR_SECRET_USAGE_TYPE_ISCSI:
+        if password is None:
             raise cd_exception.InvalidConfig(
-                reason="[iscsi] chap_secret_uuid %s is a libvirt secret of another usage "
-                "type; QEMU needs usage type 'iscsi'" % secret_uuid
-            )
-        if password is not None:
-            secret.setValue(password.encode())
-            return password
-        try:
-            return bytes(secret.value()).decode()
-        except libvirt.libvirtError as exc:
-            raise cd_exception.InvalidConfig(
-                reason="[iscsi] libvirt secret %s cannot be read back (private='yes'?): set "
-                "[iscsi] chap_password_file so the agent has the password too" % secret_uuid
+                reason="[iscsi] chap_secret_uuid %s: no such libvirt secret (%s); define "
+                "it (usage type iscsi) or set chap_password_file"
+                % (secret_uuid, exc.get_error_message())
             ) from exc
-    finally:
-        conn.close()
+        secret = conn.secretDefineXML(SECRET_XML.format(uuid=secret_uuid))
+        LOG.info("Defined libvirt secret %s for the iscsi CHAP password", secret_uuid)
+    if secret.usageType() != libvirt.VIR_SECRET_USAGE_TYPE_ISCSI:
+        raise cd_exception.InvalidConfig(
+            reason="[iscsi] chap_secret_uuid %s is a libvirt secret of another usage "
+            "type; QEMU needs usage type 'iscsi'" % secret_uuid
+        )
+    if password is not None:
+        secret.setValue(password.encode())
+        return password
+    try:
+        return bytes(secret.value()).decode()
+    except libvirt.libvirtError as exc:
+        raise cd_exception.InvalidConfig(
+            reason="[iscsi] libvirt secret %s cannot be read back (private='yes'?): set "
+            "[iscsi] chap_password_file so the agent has the password too" % secret_uuid
+        ) from exc
 
 
 def portal_host_port(portal: str) -> tuple[str, int]:

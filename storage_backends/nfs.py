@@ -3,7 +3,7 @@
 The layout inside the export is the same in both access modes:
 ``volumes/<id>.qcow2`` (or ``.raw``) and ``images/<image uuid>.qcow2`` (the
 cached copies linked clones back onto). The file logic is the dir
-backend's :class:`~storage_backends.dir.FileStore`; only where the files
+backend's :class:`~storage_backends.filestore.FileStore`; only where the files
 are differs (``[nfs] access_mode``):
 
 ``mount``
@@ -41,7 +41,8 @@ from oslo_config import cfg
 from compute_driver import exception as cd_exception
 from compute_driver.virt.libvirt import xml as lvxml
 from storage_backends import base, exception, nfs_utils
-from storage_backends import dir as dir_backend
+from storage_backends.files import VOLUME_FORMATS, Files, LocalFiles, volume_opts
+from storage_backends.filestore import FileStore, FileStoreBackend
 
 LOG = logging.getLogger(__name__)
 
@@ -110,7 +111,7 @@ OPTS = [
         default="root",
         help="Group QEMU claims on the server in direct mode. Related options: qemu_user.",
     ),
-    *dir_backend.volume_opts("nfs"),
+    *volume_opts("nfs"),
 ]
 
 
@@ -134,7 +135,7 @@ def mount_source(mount_point: str) -> str | None:
     return source
 
 
-class MountedFiles(dir_backend.LocalFiles):
+class MountedFiles(LocalFiles):
     """The layout on an export the operator mounted; each call checks the mount.
 
     NOTE: the check runs in a thread of its own, so a dead hard mount blocks
@@ -195,17 +196,17 @@ class MountedFiles(dir_backend.LocalFiles):
         return self.copy_timeout if copy else self.check_timeout
 
 
-class NfsStorageBackend(dir_backend.FileStoreBackend):
+class NfsStorageBackend(FileStoreBackend):
     """Volumes as qcow2 or raw files on an NFS export; root disks as overlays."""
 
     name = "nfs"
 
-    def __init__(self, conf: cfg.ConfigOpts) -> None:
+    def __init__(self, conf: cfg.ConfigOpts, services: base.Services | None = None) -> None:
         conf.register_group(GROUP)
         conf.register_opts(OPTS, group=GROUP)
         self.opts = conf.nfs
         self.access_mode = self.opts.access_mode
-        self.files: dir_backend.Files
+        self.files: Files
         if self.access_mode == "direct":
             if not self.opts.server:
                 raise cd_exception.InvalidConfig(
@@ -224,20 +225,20 @@ class NfsStorageBackend(dir_backend.FileStoreBackend):
             self.files = MountedFiles(
                 self.opts.mount_point, self.opts.timeout, self.opts.copy_timeout, self.opts.server
             )
-        self.store = dir_backend.FileStore(self.name, self.files, self.opts)
+        self.store = FileStore(self.name, self.files, self.opts)
 
-    def describe(self) -> dict[str, Any]:
-        return {
-            "export": True,
-            "name": self.name,
-            "shared": True,
-            "access_mode": self.access_mode,
-            "formats": list(dir_backend.VOLUME_FORMATS),
-            "linked_clone": True,
-            "snapshots": True,
-            "resize": True,
-            "image_cache": True,
-        }
+    def describe(self) -> base.Description:
+        return base.Description(
+            name=self.name,
+            shared=True,
+            formats=tuple(VOLUME_FORMATS),
+            linked_clone=True,
+            snapshots=True,
+            resize=True,
+            image_cache=True,
+            export=True,
+            details={"access_mode": self.access_mode},
+        )
 
     def disk_config(self, volume: base.Volume) -> lvxml.Disk:
         """A file disk (mount mode) or a network disk QEMU opens over NFS (direct)."""

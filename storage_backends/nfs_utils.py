@@ -31,8 +31,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from compute_driver import exception as cd_exception
-from storage_backends import dir as dir_backend
 from storage_backends import exception
+from storage_backends.files import Header, ScannedFile, read_header
 
 LIBRARY = "libnfs.so.13"
 INSTALL_HINT = "apt-get install libnfs13 qemu-block-extra"
@@ -401,7 +401,7 @@ AREAS = {"volumes": "volumes", "images": "images"}
 
 
 class NfsFiles:
-    """A :class:`~storage_backends.dir.Files` on an export reached with libnfs.
+    """A :class:`~storage_backends.files.Files` on an export reached with libnfs.
 
     NOTE: no locks: QEMU's image locks do not cross libnfs, so a guest's use
     of a volume is invisible here (``has_locks`` is False).
@@ -430,26 +430,24 @@ class NfsFiles:
     def location(self, area: str, name: str) -> str:
         return self.where.url(self._name(area, name))
 
-    def _scanned(self, client: Client, area: str, name: str) -> dir_backend.ScannedFile | None:
+    def _scanned(self, client: Client, area: str, name: str) -> ScannedFile | None:
         facts = client.stat(self._name(area, name))
         if facts is None or not stat.S_ISREG(facts.mode):
             return None
         path = self._name(area, name)
         try:
-            header: dir_backend.Header | None = dir_backend.read_header(
-                lambda o, n: client.pread(path, o, n), facts.size
-            )
+            header: Header | None = read_header(lambda o, n: client.pread(path, o, n), facts.size)
         except cd_exception.ComputeDriverError as exc:
             if isinstance(exc, exception.BackendUnavailable):
                 raise
             header = None
-        return dir_backend.ScannedFile(name, facts.size, facts.used, facts.mtime, header)
+        return ScannedFile(name, facts.size, facts.used, facts.mtime, header)
 
-    def stat(self, area: str, name: str) -> dir_backend.ScannedFile | None:
+    def stat(self, area: str, name: str) -> ScannedFile | None:
         with connected(self.where, "stat") as client:
             return self._scanned(client, area, name)
 
-    def scan(self, area: str) -> list[dir_backend.ScannedFile]:
+    def scan(self, area: str) -> list[ScannedFile]:
         with connected(self.where, "scan") as client:
             found = []
             for name in sorted(client.listdir(AREAS[area])):

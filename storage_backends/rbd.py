@@ -131,7 +131,7 @@ class RbdStorageBackend(base.StorageBackend):
 
     name = "rbd"
 
-    def __init__(self, conf: cfg.ConfigOpts) -> None:
+    def __init__(self, conf: cfg.ConfigOpts, services: base.Services | None = None) -> None:
         conf.register_group(GROUP)
         conf.register_opts(OPTS, group=GROUP)
         self.opts = conf.rbd
@@ -163,15 +163,15 @@ class RbdStorageBackend(base.StorageBackend):
         self._image_locks: dict[str, threading.Lock] = {}
         self._warned_no_space = False
 
-    def describe(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "shared": True,
-            "formats": ["raw"],
-            "linked_clone": True,
-            "snapshots": True,
-            "resize": True,
-        }
+    def describe(self) -> base.Description:
+        return base.Description(
+            name=self.name,
+            shared=True,
+            formats=("raw",),
+            linked_clone=True,
+            snapshots=True,
+            resize=True,
+        )
 
     # --- helpers ------------------------------------------------------------
 

@@ -400,7 +400,7 @@ class ComputeManager:
                 )
             root = next((v for v in info.volumes if v.id == root_volume_id(uuid)), None)
             backend = self.storage.get(root.backend) if root else None
-            if root is None or backend is None or not backend.describe().get("export"):
+            if root is None or backend is None or not backend.describe().export:
                 raise exception.Invalid(
                     reason="the root disk of %s is on a backend that cannot export volumes" % uuid
                 )
@@ -492,7 +492,7 @@ class ComputeManager:
                 "network_plugins": sorted(self.networks),
                 "storage_backends": sorted(self.storage),
                 "shared_storage_backends": sorted(
-                    name for name, b in self.storage.items() if b.describe().get("shared")
+                    name for name, b in self.storage.items() if b.describe().shared
                 ),
                 **({"tunnel_ip": tunnel_ip} if (tunnel_ip := self.ports.tunnel_ip()) else {}),
             },

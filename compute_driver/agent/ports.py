@@ -118,7 +118,7 @@ class PortEndpoint:
             plugin = self.plugin
         except exception.PluginNotFound:
             return
-        if not plugin.describe().get("resync"):
+        if not plugin.describe().resync:
             return
         try:
             plugin.check_and_resync()

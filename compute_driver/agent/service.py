@@ -13,6 +13,7 @@ from compute_driver import exception, plugins, service
 from compute_driver.agent.manager import ComputeManager
 from compute_driver.rpc import compute_api, transport
 from compute_driver.rpc.agent_reports_api import AgentReportsAPI
+from storage_backends import base as storage_base
 
 LOG = logging.getLogger(__name__)
 
@@ -28,8 +29,14 @@ def load_plugins(conf: cfg.ConfigOpts) -> tuple:
     driver = plugins.load(
         plugins.VIRT_NAMESPACE, conf.agent.virt_driver, conf, "agent", "virt_driver"
     )
+    # NOTE: a backend reads only its own group; what it needs of the host
+    # (the libvirt connection, for secrets) is lent explicitly.
+    host = getattr(driver, "host", None)
+    services = storage_base.Services(hypervisor=host.get_connection if host else None)
     storage = {
-        name: plugins.load(plugins.STORAGE_NAMESPACE, name, conf, "storage", "backends")
+        name: plugins.load(
+            plugins.STORAGE_NAMESPACE, name, conf, "storage", "backends", services=services
+        )
         for name in conf.storage.backends
     }
     if conf.storage.root_backend not in storage:
@@ -101,7 +108,7 @@ class AgentService:
     def resync_networks(self) -> None:
         """Let each network plugin that can reprogram what its datapath lost."""
         for name, plugin in sorted(self.manager.networks.items()):
-            if not plugin.describe().get("resync"):
+            if not plugin.describe().resync:
                 continue
             try:
                 if plugin.check_and_resync():
@@ -112,7 +119,7 @@ class AgentService:
     def clean_image_caches(self) -> None:
         """Remove cached images nothing backs onto, on every backend that caches."""
         for name, backend in sorted(self.manager.storage.items()):
-            if not backend.describe().get("image_cache"):
+            if not backend.describe().image_cache:
                 continue
             try:
                 removed = backend.cleanup_image_cache()

@@ -31,7 +31,7 @@ def volume_answer(volume: storage_base.Volume, backend: Any) -> dict[str, Any]:
         "size_gb": volume.size_gb,
         "format": volume.format,
         "location": volume.location,
-        "shared": bool(backend.describe().get("shared")),
+        "shared": bool(backend.describe().shared),
     }
 
 
@@ -84,7 +84,7 @@ class VolumeEndpoint:
         else:
             # NOTE: a linked clone where the backend can make one: a volume
             # from an image is the usual boot volume, and clones are instant.
-            linked = bool(backend.describe().get("linked_clone"))
+            linked = bool(backend.describe().linked_clone)
             made = backend.create_from_image(
                 volume["id"],
                 ImageSpec.from_wire(image, self.manager.conf.image.store_path),
@@ -104,7 +104,7 @@ class VolumeEndpoint:
         self, ctxt: dict, volume: dict[str, Any], size_gb: int, uuid: str | None = None
     ) -> dict[str, Any]:
         backend = self.backend(volume["backend"])
-        if not backend.describe().get("resize"):
+        if not backend.describe().resize:
             raise storage_exception.Unsupported(backend=backend.name, ability="resize")
         current = self.volume_of(volume)
         if size_gb < current.size_gb:
@@ -147,7 +147,7 @@ class VolumeEndpoint:
         self, ctxt: dict, volume: dict[str, Any], action: str, name: str | None = None
     ) -> Any:
         backend = self.backend(volume["backend"])
-        if not backend.describe().get("snapshots"):
+        if not backend.describe().snapshots:
             raise storage_exception.Unsupported(backend=backend.name, ability="snapshots")
         if action == "list":
             return backend.list_snapshots(volume["id"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import sys
 
 import pytest
 
@@ -172,9 +173,12 @@ def test_unknown_plugin_set_by_override_says_default(load_conf):
 
 
 def test_available_lists_installed_plugins():
+    # NOTE: the shipped ones, in order; a new plugin needs no edit here.
     assert plugins.available(plugins.VIRT_NAMESPACE) == ["libvirt"]
-    assert plugins.available(plugins.NETWORK_NAMESPACE) == ["linux_bridge", "noop", "ovs"]
-    assert plugins.available(plugins.STORAGE_NAMESPACE) == ["dir", "iscsi", "nfs", "rbd"]
+    network = plugins.available(plugins.NETWORK_NAMESPACE)
+    assert network == sorted(network) and {"linux_bridge", "noop", "ovs"} <= set(network)
+    storage = plugins.available(plugins.STORAGE_NAMESPACE)
+    assert storage == sorted(storage) and {"dir", "iscsi", "nfs", "rbd"} <= set(storage)
     assert plugins.available("compute_driver.nosuch") == []
 
 
@@ -266,3 +270,42 @@ def test_scheduler_with_unusable_database_exits_with_one_line(
     assert len(lines) == 1, done.stderr
     for word in words:
         assert word in lines[0]
+
+
+# --- plugin options: registered by the loader, not by the core ------------------
+
+
+def test_importing_the_config_loads_no_plugin():
+    # NOTE: a fresh interpreter: this one has loaded every plugin already.
+    script = (
+        "import sys, compute_driver.conf\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('network_plugins', 'storage_backends', 'rados', 'rbd', 'pyroute2', 'ovsdbapp')))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert result.stdout.strip() == "[]"
+
+
+def test_the_core_registers_no_plugin_group(fresh_conf):
+    assert not {"dir", "nfs", "rbd", "iscsi", "ovs", "linux_bridge"} & set(fresh_conf._groups)
+
+
+def test_loading_a_plugin_registers_its_own_group(load_conf, tmp_path):
+    conf = load_conf()
+    conf.set_override("state_path", str(tmp_path))
+    assert "dir" not in conf._groups
+    backend = plugins.load(plugins.STORAGE_NAMESPACE, "dir", conf, "storage", "backends")
+    assert backend.name == "dir"
+    assert conf.dir.path == str(tmp_path / "volumes")
+    assert "ovs" not in conf._groups  # only the loaded plugin's
+
+
+def test_a_bad_value_in_a_loaded_plugins_group_is_one_line_naming_the_file(write_conf, load_conf):
+    path = write_conf("[dir]\nvolume_format = vmdk\n")
+    conf = load_conf(path)  # [dir] is not known yet: no error here
+    with pytest.raises(exception.InvalidConfig) as exc:
+        plugins.load(plugins.STORAGE_NAMESPACE, "dir", conf, "storage", "backends")
+    message = _one_line(exc)
+    assert message.startswith(str(path) + ": [dir] volume_format = 'vmdk' is invalid")

@@ -24,7 +24,7 @@ from oslo_config import cfg
 from compute_driver import exception as cd_exception
 from compute_driver.objects import ImageSpec
 from compute_driver.virt.libvirt import xml as lvxml
-from storage_backends import exception, iscsi_utils
+from storage_backends import base, exception, iscsi_utils
 from storage_backends import iscsi as iscsi_backend
 from tests.functional.storage.conftest import IMAGE_PATTERNS, IMAGE_VIRTUAL_SIZE
 from tests.functional.storage.iscsi_target import (
@@ -75,7 +75,11 @@ def secret_uuid(libvirt_conn: libvirt.virConnect) -> Iterator[str]:
 
 @pytest.fixture
 def make_backend(
-    target: IscsiTarget, tmp_path: Path, secret_uuid: str, fresh_claims: None
+    target: IscsiTarget,
+    tmp_path: Path,
+    secret_uuid: str,
+    fresh_claims: None,
+    libvirt_conn: libvirt.virConnect,
 ) -> Callable[..., iscsi_backend.IscsiStorageBackend]:
     """A backend for the target; ``password=`` writes another password file."""
 
@@ -104,7 +108,9 @@ def make_backend(
         options.update(overrides)
         for name, value in options.items():
             conf.set_override(name, value, group="iscsi")
-        return iscsi_backend.IscsiStorageBackend(conf)
+        # NOTE: lent the test's libvirt connection, as the agent lends its own.
+        services = base.Services(hypervisor=lambda: libvirt_conn)
+        return iscsi_backend.IscsiStorageBackend(conf, services=services)
 
     return make
 

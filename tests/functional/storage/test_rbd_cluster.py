@@ -363,13 +363,15 @@ def test_disk_config_names_the_monitors_user_and_secret(backend, image, volume_i
 
 
 def test_describe(backend):
-    assert backend.describe() == {
+    assert backend.describe().to_wire() == {
         "name": "rbd",
         "shared": True,
         "formats": ["raw"],
         "linked_clone": True,
         "snapshots": True,
         "resize": True,
+        "image_cache": False,
+        "export": False,
     }
 
 

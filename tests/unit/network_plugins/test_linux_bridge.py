@@ -218,11 +218,12 @@ def test_ids_that_cannot_name_a_bridge_are_refused(network_id: str) -> None:
 
 
 def test_describe(plugin: LinuxBridgePlugin) -> None:
-    assert plugin.describe() == {
+    assert plugin.describe().to_wire() == {
         "name": "linux_bridge",
         "network_types": ["flat", "vlan", "vxlan"],
         "anti_spoofing": False,
         "tunnels": True,
+        "resync": False,
     }
 
 

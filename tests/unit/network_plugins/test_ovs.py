@@ -74,7 +74,7 @@ def test_defaults() -> None:
     assert plugin.opts.datapath_type == "system"
     assert plugin.opts.integration_bridge == "br-int" and plugin.opts.tunnel_bridge == "br-tun"
     assert plugin.mappings == {"physnet1": "br-eth1"}
-    assert plugin.describe() == {
+    assert plugin.describe().to_wire() == {
         "name": "ovs",
         "network_types": ["flat", "vlan", "vxlan", "geneve"],
         "anti_spoofing": True,

@@ -128,7 +128,7 @@ def test_options_and_describe(backend):
         "image_cache_min_age",
     ]
     assert all(o.help for o in opts)
-    assert backend.describe() == {
+    assert backend.describe().to_wire() == {
         "export": True,
         "name": "dir",
         "shared": False,
@@ -263,7 +263,7 @@ def test_export_flattens_the_chain(backend, image, tmp_path) -> None:
     backend.export_volume("v3", str(dest))
     info = _info(dest)
     assert info["format"] == "qcow2" and "backing-filename" not in info
-    assert backend.describe()["export"] is True
+    assert backend.describe().export is True
 
 
 # --- empty volumes ---------------------------------------------------------

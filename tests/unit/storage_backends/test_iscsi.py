@@ -180,6 +180,8 @@ def _conf(**options: Any) -> cfg.ConfigOpts:
 
 @pytest.fixture
 def make(targets, secrets, tmp_path):
+    conn = secrets["_module"].open("qemu:///lent")  # what the agent lends
+
     def make(**options: Any) -> iscsi_backend.IscsiStorageBackend:
         values: dict[str, Any] = {
             "portal": "192.0.2.10:3260",
@@ -191,7 +193,9 @@ def make(targets, secrets, tmp_path):
             "lock_timeout": 1,
         }
         values.update(options)
-        return iscsi_backend.IscsiStorageBackend(_conf(**values))
+        # NOTE: the backend is lent the agent's libvirt connection; it opens none.
+        services = base.Services(hypervisor=lambda: conn)
+        return iscsi_backend.IscsiStorageBackend(_conf(**values), services=services)
 
     return make
 
@@ -257,6 +261,25 @@ def test_password_file_must_be_private_and_not_empty(make, tmp_path):
         make(chap_password_file=str(tmp_path / "nope"))
 
 
+def test_the_backend_opens_no_libvirt_connection_of_its_own(make, secrets, monkeypatch):
+    monkeypatch.setattr(secrets["_module"], "open", lambda uri: pytest.fail("opened " + uri))
+    make()
+    assert secrets[SECRET_UUID].val == PASSWORD.encode()  # defined on the lent connection
+
+
+def test_chap_without_a_lent_libvirt_connection_is_refused(secrets, tmp_path):
+    conf = _conf(
+        portal="192.0.2.10:3260",
+        targets=[T1],
+        initiator_iqn=INITIATOR,
+        chap_username="cduser",
+        chap_secret_uuid=SECRET_UUID,
+        chap_password_file=_password_file(tmp_path),
+    )
+    with pytest.raises(cd_exception.InvalidConfig, match="no libvirt connection"):
+        iscsi_backend.IscsiStorageBackend(conf)
+
+
 def test_password_file_defines_the_libvirt_secret(make, secrets):
     backend = make()
     secret = secrets[SECRET_UUID]
@@ -291,18 +314,21 @@ def test_no_chap(make, secrets):
 
 def test_describe_and_unsupported_abilities(make):
     backend = make()
-    assert backend.describe() == {
+    assert backend.describe().to_wire() == {
         "name": "iscsi",
         "shared": True,
         "formats": ["raw"],
         "linked_clone": False,
         "snapshots": False,
         "resize": False,
+        "image_cache": False,
+        "export": False,
     }
     for call in (
         lambda: backend.resize_volume("vol-a", 2),
         lambda: backend.create_snapshot("vol-a", "s"),
         lambda: backend.list_snapshots("vol-a"),
+        lambda: backend.export_volume("vol-a", "/nonexistent/export.qcow2"),
         lambda: backend.revert_to_snapshot("vol-a", "s"),
         lambda: backend.delete_snapshot("vol-a", "s"),
     ):

@@ -87,7 +87,7 @@ def test_direct_mode_describe_and_network_disk(tmp_path):
     backend = nfs_backend.NfsStorageBackend(
         _conf(tmp_path, server="nfs1.example", export="/srv/vols/", qemu_user="107")
     )
-    assert backend.describe() == {
+    assert backend.describe().to_wire() == {
         "export": True,
         "name": "nfs",
         "shared": True,
@@ -140,7 +140,7 @@ def test_export_urls():
 
 def test_mount_mode_volumes_are_files_on_the_mount(tmp_path, mounted):
     backend = _mount_backend(tmp_path, mounted)
-    assert backend.describe()["shared"] is True
+    assert backend.describe().shared is True
     volume = backend.create_volume("v1", 1)
     assert volume.location == str(mounted / "volumes" / "v1.qcow2")
     assert backend.resize_volume("v1", 2).size_gb == 2
@@ -228,3 +228,19 @@ def test_portmapper_set_getport_getaddr_dump():
     reply = portmapper.handle_call(registry, _call(100000, 2, 99, bytes(16)))
     assert reply is not None and struct.unpack(">I", reply[20:24])[0] == portmapper.PROC_UNAVAIL
     assert portmapper.handle_call(registry, b"\0\0") is None  # garbage: no reply
+
+
+def test_nfs_imports_the_shared_file_logic_from_its_own_modules_not_the_dir_plugin():
+    # NOTE: one plugin never imports another; the shared piece lives in
+    # storage_backends.files and storage_backends.filestore.
+    import ast
+
+    for module in (nfs_backend, nfs_utils):
+        tree = ast.parse(Path(module.__file__).read_text())
+        imported = {
+            node.module + "." + alias.name if node.module == "storage_backends" else node.module
+            for node in ast.walk(tree)
+            if isinstance(node, ast.ImportFrom) and node.module
+            for alias in node.names
+        }
+        assert "storage_backends.dir" not in imported, module.__name__

@@ -144,8 +144,9 @@ def test_missing_bindings_are_a_config_error(make, monkeypatch):
 
 def test_describe(make):
     described = make().describe()
-    assert described["shared"] is True and described["formats"] == ["raw"]
-    assert described["linked_clone"] and described["snapshots"] and described["resize"]
+    assert described.shared is True and described.formats == ("raw",)
+    assert described.linked_clone and described.snapshots and described.resize
+    assert not described.export
 
 
 # --- names (checked before any cluster call) ------------------------------
