@@ -169,7 +169,7 @@ class InFlightRecovery:
 class _Service(Protocol):
     conf: Any
     store: Store
-    manager: Any
+    scheduler: Any
     periodic: service.Periodic
 
 
@@ -177,10 +177,10 @@ def start(svc: _Service) -> service.Periodic:
     """Start sweeping for ``svc`` (a SchedulerService); it stops with its periodic checks."""
     recovery = InFlightRecovery(
         svc.store,
-        svc.manager.compute,
-        # NOTE: the manager's payload builder, so a re-cast build carries
+        svc.scheduler.compute,
+        # NOTE: the build path's payload builder, so a re-cast build carries
         # exactly what the first one did (bar root_clone, which is not stored).
-        svc.manager._build_payload,
+        svc.scheduler.build.build_payload,
         svc.conf.scheduler.service_down_time,
     )
     sweeper = service.Periodic(

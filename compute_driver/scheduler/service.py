@@ -3,18 +3,29 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
+from typing import Any
 
 import oslo_messaging as messaging
 from oslo_config import cfg
 from sqlalchemy import exc as sa_exc
 
-from compute_driver import config, exception, service
+from compute_driver import config, disk_image, exception, notifications, service
 from compute_driver.rpc import agent_reports_api, compute_api, scheduler_api, transport
 from compute_driver.scheduler import placement, recovery
-from compute_driver.scheduler.manager import SchedulerManager, ensure_state_dirs
+from compute_driver.scheduler.aggregates import AggregateManager
+from compute_driver.scheduler.build import BuildPath
+from compute_driver.scheduler.flavors import FlavorEndpoint
+from compute_driver.scheduler.host_view import HostView
+from compute_driver.scheduler.hosts import HostEndpoint
+from compute_driver.scheduler.images import ImageEndpoint
+from compute_driver.scheduler.imagestore import ImageStore
+from compute_driver.scheduler.networks import NetworkManager
 from compute_driver.scheduler.reports import ReportEndpoint
+from compute_driver.scheduler.servers import ServerEndpoint
 from compute_driver.scheduler.store import Store
+from compute_driver.scheduler.volumes import VolumeManager
 
 LOG = logging.getLogger(__name__)
 
@@ -45,6 +56,100 @@ def open_store(conf: cfg.ConfigOpts, upgrade: bool = True) -> Store:
     return store
 
 
+def ensure_state_dirs(conf: cfg.ConfigOpts) -> None:
+    """Create the scheduler's directories, missing ones only.
+
+    The state and image store directories are 0711: QEMU (another user)
+    must traverse them to the kernels that libvirt labels for it, but only
+    the services list or read them. The import directory is the
+    operator's, 0700 when made here.
+    """
+    for path, mode in (
+        (conf.state_path, 0o711),
+        (conf.image.store_path, 0o711),
+        (conf.image.import_path, 0o700),
+    ):
+        if not os.path.isdir(path):
+            os.makedirs(path, mode=mode, exist_ok=True)
+            os.chmod(path, mode)
+    # NOTE: the store is ours alone: one left 0755 by an older release is closed too.
+    os.chmod(conf.image.store_path, 0o711)
+
+
+class Scheduler:
+    """The scheduler's parts, wired together over one store and one compute API.
+
+    The endpoints of topic ``scheduler`` (one per area), the endpoint of
+    topic ``agent_reports``, and what they share: the host view, the build
+    path and the notifier. Each part receives the parts it uses.
+    """
+
+    def __init__(self, conf: cfg.ConfigOpts, store: Store, compute: compute_api.ComputeAPI) -> None:
+        self.conf = conf
+        self.store = store
+        self.compute = compute
+        self.notifier = notifications.Notifier(conf, "compute-scheduler:%s" % conf.host)
+        self.volumes = VolumeManager(conf, store, compute)
+        self.networks = NetworkManager(conf, store, compute)
+        #: The hosts as placement sees them (see host_view.py).
+        self.host_view = HostView(
+            lambda: self.aggregates.annotate(store.list_hosts(conf.scheduler.service_down_time)),
+            conf.scheduler.host_view_ttl,
+        )
+        self.aggregates = AggregateManager(conf, store, on_change=self.host_view.invalidate)
+        self.build = BuildPath(
+            conf,
+            store,
+            compute,
+            self.volumes,
+            self.networks,
+            self.aggregates,
+            self.host_view,
+            self.notifier,
+        )
+        self.servers = ServerEndpoint(
+            conf, store, compute, self.build, self.networks, self.notifier
+        )
+        self.hosts = HostEndpoint(conf, store, self.aggregates, self.host_view)
+        self.flavors = FlavorEndpoint(conf, store)
+        self.images = ImageEndpoint(conf, store, compute, image_store(conf))
+        self.reports = ReportEndpoint(
+            conf,
+            store,
+            self.hosts,
+            self.build,
+            self.networks,
+            self.host_view,
+            self.notifier,
+        )
+
+    @property
+    def endpoints(self) -> list[Any]:
+        """The endpoints of topic ``scheduler``, one per area."""
+        return [
+            self.servers,
+            self.hosts,
+            self.flavors,
+            self.images,
+            self.volumes,
+            self.networks,
+            self.aggregates,
+        ]
+
+
+def image_store(conf: cfg.ConfigOpts) -> ImageStore:
+    """The image files at ``[image] store_path``, with the configured limits."""
+    return ImageStore(
+        conf.image.store_path,
+        conf.image.import_path,
+        disk_image.Limits(
+            max_bytes=conf.image.max_image_gb * 1024**3,
+            max_virtual_bytes=conf.image.max_virtual_gb * 1024**3,
+            vmdk_types=tuple(conf.image.vmdk_allowed_types),
+        ),
+    )
+
+
 class SchedulerService:
     """The scheduler: its store, its two RPC servers and its periodic checks.
 
@@ -57,19 +162,10 @@ class SchedulerService:
         self.conf = conf
         ensure_state_dirs(conf)
         self.store = open_store(conf)
-        self.manager = SchedulerManager(conf, self.store, compute_api.ComputeAPI(conf))
+        self.scheduler = Scheduler(conf, self.store, compute_api.ComputeAPI(conf))
         target = messaging.Target(topic=scheduler_api.TOPIC, server=conf.host)
-        self.server = transport.get_server(
-            conf,
-            target,
-            [
-                self.manager,
-                self.manager.volumes,
-                self.manager.networks,
-                self.manager.aggregates,
-            ],
-        )
-        self.reports = ReportEndpoint(self.manager)
+        self.server = transport.get_server(conf, target, self.scheduler.endpoints)
+        self.reports = self.scheduler.reports
         self.report_server = transport.get_server(
             conf,
             messaging.Target(topic=agent_reports_api.TOPIC, server=conf.host),

@@ -158,12 +158,12 @@ def test_the_store_refuses_a_bad_image_and_stores_nothing(
 
 
 def test_flavor_create_over_rpc_answers_the_typed_error(store: Store, fresh_conf, tmp_path) -> None:
-    from compute_driver.scheduler.manager import SchedulerManager
+    from compute_driver.scheduler.flavors import FlavorEndpoint
 
     fresh_conf.set_override("store_path", str(tmp_path / "images"), "image")
-    manager = SchedulerManager(fresh_conf, store, None)  # type: ignore[arg-type]
+    flavors = FlavorEndpoint(fresh_conf, store)
     with pytest.raises(messaging.ExpectedException) as info:
-        manager.create_flavor(
+        flavors.create_flavor(
             {"admin": True},
             name="bad",
             vcpus=1,

@@ -1,5 +1,5 @@
 """Aggregates, availability zones and server groups: records on real SQLite,
-the filters and weigher, and placement through the manager."""
+the filters and weigher, and placement through the wired scheduler."""
 
 from __future__ import annotations
 
@@ -194,7 +194,7 @@ class FakeCompute:
 def test_placement_honours_zones_aggregate_specs_and_groups(
     store: Store, fresh_conf: cfg.ConfigOpts, tmp_path
 ) -> None:
-    from compute_driver.scheduler.manager import SchedulerManager
+    from compute_driver.scheduler.service import Scheduler
 
     fresh_conf.set_override("store_path", str(tmp_path / "images"), "image")
     fresh_conf.set_override("enabled", False, "notifications")
@@ -215,7 +215,7 @@ def test_placement_honours_zones_aggregate_specs_and_groups(
         virtual_size=1,
         checksum="0" * 64,
     )
-    manager = SchedulerManager(fresh_conf, store, FakeCompute())  # type: ignore[arg-type]
+    manager = Scheduler(fresh_conf, store, FakeCompute())  # type: ignore[arg-type]
     agg = manager.aggregates
     call(agg, "create_aggregate", name="rack1", availability_zone="az1")
     call(agg, "add_aggregate_host", aggregate="rack1", host="h3")
@@ -225,7 +225,7 @@ def test_placement_honours_zones_aggregate_specs_and_groups(
 
     def create(name: str, flavor: str = "t.one", **extra: Any) -> dict[str, Any]:
         return call(
-            manager,
+            manager.servers,
             "create_server",
             uuid=str(uuidlib.uuid4()),
             name=name,
@@ -263,5 +263,5 @@ def test_placement_honours_zones_aggregate_specs_and_groups(
     )
     first = create("t1", group="together")["host"]
     assert {create("t%d" % i, group="together")["host"] for i in (2, 3)} == {first}
-    shown = manager.show_host({"admin": True}, host=first)
+    shown = manager.hosts.show_host({"admin": True}, host=first)
     assert {a["name"] for a in shown["allocations"]} >= {"t1", "t2", "t3"}

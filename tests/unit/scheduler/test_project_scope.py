@@ -29,7 +29,7 @@ from oslo_config import cfg
 
 from compute_driver import disk_image, exception
 from compute_driver.rpc import policy, schemas
-from compute_driver.scheduler.manager import SchedulerManager
+from compute_driver.scheduler.service import Scheduler
 from compute_driver.scheduler.store import Store
 
 HOST = "h1"
@@ -76,10 +76,10 @@ class StandInAgent:
         return answer
 
 
-def call(manager: SchedulerManager, caller: dict[str, Any], method: str, **payload: Any) -> Any:
+def call(manager: Scheduler, caller: dict[str, Any], method: str, **payload: Any) -> Any:
     """``method`` as the RPC server dispatches it: the endpoint that exposes it,
     a wire context; the typed error it carries is raised."""
-    for endpoint in (manager, manager.volumes, manager.networks, manager.aggregates):
+    for endpoint in manager.endpoints:
         if hasattr(type(endpoint), method):
             try:
                 return getattr(endpoint, method)(dict(caller), **payload)
@@ -102,7 +102,7 @@ def template(tmp_path_factory) -> Path:
 class World:
     """The records of the objects project ``a`` owns (and ``b``'s namesakes)."""
 
-    manager: SchedulerManager
+    manager: Scheduler
     a: dict[str, dict[str, Any]]
     b: dict[str, dict[str, Any]]
     port: str
@@ -123,7 +123,7 @@ def world(template: Path, tmp_path: Path, fresh_conf: cfg.ConfigOpts) -> Iterato
         {"vcpus": 64, "memory_mb": 65536, "disk_gb": 1000},
         {"virt_type": "qemu", "storage_backends": ["dir"], "tunnel_ip": "192.0.2.1"},
     )
-    manager = SchedulerManager(fresh_conf, store, StandInAgent(str(tmp_path / "images")))  # type: ignore[arg-type]
+    manager = Scheduler(fresh_conf, store, StandInAgent(str(tmp_path / "images")))  # type: ignore[arg-type]
     call(manager, ADMIN, "create_flavor", name="t.one", vcpus=1, memory_mb=64, root_gb=1)
     store.create_image(
         uuid=str(uuidlib.uuid4()),
@@ -142,7 +142,7 @@ def world(template: Path, tmp_path: Path, fresh_conf: cfg.ConfigOpts) -> Iterato
 
 
 def _objects(
-    manager: SchedulerManager, store: Store, caller: dict[str, Any], project: str
+    manager: Scheduler, store: Store, caller: dict[str, Any], project: str
 ) -> dict[str, dict[str, Any]]:
     """One of each kind of object, made by ``caller`` with the same names in each project."""
 

@@ -274,7 +274,7 @@ def test_error_server_reported_active_then_deleted_does_not_release_twice(store)
     server = _instance(store)
     assert _claim(store, server["uuid"])
     store.fail_instance(server["uuid"], "cannot reach the agent")
-    # What SchedulerManager.instance_update does when the agent reports the build after all.
+    # What ReportEndpoint.instance_update does when the agent reports the build after all.
     store.update_instance(
         server["uuid"],
         expected_host=HOST,
