@@ -4,6 +4,15 @@ create -> claim -> cast, and the reschedule of a build that failed on its
 host: placement (filters and weighers), the claim on the chosen host, the
 build payload and its cast. The RPC method ``create_server``
 (``servers.py``) and the agent reports (``reports.py``) hand over to it.
+
+One failure exit: whatever fails once ``instance.create.start`` is sent (a
+boot volume or a port that cannot be had, a placement error, no valid
+host, an agent out of reach, a build that failed on every host it was
+given) leaves through :meth:`BuildPath._fail`, which marks the server ERROR
+with the reason and sends ``instance.create.error``, once. A listener
+waiting for ``instance.create.end`` or ``instance.create.error`` hears one
+of them. A create refused before its record is stored (an unknown flavor,
+image, network, volume or group) sends nothing: there is no server.
 """
 
 from __future__ import annotations
@@ -26,6 +35,24 @@ from compute_driver.scheduler.store import Store
 from compute_driver.scheduler.volumes import VolumeManager, agent_volume
 
 LOG = logging.getLogger(__name__)
+
+
+class _Failed(Exception):
+    """A step of the build failed: ``fault`` for the server's record, ``error`` for the caller."""
+
+    def __init__(self, fault: str, error: BaseException) -> None:
+        super().__init__(fault)
+        self.fault = fault
+        self.error = error
+
+
+def _fault(exc: Exception) -> str:
+    """What the record of a server whose build failed with ``exc`` says."""
+    if isinstance(exc, _Failed):
+        return exc.fault
+    if isinstance(exc, exception.ComputeDriverError):
+        return exc.message
+    return "build failed: %s" % exc
 
 
 class BuildPath:
@@ -135,13 +162,17 @@ class BuildPath:
                 boot = self.volumes.claim_boot_volume(boot, uuid)
             if networks:
                 ports = self.networks.allocate(uuid, project, networks, context)
-        except exception.ComputeDriverError as exc:
+            placed = self._schedule(
+                record, image_rec, user_data, root_clone, boot=boot, ports=ports, forced_host=host
+            )
+        except Exception as exc:
             # NOTE: the record exists already: never leave it scheduling.
-            self.store.fail_instance(uuid, exc.message)
+            self._fail(record, _fault(exc))
+            if isinstance(exc, _Failed):
+                raise exc.error from exc.error.__cause__
             raise
-        return self._schedule(
-            record, image_rec, user_data, root_clone, boot=boot, ports=ports, forced_host=host
-        )
+        self.networks.fan_out(sorted({p["network"]["id"] for p in ports}))
+        return placed
 
     def _schedule(
         self,
@@ -158,8 +189,10 @@ class BuildPath:
         Used by create_server and by the reschedule of a failed build (then
         ``record["attempts"]`` names the hosts to skip).
 
-        :raises NoValidHost: no host can take it (the server is ERROR).
-        :raises BuildFailed: the chosen agent cannot be reached (the server is ERROR).
+        The caller sends the failure (:meth:`_fail`) and the topology fan-out.
+
+        :raises _Failed: no valid host (``NoValidHost``), the chosen agent
+            cannot be reached (``BuildFailed``) or placement failed.
         """
         uuid, name, root_backend = record["uuid"], record["name"], record.get("root_backend")
         # NOTE: the storage_backends filter explains hosts without the
@@ -199,9 +232,10 @@ class BuildPath:
                     why,
                     "; ".join("%s: %s" % (a["host"], a["fault"]) for a in tried),
                 )
-            self.store.fail_instance(uuid, "No valid host: %s" % why)
-            self.notify_failure("instance.create.error", uuid)
-            raise exception.NoValidHost(instance=name, reason=why, filters=selection.report())
+            raise _Failed(
+                "No valid host: %s" % why,
+                exception.NoValidHost(instance=name, reason=why, filters=selection.report()),
+            )
         LOG.info("Server %s (%s) placed on %s", name, uuid, chosen)
         # NOTE: built from the records in hand: no further reads on the hot path.
         record = dict(record, host=chosen, task_state="spawning")
@@ -214,15 +248,14 @@ class BuildPath:
                 payload["boot_volume"] = agent_volume(boot)
             if ports:
                 payload["ports"] = ports
-                self.networks.networks.bind(uuid, chosen)
+                self.networks.bind(uuid, chosen)
             self.compute.build_instance(chosen, payload)
         except Exception as exc:
-            self.store.fail_instance(uuid, "cannot reach the agent on %s: %s" % (chosen, exc))
-            self.notify_failure("instance.create.error", uuid)
-            raise exception.BuildFailed(
+            error = exception.BuildFailed(
                 instance=name, reason="cannot reach %s: %s" % (chosen, exc)
-            ) from exc
-        self.networks.fan_out(sorted({p["network"]["id"] for p in ports}))
+            )
+            error.__cause__ = exc
+            raise _Failed("cannot reach the agent on %s: %s" % (chosen, exc), error) from exc
         return record
 
     def _claim_first(
@@ -248,9 +281,7 @@ class BuildPath:
                 hosts, request, list_instances=self.store.list_instances
             )
         except Exception as exc:
-            # NOTE: the record exists already: never leave it scheduling.
-            self.store.fail_instance(uuid, "placement failed: %s" % exc)
-            raise
+            raise _Failed("placement failed: %s" % exc, exc) from exc
         limits = self._limits().as_dict()
         for candidate in selection.candidates:
             if not self.store.claim(
@@ -274,15 +305,35 @@ class BuildPath:
             return selection, candidate.name
         return selection, None
 
+    def build_failed(self, uuid: str, host: str, fault: str) -> bool:
+        """An agent says the build of ``uuid`` failed on ``host``: record the
+        attempt and place the server elsewhere, or, out of attempts
+        (``[scheduler] max_attempts``), give up through the failure exit.
+
+        :returns: False when the server was not building on ``host`` (deleted,
+            moved on, or an action failed rather than a build): nothing done.
+        """
+        requeued = self.store.requeue_failed_build(
+            uuid, host, fault, self.conf.scheduler.max_attempts
+        )
+        # NOTE: the host's claim went back and its failed-builds count up.
+        self.host_view.invalidate()
+        if requeued is None:
+            return False
+        record, again = requeued
+        if again:
+            self.reschedule(record)
+        else:
+            self._fail(record, record["fault"])
+        return True
+
     def reschedule(self, record: dict[str, Any]) -> None:
         """Place a server whose build failed on another host (its attempts are skipped)."""
         uuid = record["uuid"]
         try:
             image_rec = self.store.get_image(record["image"])
-            attached = self.volumes.volumes.attached(uuid)
-            boot = next((v for v in attached if v["boot"]), None)
+            boot = self.volumes.boot_volume_of(uuid)
             ports = self.networks.agent_ports(uuid)
-            old_networks = sorted({p["network"]["id"] for p in ports})
             self._schedule(
                 record,
                 image_rec,
@@ -291,13 +342,28 @@ class BuildPath:
                 boot=boot,
                 ports=ports,
             )
-            LOG.info(
-                "Server %s rescheduled after %d failed build(s)", uuid, len(record["attempts"])
-            )
-            self.networks.fan_out(old_networks)
-        except exception.ComputeDriverError as exc:
-            # NOTE: _schedule has put the server in ERROR with the reason.
-            LOG.warning("Server %s could not be rescheduled: %s", uuid, exc)
+        except Exception as exc:
+            self._fail(record, _fault(exc))
+            LOG.warning("Server %s could not be rescheduled: %s", uuid, _fault(exc))
+            return
+        LOG.info("Server %s rescheduled after %d failed build(s)", uuid, len(record["attempts"]))
+        self.networks.fan_out(sorted({p["network"]["id"] for p in ports}))
+
+    def _fail(self, record: dict[str, Any], fault: str) -> None:
+        """The build path's one failure exit: the server goes to ERROR with
+        ``fault`` (its claim released) and ``instance.create.error`` is sent.
+
+        Never raises: the caller is already handling a failure.
+        """
+        uuid = record["uuid"]
+        try:
+            self.store.fail_instance(uuid, fault)
+            record = self.store.get_instance(uuid, include_deleted=True)
+        except Exception:  # noqa: BLE001 - the database may be what failed
+            LOG.exception("Server %s: could not record its failure: %s", uuid, fault)
+            # NOTE: the listener still hears the failure, from the record in hand.
+            record = dict(record, vm_state="error", task_state=None, fault=fault)
+        self.notifier.error("instance.create.error", record)
 
     def build_payload(self, uuid: str, image: dict[str, Any]) -> dict[str, Any]:
         """The build payload of an existing server, read from the store, with
@@ -307,7 +373,7 @@ class BuildPath:
         payload["root_clone"] = instance["root_clone"]
         if instance["root_backend"]:
             payload["root_backend"] = instance["root_backend"]
-        attached = self.volumes.volumes.attached(uuid)
+        attached = self.volumes.attached(uuid)
         for volume in attached:
             if volume["boot"]:
                 payload["boot_volume"] = agent_volume(volume)
@@ -341,9 +407,3 @@ class BuildPath:
         if user_data:
             payload["user_data"] = user_data
         return payload
-
-    def notify_failure(self, event_type: str, uuid: str) -> None:
-        try:
-            self.notifier.error(event_type, self.store.get_instance(uuid, include_deleted=True))
-        except exception.InstanceNotFound:
-            pass

@@ -18,7 +18,7 @@ from typing import Any
 import oslo_messaging as messaging
 from oslo_config import cfg
 
-from compute_driver import notifications
+from compute_driver import exception, notifications
 from compute_driver.rpc import report_signing, schemas
 from compute_driver.rpc.endpoint import rpc_method
 from compute_driver.scheduler.build import BuildPath
@@ -103,18 +103,14 @@ class ReportEndpoint:
         if vm_state == "error":
             LOG.warning("Server %s failed on %s: %s", uuid, host, fault)
             fault = fault or "failed on %s" % host
-            requeued = self.store.requeue_failed_build(
-                uuid, host, fault, self.conf.scheduler.max_attempts
-            )
-            # NOTE: the host's claim went back and its failed-builds count up.
-            self.host_view.invalidate()
-            if requeued is None:
+            if not self.build.build_failed(uuid, host, fault):
+                # NOTE: not a build: a server that was running failed.
                 self.store.fail_instance(uuid, fault, expected_host=host)
-                self.build.notify_failure("instance.error", uuid)
-            elif requeued[1]:
-                self.build.reschedule(requeued[0])
-            else:
-                self.notifier.error("instance.create.error", requeued[0])
+                try:
+                    record = self.store.get_instance(uuid, include_deleted=True)
+                except exception.InstanceNotFound:
+                    return
+                self.notifier.error("instance.error", record)
             return
         # NOTE: fault is what this update says went wrong (an action that
         # failed while the server stays usable), and None clears the last one.
@@ -145,7 +141,7 @@ class ReportEndpoint:
 
     @report_method
     def instance_deleted(self, ctxt: dict, host: str, uuid: str) -> None:
-        networks = sorted({p["network"] for p in self.networks.networks.ports_of(uuid)})
+        networks = self.networks.networks_of_server(uuid)
         if self.store.finish_delete(uuid, host):
             LOG.info("Server %s deleted from %s", uuid, host)
             self.networks.fan_out(networks)

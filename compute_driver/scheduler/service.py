@@ -84,11 +84,18 @@ class Scheduler:
     path and the notifier. Each part receives the parts it uses.
     """
 
-    def __init__(self, conf: cfg.ConfigOpts, store: Store, compute: compute_api.ComputeAPI) -> None:
+    def __init__(
+        self,
+        conf: cfg.ConfigOpts,
+        store: Store,
+        compute: compute_api.ComputeAPI,
+        notifier: notifications.Notifier | None = None,
+    ) -> None:
+        """:param notifier: None: the one ``[notifications]`` configures."""
         self.conf = conf
         self.store = store
         self.compute = compute
-        self.notifier = notifications.Notifier(conf, "compute-scheduler:%s" % conf.host)
+        self.notifier = notifier or notifications.Notifier(conf, "compute-scheduler:%s" % conf.host)
         self.volumes = VolumeManager(conf, store, compute)
         self.networks = NetworkManager(conf, store, compute)
         #: The hosts as placement sees them (see host_view.py).

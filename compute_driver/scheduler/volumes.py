@@ -211,6 +211,14 @@ class VolumeManager:
             target_dev="vda",
         )
 
+    def attached(self, instance_uuid: str) -> list[dict[str, Any]]:
+        """The volumes attached to a server, its boot volume among them."""
+        return self.volumes.attached(instance_uuid)
+
+    def boot_volume_of(self, instance_uuid: str) -> dict[str, Any] | None:
+        """The record of the volume a server boots from (None: a root disk)."""
+        return next((v for v in self.volumes.attached(instance_uuid) if v["boot"]), None)
+
     # --- attach, detach ------------------------------------------------------------
 
     def _attachable(
