@@ -28,6 +28,7 @@ from compute_driver.rpc import compute_api
 from compute_driver.rpc.context import RequestContext
 from compute_driver.scheduler import placement, scope
 from compute_driver.scheduler.aggregates import AggregateManager
+from compute_driver.scheduler.catalog import Catalog
 from compute_driver.scheduler.host_view import HostView
 from compute_driver.scheduler.imagestore import agent_image
 from compute_driver.scheduler.networks import NetworkManager
@@ -62,6 +63,7 @@ class BuildPath:
         self,
         conf: cfg.ConfigOpts,
         store: Store,
+        catalog: Catalog,
         compute: compute_api.ComputeAPI,
         volumes: VolumeManager,
         networks: NetworkManager,
@@ -71,6 +73,7 @@ class BuildPath:
     ) -> None:
         self.conf = conf
         self.store = store
+        self.catalog = catalog
         self.compute = compute
         self.volumes = volumes
         self.networks = networks
@@ -129,7 +132,7 @@ class BuildPath:
         if availability_zone is not None:
             self.aggregates.check_zone(availability_zone)
         group_rec = self.aggregates.group_for(group, project, context) if group else None
-        flavor_rec, image_rec = self.store.get_flavor_and_image(flavor, image, context)
+        flavor_rec, image_rec = self.catalog.get_flavor_and_image(flavor, image, context)
         if host is not None:
             self.store.get_host(host, self._down_after)  # HostNotFound before anything is stored
         boot = self.volumes.bootable(boot_volume, project, uuid, context) if boot_volume else None
@@ -331,7 +334,7 @@ class BuildPath:
         """Place a server whose build failed on another host (its attempts are skipped)."""
         uuid = record["uuid"]
         try:
-            image_rec = self.store.get_image(record["image"])
+            image_rec = self.catalog.get_image(record["image"])
             boot = self.volumes.boot_volume_of(uuid)
             ports = self.networks.agent_ports(uuid)
             self._schedule(

@@ -6,8 +6,8 @@ import oslo_messaging as messaging
 from oslo_config import cfg
 
 from compute_driver.rpc.context import RequestContext
+from compute_driver.scheduler.catalog import Catalog
 from compute_driver.scheduler.scope import scheduler_method
-from compute_driver.scheduler.store import Store
 
 
 class FlavorEndpoint:
@@ -15,13 +15,13 @@ class FlavorEndpoint:
 
     target = messaging.Target(version="1.0")
 
-    def __init__(self, conf: cfg.ConfigOpts, store: Store) -> None:
+    def __init__(self, conf: cfg.ConfigOpts, catalog: Catalog) -> None:
         self.conf = conf
-        self.store = store
+        self.catalog = catalog
 
     @scheduler_method
     def list_flavors(self, context: RequestContext) -> list:
-        return self.store.list_flavors()
+        return self.catalog.list_flavors()
 
     @scheduler_method
     def create_flavor(
@@ -33,8 +33,8 @@ class FlavorEndpoint:
         root_gb: int,
         extra_specs: dict[str, str] | None = None,
     ) -> dict:
-        return self.store.create_flavor(name, vcpus, memory_mb, root_gb, extra_specs)
+        return self.catalog.create_flavor(name, vcpus, memory_mb, root_gb, extra_specs)
 
     @scheduler_method
     def delete_flavor(self, context: RequestContext, flavor: str) -> None:
-        self.store.delete_flavor(flavor)
+        self.catalog.delete_flavor(flavor)

@@ -13,6 +13,7 @@ from compute_driver import exception, guest_properties
 from compute_driver.rpc import compute_api
 from compute_driver.rpc.context import RequestContext
 from compute_driver.scheduler import scope
+from compute_driver.scheduler.catalog import Catalog
 from compute_driver.scheduler.imagestore import ImageStore
 from compute_driver.scheduler.scope import scheduler_method
 from compute_driver.scheduler.store import Store
@@ -24,10 +25,16 @@ class ImageEndpoint:
     target = messaging.Target(version="1.0")
 
     def __init__(
-        self, conf: cfg.ConfigOpts, store: Store, compute: compute_api.ComputeAPI, files: ImageStore
+        self,
+        conf: cfg.ConfigOpts,
+        store: Store,
+        catalog: Catalog,
+        compute: compute_api.ComputeAPI,
+        files: ImageStore,
     ) -> None:
         self.conf = conf
         self.store = store
+        self.catalog = catalog
         self.compute = compute
         #: The image files (the records are in the store).
         self.images = files
@@ -57,16 +64,16 @@ class ImageEndpoint:
         if cmdline is not None and kernel is None:
             raise exception.InvalidImage(image=name, reason="--cmdline needs --kernel")
         try:
-            existing = self.store.get_image(uuid)
+            existing = self.catalog.get_image(uuid)
         except exception.ImageNotFound:
             existing = None
         if existing is not None:
             return existing  # a repeated import changes nothing
-        if self.store.find_image_by_name(name, project=None) is not None:  # public names
+        if self.catalog.find_image_by_name(name, project=None) is not None:  # public names
             raise exception.DuplicateName(what="Image", name=name)
         fields = self.images.import_files(uuid, name, file, kernel, initrd, disk_format)
         try:
-            return self.store.create_image(
+            return self.catalog.create_image(
                 uuid=uuid, name=name, cmdline=cmdline, properties=properties or {}, **fields
             )
         except Exception:
@@ -80,7 +87,7 @@ class ImageEndpoint:
         """An image (template) made of a stopped server's root disk, flattened;
         it belongs to the server's project."""
         try:
-            existing = self.store.get_image(uuid)
+            existing = self.catalog.get_image(uuid)
         except exception.ImageNotFound:
             pass
         else:
@@ -90,9 +97,9 @@ class ImageEndpoint:
         try:
             # NOTE: names are unique within the image's project only (the
             # server's): another project's image of that name is no clash.
-            if self.store.find_image_by_name(name, record["project"]) is not None:
+            if self.catalog.find_image_by_name(name, record["project"]) is not None:
                 raise exception.DuplicateName(what="Image", name=name)
-            source = self.store.get_image(record["image"])
+            source = self.catalog.get_image(record["image"])
             work = self.images.begin_export(uuid)
             try:
                 self.compute.export_root_disk(record["host"], record["uuid"], uuid)
@@ -100,7 +107,7 @@ class ImageEndpoint:
             except BaseException:
                 self.images.abandon(work)
                 raise
-            return self.store.create_image(
+            return self.catalog.create_image(
                 uuid=uuid,
                 name=name,
                 cmdline=source["cmdline"],
@@ -114,14 +121,14 @@ class ImageEndpoint:
     @scheduler_method
     def list_images(self, context: RequestContext) -> list:
         """The public images and the caller's project's (an admin's: all)."""
-        return self.store.list_images(project=scope.list_project(context))
+        return self.catalog.list_images(project=scope.list_project(context))
 
     @scheduler_method
     def show_image(self, context: RequestContext, image: str) -> dict[str, Any]:
-        return self.store.get_image(image, context)
+        return self.catalog.get_image(image, context)
 
     @scheduler_method
     def delete_image(self, context: RequestContext, image: str) -> dict[str, Any]:
-        gone = self.store.delete_image(image, context)
+        gone = self.catalog.delete_image(image, context)
         self.images.remove(gone["uuid"])
         return gone

@@ -85,7 +85,7 @@ class NetworkManager:
     def __init__(self, conf: cfg.ConfigOpts, store: Store, compute: compute_api.ComputeAPI) -> None:
         self.conf = conf
         self.store = store
-        self.networks = NetworkStore(store)
+        self.networks = NetworkStore(store.db)
         self.compute = compute
 
     # --- create, list, show, delete ------------------------------------------------

@@ -17,6 +17,7 @@ from compute_driver.rpc import compute_api
 from compute_driver.rpc.context import RequestContext
 from compute_driver.scheduler import scope
 from compute_driver.scheduler.build import BuildPath
+from compute_driver.scheduler.catalog import Catalog
 from compute_driver.scheduler.networks import NetworkManager
 from compute_driver.scheduler.scope import scheduler_method
 from compute_driver.scheduler.store import Store
@@ -31,6 +32,7 @@ class ServerEndpoint:
         self,
         conf: cfg.ConfigOpts,
         store: Store,
+        catalog: Catalog,
         compute: compute_api.ComputeAPI,
         build: BuildPath,
         networks: NetworkManager,
@@ -38,6 +40,7 @@ class ServerEndpoint:
     ) -> None:
         self.conf = conf
         self.store = store
+        self.catalog = catalog
         self.compute = compute
         self.build = build
         self.networks = networks
@@ -118,7 +121,7 @@ class ServerEndpoint:
             elif action == "hard-reboot":
                 # NOTE: the whole record goes along: the agent keeps no
                 # database, and a hard reboot rebuilds the domain from it.
-                image = self.store.get_image(record["image"])
+                image = self.catalog.get_image(record["image"])
                 self.compute.reboot_instance(
                     host, uuid, hard=True, instance=self.build.build_payload(uuid, image)
                 )

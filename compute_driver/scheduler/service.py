@@ -16,6 +16,8 @@ from compute_driver.rpc import agent_reports_api, compute_api, scheduler_api, tr
 from compute_driver.scheduler import placement, recovery
 from compute_driver.scheduler.aggregates import AggregateManager
 from compute_driver.scheduler.build import BuildPath
+from compute_driver.scheduler.catalog import Catalog
+from compute_driver.scheduler.database import Database
 from compute_driver.scheduler.flavors import FlavorEndpoint
 from compute_driver.scheduler.host_view import HostView
 from compute_driver.scheduler.hosts import HostEndpoint
@@ -40,9 +42,9 @@ def open_store(conf: cfg.ConfigOpts, upgrade: bool = True) -> Store:
     """
     where = config.option_location(conf, "database", "connection")
     try:
-        store = Store(conf.database.connection, conf.database.busy_timeout)
+        store = Store(Database(conf.database.connection, conf.database.busy_timeout))
         if upgrade:
-            store.upgrade()
+            store.db.upgrade()
     except exception.InvalidConfig as exc:
         raise exception.InvalidConfig(
             reason="%s: [database] connection is invalid: %s" % (where, exc)
@@ -95,18 +97,21 @@ class Scheduler:
         self.conf = conf
         self.store = store
         self.compute = compute
+        #: Flavors and images, around the store's database.
+        self.catalog = Catalog(store.db)
         self.notifier = notifier or notifications.Notifier(conf, "compute-scheduler:%s" % conf.host)
-        self.volumes = VolumeManager(conf, store, compute)
+        self.volumes = VolumeManager(conf, store, self.catalog, compute)
         self.networks = NetworkManager(conf, store, compute)
         #: The hosts as placement sees them (see host_view.py).
         self.host_view = HostView(
             lambda: self.aggregates.annotate(store.list_hosts(conf.scheduler.service_down_time)),
             conf.scheduler.host_view_ttl,
         )
-        self.aggregates = AggregateManager(conf, store, on_change=self.host_view.invalidate)
+        self.aggregates = AggregateManager(conf, store.db, on_change=self.host_view.invalidate)
         self.build = BuildPath(
             conf,
             store,
+            self.catalog,
             compute,
             self.volumes,
             self.networks,
@@ -115,11 +120,11 @@ class Scheduler:
             self.notifier,
         )
         self.servers = ServerEndpoint(
-            conf, store, compute, self.build, self.networks, self.notifier
+            conf, store, self.catalog, compute, self.build, self.networks, self.notifier
         )
         self.hosts = HostEndpoint(conf, store, self.aggregates, self.host_view)
-        self.flavors = FlavorEndpoint(conf, store)
-        self.images = ImageEndpoint(conf, store, compute, image_store(conf))
+        self.flavors = FlavorEndpoint(conf, self.catalog)
+        self.images = ImageEndpoint(conf, store, self.catalog, compute, image_store(conf))
         self.reports = ReportEndpoint(
             conf,
             store,
@@ -205,7 +210,7 @@ class SchedulerService:
             server.stop()
         for server in (self.server, self.report_server):
             server.wait()
-        self.store.engine.dispose()
+        self.store.db.engine.dispose()
 
 
 def check_config(conf: cfg.ConfigOpts) -> None:
@@ -215,7 +220,7 @@ def check_config(conf: cfg.ConfigOpts) -> None:
         URL that is malformed or names a missing directory.
     """
     placement.Placement(conf)
-    open_store(conf, upgrade=False).engine.dispose()
+    open_store(conf, upgrade=False).db.engine.dispose()
 
 
 def main(argv: Sequence[str] | None = None) -> None:

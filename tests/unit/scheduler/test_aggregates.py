@@ -13,6 +13,8 @@ from oslo_config import cfg
 
 from compute_driver import exception
 from compute_driver.scheduler.aggregates import AggregateManager
+from compute_driver.scheduler.catalog import Catalog
+from compute_driver.scheduler.database import Database
 from compute_driver.scheduler.filters.aggregate_extra_specs import (
     AggregateInstanceExtraSpecsFilter,
 )
@@ -38,17 +40,17 @@ def call(endpoint: Any, method: str, **payload: Any) -> Any:
 
 @pytest.fixture
 def store(tmp_path) -> Iterator[Store]:
-    store = Store("sqlite:///%s" % (tmp_path / "s.sqlite"))
-    store.upgrade()
+    store = Store(Database("sqlite:///%s" % (tmp_path / "s.sqlite")))
+    store.db.upgrade()
     for name in HOSTS:
         store.report_host(name, {"vcpus": 8, "memory_mb": 8192, "disk_gb": 100}, {})
     yield store
-    store.engine.dispose()
+    store.db.engine.dispose()
 
 
 @pytest.fixture
 def aggregates(store: Store, fresh_conf: cfg.ConfigOpts) -> AggregateManager:
-    return AggregateManager(fresh_conf, store)
+    return AggregateManager(fresh_conf, store.db)
 
 
 def _host(name: str, zone: str = "default", **props: frozenset[str]) -> HostState:
@@ -198,15 +200,15 @@ def test_placement_honours_zones_aggregate_specs_and_groups(
 
     fresh_conf.set_override("store_path", str(tmp_path / "images"), "image")
     fresh_conf.set_override("enabled", False, "notifications")
-    store.create_flavor("t.one", vcpus=1, memory_mb=256, root_gb=1)
-    store.create_flavor(
+    Catalog(store.db).create_flavor("t.one", vcpus=1, memory_mb=256, root_gb=1)
+    Catalog(store.db).create_flavor(
         "t.ssd",
         vcpus=1,
         memory_mb=256,
         root_gb=1,
         extra_specs={"aggregate_instance_extra_specs:ssd": "true"},
     )
-    store.create_image(
+    Catalog(store.db).create_image(
         uuid=str(uuidlib.uuid4()),
         name="img",
         disk_format="raw",

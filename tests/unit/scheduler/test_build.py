@@ -15,6 +15,8 @@ from oslo_config import cfg
 from sqlalchemy import exc as sa_exc
 
 from compute_driver import exception
+from compute_driver.scheduler.catalog import Catalog
+from compute_driver.scheduler.database import Database
 from compute_driver.scheduler.service import Scheduler
 from compute_driver.scheduler.store import Store
 
@@ -59,16 +61,16 @@ class Agent:
 
 @pytest.fixture
 def store(tmp_path) -> Iterator[Store]:
-    store = Store("sqlite:///%s" % (tmp_path / "s.sqlite"))
-    store.upgrade()
+    store = Store(Database("sqlite:///%s" % (tmp_path / "s.sqlite")))
+    store.db.upgrade()
     store.report_host(
         HOST,
         {"vcpus": 8, "memory_mb": 8192, "disk_gb": 100},
         {"virt_type": "qemu", "storage_backends": ["dir"], "tunnel_ip": "192.0.2.1"},
     )
-    store.create_flavor("t.one", vcpus=1, memory_mb=256, root_gb=1)
-    store.create_flavor("t.huge", vcpus=1, memory_mb=65536, root_gb=1)
-    store.create_image(
+    Catalog(store.db).create_flavor("t.one", vcpus=1, memory_mb=256, root_gb=1)
+    Catalog(store.db).create_flavor("t.huge", vcpus=1, memory_mb=65536, root_gb=1)
+    Catalog(store.db).create_image(
         uuid=str(uuidlib.uuid4()),
         name="img",
         disk_format="raw",
@@ -78,7 +80,7 @@ def store(tmp_path) -> Iterator[Store]:
         checksum="0" * 64,
     )
     yield store
-    store.engine.dispose()
+    store.db.engine.dispose()
 
 
 @pytest.fixture

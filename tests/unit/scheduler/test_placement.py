@@ -336,6 +336,8 @@ class FakeCompute:
 
 @pytest.fixture
 def scheduler(conf, tmp_path, monkeypatch):
+    from compute_driver.scheduler.catalog import Catalog
+    from compute_driver.scheduler.database import Database
     from compute_driver.scheduler.service import Scheduler
     from compute_driver.scheduler.store import Store
 
@@ -345,10 +347,10 @@ def scheduler(conf, tmp_path, monkeypatch):
         "_extensions",
         lambda ns: extensions(FILTERS if ns == placement.FILTER_NAMESPACE else WEIGHERS, ns),
     )
-    store = Store("sqlite:///%s" % (tmp_path / "s.sqlite"))
-    store.upgrade()
-    store.create_flavor("t.place", vcpus=2, memory_mb=1024, root_gb=10)
-    store.create_image(
+    store = Store(Database("sqlite:///%s" % (tmp_path / "s.sqlite")))
+    store.db.upgrade()
+    Catalog(store.db).create_flavor("t.place", vcpus=2, memory_mb=1024, root_gb=10)
+    Catalog(store.db).create_image(
         uuid=str(uuidlib.uuid4()),
         name="cirros",
         disk_format="raw",
@@ -362,7 +364,7 @@ def scheduler(conf, tmp_path, monkeypatch):
     manager = Scheduler(conf, store, FakeCompute())  # type: ignore[arg-type]
     yield manager
     conf.clear_override("store_path", "image")
-    store.engine.dispose()
+    store.db.engine.dispose()
 
 
 def _create(manager: Any, name: str) -> dict[str, Any]:
@@ -433,7 +435,7 @@ def test_a_claim_another_scheduler_made_fails_ours_and_the_view_is_read_again(
     scheduler = _with_host_view_ttl(scheduler, 60.0)
     _create(scheduler, "first")  # reads the view: "big" has most free RAM
     # NOTE: another scheduler fills "big" behind this one's view.
-    with scheduler.store.session() as session:
+    with scheduler.store.db.session() as session:
         session.get(Host, "big").memory_mb_used = 16384
     record = _create(scheduler, "second")
     assert record["host"] == "medium"

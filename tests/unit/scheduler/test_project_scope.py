@@ -29,6 +29,8 @@ from oslo_config import cfg
 
 from compute_driver import disk_image, exception
 from compute_driver.rpc import policy, schemas
+from compute_driver.scheduler.catalog import Catalog
+from compute_driver.scheduler.database import Database
 from compute_driver.scheduler.service import Scheduler
 from compute_driver.scheduler.store import Store
 
@@ -92,9 +94,9 @@ def call(manager: Scheduler, caller: dict[str, Any], method: str, **payload: Any
 def template(tmp_path_factory) -> Path:
     """A migrated database, copied for each test (migrating each time is slow)."""
     path = tmp_path_factory.mktemp("template") / "s.sqlite"
-    store = Store("sqlite:///%s" % path)
-    store.upgrade()
-    store.engine.dispose()
+    store = Store(Database("sqlite:///%s" % path))
+    store.db.upgrade()
+    store.db.engine.dispose()
     return path
 
 
@@ -117,7 +119,7 @@ def world(template: Path, tmp_path: Path, fresh_conf: cfg.ConfigOpts) -> Iterato
     shutil.copy(template, db)
     fresh_conf.set_override("store_path", str(tmp_path / "images"), "image")
     fresh_conf.set_override("import_path", str(tmp_path / "import"), "image")
-    store = Store("sqlite:///%s" % db)
+    store = Store(Database("sqlite:///%s" % db))
     store.report_host(
         HOST,
         {"vcpus": 64, "memory_mb": 65536, "disk_gb": 1000},
@@ -125,7 +127,7 @@ def world(template: Path, tmp_path: Path, fresh_conf: cfg.ConfigOpts) -> Iterato
     )
     manager = Scheduler(fresh_conf, store, StandInAgent(str(tmp_path / "images")))  # type: ignore[arg-type]
     call(manager, ADMIN, "create_flavor", name="t.one", vcpus=1, memory_mb=64, root_gb=1)
-    store.create_image(
+    Catalog(store.db).create_image(
         uuid=str(uuidlib.uuid4()),
         name="public",
         disk_format="raw",
@@ -138,7 +140,7 @@ def world(template: Path, tmp_path: Path, fresh_conf: cfg.ConfigOpts) -> Iterato
     port = call(manager, OWN, "attach_interface", server="srv", network="net")["uuid"]
     manager.compute.calls.clear()  # type: ignore[attr-defined]
     yield World(manager, owned["a"], owned["b"], port)
-    store.engine.dispose()
+    store.db.engine.dispose()
 
 
 def _objects(
@@ -162,7 +164,7 @@ def _objects(
         store.update_instance(made[name]["uuid"], vm_state="active", task_state=None)
     store.update_instance(made["stopped"]["uuid"], vm_state="stopped")
     call(manager, caller, "attach_volume", server=made["srv"]["uuid"], volume="attvol")
-    made["image"] = store.create_image(
+    made["image"] = Catalog(store.db).create_image(
         uuid=str(uuidlib.uuid4()),
         name="img-" + project,
         disk_format="raw",
