@@ -10,7 +10,10 @@ import oslo_messaging as messaging
 from oslo_config import cfg
 
 from compute_driver import exception, plugins, service
+from compute_driver.agent.host import AgentHost
 from compute_driver.agent.manager import ComputeManager
+from compute_driver.agent.ports import PortEndpoint
+from compute_driver.agent.volumes import VolumeEndpoint
 from compute_driver.rpc import compute_api, transport
 from compute_driver.rpc.agent_reports_api import AgentReportsAPI
 from storage_backends import base as storage_base
@@ -77,7 +80,7 @@ class AgentService:
         driver, storage, networks = load_plugins(conf)
         check_storage(storage)
         driver.init_host(conf.host)
-        self.manager = ComputeManager(
+        self.host = AgentHost(
             conf,
             driver,
             storage,
@@ -85,6 +88,7 @@ class AgentService:
             AgentReportsAPI(conf),
             AgentReportsAPI(conf, timeout=RECONCILE_CALL_TIMEOUT),
         )
+        self.manager = ComputeManager(self.host)
         self.driver = driver
         driver.register_event_callback(self.manager.handle_virt_event)
         driver.register_host_state_callback(self.manager.handle_host_state)
@@ -92,7 +96,7 @@ class AgentService:
         self.server = transport.get_server(
             conf,
             target,
-            [self.manager, self.manager.volumes, self.manager.ports],
+            [self.manager, VolumeEndpoint(self.host), PortEndpoint(self.host)],
         )
         self.reporter = service.Periodic("report", conf.agent.report_interval, self.manager.report)
         # NOTE: as often as reports: a switch daemon that restarted loses
@@ -107,7 +111,7 @@ class AgentService:
 
     def resync_networks(self) -> None:
         """Let each network plugin that can reprogram what its datapath lost."""
-        for name, plugin in sorted(self.manager.networks.items()):
+        for name, plugin in sorted(self.host.networks.items()):
             if not plugin.describe().resync:
                 continue
             try:
@@ -118,7 +122,7 @@ class AgentService:
 
     def clean_image_caches(self) -> None:
         """Remove cached images nothing backs onto, on every backend that caches."""
-        for name, backend in sorted(self.manager.storage.items()):
+        for name, backend in sorted(self.host.storage.items()):
             if not backend.describe().image_cache:
                 continue
             try:
@@ -130,7 +134,7 @@ class AgentService:
                 LOG.info("Image cache of %s: removed %s", name, ", ".join(removed))
 
     def start(self) -> None:
-        if self.manager.request_key is None:
+        if self.host.request_key is None:
             LOG.warning(
                 "[agent_reports] key is not set: reports go unsigned and requests are "
                 "not checked, so another agent's credential can command this host"
