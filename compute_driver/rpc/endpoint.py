@@ -134,8 +134,8 @@ def rpc_method(
 
     The one decorator of every endpoint method, agent and scheduler alike:
     the context is made typed, the payload is checked against its schema,
-    then ``check`` runs (if given); the payload's ``signature`` is the
-    envelope's, dropped before the method runs.
+    then ``check`` runs (if given) and the payload's ``signature``, the
+    envelope's, is dropped before the method runs.
 
     :param api: the API's name, as errors and logs name its methods (``compute``).
     :param methods: the API's method schemas by name (``schemas.COMPUTE_METHODS``).
@@ -159,7 +159,8 @@ def rpc_method(
                 schemas.validate(api, name, schema, kwargs)
                 if check is not None:
                     check(self, context, name, kwargs)
-                kwargs.pop("signature", None)
+                    # NOTE: the signature is the envelope's, checked; never the method's.
+                    kwargs.pop("signature", None)
                 return func(self, context, **kwargs)
             except exception.ComputeDriverError as exc:
                 error, ours = exc, True

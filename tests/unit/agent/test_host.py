@@ -62,6 +62,8 @@ def test_a_plugin_that_is_not_loaded_reports_no_tunnel(make_host) -> None:
     assert "tunnel_ip" not in _capabilities(host)
 
 
+# NOTE: option groups of the test's own ConfigOpts: oslo.config keeps overrides
+# in the registered group object, which the plugin modules' GROUP would share.
 def _ovs(conf: cfg.ConfigOpts) -> ovs.OvsNetworkPlugin:
     conf.register_group(cfg.OptGroup("ovs"))
     conf.register_opts(ovs.OPTS, group="ovs")
@@ -70,7 +72,8 @@ def _ovs(conf: cfg.ConfigOpts) -> ovs.OvsNetworkPlugin:
 
 
 def _linux_bridge(conf: cfg.ConfigOpts) -> linux_bridge.LinuxBridgePlugin:
-    conf.register_opts(linux_bridge.OPTS, group=linux_bridge.GROUP)
+    conf.register_group(cfg.OptGroup("linux_bridge"))
+    conf.register_opts(linux_bridge.OPTS, group="linux_bridge")
     return linux_bridge.LinuxBridgePlugin(conf, netlink_api=object())  # type: ignore[arg-type]
 
 
