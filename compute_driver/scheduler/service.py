@@ -19,7 +19,7 @@ from compute_driver.scheduler.build import BuildPath
 from compute_driver.scheduler.catalog import Catalog
 from compute_driver.scheduler.database import Database
 from compute_driver.scheduler.flavors import FlavorEndpoint
-from compute_driver.scheduler.host_view import HostView
+from compute_driver.scheduler.host_view import Hearing, HostView
 from compute_driver.scheduler.hosts import HostEndpoint
 from compute_driver.scheduler.images import ImageEndpoint
 from compute_driver.scheduler.imagestore import ImageStore
@@ -106,6 +106,7 @@ class Scheduler:
         self.host_view = HostView(
             lambda: self.aggregates.annotate(store.list_hosts(conf.scheduler.service_down_time)),
             conf.scheduler.host_view_ttl,
+            hearing=Hearing.from_conf(conf),
         )
         self.aggregates = AggregateManager(conf, store.db, on_change=self.host_view.invalidate)
         self.build = BuildPath(
