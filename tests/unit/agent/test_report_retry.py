@@ -57,7 +57,9 @@ def test_another_failure_waits_for_the_next_period(caplog: pytest.LogCaptureFixt
 
     def hypervisor_away() -> None:
         tries.append(1)
-        raise exception.HypervisorUnavailable(uri="qemu:///system", reason="libvirtd is not running")
+        raise exception.HypervisorUnavailable(
+            uri="qemu:///system", reason="libvirtd is not running"
+        )
 
     with caplog.at_level(logging.WARNING, logger=service.__name__):
         service.report_until_sent(hypervisor_away, threading.Event(), delay=0)

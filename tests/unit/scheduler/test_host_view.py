@@ -107,9 +107,7 @@ class Broker:
 
 
 def _at(clock: Clock) -> str:
-    return datetime.datetime.fromtimestamp(clock.now, datetime.timezone.utc).strftime(
-        "%Y-%m-%dT%H:%M:%SZ"
-    )
+    return datetime.datetime.fromtimestamp(clock.now, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _reported(name: str, clock: Clock, down_after: float, reported: float) -> dict[str, Any]:
