@@ -75,7 +75,7 @@ class PrivateRabbit:
         :raises BrokerFailed: it exited or did not open its port in time.
         """
         env = dict(
-            os.environ,
+            self._env(),
             RABBITMQ_NODENAME=self.node,
             RABBITMQ_USE_LONGNAME="false",
             RABBITMQ_NODE_IP_ADDRESS="127.0.0.1",
@@ -117,13 +117,30 @@ class PrivateRabbit:
         self._ctl("start_app")
         self._wait(self.accepts, 60)
 
+    def add_vhost(self, vhost: str) -> None:
+        """A vhost where guest may do anything."""
+        self._ctl("add_vhost", vhost)
+        self._ctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+
+    def delete_vhost(self, vhost: str) -> None:
+        self._ctl("delete_vhost", vhost)
+
+    def _env(self) -> dict[str, str]:
+        # NOTE: a home of its own, for the Erlang cookie the node makes and
+        # our rabbitmqctl reads: the system's rabbitmqctl switches to the
+        # rabbitmq user, whose cookie is the shared broker's.
+        return dict(os.environ, HOME=self.workdir)
+
     def _ctl(self, *args: str) -> None:
-        subprocess.run(
+        done = subprocess.run(
             [RABBITMQCTL, "-q", "-n", self.node, *args],
-            check=True,
+            env=self._env(),
             capture_output=True,
+            text=True,
             timeout=120,
         )
+        if done.returncode != 0:
+            raise BrokerFailed("rabbitmqctl %s: %s" % (" ".join(args), done.stderr[-1000:]))
 
     def _wait(self, ready: Callable[[], bool], timeout: float) -> None:
         deadline = time.monotonic() + timeout

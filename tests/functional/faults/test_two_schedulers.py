@@ -36,7 +36,9 @@ def test_concurrent_migrations_of_a_fresh_database_all_succeed(postgres: Postgre
     for thread in threads:
         thread.join(HANG)
     assert not errors, "%d of %d migrations failed: %s" % (len(errors), count, errors[0])
-    tables = postgres.psql(url.split("/")[3].split("?")[0], "SELECT version_num FROM alembic_version")
+    tables = postgres.psql(
+        url.split("/")[3].split("?")[0], "SELECT version_num FROM alembic_version"
+    )
     assert len(tables.split()) == 1
 
 

@@ -379,8 +379,11 @@ def sim_cloud(
     os.chmod(base, 0o755)
     tag = os.path.basename(base).rsplit("-", 1)[-1].lower()
     vhost = "cdft-sched-" + tag
-    node = ("-n", broker.node) if broker is not None else ()
-    _rabbitmqctl(*node, "add_vhost", vhost)
+    if broker is not None:
+        broker.add_vhost(vhost)
+    else:
+        _rabbitmqctl("add_vhost", vhost)
+        _rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
     cloud = SimCloud(
         base=base,
         transport_url=(broker.url() if broker is not None else TRANSPORT_URL).rstrip("/")
@@ -390,14 +393,16 @@ def sim_cloud(
         **options,
     )
     try:
-        _rabbitmqctl(*node, "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
         yield cloud
     finally:
         cloud.stop_all()
         transport.cleanup()
-        subprocess.run(
-            ["rabbitmqctl", "-q", *node, "delete_vhost", vhost], capture_output=True, timeout=60
-        )
+        if broker is not None:
+            broker.delete_vhost(vhost)
+        else:
+            subprocess.run(
+                ["rabbitmqctl", "-q", "delete_vhost", vhost], capture_output=True, timeout=60
+            )
         if os.environ.get("CD_TEST_KEEP_STATE"):
             print("kept %s" % base)
         else:
