@@ -15,7 +15,8 @@ HANG = 120
 
 
 def test_concurrent_migrations_of_a_fresh_database_all_succeed(postgres: PostgresCluster) -> None:
-    url = postgres.create_database("race_" + uuidlib.uuid4().hex[:8])
+    name = "race_" + uuidlib.uuid4().hex[:8]
+    url = postgres.create_database(name)
     count = 4
     gate = threading.Barrier(count)
     errors: list[BaseException] = []
