@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -11,8 +10,6 @@ import sqlalchemy as sa
 from compute_driver import exception
 from compute_driver.scheduler.database import Database
 from compute_driver.scheduler.models import Host
-
-
 
 
 def test_a_full_disk_says_which_disk_and_how_full(tmp_path: Path) -> None:
