@@ -8,6 +8,8 @@ import uuid as uuidlib
 from typing import Any
 
 from compute_driver import exception
+from compute_driver.client import Client
+from tests.functional.private_rabbit import PrivateRabbit
 from tests.functional.scheduler.sim_cloud import SimCloud, create_many
 
 #: Seconds of silence that make a host down in the scenarios' clouds.
@@ -47,6 +49,7 @@ def create_and_settle(
         code = error.code if isinstance(error, exception.ComputeDriverError) else "?"
         refused[code] = refused.get(code, 0) + 1
     return {
+        "project": project,
         "creates": count,
         "refused": refused,
         "host_down_refusals": sum("down (last report" in str(e) for e in errors.values()),
@@ -56,6 +59,36 @@ def create_and_settle(
         "answered_seconds": round(answered - began, 1),
         "seconds": round(time.monotonic() - began, 1),
     }
+
+
+def broker_outage(
+    cloud: SimCloud, broker: PrivateRabbit, outage: float, creates: int, flavor: str, image: str
+) -> dict[str, Any]:
+    """Stop ``broker`` for ``outage`` seconds, then create ``creates`` servers
+    the moment the scheduler answers again, and wait until they settle.
+
+    :returns: :func:`create_and_settle`'s figures, with the outage's length,
+        the seconds until the scheduler answered and until every server settled
+        (``recovery_seconds``), both from the broker's return.
+    """
+    # NOTE: a short timeout: a call sent before the scheduler declared its
+    # queue again is lost, and is sent again sooner.
+    cloud.client  # noqa: B018 - loads the client's configuration
+    probe = Client(timeout=1, admin=True)
+    broker.stop_app()
+    try:
+        # NOTE: the fault's length, not a wait for an outcome.
+        time.sleep(outage)
+    finally:
+        broker.start_app()
+    back = time.monotonic()
+    cloud.call(probe.list_hosts, timeout=HANG)
+    answering = time.monotonic()
+    figures = create_and_settle(cloud, creates, flavor, image)
+    figures["outage_seconds"] = outage
+    figures["scheduler_answers_after"] = round(answering - back, 1)
+    figures["recovery_seconds"] = round(time.monotonic() - back, 1)
+    return figures
 
 
 def report(scenario: str, figures: dict[str, Any]) -> None:

@@ -8,11 +8,8 @@ scheduler refused creates "host down" until each agent's next report.
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
-from compute_driver.client import Client
 from tests.functional import private_rabbit
 from tests.functional.faults import scenario
 from tests.functional.scheduler.sim_cloud import sim_cloud
@@ -33,23 +30,7 @@ def test_after_a_broker_outage_every_create_is_placed(
 ) -> None:
     with sim_cloud(broker=broker, down_time=DOWN_TIME, report_interval=REPORT_INTERVAL) as cloud:
         _hosts, flavor, image = scenario.start(cloud)
-        # NOTE: a short timeout: a call sent before the scheduler declared its
-        # queue again is lost, and is sent again sooner.
-        probe = Client(timeout=1, admin=True)
-        broker.stop_app()
-        try:
-            # NOTE: the fault's length, not a wait for an outcome.
-            time.sleep(outage)
-        finally:
-            broker.start_app()
-        back = time.monotonic()
-        # The creates start the moment the scheduler answers again.
-        cloud.call(probe.list_hosts, timeout=scenario.HANG)
-        answering = time.monotonic()
-        figures = scenario.create_and_settle(cloud, CREATES, flavor, image)
-        figures["scheduler_answers_after"] = round(answering - back, 1)
-        figures["outage_seconds"] = outage
-        figures["recovery_seconds"] = round(time.monotonic() - back, 1)
+        figures = scenario.broker_outage(cloud, broker, outage, CREATES, flavor, image)
         scenario.report("broker stopped %d s" % outage, figures)
         cloud.check_alive()
         assert figures["host_down_refusals"] == 0, figures
