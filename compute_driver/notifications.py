@@ -158,9 +158,6 @@ class Notifier:
             with self._ready:
                 self._ready.wait_for(lambda: bool(self._queue))
                 priority, event_type, body = self._queue.popleft()
-                dropped, self._dropped = self._dropped, 0
-            if dropped:
-                LOG.error("%d notifications were dropped while the broker was away", dropped)
             try:
                 # NOTE: blocks while the broker is away (retry=-1); oslo logs
                 # and swallows any other failure of this one notification.
@@ -172,4 +169,8 @@ class Notifier:
             finally:
                 with self._ready:
                     self._pending -= 1
+                    # NOTE: counted until a send returns, i.e. the broker is back.
+                    dropped, self._dropped = self._dropped, 0
                     self._ready.notify_all()
+            if dropped:
+                LOG.error("%d notifications were dropped while the broker was away", dropped)
