@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import datetime
+import socket
 import threading
 from typing import Any
 
+from oslo_config import cfg
+
+from compute_driver.rpc import transport
 from compute_driver.scheduler.host_view import Hearing, HostView
 
 
@@ -190,3 +194,23 @@ def test_a_host_that_never_reported_stays_down() -> None:
     record["state"] = "down"
     view = HostView(lambda: [record], ttl=0.0, hearing=hearing)
     assert view.hosts()[0][0].up is False
+
+
+def test_the_probe_asks_the_broker_of_the_configuration(fresh_conf: cfg.ConfigOpts) -> None:
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    fresh_conf([], default_config_files=[])
+    transport.get_transport(fresh_conf)  # oslo.messaging registers transport_url
+    try:
+        fresh_conf.set_override("transport_url", "rabbit://guest:guest@127.0.0.1:%d/" % port)
+        refused = Hearing.from_conf(fresh_conf)
+        refused.check()
+        assert refused.deaf()
+        fresh_conf.set_override("transport_url", "kombu+memory:///")
+        in_process = Hearing.from_conf(fresh_conf)
+        in_process.check()
+        assert not in_process.deaf()
+    finally:
+        fresh_conf.clear_override("transport_url")
+        transport.cleanup()
