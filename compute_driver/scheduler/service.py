@@ -78,6 +78,10 @@ def ensure_state_dirs(conf: cfg.ConfigOpts) -> None:
     os.chmod(conf.image.store_path, 0o711)
 
 
+#: Seconds a stopping scheduler waits for its queued notifications to go.
+NOTIFICATIONS_FLUSH_TIMEOUT = 5
+
+
 class Scheduler:
     """The scheduler's parts, wired together over one store and one compute API.
 
@@ -211,6 +215,10 @@ class SchedulerService:
             server.stop()
         for server in (self.server, self.report_server):
             server.wait()
+        # NOTE: what the last requests notified, if the broker takes it soon;
+        # a broker that is away does not hold up the stop for longer.
+        if not self.scheduler.notifier.flush(NOTIFICATIONS_FLUSH_TIMEOUT):
+            LOG.warning("Stopping with notifications not sent (the broker is away)")
         self.store.db.engine.dispose()
 
 
