@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import oslo_messaging as messaging
 from oslo_config import cfg
@@ -22,6 +22,8 @@ LOG = logging.getLogger(__name__)
 
 #: Seconds the start-up reconcile call waits before it retries.
 RECONCILE_CALL_TIMEOUT = 10
+#: Seconds between two tries of a report the bus refused.
+REPORT_RETRY_DELAY = 1.0
 
 
 def load_plugins(conf: cfg.ConfigOpts) -> tuple:
@@ -52,6 +54,35 @@ def load_plugins(conf: cfg.ConfigOpts) -> tuple:
         for name in conf.agent.network_plugins
     }
     return driver, storage, networks
+
+
+def report_until_sent(
+    report: Callable[[], None], stopped: threading.Event, delay: float = REPORT_RETRY_DELAY
+) -> None:
+    """Send one report, trying again every ``delay`` s while the bus refuses it.
+
+    NOTE: so the first report after the broker returns leaves at once, not
+    one report interval later: after an outage longer than the scheduler's
+    service_down_time, the scheduler refused every create "host down" until
+    each agent's next periodic report. Said once per outage, in one line.
+    """
+    failures = 0
+    while not stopped.is_set():
+        try:
+            report()
+        except exception.MessagingError as exc:
+            if failures == 0:
+                LOG.warning("Cannot report to the scheduler: %s; trying again until it works", exc)
+            failures += 1
+            stopped.wait(delay)
+            continue
+        except exception.ComputeDriverError as exc:
+            # e.g. the hypervisor is away: the next period tries again.
+            LOG.warning("Cannot report this host: %s", exc)
+            return
+        if failures:
+            LOG.warning("Reported to the scheduler again after %d failed tries", failures)
+        return
 
 
 def check_storage(storage: dict) -> None:
@@ -98,7 +129,7 @@ class AgentService:
             target,
             [self.manager, VolumeEndpoint(self.host), PortEndpoint(self.host)],
         )
-        self.reporter = service.Periodic("report", conf.agent.report_interval, self.manager.report)
+        self.reporter = service.Periodic("report", conf.agent.report_interval, self.report)
         # NOTE: as often as reports: a switch daemon that restarted loses
         # every flow, and guests are cut off until they are back.
         self.network_checker = service.Periodic(
@@ -108,6 +139,10 @@ class AgentService:
         self.cache_cleaner = (
             service.Periodic("image-cache", interval, self.clean_image_caches) if interval else None
         )
+
+    def report(self) -> None:
+        """The periodic report, retried while the bus refuses it."""
+        report_until_sent(self.manager.report, self.reporter.stopped)
 
     def resync_networks(self) -> None:
         """Let each network plugin that can reprogram what its datapath lost."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import kombu.exceptions
 import oslo_messaging as messaging
 from oslo_config import cfg
 
@@ -80,7 +81,7 @@ class RPCClientBase:
             raise exception.MessagingError(
                 service=self._service(host), reason="%s: %s" % (exc.exc_type, exc.value)
             ) from exc
-        except messaging.MessagingException as exc:
+        except (messaging.MessagingException, kombu.exceptions.OperationalError) as exc:
             raise exception.MessagingError(service=self._service(host), reason=str(exc)) from exc
 
     def _service(self, host: str | None) -> str:
@@ -93,5 +94,7 @@ class RPCClientBase:
         context = self._context()
         try:
             prepared.cast(context, method, **self._outgoing(method, context, payload))
-        except messaging.MessagingException as exc:
+        # NOTE: with the broker down after [rpc] connection_retries, the
+        # rabbit driver lets kombu's own error through, not oslo's.
+        except (messaging.MessagingException, kombu.exceptions.OperationalError) as exc:
             raise exception.MessagingError(service=self._service(host), reason=str(exc)) from exc
