@@ -68,16 +68,15 @@ from compute_driver.virt.libvirt.xml.checks import check_mac
 from network_plugins import base, netlink, ovs_db, ovs_flows, segments
 from network_plugins import exception as np_exception
 from network_plugins.ovs_opts import GROUP, OPTS, list_opts
+from network_plugins.tap import tap_name
 
-__all__ = ["GROUP", "OPTS", "OvsNetworkPlugin", "list_opts"]
+__all__ = ["GROUP", "OPTS", "OvsNetworkPlugin", "list_opts", "tap_name"]
 
 LOG = logging.getLogger(__name__)
 
 NETWORK_TYPES = ("flat", "vlan", "vxlan", "geneve")
 TUNNEL_TYPES = ("vxlan", "geneve")
 OVERHEAD = {"vxlan": 50, "geneve": 58}
-TAP_PREFIX = "tap"
-TAP_ID_CHARS = 11  # tap + 11 = 14 characters, as Nova names them
 PATCH_TUN = "patch-tun"
 PATCH_INT = "patch-int"
 TUNNEL_PORT = {"vxlan": "cd-vxlan", "geneve": "cd-geneve"}
@@ -94,13 +93,6 @@ OPENFLOW_VERSIONS = ["OpenFlow10", "OpenFlow13", "OpenFlow14"]
 NETWORK_KEY = "cd-network-"
 IFACE_NETWORK = "cd-network-id"
 IFACE_ADDRESSES = "cd-addresses"
-
-
-def tap_name(port_id: str) -> str:
-    """``tap`` + the first 11 characters of the port id (what libvirt is told to create)."""
-    if not port_id or any(c in "/:" or c.isspace() for c in port_id[:TAP_ID_CHARS]):
-        raise cd_exception.Invalid(reason=f"port id {port_id!r} cannot name a tap device")
-    return TAP_PREFIX + port_id[:TAP_ID_CHARS]
 
 
 def tap_mac(mac: str) -> str:

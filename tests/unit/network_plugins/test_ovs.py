@@ -13,7 +13,7 @@ import pytest
 from oslo_config import cfg
 
 from compute_driver import exception as cd_exception
-from network_plugins import base, netlink, ovs, ovs_db, ovs_flows
+from network_plugins import base, netlink, ovs, ovs_db, ovs_flows, segments
 from network_plugins import exception as np_exception
 from network_plugins.ovs import OvsNetworkPlugin
 
@@ -212,21 +212,74 @@ def test_ipv6_underlay_costs_20_more_bytes() -> None:
 
 def test_guest_port_rules_allow_only_its_own_addresses() -> None:
     flows = ovs_flows.guest_port(100, MAC, ["10.0.0.5", "fd00::5"])
-    text = "\n".join(f.text() for f in flows)
+    ingress = [f for f in flows if f.table == ovs_flows.INGRESS]
+    text = "\n".join(f.text() for f in ingress)
     own = f"in_port=100,vlan_tci=0x0000/0x1fff,dl_src={MAC}"
-    assert all(own in f.match for f in flows)
+    assert all(own in f.match for f in ingress)
     assert f"arp,arp_sha={MAC},arp_spa=10.0.0.5" in text
     assert "ip,nw_src=10.0.0.5" in text
     assert "ipv6,ipv6_src=fd00::5" in text
     assert "ipv6_src=fe80::f816:3eff:fe00:1" in text  # the MAC's link-local address
-    assert {f.table for f in flows} == {ovs_flows.INGRESS}
+    assert {f.table for f in flows} == {ovs_flows.INGRESS, ovs_flows.GUEST_PROTOCOLS}
     assert {f.cookie for f in flows} == {ovs_flows.cookie(ovs_flows.KIND_PORT, 100)}
-    assert all(f.actions == "NORMAL" for f in flows)
+    # what IP traffic may say is checked by table 11; ARP and DHCP discovery are not IP from it
+    for flow in ingress:
+        expected = "NORMAL" if "arp" in flow.match or "tp_dst=67" in flow.match else "goto_table:11"
+        assert flow.actions == expected, flow.text()
+
+
+def test_neighbour_advertisements_only_for_the_ports_own_addresses() -> None:
+    flows = ovs_flows.guest_port(100, MAC, ["10.0.0.5", "fd00::5"])
+    table11 = {f.match for f in flows if f.table == ovs_flows.GUEST_PROTOCOLS}
+    na = "in_port=100,icmp6,icmp_type=136"
+    assert table11 == {
+        f"{na},nd_target={ip},nd_tll={ll}"
+        for ip in ("fd00::5", "fe80::f816:3eff:fe00:1")
+        for ll in (MAC, "00:00:00:00:00:00")
+    } | {f"in_port=100,icmp6,icmp_type=135,nd_sll={ll}" for ll in (MAC, "00:00:00:00:00:00")}
+
+
+def test_an_ipv4_only_port_may_use_its_link_local_address() -> None:
+    """Fails before issue 17: an IPv4-only port had no IPv6 rule at all."""
+    flows = ovs_flows.guest_port(100, MAC, ["10.0.0.5"])
+    text = "\n".join(f.text() for f in flows)
+    assert "ipv6,ipv6_src=fe80::f816:3eff:fe00:1,actions=goto_table:11" in text
+    assert "icmp6,ipv6_src=::,icmp_type=135" in text  # duplicate address detection
+    assert "nd_target=fe80::f816:3eff:fe00:1" in text
+
+
+def test_no_guest_is_a_dhcp_server_or_a_router() -> None:
+    """Fails before issue 17: an allowed source address let all of these through."""
+    base_rules = ovs_flows.integration_base(1, [])
+    drops = {
+        f.match
+        for f in base_rules
+        if f.table == ovs_flows.GUEST_PROTOCOLS and f.actions == "drop" and f.priority == 50
+    }
+    assert drops == {
+        "udp,tp_src=67,tp_dst=68",
+        "udp6,tp_src=547,tp_dst=546",
+        "icmp6,icmp_type=134",
+        "icmp6,icmp_type=137",
+    }
+    (default,) = [f for f in base_rules if f.table == ovs_flows.GUEST_PROTOCOLS and not f.match]
+    assert default.actions == "NORMAL" and default.priority == 0
+    # neighbour discovery: dropped unless a port's own rule (priority 100) allows it
+    assert all(
+        f.priority == 40 and f.actions == "drop"
+        for f in base_rules
+        if f.table == ovs_flows.GUEST_PROTOCOLS
+        and "icmp_type=13" in f.match
+        and f.match not in drops
+    )
 
 
 def test_guest_port_without_addresses_is_checked_on_its_mac() -> None:
-    (flow,) = ovs_flows.guest_port(7, MAC, [])
+    flows = ovs_flows.guest_port(7, MAC, [])
+    (flow,) = [f for f in flows if f.table == ovs_flows.INGRESS]
     assert flow.match == f"in_port=7,vlan_tci=0x0000/0x1fff,dl_src={MAC}"
+    assert flow.actions == "goto_table:11"  # still no DHCP server, no router
+    assert f"in_port=7,icmp6,icmp_type=136,nd_tll={MAC}" in {f.match for f in flows}
 
 
 def test_tunnel_rules_reach_exactly_the_remotes() -> None:
@@ -268,7 +321,7 @@ def test_flow_and_deletion_text() -> None:
 
 
 def test_link_local_is_eui64() -> None:
-    address = ipaddress.IPv6Address(ovs_flows._link_local("52:54:00:12:34:56"))
+    address = ipaddress.IPv6Address(segments.link_local("52:54:00:12:34:56"))
     assert address == ipaddress.IPv6Address("fe80::5054:ff:fe12:3456")
 
 
