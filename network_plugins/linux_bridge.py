@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import ipaddress
 import logging
 import threading
@@ -122,12 +121,7 @@ def vxlan_name(vni: int) -> str:
 
 def vlan_name(interface: str, vid: int) -> str:
     """``<interface>.<vid>``; a long interface name is cut and suffixed with a hash of it."""
-    suffix = f".{vid}"
-    name = interface + suffix
-    if len(name) <= netlink.IFNAMSIZ:
-        return name
-    digest = hashlib.sha256(interface.encode()).hexdigest()[:4]
-    return interface[: netlink.IFNAMSIZ - len(suffix) - len(digest)] + digest + suffix
+    return netlink.derived_ifname(interface, f".{vid}")
 
 
 def parse_mappings(values: list[str]) -> dict[str, str]:

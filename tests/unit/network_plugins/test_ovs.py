@@ -72,7 +72,8 @@ def test_list_opts_is_the_ovs_group() -> None:
 def test_defaults() -> None:
     plugin = _plugin()
     assert plugin.opts.datapath_type == "system"
-    assert plugin.opts.integration_bridge == "br-int" and plugin.opts.tunnel_bridge == "br-tun"
+    assert plugin.opts.integration_bridge == "br-cd-int"
+    assert plugin.opts.tunnel_bridge == "br-cd-tun"
     assert plugin.mappings == {"physnet1": "br-eth1"}
     assert plugin.describe().to_wire() == {
         "name": "ovs",
@@ -117,6 +118,45 @@ def test_tap_and_patch_names() -> None:
         ovs.tap_name("a/b")
     assert ovs.patch_names("br-eth1") == ("int-br-eth1", "phy-br-eth1")
     assert all(len(n) <= 15 for n in ovs.patch_names("br-a-very-long-name"))
+
+
+def test_default_bridges_and_keys_are_not_neutrons() -> None:
+    """Fails before issue 17: br-int/br-tun and iface-id/attached-mac/vm-uuid/iface-status,
+    which a Neutron OVS agent or ovn-controller on the same host would claim."""
+    plugin = _plugin()
+    assert {plugin.int_br, plugin.tun_br}.isdisjoint({"br-int", "br-tun", "br-ex"})
+    keys = {ovs.IFACE_PORT, ovs.IFACE_MAC, ovs.IFACE_INSTANCE, ovs.IFACE_NETWORK}
+    assert all(k.startswith("compute-driver-") for k in keys | {ovs.NETWORK_KEY})
+    assert ovs.LEGACY_IFACE_KEYS["iface-id"] == ovs.IFACE_PORT
+    assert ovs.LEGACY_IFACE_KEYS["iface-status"] is None  # dropped
+
+
+def test_patch_and_tunnel_ports_are_named_after_their_bridges() -> None:
+    """Fails before issue 17: patch-tun/patch-int and cd-vxlan whatever the bridges."""
+    assert ovs.tunnel_patch_names("br-cd-int", "br-cd-tun") == ("br-cd-int-tun", "br-cd-tun-int")
+    assert ovs.tunnel_port_name("br-cd-tun", "vxlan") == "br-cd-tun-vx"
+    assert ovs.tunnel_port_name("br-cd-tun", "geneve") == "br-cd-tun-gnv"
+    one = ovs.tunnel_patch_names("br-tenant-a-int", "br-tenant-a-tun")
+    two = ovs.tunnel_patch_names("br-tenant-b-int", "br-tenant-b-tun")
+    assert set(one).isdisjoint(two) and all(len(n) <= 15 for n in one + two)
+    assert ovs.tunnel_port_name("br-tenant-a-tun", "geneve") != ovs.tunnel_port_name(
+        "br-tenant-b-tun", "geneve"
+    )
+    assert _plugin().tunnel_patch == ("br-cd-int-tun", "br-cd-tun-int")
+
+
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [
+        ({"integration_bridge": "br-a-name-too-long"}, "integration_bridge: 'br-a-name-too-long'"),
+        ({"tunnel_bridge": "br/x"}, "tunnel_bridge: 'br/x' has a character"),
+        ({"tunnel_bridge": "br-cd-int"}, "bridge 'br-cd-int' is also \\[ovs\\] integration_br"),
+        ({"bridge_mappings": ["physnet1:br-cd-tun"]}, "bridge 'br-cd-tun' is also"),
+    ],
+)
+def test_bridge_names_are_checked_at_start(options: dict[str, object], match: str) -> None:
+    with pytest.raises(cd_exception.InvalidConfig, match=match):
+        _plugin(**options)
 
 
 def test_network_record_round_trip() -> None:
@@ -340,7 +380,7 @@ def test_unreachable_ovsdb_is_a_network_error() -> None:
 def test_unreachable_openflow_is_a_network_error(tmp_path: pathlib.Path) -> None:
     plugin = _plugin(run_dir=str(tmp_path))
     plugin._ready = True  # as if OVSDB had been read: the canary check goes to OpenFlow
-    with pytest.raises(cd_exception.NetworkError, match="OpenFlow connect on bridge br-int"):
+    with pytest.raises(cd_exception.NetworkError, match="OpenFlow connect on bridge br-cd-int"):
         plugin.check_and_resync()
 
 
