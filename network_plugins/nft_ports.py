@@ -1,11 +1,13 @@
 """Anti-spoofing rules for guest taps on Linux bridges: nftables, bridge family, stateless.
 
-One table ``bridge cd-antispoof`` per host (or per ``netns``): a base chain
-on the bridge's prerouting hook with one rule, ``iifname vmap @ports``; the
-map sends each guest tap's frames to that port's own chain
-``port-<tap>``, which drops what the port may not send and accepts the
-rest. Frames from every other bridge port (uplinks, VXLAN devices) meet no
-rule. The same policy as the ``ovs`` plugin's (:func:`ovs_flows.guest_port`):
+One table ``bridge cd-antispoof`` per host (or per ``netns``) with one
+chain on the bridge's prerouting hook and fixed rules; what each port may
+send is in sets keyed on the tap's name (``ports``, ``macs``, ``v4``,
+``v6``, ``na``, ``l2only``), so a plug or an unplug only adds or deletes
+set elements (one transaction, constant cost: no chain per port, whose
+creation makes libnftables fetch every chain). Frames from every other
+bridge port (uplinks, VXLAN devices) are not in ``ports`` and pass. The
+same policy as the ``ovs`` plugin's (:func:`ovs_flows.guest_port`):
 
 * only untagged frames from the port's own MAC;
 * never a DHCPv4 or DHCPv6 server reply, a router advertisement or a
@@ -14,7 +16,7 @@ rule. The same policy as the ``ovs`` plugin's (:func:`ovs_flows.guest_port`):
   discovery from 0.0.0.0; IPv6 from its addresses and from its MAC's
   link-local address (IPv4-only ports too), duplicate address detection and
   MLD reports from ``::``; neighbour advertisements only for those
-  addresses; nothing else. Without addresses: the MAC check only.
+  addresses; nothing else. Without addresses (``l2only``): the MAC check only.
 
 NOTE: stateless on purpose: this kernel has no bridge-family conntrack
 (``NF_CONNTRACK_BRIDGE``), and none of these checks needs state. The
@@ -26,11 +28,13 @@ checked; the frame's own source MAC is.
 
 Rules are keyed on the tap's *name*, so they are in place before libvirt
 creates the tap (the plugin names it in ``<target dev=>``). Every change is
-one nftables transaction (atomic), written as nftables JSON through
-libnftables (Debian's python3-nftables binding), never as a command line:
-a plug replaces the port's chain (flush then add: idempotent, so a re-plug
-after an agent restart duplicates nothing); an unplug removes the port's
-map element and chain, and the table with its last port.
+one nftables transaction (atomic) through libnftables (Debian's
+python3-nftables binding), never a command line: the fixed table is
+written once per :class:`PortFilter` (and again if it went missing), as
+constant text; the elements as nftables JSON. A plug replaces the port's
+elements (those it had are read back from the kernel on first use, so a
+re-plug after an agent restart duplicates and leaves nothing); an unplug
+deletes them, and the table with the last port.
 """
 
 from __future__ import annotations
@@ -45,163 +49,92 @@ from network_plugins.segments import link_local
 
 FAMILY = "bridge"
 TABLE = "cd-antispoof"
-MAP = "ports"
-BASE_CHAIN = "prerouting"
-PRIORITY_FILTER = -200
-CHAIN_PREFIX = "port-"
+CHAIN = "prerouting"
 
-Expr = dict[str, Any]
-Rule = list[Expr]
+Element = tuple[str, tuple[str, ...]]  # (set, key parts)
 
-
-def chain_name(tap_name: str) -> str:
-    return CHAIN_PREFIX + tap_name
-
-
-# --- rules (pure) ----------------------------------------------------------------
-
-
-def _match(left: Expr, right: Any, op: str = "==") -> Expr:
-    return {"match": {"op": op, "left": left, "right": right}}
-
-
-def _payload(protocol: str, field: str) -> Expr:
-    return {"payload": {"protocol": protocol, "field": field}}
-
-
-def _one_or_set(values: list[str]) -> Any:
-    return values[0] if len(values) == 1 else {"set": values}
-
-
-ETHER_TYPE = _payload("ether", "type")
-L4PROTO = {"meta": {"key": "l4proto"}}
-ICMPV6_TYPE = _payload("icmpv6", "type")
-# NOTE: the target address of a neighbour advertisement (RFC 4861 4.4), after
-# type, code, checksum and flags; nftables 1.0.6 has no name for it.
-ND_TARGET = {"payload": {"base": "th", "offset": 64, "len": 128}}
-DROP: Expr = {"drop": None}
-ACCEPT: Expr = {"accept": None}
-
-
-def _udp(ether_type: str, sport: int, dport: int) -> Rule:
-    return [
-        _match(ETHER_TYPE, ether_type),
-        _match(L4PROTO, "udp"),
-        _match(_payload("udp", "sport"), sport),
-        _match(_payload("udp", "dport"), dport),
+# NOTE: constant text (no value from a port in it), loaded as one
+# transaction; flush-then-add keeps it idempotent. The ``na`` set is typed
+# from the expression (``typeof``): nftables 1.0.6 has no name for the
+# target address of a neighbour advertisement (RFC 4861 4.4), 8 bytes into
+# the ICMPv6 header, and no JSON form for such a set.
+RULES = (
+    "iifname != @ports accept",
+    "iifname . ether saddr != @macs drop",
+    "ether type { 8021q, 8021ad } drop",
+    "ether type ip udp sport 67 udp dport 68 drop",
+    "ether type ip6 udp sport 547 udp dport 546 drop",
+    "icmpv6 type { nd-router-advert, nd-redirect } drop",
+    "iifname @l2only accept",
+    "icmpv6 type nd-neighbor-advert iifname . @th,64,128 != @na drop",
+    "iifname . arp saddr ether @macs iifname . arp saddr ip @v4 accept",
+    "iifname . ip saddr @v4 accept",
+    "ip saddr 0.0.0.0 udp sport 68 udp dport 67 accept",
+    "iifname . ip6 saddr @v6 accept",
+    "ip6 saddr :: icmpv6 type { nd-neighbor-solicit, mld2-listener-report } accept",
+    "drop",
+)
+_WHERE = f"{FAMILY} {TABLE}"
+SKELETON = "\n".join(
+    [
+        f"add table {_WHERE}",
+        f"add set {_WHERE} ports {{ type ifname; }}",
+        f"add set {_WHERE} l2only {{ type ifname; }}",
+        f"add set {_WHERE} macs {{ type ifname . ether_addr; }}",
+        f"add set {_WHERE} v4 {{ type ifname . ipv4_addr; }}",
+        f"add set {_WHERE} v6 {{ type ifname . ipv6_addr; }}",
+        f"add set {_WHERE} na {{ typeof iifname . @th,64,128; }}",
+        f"add chain {_WHERE} {CHAIN} {{ type filter hook prerouting priority filter; "
+        "policy accept; }",
+        f"flush chain {_WHERE} {CHAIN}",
+        *(f"add rule {_WHERE} {CHAIN} {rule}" for rule in RULES),
     ]
+)
+SETS = ("ports", "l2only", "macs", "v4", "v6", "na")
 
 
-def port_rules(mac: str, addresses: Iterable[str]) -> list[Rule]:
-    """The rules of a port's chain, in order (first match wins), as nftables JSON expressions."""
+def _target(address: str) -> str:
+    """An IPv6 address as the ``na`` set's key: 128 bits in hex."""
+    return "0x%032x" % int(ipaddress.IPv6Address(address))
+
+
+def port_elements(tap_name: str, mac: str, addresses: Iterable[str]) -> set[Element]:
+    """What port ``tap_name`` may send, as elements of the table's sets."""
     mac = mac.lower()
     ips = [ipaddress.ip_interface(a).ip for a in addresses]
-    rules: list[Rule] = [
-        [_match(_payload("ether", "saddr"), mac, "!="), DROP],
-        [_match(ETHER_TYPE, {"set": ["8021q", "8021ad"]}), DROP],
-        # no guest is a DHCP server or a router on its network
-        _udp("ip", 67, 68) + [DROP],
-        _udp("ip6", 547, 546) + [DROP],
-        [_match(ICMPV6_TYPE, {"set": ["nd-router-advert", "nd-redirect"]}), DROP],
-    ]
+    elements: set[Element] = {("ports", (tap_name,)), ("macs", (tap_name, mac))}
     if not ips:
-        return rules  # the MAC check only (no IPAM on an L2-only network); the policy accepts
-    v4 = [str(ip) for ip in ips if ip.version == 4]
+        return elements | {("l2only", (tap_name,))}
     v6 = [str(ip) for ip in ips if ip.version == 6] + [link_local(mac)]
-    hex6 = ["0x" + ipaddress.IPv6Address(a).packed.hex() for a in v6]
-    rules.append(
-        [
-            _match(ICMPV6_TYPE, "nd-neighbor-advert"),
-            _match(ND_TARGET, _one_or_set(hex6), "!="),
-            DROP,
-        ]
-    )
-    if v4:
-        rules.append(
-            [
-                _match(_payload("arp", "saddr ether"), mac),
-                _match(_payload("arp", "saddr ip"), _one_or_set(v4)),
-                ACCEPT,
-            ]
-        )
-        rules.append([_match(_payload("ip", "saddr"), _one_or_set(v4)), ACCEPT])
-        rules.append([_match(_payload("ip", "saddr"), "0.0.0.0"), *_udp("ip", 68, 67)[2:], ACCEPT])
-    rules.append([_match(_payload("ip6", "saddr"), _one_or_set(v6)), ACCEPT])
-    rules.append(
-        [
-            _match(_payload("ip6", "saddr"), "::"),
-            _match(ICMPV6_TYPE, {"set": ["nd-neighbor-solicit", "mld2-listener-report"]}),
-            ACCEPT,
-        ]
-    )
-    rules.append([DROP])
-    return rules
+    elements |= {("v4", (tap_name, str(ip))) for ip in ips if ip.version == 4}
+    elements |= {("v6", (tap_name, ip)) for ip in v6}
+    elements |= {("na", (tap_name, _target(ip))) for ip in v6}
+    return elements
 
 
-# --- transactions (pure) ---------------------------------------------------------
+def _json(element: Element) -> Any:
+    _, key = element
+    return key[0] if len(key) == 1 else {"concat": list(key)}
 
 
-def _where(**more: Any) -> dict[str, Any]:
-    return {"family": FAMILY, "table": TABLE, **more}
-
-
-def _skeleton() -> list[dict[str, Any]]:
-    """The table, the map and the base chain with its one rule (idempotent)."""
-    base = _where(name=BASE_CHAIN)
-    vmap = {"vmap": {"key": {"meta": {"key": "iifname"}}, "data": "@" + MAP}}
+def element_commands(verb: str, elements: Iterable[Element]) -> list[dict[str, Any]]:
+    """``add`` or ``delete`` commands for ``elements``, one per set."""
+    by_set: dict[str, list[Any]] = {}
+    for element in sorted(elements):
+        by_set.setdefault(element[0], []).append(_json(element))
     return [
-        {"add": {"table": {"family": FAMILY, "name": TABLE}}},
-        {"add": {"map": _where(name=MAP, type="ifname", map="verdict")}},
-        {
-            "add": {
-                "chain": {
-                    **base,
-                    "type": "filter",
-                    "hook": "prerouting",
-                    "prio": PRIORITY_FILTER,
-                    "policy": "accept",
-                }
-            }
-        },
-        {"flush": {"chain": base}},
-        {"add": {"rule": {**_where(chain=BASE_CHAIN), "expr": [vmap]}}},
+        {verb: {"element": {"family": FAMILY, "table": TABLE, "name": name, "elem": elem}}}
+        for name, elem in by_set.items()
     ]
 
 
-def _element(tap_name: str) -> dict[str, Any]:
-    verdict = {"jump": {"target": chain_name(tap_name)}}
-    return {"element": _where(name=MAP, elem=[[tap_name, verdict]])}
-
-
-def plug_commands(tap_name: str, mac: str, addresses: Iterable[str]) -> list[dict[str, Any]]:
-    """One transaction: the port's chain replaced by :func:`port_rules`, and its map entry."""
-    chain = _where(name=chain_name(tap_name))
-    commands = _skeleton()
-    commands += [{"add": {"chain": chain}}, {"flush": {"chain": chain}}]
-    commands += [
-        {"add": {"rule": {**_where(chain=chain_name(tap_name)), "expr": rule}}}
-        for rule in port_rules(mac, addresses)
-    ]
-    commands.append({"add": _element(tap_name)})
-    return commands
-
-
-def unplug_commands(tap_name: str) -> list[dict[str, Any]]:
-    """One transaction: the port's map entry and chain removed (idempotent).
-
-    NOTE: nftables refuses to delete what does not exist, so each thing is
-    added first in the same transaction: the deletions always find it.
-    """
-    chain = _where(name=chain_name(tap_name))
-    return [
-        {"add": {"table": {"family": FAMILY, "name": TABLE}}},
-        {"add": {"map": _where(name=MAP, type="ifname", map="verdict")}},
-        {"add": {"chain": chain}},
-        {"add": _element(tap_name)},
-        {"delete": _element(tap_name)},
-        {"flush": {"chain": chain}},
-        {"delete": {"chain": chain}},
-    ]
+def _parse(name: str, elem: Any) -> Element:
+    if isinstance(elem, dict) and "concat" in elem:
+        key = tuple(str(part) for part in elem["concat"])
+        if name == "na":
+            key = (key[0], "0x%032x" % int(key[1], 16))
+        return name, key
+    return name, (str(elem),)
 
 
 # --- the kernel ----------------------------------------------------------------------
@@ -215,9 +148,12 @@ class PortFilter:
 
     def __init__(self, netns: str | None = None) -> None:
         self.netns = netns
-        self._lock = threading.RLock()  # unplug's look at what is left, then its delete
+        # NOTE: the elements each tap has in the kernel, read back on first
+        # use (None: not yet); every change keeps it in step.
+        self._elements: dict[str, set[Element]] | None = None
+        self._lock = threading.RLock()
 
-    def _run(self, commands: list[dict[str, Any]], what: str) -> list[dict[str, Any]]:
+    def _run(self, commands: str | list[dict[str, Any]], what: str) -> dict[str, Any]:
         try:
             import nftables  # Debian's python3-nftables (libnftables through ctypes)
         except ImportError as exc:
@@ -230,49 +166,94 @@ class PortFilter:
             # netlink socket is opened there, so the rules land in that namespace.
             nft = nftables.Nftables()
             nft.set_json_output(True)
+            if isinstance(commands, str):
+                return nft.cmd(commands)  # type: ignore[no-any-return]
             return nft.json_cmd({"nftables": commands})  # type: ignore[no-any-return]
 
-        with self._lock:
-            try:
-                rc, output, error = tap.in_netns(self.netns, run)
-            except OSError as exc:
-                raise exception.NftablesError(operation=what, reason=str(exc)) from exc
+        try:
+            rc, output, error = tap.in_netns(self.netns, run)
+        except OSError as exc:
+            raise exception.NftablesError(operation=what, reason=str(exc)) from exc
         if rc != 0:
             reason = " ".join(str(error).split()) or f"rc={rc}"
             raise exception.NftablesError(operation=what, reason=reason)
-        return list((output or {}).get("nftables", []))
+        return output if isinstance(output, dict) else {}
+
+    def _listing(self) -> list[dict[str, Any]]:
+        """The table's objects, or [] when there is no table."""
+        tables = self._run([{"list": {"tables": {"family": FAMILY}}}], "list tables")
+        if not any(i.get("table", {}).get("name") == TABLE for i in tables.get("nftables", [])):
+            return []
+        listing = self._run([{"list": {"table": {"family": FAMILY, "name": TABLE}}}], "list")
+        return list(listing.get("nftables", []))
+
+    def _state(self) -> dict[str, set[Element]]:
+        """The elements per tap (read from the kernel the first time), the table made."""
+        if self._elements is None:
+            known: dict[str, set[Element]] = {}
+            for item in self._listing():
+                found = item.get("set")
+                if found and found.get("name") in SETS:
+                    for elem in found.get("elem", []):
+                        element = _parse(found["name"], elem)
+                        known.setdefault(element[1][0], set()).add(element)
+            self._run(SKELETON, "make the table")
+            self._elements = known
+        return self._elements
+
+    def _change(self, commands: list[dict[str, Any]], what: str) -> None:
+        try:
+            self._run(commands, what)
+        except exception.NftablesError:
+            self._elements = None  # read the kernel again next time
+            raise
 
     def plug(self, tap_name: str, mac: str, addresses: Iterable[str]) -> None:
-        """Put (or replace) the rules of ``tap_name``; one transaction."""
-        self._run(plug_commands(tap_name, mac, addresses), f"plug {tap_name}")
+        """``tap_name``'s elements become those of (``mac``, ``addresses``); one transaction."""
+        wanted = port_elements(tap_name, mac, addresses)
+        with self._lock:
+            state = self._state()
+            old = state.get(tap_name, set())
+            commands = element_commands("delete", old - wanted)
+            commands += element_commands("add", wanted - old)
+            if commands:
+                self._change(commands, f"plug {tap_name}")
+            state[tap_name] = wanted
 
     def unplug(self, tap_name: str) -> None:
-        """Remove the rules of ``tap_name``; the table too when it was the last port."""
+        """Remove ``tap_name``'s elements; the table too when it was the last port."""
         with self._lock:
-            self._run(unplug_commands(tap_name), f"unplug {tap_name}")
-            if not self.ports():
-                table = {"table": {"family": FAMILY, "name": TABLE}}
-                # NOTE: added first: the delete always finds it (idempotent)
-                self._run([{"add": table}, {"delete": table}], "remove table")
+            state = self._state()
+            old = state.pop(tap_name, set())
+            if state:
+                if old:
+                    self._change(element_commands("delete", old), f"unplug {tap_name}")
+                return
+            table = {"table": {"family": FAMILY, "name": TABLE}}
+            # NOTE: added first: the delete always finds it (idempotent)
+            self._change([{"add": table}, {"delete": table}], "remove the table")
+            self._elements = None
 
     def exists(self) -> bool:
         """Whether the table is there."""
-        listing = self._run([{"list": {"tables": {"family": FAMILY}}}], "list tables")
-        return any(item.get("table", {}).get("name") == TABLE for item in listing)
+        return bool(self._listing())
 
     def ports(self) -> set[str]:
-        """The taps that have rules (the map's keys); empty without the table."""
-        if not self.exists():
-            return set()
-        listing = self._run([{"list": {"map": _where(name=MAP)}}], "list ports")
-        for item in listing:
-            if "map" in item:
-                return {entry[0] for entry in item["map"].get("elem", [])}
+        """The taps that have rules (read from the kernel)."""
+        for item in self._listing():
+            found = item.get("set")
+            if found and found.get("name") == "ports":
+                return {str(e) for e in found.get("elem", [])}
         return set()
 
-    def rules(self, tap_name: str) -> list[Rule]:
-        """The expressions of ``tap_name``'s rules as the kernel has them (tests, debugging)."""
-        listing = self._run(
-            [{"list": {"chain": _where(name=chain_name(tap_name))}}], f"list {tap_name}"
-        )
-        return [item["rule"]["expr"] for item in listing if "rule" in item]
+    def elements(self, tap_name: str) -> set[Element]:
+        """``tap_name``'s elements as the kernel has them (tests, debugging)."""
+        found: set[Element] = set()
+        for item in self._listing():
+            one = item.get("set")
+            if one and one.get("name") in SETS:
+                found |= {
+                    e for e in (_parse(one["name"], x) for x in one.get("elem", []))
+                    if e[1][0] == tap_name
+                }  # fmt: skip
+        return found
