@@ -7,7 +7,7 @@ never touched), so no side pays for the ports of another:
 
 * ``plugin``: ``OvsNetworkPlugin.plug`` one port at a time (one OVSDB
   transaction plus one OpenFlow 1.4 bundle of the port's anti-spoofing
-  rules each, on the plugin's persistent connection to br-int);
+  rules each, on the plugin's persistent connection to its integration bridge);
 * ``raw_txn``: the same OVSDB writes (Interface with external_ids,
   ofport_request and mtu_request; Port with tag; Bridge.ports) as one raw
   ovsdbapp transaction per port, no OpenFlow rules;
@@ -128,10 +128,9 @@ def make_ports(count: int) -> list[base.Port]:
 
 def external_ids(port: base.Port) -> dict[str, str]:
     return {
-        "iface-id": port.id,
-        "attached-mac": port.mac,
-        "vm-uuid": INSTANCE,
-        "iface-status": "active",
+        ovs.IFACE_PORT: port.id,
+        ovs.IFACE_MAC: port.mac,
+        ovs.IFACE_INSTANCE: INSTANCE,
         ovs.IFACE_NETWORK: port.network.id,
         ovs.IFACE_ADDRESSES: ",".join(port.addresses),
     }

@@ -11,3 +11,8 @@ class NetworkTypeNotSupported(exception.Invalid):
 class OpenFlowError(exception.ComputeDriverError):
     msg_fmt = "OpenFlow %(operation)s on bridge %(bridge)s failed: %(reason)s"
     code = "openflow_error"
+
+
+class NftablesError(exception.ComputeDriverError):
+    msg_fmt = "nftables %(operation)s failed: %(reason)s"
+    code = "nftables_error"

@@ -11,17 +11,21 @@ and every restart agrees on them):
   FDB, kept equal to what :meth:`update_topology` was last told.
 
 libvirt creates each guest's tap and adds it to the bridge itself
-(``<interface type='bridge'>``), so :meth:`plug` only makes sure the
-network exists here and remembers the port; when the last port of a network
-on this host is unplugged, its bridge and VLAN/VXLAN device are removed.
-All kernel work goes through :mod:`network_plugins.netlink` (pyroute2).
+(``<interface type='bridge'>``), under the name the plugin gives it in
+``<target dev=>`` (``tap`` + 11 characters of the port id, as the ``ovs``
+plugin's); :meth:`plug` makes sure the network exists here, puts the port's
+anti-spoofing rules in (:mod:`network_plugins.nft_ports`, keyed on that
+name, so they are there before the tap is) and remembers the port;
+:meth:`unplug` takes the rules out; when the last port of a network on this
+host is unplugged, its bridge and VLAN/VXLAN device are removed. All other
+kernel work goes through :mod:`network_plugins.netlink` (pyroute2).
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
+import ipaddress
 import logging
 import threading
 from collections.abc import Iterator
@@ -31,8 +35,9 @@ from oslo_config import cfg
 from compute_driver import exception as cd_exception
 from compute_driver.virt.libvirt import xml as lvxml
 from compute_driver.virt.libvirt.xml.checks import check_mac
-from network_plugins import base, netlink, segments
+from network_plugins import base, netlink, nft_ports, segments
 from network_plugins import exception as np_exception
+from network_plugins.tap import tap_name
 
 LOG = logging.getLogger(__name__)
 
@@ -116,12 +121,7 @@ def vxlan_name(vni: int) -> str:
 
 def vlan_name(interface: str, vid: int) -> str:
     """``<interface>.<vid>``; a long interface name is cut and suffixed with a hash of it."""
-    suffix = f".{vid}"
-    name = interface + suffix
-    if len(name) <= netlink.IFNAMSIZ:
-        return name
-    digest = hashlib.sha256(interface.encode()).hexdigest()[:4]
-    return interface[: netlink.IFNAMSIZ - len(suffix) - len(digest)] + digest + suffix
+    return netlink.derived_ifname(interface, f".{vid}")
 
 
 def parse_mappings(values: list[str]) -> dict[str, str]:
@@ -153,8 +153,14 @@ class LinuxBridgePlugin(base.NetworkPlugin):
 
     name = "linux_bridge"
 
-    def __init__(self, conf: cfg.ConfigOpts, netlink_api: netlink.Netlink | None = None) -> None:
-        """:param netlink_api: the netlink helper to use (tests); made on first use otherwise.
+    def __init__(
+        self,
+        conf: cfg.ConfigOpts,
+        netlink_api: netlink.Netlink | None = None,
+        port_filter: nft_ports.PortFilter | None = None,
+    ) -> None:
+        """:param netlink_api: / :param port_filter: the netlink and nftables helpers to
+        use (tests); made on first use otherwise.
 
         :raises InvalidConfig: a malformed ``physical_interface_mappings``.
         """
@@ -170,6 +176,7 @@ class LinuxBridgePlugin(base.NetworkPlugin):
                 ) from exc
         self.mappings = parse_mappings(self.opts.physical_interface_mappings)
         self._nl = netlink_api
+        self._port_filter = port_filter
         # NOTE: one lock for everything: plug/unplug of ports of one network
         # must not interleave (an unplug could remove the bridge a plug just
         # checked). Netlink calls take microseconds.
@@ -188,7 +195,7 @@ class LinuxBridgePlugin(base.NetworkPlugin):
 
     def describe(self) -> base.Description:
         return base.Description(
-            name=self.name, network_types=tuple(NETWORK_TYPES), anti_spoofing=False, tunnels=True
+            name=self.name, network_types=tuple(NETWORK_TYPES), anti_spoofing=True, tunnels=True
         )
 
     def tunnel_endpoint(self) -> str | None:
@@ -202,6 +209,11 @@ class LinuxBridgePlugin(base.NetworkPlugin):
     def plug(self, port: base.Port, instance_uuid: str) -> None:
         if why := check_mac(port.mac):
             raise cd_exception.Invalid(reason=f"port {port.id}: MAC {port.mac!r} {why}")
+        tap = tap_name(port.id)
+        try:
+            addresses = [str(ipaddress.ip_interface(a).ip) for a in port.addresses]
+        except ValueError as exc:
+            raise cd_exception.Invalid(reason=f"port {port.id}: {exc}") from exc
         with self._lock:
             known = self._ports.get(port.id)
             if known is not None and known[0] != port.network.id:
@@ -211,6 +223,16 @@ class LinuxBridgePlugin(base.NetworkPlugin):
                     reason=f"the port is plugged into network {known[0]} already",
                 )
             self._ensure(port.network, "plug", port.id)
+            try:
+                self._filter().plug(tap, port.mac, addresses)
+            except np_exception.NftablesError as exc:
+                if not self._ports_of(port.network.id):
+                    self._teardown(
+                        port.network, self._layout(port.network), "plug", port.id, refuse=False
+                    )
+                raise cd_exception.NetworkError(
+                    operation="plug", port=port.id, reason=str(exc)
+                ) from exc
             self._ports[port.id] = (port.network.id, instance_uuid)
 
     def unplug(self, port: base.Port, instance_uuid: str) -> None:
@@ -224,6 +246,12 @@ class LinuxBridgePlugin(base.NetworkPlugin):
                     known[1],
                 )
                 return
+            try:
+                self._filter().unplug(tap_name(port.id))
+            except np_exception.NftablesError as exc:
+                raise cd_exception.NetworkError(
+                    operation="unplug", port=port.id, reason=str(exc)
+                ) from exc
             self._ports.pop(port.id, None)
             if self._ports_of(port.network.id):
                 return
@@ -238,6 +266,8 @@ class LinuxBridgePlugin(base.NetworkPlugin):
         return lvxml.Interface(
             type="bridge",
             source_bridge=layout.bridge,
+            # NOTE: the name the anti-spoofing rules are keyed on
+            target_dev=tap_name(port.id),
             mac=port.mac,
             model="virtio",
             mtu=layout.mtu,
@@ -275,6 +305,11 @@ class LinuxBridgePlugin(base.NetworkPlugin):
             self._remotes.pop(network.id, None)
 
     # --- internals -------------------------------------------------------------
+
+    def _filter(self) -> nft_ports.PortFilter:
+        if self._port_filter is None:
+            self._port_filter = nft_ports.PortFilter(self.opts.netns)
+        return self._port_filter
 
     def _api(self) -> netlink.Netlink:
         if self._nl is None:

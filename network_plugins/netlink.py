@@ -18,6 +18,7 @@ The primitives at the bottom are the only methods that talk to the kernel.
 from __future__ import annotations
 
 import errno
+import hashlib
 import logging
 import os
 import socket
@@ -74,6 +75,16 @@ class Link:
     parent: str | None = None  # lower device of a VLAN
     data: dict[str, Any] = field(default_factory=dict)  # vxlan: id, local, port, learning; vlan: id
     address: str | None = None  # MAC address
+
+
+def derived_ifname(base: str, suffix: str) -> str:
+    """``base + suffix`` within IFNAMSIZ: a long ``base`` is cut and 4 hex digits of its
+    SHA-256 added, so that two long names that start alike still differ."""
+    name = base + suffix
+    if len(name) <= IFNAMSIZ:
+        return name
+    digest = hashlib.sha256(base.encode()).hexdigest()[:4]
+    return base[: IFNAMSIZ - len(suffix) - len(digest)] + digest + suffix
 
 
 def check_ifname(name: str) -> str | None:

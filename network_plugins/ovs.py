@@ -2,12 +2,13 @@
 
 On each host (names from options, so every host and restart agrees):
 
-* an integration bridge (``br-int``) holding the guests' ports; each network
+* an integration bridge (``br-cd-int``) holding the guests' ports; each network
   set up here gets a *local VLAN* (1-4094, this host only) and its guest
   ports are access ports of it (``Port.tag``);
-* a tunnel bridge (``br-tun``) joined by the patch pair patch-tun/patch-int;
-  it has one flow-based port per tunnel type in use (``cd-vxlan``,
-  ``cd-geneve``: ``remote_ip=flow``, ``key=flow``), and the VNI and remote
+* a tunnel bridge (``br-cd-tun``) joined by a patch pair named after the two
+  bridges (``br-cd-int-tun``/``br-cd-tun-int``); it has one flow-based port per
+  tunnel type in use (``br-cd-tun-vx``, ``br-cd-tun-gnv``: ``remote_ip=flow``,
+  ``key=flow``), and the VNI and remote
   VTEP are set per rule; a network's tunnel rules exist only while it has
   remote endpoints (:meth:`update_topology`) and a port or
   :meth:`ensure_network` here; a tunnel port goes with the last network of
@@ -23,8 +24,8 @@ Plugging (NOTE: the choice that makes "plugged before the guest runs, and
 through every power cycle" true): the guest's tap and its OVS port are the
 plugin's, never libvirt's. :meth:`plug` makes a *persistent* tap (``tap`` +
 11 characters of the port id, :mod:`network_plugins.tap`), then the OVS
-port of that name with ``external_ids`` iface-id, attached-mac, vm-uuid,
-iface-status=active, the network's local VLAN as tag (``vlan_mode=access``:
+port of that name with ``external_ids`` ``compute-driver-port-id``, -mac,
+-instance-uuid, -network-id and -addresses, the network's local VLAN as tag (``vlan_mode=access``:
 never a trunk), ``mtu_request`` and an ``ofport_request`` chosen here, in
 one OVSDB transaction that ovs-vswitchd has applied when it returns; then
 the port's anti-spoofing rules, keyed on that OpenFlow port number, in one
@@ -41,8 +42,8 @@ frames; and a port whose rules are missing sends nothing (table 10 drops).
 :meth:`check_and_resync` puts back a port or tap that something else
 changed or removed (a host reboot removes the taps; OVSDB keeps the rows).
 
-State lives in OVSDB, not in the agent: networks in ``br-int``'s
-``external_ids`` (``cd-network-<id>``), ports in their interfaces'
+State lives in OVSDB, not in the agent: networks in the integration bridge's
+``external_ids`` (``compute-driver-network-<id>``), ports in their interfaces'
 ``external_ids``. A new plugin instance (agent restart) reads them back and
 reinstalls every rule on first use; :meth:`check_and_resync`, called
 periodically by the agent, also notices an ovs-vswitchd restart (the
@@ -68,19 +69,16 @@ from compute_driver.virt.libvirt.xml.checks import check_mac
 from network_plugins import base, netlink, ovs_db, ovs_flows, segments
 from network_plugins import exception as np_exception
 from network_plugins.ovs_opts import GROUP, OPTS, list_opts
+from network_plugins.tap import tap_name
 
-__all__ = ["GROUP", "OPTS", "OvsNetworkPlugin", "list_opts"]
+__all__ = ["GROUP", "OPTS", "OvsNetworkPlugin", "list_opts", "tap_name"]
 
 LOG = logging.getLogger(__name__)
 
 NETWORK_TYPES = ("flat", "vlan", "vxlan", "geneve")
 TUNNEL_TYPES = ("vxlan", "geneve")
 OVERHEAD = {"vxlan": 50, "geneve": 58}
-TAP_PREFIX = "tap"
-TAP_ID_CHARS = 11  # tap + 11 = 14 characters, as Nova names them
-PATCH_TUN = "patch-tun"
-PATCH_INT = "patch-int"
-TUNNEL_PORT = {"vxlan": "cd-vxlan", "geneve": "cd-geneve"}
+TUNNEL_SUFFIX = {"vxlan": "-vx", "geneve": "-gnv"}
 # NOTE: fixed OpenFlow port numbers (ofport_request) for our own ports, so
 # that rules written before ovs-vswitchd answers, or after it restarts, are right.
 OFPORT_PATCH = 1
@@ -91,21 +89,50 @@ OFPORT_MAX = 0xFEFF
 # NOTE: 1.4 for the bundles of network_plugins.openflow; 1.0 and 1.3 for
 # operators' ovs-ofctl (1.0 is its default).
 OPENFLOW_VERSIONS = ["OpenFlow10", "OpenFlow13", "OpenFlow14"]
-NETWORK_KEY = "cd-network-"
-IFACE_NETWORK = "cd-network-id"
-IFACE_ADDRESSES = "cd-addresses"
-
-
-def tap_name(port_id: str) -> str:
-    """``tap`` + the first 11 characters of the port id (what libvirt is told to create)."""
-    if not port_id or any(c in "/:" or c.isspace() for c in port_id[:TAP_ID_CHARS]):
-        raise cd_exception.Invalid(reason=f"port id {port_id!r} cannot name a tap device")
-    return TAP_PREFIX + port_id[:TAP_ID_CHARS]
+# NOTE: keys of our own, never Neutron's (iface-id, attached-mac, vm-uuid,
+# iface-status): a Neutron OVS agent or ovn-controller on the same host
+# claims any port with an iface-id (docs/beside-neutron.md).
+KEY_PREFIX = "compute-driver-"
+NETWORK_KEY = KEY_PREFIX + "network-"  # Bridge: one per network set up here
+IFACE_PORT = KEY_PREFIX + "port-id"
+IFACE_MAC = KEY_PREFIX + "mac"
+IFACE_INSTANCE = KEY_PREFIX + "instance-uuid"
+IFACE_NETWORK = KEY_PREFIX + "network-id"
+IFACE_ADDRESSES = KEY_PREFIX + "addresses"
+# What versions before issue 17 wrote; moved to the names above at start.
+LEGACY_INTEGRATION_BRIDGE = "br-int"
+LEGACY_NETWORK_KEY = "cd-network-"
+LEGACY_IFACE_KEYS: dict[str, str | None] = {
+    "iface-id": IFACE_PORT,
+    "attached-mac": IFACE_MAC,
+    "vm-uuid": IFACE_INSTANCE,
+    "cd-network-id": IFACE_NETWORK,
+    "cd-addresses": IFACE_ADDRESSES,
+    "iface-status": None,
+}
+LEGACY_PATCH_INT_SIDE = "patch-tun"  # on the integration bridge
+LEGACY_PATCH_TUN_SIDE = "patch-int"  # on the tunnel bridge
+LEGACY_TUNNEL_PORTS = ("cd-vxlan", "cd-geneve")
 
 
 def tap_mac(mac: str) -> str:
     """The tap's own MAC: the guest's with ``fe`` first, as libvirt gives its taps."""
     return "fe" + mac.lower()[2:]
+
+
+def tunnel_patch_names(int_br: str, tun_br: str) -> tuple[str, str]:
+    """(integration side, tunnel side) of the patch pair between the two bridges.
+
+    NOTE: named after the bridges they sit on, not fixed (Neutron's are
+    patch-tun/patch-int): two instances on one OVS, or this beside Neutron,
+    never share a name as long as their bridges differ.
+    """
+    return netlink.derived_ifname(int_br, "-tun"), netlink.derived_ifname(tun_br, "-int")
+
+
+def tunnel_port_name(tun_br: str, kind: str) -> str:
+    """The flow-based ``kind`` (vxlan, geneve) tunnel port of tunnel bridge ``tun_br``."""
+    return netlink.derived_ifname(tun_br, TUNNEL_SUFFIX[kind])
 
 
 def patch_names(bridge: str) -> tuple[str, str]:
@@ -201,6 +228,8 @@ class OvsNetworkPlugin(base.NetworkPlugin):
         self.mappings = parse_mappings(self.opts.bridge_mappings)
         self.int_br = self.opts.integration_bridge
         self.tun_br = self.opts.tunnel_bridge
+        self._check_bridge_names()
+        self.tunnel_patch = tunnel_patch_names(self.int_br, self.tun_br)
         self.db = ovsdb or ovs_db.OvsDb(self.opts.ovsdb_connection, self.opts.ovsdb_timeout)
         self.openflow = openflow or ovs_flows.OpenFlowBridges(
             self.opts.run_dir, self.opts.ovsdb_timeout
@@ -472,13 +501,139 @@ class OvsNetworkPlugin(base.NetworkPlugin):
     def _start(self) -> None:
         if self._ready:
             return
+        self._migrate()
         self._setup_bridges()
         self._load()
+        with self.db.transaction() as txn:  # (after a migration: the renamed tunnel ports)
+            self._converge_tunnel_ports(txn)
         # NOTE: ports first, rules second: no rule lets a port send before its
         # row is as the plug made it (tag included).
         self._repair_ports()
         self._resync_flows()
         self._ready = True
+
+    def _check_bridge_names(self) -> None:
+        """:raises InvalidConfig: a bridge name Linux refuses, or one bridge named twice."""
+        seen: dict[str, str] = {}
+        for option, bridge in [
+            (f"[{GROUP.name}] integration_bridge", self.int_br),
+            (f"[{GROUP.name}] tunnel_bridge", self.tun_br),
+            *((f"[{GROUP.name}] bridge_mappings", b) for b in self.mappings.values()),
+        ]:
+            if why := netlink.check_ifname(bridge):
+                raise cd_exception.InvalidConfig(reason=f"{option}: {why}")
+            if bridge in seen:
+                raise cd_exception.InvalidConfig(
+                    reason=f"{option}: bridge {bridge!r} is also {seen[bridge]}"
+                )
+            seen[bridge] = option
+
+    def _add_bridges(self, txn: Any) -> None:
+        api = self.db.api
+        for bridge in (self.int_br, self.tun_br):
+            txn.add(api.add_br(bridge, may_exist=True, datapath_type=self.opts.datapath_type))
+            txn.add(
+                api.db_set(
+                    "Bridge", bridge, ("fail_mode", "secure"), ("protocols", OPENFLOW_VERSIONS)
+                )
+            )
+
+    def _legacy_records(self, bridge: str) -> bool:
+        """Whether ``bridge`` has networks or ports as a version before issue 17 wrote them."""
+        if any(k.startswith(LEGACY_NETWORK_KEY) for k in self.db.bridge_external_ids(bridge)):
+            return True
+        return any("cd-network-id" in i.external_ids for i in self.db.interfaces(bridge))
+
+    def _migrate(self) -> bool:
+        """Move what a version before issue 17 left to today's names; whether it did.
+
+        Its networks and ports are on ``br-int`` (that version's default) or
+        on the configured integration bridge, under Neutron's keys; its
+        patch pair and tunnel ports have fixed names. In one OVSDB
+        transaction: the records and ports move to the configured bridge
+        (the same rows, tag and OpenFlow port kept: the guest's tap stays
+        attached), the keys are renamed, the old patch and tunnel ports go
+        (:meth:`_setup_bridges` and :meth:`_converge_tunnel_ports` make the
+        new ones, then every rule is reinstalled). An old bridge that is
+        not configured any more is deleted when nothing else is on it, and
+        keeps anything that is not ours otherwise.
+        """
+        candidates = dict.fromkeys([self.int_br, LEGACY_INTEGRATION_BRIDGE])
+        legacy = [b for b in candidates if self.db.bridge(b) and self._legacy_records(b)]
+        if not legacy:
+            return False
+        LOG.warning("Moving ports of bridges %s to today's names on %s", legacy, self.int_br)
+        with self.db.transaction() as txn:
+            self._add_bridges(txn)
+        old_bridges: set[str] = set()
+        api = self.db.api
+        with self.db.transaction() as txn:
+            networks = {
+                k: v for k, v in self.db.bridge_external_ids(self.int_br).items()
+                if not k.startswith(LEGACY_NETWORK_KEY)
+            }  # fmt: skip
+            for old_int in legacy:
+                kept: dict[str, str] = {}
+                for key, value in self.db.bridge_external_ids(old_int).items():
+                    if key.startswith(LEGACY_NETWORK_KEY):
+                        networks[NETWORK_KEY + key[len(LEGACY_NETWORK_KEY) :]] = value
+                    else:
+                        kept[key] = value
+                if old_int != self.int_br:
+                    txn.add(ovs_db.ReplaceMapCommand(api, "Bridge", old_int, "external_ids", kept))
+                    old_bridges.add(old_int)
+                for iface in self.db.interfaces(old_int):
+                    ids = dict(iface.external_ids)
+                    if "cd-network-id" not in ids or "iface-id" not in ids:
+                        continue
+                    renamed: dict[str, str] = {}
+                    for key, value in ids.items():
+                        new_key = LEGACY_IFACE_KEYS.get(key, key)
+                        if new_key is not None:  # (iface-status goes)
+                            renamed[new_key] = value
+                    if old_int != self.int_br:
+                        txn.add(ovs_db.MovePortCommand(api, iface.name, old_int, self.int_br))
+                    txn.add(
+                        ovs_db.ReplaceMapCommand(
+                            api, "Interface", iface.name, "external_ids", renamed
+                        )
+                    )
+                txn.add(api.del_port(LEGACY_PATCH_INT_SIDE, bridge=old_int, if_exists=True))
+                for provider in self.mappings.values():  # the provider patches come along
+                    int_side = patch_names(provider)[0]
+                    if old_int != self.int_br and self.db.bridge_of(int_side) == old_int:
+                        txn.add(ovs_db.MovePortCommand(api, int_side, old_int, self.int_br))
+            # NOTE: the old tunnel bridge is the one patched to an old integration
+            # bridge of ours (OVSDB names are unique: that patch-int is ours).
+            old_tun = self.db.bridge_of(LEGACY_PATCH_TUN_SIDE)
+            if old_tun is not None and self.db.bridge_of(LEGACY_PATCH_INT_SIDE) in legacy:
+                txn.add(api.del_port(LEGACY_PATCH_TUN_SIDE, bridge=old_tun, if_exists=True))
+                for name in LEGACY_TUNNEL_PORTS:
+                    if self.db.bridge_of(name) == old_tun:
+                        txn.add(api.del_port(name, bridge=old_tun, if_exists=True))
+                if old_tun != self.tun_br:
+                    old_bridges.add(old_tun)
+            txn.add(ovs_db.ReplaceMapCommand(api, "Bridge", self.int_br, "external_ids", networks))
+        self._retire(old_bridges)
+        return True
+
+    def _retire(self, bridges: set[str]) -> None:
+        """Old bridges of ours: deleted when empty, else only our rules taken off."""
+        ours = ovs_flows.Deletion(ovs_flows.COOKIE_BASE, ovs_flows.COOKIE_OURS_MASK)
+        for bridge in sorted(bridges):
+            row = self.db.bridge(bridge)
+            if row is None:
+                continue
+            others = [p.name for p in row.ports if p.name != bridge]
+            if not others:
+                with self.db.transaction() as txn:
+                    txn.add(self.db.api.del_br(bridge, if_exists=True))
+                continue
+            LOG.warning("Keeping bridge %s: it has ports %s that are not ours", bridge, others)
+            try:
+                self.openflow.apply(bridge, delete=[ours])
+            except np_exception.OpenFlowError:
+                LOG.exception("Could not take our rules off bridge %s", bridge)
 
     def _setup_bridges(self) -> None:
         """Bridges, patch pairs (idempotent): one transaction."""
@@ -489,15 +644,8 @@ class OvsNetworkPlugin(base.NetworkPlugin):
                     f"provider bridge {bridge} of physical network {physnet} does not exist "
                     f"([{GROUP.name}] bridge_mappings); create it with its physical interface"
                 )
-        dp = self.opts.datapath_type
         with self.db.transaction() as txn:
-            for bridge in (self.int_br, self.tun_br):
-                txn.add(api.add_br(bridge, may_exist=True, datapath_type=dp))
-                txn.add(
-                    api.db_set(
-                        "Bridge", bridge, ("fail_mode", "secure"), ("protocols", OPENFLOW_VERSIONS)
-                    )
-                )
+            self._add_bridges(txn)
             for bridge in self.mappings.values():
                 # NOTE: the operator's bridge: OpenFlow 1.4 (bundles) added to the
                 # versions it allows, never others removed (empty: OVS's defaults,
@@ -505,8 +653,9 @@ class OvsNetworkPlugin(base.NetworkPlugin):
                 protocols = getattr(self.db.bridge(bridge), "protocols", [])
                 if protocols and "OpenFlow14" not in protocols:
                     txn.add(api.db_add("Bridge", bridge, "protocols", "OpenFlow14"))
-            self._add_patch(txn, self.int_br, PATCH_TUN, PATCH_INT, OFPORT_PATCH)
-            self._add_patch(txn, self.tun_br, PATCH_INT, PATCH_TUN, OFPORT_PATCH)
+            int_side, tun_side = self.tunnel_patch
+            self._add_patch(txn, self.int_br, int_side, tun_side, OFPORT_PATCH)
+            self._add_patch(txn, self.tun_br, tun_side, int_side, OFPORT_PATCH)
             for i, bridge in enumerate(sorted(self.mappings.values())):
                 int_side, phy_side = patch_names(bridge)
                 self._add_patch(txn, self.int_br, int_side, phy_side, OFPORT_PROVIDER_FIRST + i)
@@ -539,15 +688,15 @@ class OvsNetworkPlugin(base.NetworkPlugin):
             ids = iface.external_ids
             network_id = ids.get(IFACE_NETWORK)
             ofport = iface.ofport_request[0] if iface.ofport_request else None
-            if not network_id or "iface-id" not in ids or network_id not in self._networks:
+            if not network_id or IFACE_PORT not in ids or network_id not in self._networks:
                 self._foreign_ofports.update(iface.ofport_request or ())
                 self._foreign_ofports.update(n for n in iface.ofport if n > 0)
                 continue
             if ofport is None:
                 continue
             addresses = tuple(a for a in ids.get(IFACE_ADDRESSES, "").split(",") if a)
-            self._ports[ids["iface-id"]] = PortState(
-                network_id, ids.get("vm-uuid", ""), ids.get("attached-mac", ""), addresses, ofport
+            self._ports[ids[IFACE_PORT]] = PortState(
+                network_id, ids.get(IFACE_INSTANCE, ""), ids.get(IFACE_MAC, ""), addresses, ofport
             )
         self._resync_moved_ports(apply=False)
 
@@ -646,7 +795,7 @@ class OvsNetworkPlugin(base.NetworkPlugin):
         api = self.db.api
         wanted = {s.network.type for s in self._networks.values() if s.remotes} & set(TUNNEL_TYPES)
         for kind in TUNNEL_TYPES:
-            name = TUNNEL_PORT[kind]
+            name = tunnel_port_name(self.tun_br, kind)
             exists = self.db.interface(name) is not None
             if kind in wanted and not exists:
                 txn.add(api.add_port(self.tun_br, name, may_exist=True))
@@ -728,7 +877,7 @@ class OvsNetworkPlugin(base.NetworkPlugin):
         if list(row.tag) != [state.vlan] or list(row.vlan_mode) != ["access"] or row.trunks:
             return f"its VLAN is {list(row.tag)} {list(row.vlan_mode)}, not [{state.vlan}] access"
         ids = iface.external_ids
-        if ids.get("iface-id") != port_id or ids.get(IFACE_NETWORK) != entry.network_id:
+        if ids.get(IFACE_PORT) != port_id or ids.get(IFACE_NETWORK) != entry.network_id:
             return "its external_ids are not ours"
         if list(iface.ofport_request) != [entry.ofport]:
             return f"its ofport_request is {list(iface.ofport_request)}, not {entry.ofport}"
@@ -775,10 +924,9 @@ class OvsNetworkPlugin(base.NetworkPlugin):
         self, tap: str, port: base.Port, entry: PortState, state: NetState, mtu: int
     ) -> ovs_db.PlugPortCommand:
         external_ids = {
-            "iface-id": port.id,
-            "attached-mac": entry.mac,
-            "vm-uuid": entry.instance_uuid,
-            "iface-status": "active",
+            IFACE_PORT: port.id,
+            IFACE_MAC: entry.mac,
+            IFACE_INSTANCE: entry.instance_uuid,
             IFACE_NETWORK: port.network.id,
             IFACE_ADDRESSES: ",".join(entry.addresses),
         }

@@ -80,6 +80,42 @@ class PlugPortCommand(ovs_command.BaseCommand):
         self.result = port.uuid
 
 
+class MovePortCommand(ovs_command.BaseCommand):
+    """Port ``name`` from bridge ``source`` to bridge ``target``: the same Port and
+    Interface rows, every column kept (its VLAN, ``ofport_request``, MTU)."""
+
+    def __init__(self, api: Any, name: str, source: str, target: str) -> None:
+        super().__init__(api)
+        self.name, self.source, self.target = name, source, target
+
+    def run_idl(self, txn: Any) -> None:
+        port = idlutils.row_by_value(self.api.idl, "Port", "name", self.name)
+        source = idlutils.row_by_value(self.api.idl, "Bridge", "name", self.source)
+        target = idlutils.row_by_value(self.api.idl, "Bridge", "name", self.target)
+        if port in source.ports:
+            source.delvalue("ports", port)
+        if port not in target.ports:
+            target.addvalue("ports", port)
+
+
+class ReplaceMapCommand(ovs_command.BaseCommand):
+    """Map column ``column`` of row ``name`` of ``table`` becomes exactly ``value``.
+
+    NOTE: ovsdbapp's db_set merges a map into what is there, and its
+    db_remove is a mutation sent apart from it: a rename of keys (remove
+    some, add others) in one transaction is a whole new value.
+    """
+
+    def __init__(self, api: Any, table: str, name: str, column: str, value: dict[str, str]) -> None:
+        super().__init__(api)
+        self.table, self.name, self.column, self.value = table, name, column, value
+
+    def run_idl(self, txn: Any) -> None:
+        row = idlutils.row_by_value(self.api.idl, self.table, "name", self.name)
+        row.verify(self.column)
+        self.set_column(row, self.column, dict(self.value))
+
+
 class OvsDb:
     """One IDL connection to ovsdb-server (opened on first use, thread-safe)."""
 
@@ -144,6 +180,13 @@ class OvsDb:
         if bridge is None:
             return []
         return [iface for port in bridge.ports for iface in port.interfaces]
+
+    def bridge_of(self, port_name: str) -> str | None:
+        """The name of the bridge that has port ``port_name``, or None."""
+        port = self.port(port_name)
+        if port is None:
+            return None
+        return next((b.name for b in self._rows("Bridge") if port in b.ports), None)
 
     def port(self, name: str) -> Any | None:
         """The Port row ``name``, or None."""

@@ -10,8 +10,14 @@ so an empty table drops)::
                                          NORMAL, anything else dropped; the rest -> table 10
                                 table 10 INGRESS: per guest port (in_port), untagged frames
                                          only: its own MAC and, per address, ARP with that sender
-                                         IP/MAC, IPv4/IPv6 from that source, DHCP discovery ->
-                                         NORMAL; default drop
+                                         IP/MAC, DHCP discovery -> NORMAL; IPv4/IPv6 from its
+                                         addresses (and its MAC's IPv6 link-local address, and
+                                         DAD/MLD from ::) -> 11; default drop
+                                table 11 GUEST_PROTOCOLS: what no guest may say: DHCPv4/v6
+                                         server replies, router advertisements and redirects
+                                         dropped; neighbour advertisements only for the port's
+                                         own addresses with its MAC (per port), solicitations
+                                         only with its MAC; the rest -> NORMAL
                                 table 23 CANARY: one flow; gone = ovs-vswitchd lost its flows
   tunnel bridge                 table 0  from patch-int -> 20; from a tunnel port -> 4; default drop
                                 table 4  INBOUND: (tunnel port, VNI, remote VTEP) -> local VLAN
@@ -47,7 +53,7 @@ import os
 import threading
 from collections.abc import Iterable
 
-from network_plugins import openflow
+from network_plugins import openflow, segments
 
 COOKIE_BASE = 0xCD << 56
 COOKIE_OURS_MASK = 0xFF << 56
@@ -59,12 +65,22 @@ KIND_CANARY = 4
 # integration bridge
 CLASSIFY = 0
 INGRESS = 10
+GUEST_PROTOCOLS = 11
 CANARY = 23
 # tunnel bridge
 INBOUND = 4
 OUTBOUND = 20
 
 NORMAL = "NORMAL"
+TO_GUEST_PROTOCOLS = f"goto_table:{GUEST_PROTOCOLS}"
+
+# ICMPv6 types (RFC 4861, RFC 3810)
+ND_ROUTER_ADVERT = 134
+ND_NEIGHBOR_SOLICIT = 135
+ND_NEIGHBOR_ADVERT = 136
+ND_REDIRECT = 137
+MLD2_REPORT = 143
+NO_LLADDR = "00:00:00:00:00:00"  # what OVS matches when an ND message has no link-layer option
 
 
 def cookie(kind: int, ident: int = 0) -> int:
@@ -111,6 +127,17 @@ def integration_base(patch_tun: int, provider_patches: Iterable[int]) -> list[Fl
         Flow(CLASSIFY, 50, f"in_port={patch_tun}", NORMAL, c),
         Flow(INGRESS, 0, "", "drop", c),
         Flow(CANARY, 0, "", "drop", cookie(KIND_CANARY)),
+        # NOTE: only guest ports' traffic gets here (table 10). A guest is never
+        # a DHCP server or a router on its network: their messages are dropped
+        # whatever the source address (Neutron drops the same); neighbour
+        # discovery passes only as a port's own rules (priority 100) allow.
+        Flow(GUEST_PROTOCOLS, 0, "", NORMAL, c),
+        Flow(GUEST_PROTOCOLS, 50, "udp,tp_src=67,tp_dst=68", "drop", c),
+        Flow(GUEST_PROTOCOLS, 50, "udp6,tp_src=547,tp_dst=546", "drop", c),
+        Flow(GUEST_PROTOCOLS, 50, f"icmp6,icmp_type={ND_ROUTER_ADVERT}", "drop", c),
+        Flow(GUEST_PROTOCOLS, 50, f"icmp6,icmp_type={ND_REDIRECT}", "drop", c),
+        Flow(GUEST_PROTOCOLS, 40, f"icmp6,icmp_type={ND_NEIGHBOR_ADVERT}", "drop", c),
+        Flow(GUEST_PROTOCOLS, 40, f"icmp6,icmp_type={ND_NEIGHBOR_SOLICIT}", "drop", c),
     ]
     # NOTE: a provider patch's traffic is only taken when a network's rule
     # (priority 100) translates its segment; the rest must not reach table 10.
@@ -118,37 +145,51 @@ def integration_base(patch_tun: int, provider_patches: Iterable[int]) -> list[Fl
     return flows
 
 
-def _link_local(mac: str) -> str:
-    octets = [int(part, 16) for part in mac.split(":")]
-    octets[0] ^= 0x02
-    eui = octets[:3] + [0xFF, 0xFE] + octets[3:]
-    return str(ipaddress.IPv6Address(bytes([0xFE, 0x80] + [0] * 6 + eui)))
-
-
 def guest_port(ofport: int, mac: str, addresses: Iterable[str]) -> list[Flow]:
-    """Anti-spoofing: what port ``ofport`` may send, all to NORMAL; the rest is dropped.
+    """Anti-spoofing: what port ``ofport`` may send; the rest is dropped.
 
-    Only untagged frames: an 802.1Q header from a guest is dropped here even
-    if the port itself stopped being an access port of its network. A port
-    without addresses is checked on its MAC only (an L2-only network has no
-    IPAM to check against).
+    Only untagged frames from its own MAC: an 802.1Q header from a guest is
+    dropped here even if the port itself stopped being an access port of
+    its network. With addresses: ARP as itself and DHCP discovery go to
+    NORMAL; IPv4 and IPv6 from its addresses, from its MAC's link-local
+    address (every port, IPv4-only ones too: a guest's kernel sends from it
+    as soon as its NIC is up) and duplicate address detection and MLD
+    reports from ``::`` go through table 11. A port without addresses is
+    checked on its MAC only (an L2-only network has no IPAM to check
+    against), and table 11 still applies. Table 11 lets neighbour
+    advertisements through only for the port's own addresses (any, without
+    addresses) with its MAC or none as target link-layer address, and
+    solicitations only with its MAC or none as source link-layer address.
     """
     c = cookie(KIND_PORT, ofport)
     own = f"in_port={ofport},vlan_tci=0x0000/0x1fff,dl_src={mac}"
     ips = [ipaddress.ip_interface(a).ip for a in addresses]
+    nd = f"in_port={ofport},icmp6,icmp_type="
+    flows = [
+        Flow(GUEST_PROTOCOLS, 100, f"{nd}{ND_NEIGHBOR_SOLICIT},nd_sll={lladdr}", NORMAL, c)
+        for lladdr in (mac, NO_LLADDR)
+    ]
     if not ips:
-        return [Flow(INGRESS, 90, own, NORMAL, c)]
-    flows = []
+        flows += [
+            Flow(GUEST_PROTOCOLS, 100, f"{nd}{ND_NEIGHBOR_ADVERT},nd_tll={lladdr}", NORMAL, c)
+            for lladdr in (mac, NO_LLADDR)
+        ]
+        return [Flow(INGRESS, 90, own, TO_GUEST_PROTOCOLS, c), *flows]
     v4 = [ip for ip in ips if ip.version == 4]
     v6 = [ip for ip in ips if ip.version == 6]
     for ip in v4:
         flows.append(Flow(INGRESS, 100, f"{own},arp,arp_sha={mac},arp_spa={ip}", NORMAL, c))
-        flows.append(Flow(INGRESS, 100, f"{own},ip,nw_src={ip}", NORMAL, c))
+        flows.append(Flow(INGRESS, 100, f"{own},ip,nw_src={ip}", TO_GUEST_PROTOCOLS, c))
     if v4:  # DHCP discovery, before the guest has its address
         flows.append(Flow(INGRESS, 100, f"{own},udp,nw_src=0.0.0.0,tp_src=68,tp_dst=67", NORMAL, c))
-    if v6:
-        for ip6 in [*v6, ipaddress.IPv6Address(_link_local(mac))]:
-            flows.append(Flow(INGRESS, 100, f"{own},ipv6,ipv6_src={ip6}", NORMAL, c))
+    for ip6 in [*v6, ipaddress.IPv6Address(segments.link_local(mac))]:
+        flows.append(Flow(INGRESS, 100, f"{own},ipv6,ipv6_src={ip6}", TO_GUEST_PROTOCOLS, c))
+        for lladdr in (mac, NO_LLADDR):
+            match = f"{nd}{ND_NEIGHBOR_ADVERT},nd_target={ip6},nd_tll={lladdr}"
+            flows.append(Flow(GUEST_PROTOCOLS, 100, match, NORMAL, c))
+    for icmp_type in (ND_NEIGHBOR_SOLICIT, MLD2_REPORT):  # DAD, before it has an address
+        match = f"{own},icmp6,ipv6_src=::,icmp_type={icmp_type}"
+        flows.append(Flow(INGRESS, 100, match, TO_GUEST_PROTOCOLS, c))
     return flows
 
 
@@ -242,6 +283,11 @@ _MATCH_FIELDS: dict[str, tuple[openflow.Field, str]] = {
     "arp_spa": (openflow.ARP_SPA, _IPV4),
     "nw_src": (openflow.IPV4_SRC, _IPV4),
     "ipv6_src": (openflow.IPV6_SRC, _IPV6),
+    # NOTE: our rules only match ICMPv6 types (icmp6), never ICMPv4 ones
+    "icmp_type": (openflow.ICMPV6_TYPE, "int"),
+    "nd_target": (openflow.IPV6_ND_TARGET, _IPV6),
+    "nd_sll": (openflow.IPV6_ND_SLL, _MAC),
+    "nd_tll": (openflow.IPV6_ND_TLL, _MAC),
     "tp_src": (openflow.UDP_SRC, "int"),  # NOTE: our rules only use UDP ports (DHCP)
     "tp_dst": (openflow.UDP_DST, "int"),
     "tun_id": (openflow.TUNNEL_ID, "int"),
@@ -259,6 +305,8 @@ _PROTOCOLS = {
     "ip": (0x0800, None),
     "ipv6": (0x86DD, None),
     "udp": (0x0800, 17),
+    "udp6": (0x86DD, 17),
+    "icmp6": (0x86DD, 58),
 }
 
 

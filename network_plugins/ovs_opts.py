@@ -15,15 +15,20 @@ GROUP = cfg.OptGroup(
 OPTS = [
     cfg.StrOpt(
         "integration_bridge",
-        default="br-int",
-        help="Bridge the guests' ports are on (created if missing, fail_mode=secure). "
+        default="br-cd-int",
+        help="Bridge the guests' ports are on (created if missing, fail_mode=secure); "
+        "at most 15 characters. Not br-int, which belongs to Neutron's OVS agent or "
+        "ovn-controller on a host that also runs them (docs/beside-neutron.md); ports "
+        "that an older version left on br-int are moved here when the agent starts. "
         "Related options: tunnel_bridge, datapath_type.",
     ),
     cfg.StrOpt(
         "tunnel_bridge",
-        default="br-tun",
+        default="br-cd-tun",
         help="Bridge of the VXLAN/GENEVE tunnel ports (created if missing, "
-        "fail_mode=secure), patched to the integration bridge. Related options: local_ip.",
+        "fail_mode=secure), patched to the integration bridge; at most 15 characters. "
+        "Its patch and tunnel ports are named after it (<bridge>-int, <bridge>-vx, "
+        "<bridge>-gnv). Related options: integration_bridge, local_ip.",
     ),
     cfg.StrOpt(
         "datapath_type",

@@ -1,7 +1,8 @@
 """Checks every plugin makes of a network and of its own options.
 
 Both the Linux bridge and the OVS plugin validate segments, MTUs, physical
-network mappings and tunnel endpoints the same way, with the same words.
+network mappings and tunnel endpoints the same way, with the same words,
+and derive a port's IPv6 link-local address the same way.
 """
 
 from __future__ import annotations
@@ -145,3 +146,11 @@ def remote_endpoints(
         if address != local:
             remotes.add(str(address))
     return frozenset(remotes)
+
+
+def link_local(mac: str) -> str:
+    """The IPv6 link-local address a guest derives from ``mac`` (EUI-64, RFC 4291)."""
+    octets = [int(part, 16) for part in mac.split(":")]
+    octets[0] ^= 0x02
+    eui = octets[:3] + [0xFF, 0xFE] + octets[3:]
+    return str(ipaddress.IPv6Address(bytes([0xFE, 0x80] + [0] * 6 + eui)))

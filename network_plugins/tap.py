@@ -26,6 +26,10 @@ import threading
 from collections.abc import Callable
 from typing import TypeVar
 
+from compute_driver import exception
+
+TAP_PREFIX = "tap"
+TAP_ID_CHARS = 11  # tap + 11 = 14 characters, as Nova names them
 TUN_DEVICE = "/dev/net/tun"
 NETNS_DIR = "/run/netns"
 TUNSETIFF = 0x400454CA
@@ -35,6 +39,16 @@ IFF_NO_PI = 0x1000
 CLONE_NEWNET = 0x40000000
 
 T = TypeVar("T")
+
+
+def tap_name(port_id: str) -> str:
+    """``tap`` + the first 11 characters of the port id: the name of a port's tap.
+
+    :raises Invalid: the id cannot name a device.
+    """
+    if not port_id or any(c in "/:" or c.isspace() for c in port_id[:TAP_ID_CHARS]):
+        raise exception.Invalid(reason=f"port id {port_id!r} cannot name a tap device")
+    return TAP_PREFIX + port_id[:TAP_ID_CHARS]
 
 
 class TapError(OSError):

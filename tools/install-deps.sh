@@ -49,6 +49,10 @@ PACKAGES=(
     iproute2
     ethtool
     iputils-ping
+    # linux_bridge anti-spoofing: libnftables and its Python binding (Debian
+    # only; the venv sees it through --system-site-packages), nft to inspect
+    python3-nftables
+    nftables
     # Test guest builder (tools/build-test-guest.sh: apt-get download,
     # dpkg-deb, depmod, cpio, xz kernel)
     cpio

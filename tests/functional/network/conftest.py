@@ -11,6 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 from netns_lab import Host, Lab
+from ovs_lab import OvsLab, missing_prerequisites
 from two_host_cloud import TwoHostCloud
 
 
@@ -29,6 +30,20 @@ def lab() -> Iterator[Lab]:
 def hosts(lab: Lab) -> tuple[Host, Host]:
     """Hosts A and B joined by the underlay (ul0) and physnet1 (ph0) veths."""
     return lab.build_hosts()
+
+
+@pytest.fixture
+def ovs_lab() -> Iterator[OvsLab]:
+    """Two hosts, each with its own OVS daemons (see ovs_lab.py); call ``build_hosts()``."""
+    if os.geteuid() != 0:
+        pytest.fail("functional network tests run as root (network namespaces); use `make test`")
+    if why := missing_prerequisites():
+        pytest.fail(why)
+    lab = OvsLab()
+    try:
+        yield lab
+    finally:
+        lab.cleanup()
 
 
 @pytest.fixture

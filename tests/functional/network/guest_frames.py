@@ -58,9 +58,12 @@ def udp_frame(
     dst_ip: str = "255.255.255.255",
     vlan: int | None = None,
     port: int = 9,
+    src_port: int | None = None,
 ) -> bytes:
-    """An Ethernet frame with an IPv4 UDP datagram; with ``vlan``, an 802.1Q header."""
-    udp = struct.pack("!HHHH", port, port, 8 + len(payload), 0) + payload
+    """An Ethernet frame with an IPv4 UDP datagram from ``src_port`` (default: ``port``)
+    to ``port``; with ``vlan``, an 802.1Q header."""
+    sport = port if src_port is None else src_port
+    udp = struct.pack("!HHHH", sport, port, 8 + len(payload), 0) + payload
     header = struct.pack(
         "!BBHHHBBH4s4s",
         0x45,
@@ -91,6 +94,59 @@ def arp_reply(
     arp = struct.pack("!HHBBH", 1, 0x0800, 6, 4, 2)
     arp += _mac(src_mac) + socket.inet_aton(src_ip) + _mac(dst_mac) + socket.inet_aton(dst_ip)
     return _ethernet(dst_mac, src_mac, 0x0806, arp + trailer, vlan)
+
+
+IPV6_ALL_NODES = "ff02::1"
+ICMPV6 = 58
+UDP = 17
+ND_ROUTER_ADVERT = 134
+ND_NEIGHBOR_ADVERT = 136
+ND_OPTION_TARGET_LLADDR = 2
+ND_OPTION_EXPERIMENT = 253  # RFC 4727: carries a marker as a well-formed option
+
+
+def _ipv6_multicast_mac(address: str) -> str:
+    low = socket.inet_pton(socket.AF_INET6, address)[-4:]
+    return "33:33:" + ":".join(f"{b:02x}" for b in low)
+
+
+def ipv6_frame(
+    src_mac: str, src_ip: str, next_header: int, payload: bytes, dst_ip: str = IPV6_ALL_NODES
+) -> bytes:
+    """An Ethernet frame with an IPv6 packet (hop limit 255) to a multicast ``dst_ip``;
+    the checksum of a UDP or ICMPv6 ``payload`` (at bytes 6 or 2) is filled in."""
+    src, dst = (socket.inet_pton(socket.AF_INET6, a) for a in (src_ip, dst_ip))
+    pseudo = src + dst + struct.pack("!I3xB", len(payload), next_header)
+    offset = 6 if next_header == UDP else 2
+    checksum = struct.pack("!H", _checksum(pseudo + payload) or 0xFFFF)
+    payload = payload[:offset] + checksum + payload[offset + 2 :]
+    header = struct.pack("!IHBB", 6 << 28, len(payload), next_header, 255) + src + dst
+    return _ethernet(_ipv6_multicast_mac(dst_ip), src_mac, 0x86DD, header + payload, None)
+
+
+def _marker_option(marker: bytes) -> bytes:
+    units = (2 + len(marker) + 7) // 8
+    return struct.pack("!BB", ND_OPTION_EXPERIMENT, units) + marker.ljust(units * 8 - 2, b"\0")
+
+
+def udp6_frame(src_mac: str, src_ip: str, sport: int, dport: int, payload: bytes) -> bytes:
+    """A UDP datagram over IPv6 to all nodes."""
+    udp = struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload
+    return ipv6_frame(src_mac, src_ip, UDP, udp)
+
+
+def router_advert(src_mac: str, src_ip: str, marker: bytes) -> bytes:
+    """A router advertisement to all nodes: "I am your default router for 30 minutes"."""
+    body = struct.pack("!BBHBBHII", ND_ROUTER_ADVERT, 0, 0, 64, 0, 1800, 0, 0)
+    return ipv6_frame(src_mac, src_ip, ICMPV6, body + _marker_option(marker))
+
+
+def neighbour_advert(src_mac: str, src_ip: str, target: str, marker: bytes) -> bytes:
+    """An unsolicited neighbour advertisement to all nodes: "``target`` is at ``src_mac``"."""
+    body = struct.pack("!BBHI", ND_NEIGHBOR_ADVERT, 0, 0, 0x20000000)  # override
+    body += socket.inet_pton(socket.AF_INET6, target)
+    body += struct.pack("!BB", ND_OPTION_TARGET_LLADDR, 1) + _mac(src_mac)
+    return ipv6_frame(src_mac, src_ip, ICMPV6, body + _marker_option(marker))
 
 
 def _ethernet(dst: str, src: str, ethertype: int, payload: bytes, vlan: int | None) -> bytes:
@@ -165,6 +221,16 @@ def send_from_guest(uri: str, uuid: str, frames: list[bytes]) -> None:
         with contextlib.suppress(OSError):
             os.unlink(path)
         os.rmdir(workdir)
+
+
+def send_raw(ns: str, ifname: str, frames: list[bytes]) -> None:
+    """Send ``frames`` as they are on ``ifname`` in namespace ``ns`` (a packet socket):
+    what a guest's own raw socket would put on its NIC."""
+    sock = netns.create_socket(ns, socket.AF_PACKET, socket.SOCK_RAW, 0, flags=0)
+    with sock:
+        sock.bind((ifname, 0))
+        for frame in frames:
+            sock.send(frame)
 
 
 class TapCapture:

@@ -120,10 +120,13 @@ class Lab:
         host.plugins.append(plugin)
         return plugin
 
-    def endpoint(self, host: Host, bridge: str, ip: str, mtu: int) -> Endpoint:
-        """A namespace whose ``eth0`` (``ip``/24, ``mtu``) is a veth into ``bridge`` on ``host``."""
+    def endpoint(
+        self, host: Host, bridge: str, ip: str, mtu: int, tap: str | None = None
+    ) -> Endpoint:
+        """A namespace whose ``eth0`` (``ip``/24, ``mtu``) is a veth into ``bridge`` on ``host``;
+        its host end is named ``tap`` (what libvirt is told in ``<target dev=>``) if given."""
         self._endpoints += 1
-        tap = f"cdtt{self._endpoints}"
+        tap = tap or f"cdtt{self._endpoints}"
         ep_ns = self.add_netns(f"cdtE{self._endpoints}")
         with NetNS(host.netns, flags=0) as ipr:
             ipr.link("add", ifname=tap, kind="veth", peer={"ifname": "eth0", "net_ns_fd": ep_ns})

@@ -9,7 +9,7 @@ never touched. Layout (recipe network-and-guest.md, sections 1b/1c)::
   cdoA<sfx>: ovsdb-server + ovs-vswitchd with OVS_RUNDIR/OVS_DBDIR/OVS_LOGDIR = <tmp>/A
      br-phy (netdev; internal port 10.250.0.1/24 = VTEP) -- ul0 ==veth== ul0 -- br-phy (.2)
      br-ph1 (netdev, physnet1)                           -- ph0 ==veth== ph0 -- br-ph1 (cdoB<sfx>)
-     br-int, br-tun: made by the plugin
+     br-cd-int, br-cd-tun: made by the plugin
   cdoE<n><sfx>: eth0 10.251.0.x/24 ==veth== tap<port id> in a host: a port the plugin plugged
 
 NOTE: the VTEP address sits on the internal port of an OVS bridge (br-phy):

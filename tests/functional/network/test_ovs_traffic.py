@@ -10,31 +10,16 @@ proves L2 isolation rather than a missing route.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import uuid
-from collections.abc import Iterator
 
 import pytest
 from netns_lab import Endpoint, ping, pings, tcp_transfer
-from ovs_lab import OvsHost, OvsLab, missing_prerequisites
+from ovs_lab import OvsHost, OvsLab
 
 from network_plugins import base, exception, ovs, ovs_flows
 
 INSTANCE = "0b6f2c5e-7a41-4c1e-9d2a-5b1f0e3c8a01"
-
-
-@pytest.fixture
-def ovs_lab() -> Iterator[OvsLab]:
-    if os.geteuid() != 0:
-        pytest.fail("functional network tests run as root (network namespaces); use `make test`")
-    if why := missing_prerequisites():
-        pytest.fail(why)
-    lab = OvsLab()
-    try:
-        yield lab
-    finally:
-        lab.cleanup()
 
 
 @pytest.fixture
@@ -123,8 +108,10 @@ def test_networks_connect_their_own_ports_only(
     if kind == "vlan":  # the segment on the wire is the network's, not the local VLAN
         assert "set_field:4197->vlan_vid" in a.flows("br-ph1")  # 0x1000 | 101
     else:
-        assert "tun_id=0x65" in a.flows("br-tun")
-        tunnel = a.vsctl("get", "Interface", f"cd-{kind}", "type", "options").split()
+        assert "tun_id=0x65" in a.flows("br-cd-tun")
+        tunnel = a.vsctl(
+            "get", "Interface", ovs.tunnel_port_name("br-cd-tun", kind), "type", "options"
+        ).split()
         assert tunnel[0] == kind and "remote_ip=flow" in " ".join(tunnel)
 
 
@@ -163,7 +150,7 @@ def test_spoofed_mac_and_ip_are_dropped(ovs_lab: OvsLab, hosts: tuple[OvsHost, O
         check=True,
     )
     assert _spoof_ping(a1, b1) == 0
-    flows = a.flows("br-int")
+    flows = a.flows("br-cd-int")
     assert "nw_src=10.251.0.11" in flows and "arp_spa=10.251.0.11" in flows
 
 
@@ -173,29 +160,29 @@ def test_last_unplug_removes_the_hosts_tunnels(
     a, b = hosts
     (plugin_a, plugin_b), (net1, net2), eps = _four_endpoints(ovs_lab, a, b, "vxlan")
     (port_a1, a1), (port_a2, a2), _, _ = eps
-    assert "tun_id=0x65" in a.flows("br-tun")
+    assert "tun_id=0x65" in a.flows("br-cd-tun")
 
     ovs_lab.destroy(a1)
     plugin_a.unplug(port_a1, INSTANCE)
-    flows = a.flows("br-tun")
+    flows = a.flows("br-cd-tun")
     assert "tun_id=0x65" not in flows and "tun_id=0x66" in flows
-    assert "cd-vxlan" in a.vsctl("list-ports", "br-tun")  # net2 still uses it
-    assert port_a1.network.id not in a.vsctl("get", "Bridge", "br-int", "external_ids")
-    assert ovs.tap_name(port_a1.id) not in a.vsctl("list-ports", "br-int")
+    assert "br-cd-tun-vx" in a.vsctl("list-ports", "br-cd-tun")  # net2 still uses it
+    assert port_a1.network.id not in a.vsctl("get", "Bridge", "br-cd-int", "external_ids")
+    assert ovs.tap_name(port_a1.id) not in a.vsctl("list-ports", "br-cd-int")
 
     ovs_lab.destroy(a2)
     plugin_a.unplug(port_a2, INSTANCE)
     plugin_a.unplug(port_a2, INSTANCE)  # idempotent
-    assert "tun_id" not in a.flows("br-tun")
-    assert "cd-vxlan" not in a.vsctl("list-ports", "br-tun")
+    assert "tun_id" not in a.flows("br-cd-tun")
+    assert "br-cd-tun-vx" not in a.vsctl("list-ports", "br-cd-tun")
 
     # B is told A has no ports left: B's tunnels to A for net1 go
     plugin_b.update_topology(net1, [b.underlay_ip])
-    flows = b.flows("br-tun")
+    flows = b.flows("br-cd-tun")
     assert "tun_id=0x65" not in flows and "tun_id=0x66" in flows
     plugin_b.update_topology(net2, [])
-    assert "tun_id" not in b.flows("br-tun")
-    assert "cd-vxlan" not in b.vsctl("list-ports", "br-tun")
+    assert "tun_id" not in b.flows("br-cd-tun")
+    assert "br-cd-tun-vx" not in b.vsctl("list-ports", "br-cd-tun")
 
 
 def test_vswitchd_restart_then_resync(ovs_lab: OvsLab, hosts: tuple[OvsHost, OvsHost]) -> None:
@@ -208,11 +195,11 @@ def test_vswitchd_restart_then_resync(ovs_lab: OvsLab, hosts: tuple[OvsHost, Ovs
     a.stop_vswitchd(cleanup=False)
     a.start_vswitchd()
     canary = f"cookie={ovs_flows.cookie(ovs_flows.KIND_CANARY):#x}"
-    assert canary not in a.flows("br-int")  # flows do not survive a restart
+    assert canary not in a.flows("br-cd-int")  # flows do not survive a restart
     assert ping(a1, b1, count=1, deadline=1) == 0
 
     assert plugin_a.check_and_resync() is True
-    assert canary in a.flows("br-int")
+    assert canary in a.flows("br-cd-int")
     assert ping(a1, b1) == 3
     assert plugin_a.check_and_resync() is False
 
@@ -230,15 +217,15 @@ def test_a_refused_rule_leaves_the_bridge_unchanged(
     a, _ = hosts
     plugin = a.plugin()
     assert plugin.check_and_resync() is True  # bridges and their base rules
-    assert "OpenFlow14" in a.vsctl("get", "Bridge", "br-int", "protocols")
+    assert "OpenFlow14" in a.vsctl("get", "Bridge", "br-cd-int", "protocols")
     mark = ovs_flows.cookie(ovs_flows.KIND_PORT, 4000)
     good = ovs_flows.Flow(ovs_flows.INGRESS, 7, "in_port=4000", "drop", mark)
     backwards = ovs_flows.Flow(ovs_flows.INGRESS, 8, "", "goto_table:0", mark)  # goes back
     with pytest.raises(exception.OpenFlowError, match="BAD_INSTRUCTION.*FLOW_MOD"):
-        plugin.openflow.apply("br-int", add=[good, backwards])
-    assert f"cookie={mark:#x}" not in a.flows("br-int")  # the bundle was not committed
-    plugin.openflow.apply("br-int", add=[good])  # the connection is usable again
-    assert f"cookie={mark:#x}" in a.flows("br-int")
+        plugin.openflow.apply("br-cd-int", add=[good, backwards])
+    assert f"cookie={mark:#x}" not in a.flows("br-cd-int")  # the bundle was not committed
+    plugin.openflow.apply("br-cd-int", add=[good])  # the connection is usable again
+    assert f"cookie={mark:#x}" in a.flows("br-cd-int")
 
 
 def _link(host: OvsHost, name: str) -> dict | None:
@@ -282,18 +269,19 @@ def test_the_plugin_owns_the_tap_and_puts_its_port_back(
     ofport = plugin._ports[port.id].ofport
     assert fresh["interface"]["ofport"] == fresh["interface"]["ofport_request"] == ofport
     cookie = ovs_flows.cookie(ovs_flows.KIND_PORT, ofport)
-    flows = a.port_flows("br-int", cookie)
-    assert flows and all("vlan_tci=0x0000/0x1fff" in f for f in flows)
+    flows = a.port_flows("br-cd-int", cookie)
+    # table 11 is reached from table 10 only, where the tag was checked
+    assert flows and all("vlan_tci=0x0000/0x1fff" in f for f in flows if "table=10," in f)
     assert plugin.check_and_resync() is False
 
     # What <virtualport type='openvswitch'> made libvirt do at each stop and
     # start: the row deleted, then added back untagged (a trunk).
     a.vsctl("--if-exists", "del-port", tap)
-    a.vsctl("add-port", "br-int", tap)
+    a.vsctl("add-port", "br-cd-int", tap)
     assert a.port_record(tap)["port"]["tag"] == ["set", []]  # type: ignore[index]
     assert plugin.check_and_resync() is True
     assert a.port_record(tap) == fresh
-    assert a.port_flows("br-int", cookie) == flows
+    assert a.port_flows("br-cd-int", cookie) == flows
 
     # A host reboot removes the taps; OVSDB keeps the rows.
     subprocess.run(["ip", "-n", a.netns, "link", "del", tap], check=True)
@@ -304,4 +292,4 @@ def test_the_plugin_owns_the_tap_and_puts_its_port_back(
 
     plugin.unplug(port, INSTANCE)
     assert _link(a, tap) is None and a.port_record(tap) is None
-    assert a.port_flows("br-int", cookie) == []
+    assert a.port_flows("br-cd-int", cookie) == []

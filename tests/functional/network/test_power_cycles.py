@@ -108,7 +108,9 @@ def _ovs(host: SimHost) -> OvsHost:
 def _local_vlans(host: SimHost) -> dict[str, int]:
     """Network id -> local VLAN on ``host``'s integration bridge (the plugin's records)."""
     found = json.loads(
-        _ovs(host).vsctl("--format=json", "--columns=external_ids", "find", "Bridge", "name=br-int")
+        _ovs(host).vsctl(
+            "--format=json", "--columns=external_ids", "find", "Bridge", "name=br-cd-int"
+        )
     )
     (row,) = found["data"]
     return {
@@ -125,7 +127,7 @@ def _port_state(plugin: str, guest: Guest, network: dict[str, Any]) -> dict[str,
         record = host.port_record(ovs.tap_name(guest.port["uuid"]))
         assert record is not None, "%s has no OVS port" % guest.name
         ofport = record["interface"]["ofport"]
-        flows = host.port_flows("br-int", ovs_flows.cookie(ovs_flows.KIND_PORT, ofport))
+        flows = host.port_flows("br-cd-int", ovs_flows.cookie(ovs_flows.KIND_PORT, ofport))
         return {"record": record, "flows": flows}
     tap = _tap(guest)
     link = links(guest.host.netns)[tap]

@@ -101,6 +101,24 @@ class FakeNetlink:
         self.closed = True
 
 
+class FakePortFilter:
+    """The part of :class:`nft_ports.PortFilter` the plugin uses: the rules it was given."""
+
+    def __init__(self) -> None:
+        self.rules: dict[str, tuple[str, tuple[str, ...]]] = {}  # tap -> (mac, addresses)
+        self.fail: np_exception.NftablesError | None = None
+
+    def plug(self, tap_name: str, mac: str, addresses: list[str]) -> None:
+        if self.fail is not None:
+            raise self.fail
+        self.rules[tap_name] = (mac, tuple(addresses))
+
+    def unplug(self, tap_name: str) -> None:
+        if self.fail is not None:
+            raise self.fail
+        self.rules.pop(tap_name, None)
+
+
 def make_conf(**options: Any) -> cfg.ConfigOpts:
     conf = cfg.ConfigOpts()
     conf([], project="unit", default_config_files=[])
@@ -118,8 +136,13 @@ def nl() -> FakeNetlink:
 
 
 @pytest.fixture
-def plugin(nl: FakeNetlink) -> LinuxBridgePlugin:
-    return LinuxBridgePlugin(make_conf(), netlink_api=nl)  # type: ignore[arg-type]
+def rules() -> FakePortFilter:
+    return FakePortFilter()
+
+
+@pytest.fixture
+def plugin(nl: FakeNetlink, rules: FakePortFilter) -> LinuxBridgePlugin:
+    return LinuxBridgePlugin(make_conf(), netlink_api=nl, port_filter=rules)  # type: ignore[arg-type]
 
 
 def net(kind: str = "vxlan", segment: int | None = 101, **kwargs: Any) -> base.Network:
@@ -221,7 +244,7 @@ def test_describe(plugin: LinuxBridgePlugin) -> None:
     assert plugin.describe().to_wire() == {
         "name": "linux_bridge",
         "network_types": ["flat", "vlan", "vxlan"],
-        "anti_spoofing": False,
+        "anti_spoofing": True,
         "tunnels": True,
         "resync": False,
     }
@@ -563,3 +586,42 @@ def test_options_registered_by_the_service_first(nl: FakeNetlink) -> None:
     conf.set_override("local_ip", LOCAL_IP, group="linux_bridge")
     plugin = LinuxBridgePlugin(conf, netlink_api=nl)  # type: ignore[arg-type]
     assert plugin.interface_config(port(net())).mtu == 1450
+
+
+# --- anti-spoofing (issue 17: linux_bridge had none) -------------------------------------
+
+
+def test_the_tap_is_named_so_that_its_rules_find_it(plugin: LinuxBridgePlugin) -> None:
+    config = plugin.interface_config(port(net(), port_id="9f2c6a1e-0000-4000-8000-0000000000aa"))
+    assert config.target_dev == "tap9f2c6a1e-00"
+    assert '<target dev="tap9f2c6a1e-00"/>' in config.to_string()
+
+
+def test_plug_puts_the_ports_rules_in_and_unplug_takes_them_out(
+    plugin: LinuxBridgePlugin, rules: FakePortFilter
+) -> None:
+    p = base.Port(id="p1", network=net(), mac="FA:16:3E:00:00:01", addresses=("10.0.0.5/24",))
+    plugin.plug(p, INSTANCE)
+    plugin.plug(p, INSTANCE)  # idempotent
+    assert rules.rules == {"tapp1": ("FA:16:3E:00:00:01", ("10.0.0.5",))}
+    plugin.unplug(p, INSTANCE)
+    assert rules.rules == {}
+
+
+def test_a_refused_rule_leaves_nothing_plugged(
+    plugin: LinuxBridgePlugin, nl: FakeNetlink, rules: FakePortFilter
+) -> None:
+    rules.fail = np_exception.NftablesError(operation="plug tapp1", reason="no")
+    with pytest.raises(cd_exception.NetworkError, match="nftables plug tapp1 failed: no"):
+        plugin.plug(port(net()), INSTANCE)
+    assert BRIDGE not in nl.links and "vxlan-101" not in nl.links
+    assert plugin._ports == {}
+
+
+def test_a_bad_address_is_refused_before_anything_changes(
+    plugin: LinuxBridgePlugin, nl: FakeNetlink
+) -> None:
+    bad = base.Port(id="p1", network=net(), mac="fa:16:3e:00:00:01", addresses=("10.0.0.300",))
+    with pytest.raises(cd_exception.Invalid, match="port p1"):
+        plugin.plug(bad, INSTANCE)
+    assert nl.calls == []

@@ -13,7 +13,7 @@ import pytest
 from oslo_config import cfg
 
 from compute_driver import exception as cd_exception
-from network_plugins import base, netlink, ovs, ovs_db, ovs_flows
+from network_plugins import base, netlink, ovs, ovs_db, ovs_flows, segments
 from network_plugins import exception as np_exception
 from network_plugins.ovs import OvsNetworkPlugin
 
@@ -72,7 +72,8 @@ def test_list_opts_is_the_ovs_group() -> None:
 def test_defaults() -> None:
     plugin = _plugin()
     assert plugin.opts.datapath_type == "system"
-    assert plugin.opts.integration_bridge == "br-int" and plugin.opts.tunnel_bridge == "br-tun"
+    assert plugin.opts.integration_bridge == "br-cd-int"
+    assert plugin.opts.tunnel_bridge == "br-cd-tun"
     assert plugin.mappings == {"physnet1": "br-eth1"}
     assert plugin.describe().to_wire() == {
         "name": "ovs",
@@ -117,6 +118,45 @@ def test_tap_and_patch_names() -> None:
         ovs.tap_name("a/b")
     assert ovs.patch_names("br-eth1") == ("int-br-eth1", "phy-br-eth1")
     assert all(len(n) <= 15 for n in ovs.patch_names("br-a-very-long-name"))
+
+
+def test_default_bridges_and_keys_are_not_neutrons() -> None:
+    """Fails before issue 17: br-int/br-tun and iface-id/attached-mac/vm-uuid/iface-status,
+    which a Neutron OVS agent or ovn-controller on the same host would claim."""
+    plugin = _plugin()
+    assert {plugin.int_br, plugin.tun_br}.isdisjoint({"br-int", "br-tun", "br-ex"})
+    keys = {ovs.IFACE_PORT, ovs.IFACE_MAC, ovs.IFACE_INSTANCE, ovs.IFACE_NETWORK}
+    assert all(k.startswith("compute-driver-") for k in keys | {ovs.NETWORK_KEY})
+    assert ovs.LEGACY_IFACE_KEYS["iface-id"] == ovs.IFACE_PORT
+    assert ovs.LEGACY_IFACE_KEYS["iface-status"] is None  # dropped
+
+
+def test_patch_and_tunnel_ports_are_named_after_their_bridges() -> None:
+    """Fails before issue 17: patch-tun/patch-int and cd-vxlan whatever the bridges."""
+    assert ovs.tunnel_patch_names("br-cd-int", "br-cd-tun") == ("br-cd-int-tun", "br-cd-tun-int")
+    assert ovs.tunnel_port_name("br-cd-tun", "vxlan") == "br-cd-tun-vx"
+    assert ovs.tunnel_port_name("br-cd-tun", "geneve") == "br-cd-tun-gnv"
+    one = ovs.tunnel_patch_names("br-tenant-a-int", "br-tenant-a-tun")
+    two = ovs.tunnel_patch_names("br-tenant-b-int", "br-tenant-b-tun")
+    assert set(one).isdisjoint(two) and all(len(n) <= 15 for n in one + two)
+    assert ovs.tunnel_port_name("br-tenant-a-tun", "geneve") != ovs.tunnel_port_name(
+        "br-tenant-b-tun", "geneve"
+    )
+    assert _plugin().tunnel_patch == ("br-cd-int-tun", "br-cd-tun-int")
+
+
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [
+        ({"integration_bridge": "br-a-name-too-long"}, "integration_bridge: 'br-a-name-too-long'"),
+        ({"tunnel_bridge": "br/x"}, "tunnel_bridge: 'br/x' has a character"),
+        ({"tunnel_bridge": "br-cd-int"}, "bridge 'br-cd-int' is also \\[ovs\\] integration_br"),
+        ({"bridge_mappings": ["physnet1:br-cd-tun"]}, "bridge 'br-cd-tun' is also"),
+    ],
+)
+def test_bridge_names_are_checked_at_start(options: dict[str, object], match: str) -> None:
+    with pytest.raises(cd_exception.InvalidConfig, match=match):
+        _plugin(**options)
 
 
 def test_network_record_round_trip() -> None:
@@ -212,21 +252,74 @@ def test_ipv6_underlay_costs_20_more_bytes() -> None:
 
 def test_guest_port_rules_allow_only_its_own_addresses() -> None:
     flows = ovs_flows.guest_port(100, MAC, ["10.0.0.5", "fd00::5"])
-    text = "\n".join(f.text() for f in flows)
+    ingress = [f for f in flows if f.table == ovs_flows.INGRESS]
+    text = "\n".join(f.text() for f in ingress)
     own = f"in_port=100,vlan_tci=0x0000/0x1fff,dl_src={MAC}"
-    assert all(own in f.match for f in flows)
+    assert all(own in f.match for f in ingress)
     assert f"arp,arp_sha={MAC},arp_spa=10.0.0.5" in text
     assert "ip,nw_src=10.0.0.5" in text
     assert "ipv6,ipv6_src=fd00::5" in text
     assert "ipv6_src=fe80::f816:3eff:fe00:1" in text  # the MAC's link-local address
-    assert {f.table for f in flows} == {ovs_flows.INGRESS}
+    assert {f.table for f in flows} == {ovs_flows.INGRESS, ovs_flows.GUEST_PROTOCOLS}
     assert {f.cookie for f in flows} == {ovs_flows.cookie(ovs_flows.KIND_PORT, 100)}
-    assert all(f.actions == "NORMAL" for f in flows)
+    # what IP traffic may say is checked by table 11; ARP and DHCP discovery are not IP from it
+    for flow in ingress:
+        expected = "NORMAL" if "arp" in flow.match or "tp_dst=67" in flow.match else "goto_table:11"
+        assert flow.actions == expected, flow.text()
+
+
+def test_neighbour_advertisements_only_for_the_ports_own_addresses() -> None:
+    flows = ovs_flows.guest_port(100, MAC, ["10.0.0.5", "fd00::5"])
+    table11 = {f.match for f in flows if f.table == ovs_flows.GUEST_PROTOCOLS}
+    na = "in_port=100,icmp6,icmp_type=136"
+    assert table11 == {
+        f"{na},nd_target={ip},nd_tll={ll}"
+        for ip in ("fd00::5", "fe80::f816:3eff:fe00:1")
+        for ll in (MAC, "00:00:00:00:00:00")
+    } | {f"in_port=100,icmp6,icmp_type=135,nd_sll={ll}" for ll in (MAC, "00:00:00:00:00:00")}
+
+
+def test_an_ipv4_only_port_may_use_its_link_local_address() -> None:
+    """Fails before issue 17: an IPv4-only port had no IPv6 rule at all."""
+    flows = ovs_flows.guest_port(100, MAC, ["10.0.0.5"])
+    text = "\n".join(f.text() for f in flows)
+    assert "ipv6,ipv6_src=fe80::f816:3eff:fe00:1,actions=goto_table:11" in text
+    assert "icmp6,ipv6_src=::,icmp_type=135" in text  # duplicate address detection
+    assert "nd_target=fe80::f816:3eff:fe00:1" in text
+
+
+def test_no_guest_is_a_dhcp_server_or_a_router() -> None:
+    """Fails before issue 17: an allowed source address let all of these through."""
+    base_rules = ovs_flows.integration_base(1, [])
+    drops = {
+        f.match
+        for f in base_rules
+        if f.table == ovs_flows.GUEST_PROTOCOLS and f.actions == "drop" and f.priority == 50
+    }
+    assert drops == {
+        "udp,tp_src=67,tp_dst=68",
+        "udp6,tp_src=547,tp_dst=546",
+        "icmp6,icmp_type=134",
+        "icmp6,icmp_type=137",
+    }
+    (default,) = [f for f in base_rules if f.table == ovs_flows.GUEST_PROTOCOLS and not f.match]
+    assert default.actions == "NORMAL" and default.priority == 0
+    # neighbour discovery: dropped unless a port's own rule (priority 100) allows it
+    assert all(
+        f.priority == 40 and f.actions == "drop"
+        for f in base_rules
+        if f.table == ovs_flows.GUEST_PROTOCOLS
+        and "icmp_type=13" in f.match
+        and f.match not in drops
+    )
 
 
 def test_guest_port_without_addresses_is_checked_on_its_mac() -> None:
-    (flow,) = ovs_flows.guest_port(7, MAC, [])
+    flows = ovs_flows.guest_port(7, MAC, [])
+    (flow,) = [f for f in flows if f.table == ovs_flows.INGRESS]
     assert flow.match == f"in_port=7,vlan_tci=0x0000/0x1fff,dl_src={MAC}"
+    assert flow.actions == "goto_table:11"  # still no DHCP server, no router
+    assert f"in_port=7,icmp6,icmp_type=136,nd_tll={MAC}" in {f.match for f in flows}
 
 
 def test_tunnel_rules_reach_exactly_the_remotes() -> None:
@@ -268,7 +361,7 @@ def test_flow_and_deletion_text() -> None:
 
 
 def test_link_local_is_eui64() -> None:
-    address = ipaddress.IPv6Address(ovs_flows._link_local("52:54:00:12:34:56"))
+    address = ipaddress.IPv6Address(segments.link_local("52:54:00:12:34:56"))
     assert address == ipaddress.IPv6Address("fe80::5054:ff:fe12:3456")
 
 
@@ -287,7 +380,7 @@ def test_unreachable_ovsdb_is_a_network_error() -> None:
 def test_unreachable_openflow_is_a_network_error(tmp_path: pathlib.Path) -> None:
     plugin = _plugin(run_dir=str(tmp_path))
     plugin._ready = True  # as if OVSDB had been read: the canary check goes to OpenFlow
-    with pytest.raises(cd_exception.NetworkError, match="OpenFlow connect on bridge br-int"):
+    with pytest.raises(cd_exception.NetworkError, match="OpenFlow connect on bridge br-cd-int"):
         plugin.check_and_resync()
 
 
