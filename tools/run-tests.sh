@@ -13,7 +13,7 @@
 # Each run also prints its slowest tests (pytest --durations; setup and
 # teardown count, so a slow fixture shows up under its first user): where the
 # suite's wall time goes, in every CI log.  DURATIONS=N changes how many
-# (0: all of them).
+# (0: every one that took 1 s or more).
 set -euo pipefail
 
 REPO_TOP=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
