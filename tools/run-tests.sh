@@ -9,6 +9,11 @@
 #   12 passed, 0 failed, 3 skipped
 # ("failed" counts failures and errors; ", N skipped" only when N > 0).
 # Exit status: 0 when nothing failed/errored and at least one test ran.
+#
+# Each run also prints its slowest tests (pytest --durations; setup and
+# teardown count, so a slow fixture shows up under its first user): where the
+# suite's wall time goes, in every CI log.  DURATIONS=N changes how many
+# (0: every one that took 1 s or more).
 set -euo pipefail
 
 REPO_TOP=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -16,6 +21,7 @@ VENV=${VENV:-$REPO_TOP/.venv}
 VENV=$(realpath -m -- "$VENV")  # relative VENV: relative to the caller's cwd
 PYTEST=$VENV/bin/pytest
 TREES=(tests/unit tests/functional)
+DURATIONS=${DURATIONS:-30}
 
 log() { printf 'run-tests: %s\n' "$*"; }
 die() { printf 'run-tests: ERROR: %s\n' "$*" >&2; exit 2; }
@@ -53,7 +59,8 @@ for tree in "${TREES[@]}"; do
     xml=$WORK/$name.xml
     log "running $PYTEST $tree"
     rc=0
-    "$PYTEST" "$tree" -q -p no:cacheprovider --junitxml="$xml" "$@" || rc=$?
+    "$PYTEST" "$tree" -q -p no:cacheprovider --junitxml="$xml" \
+        --durations="$DURATIONS" --durations-min=1.0 "$@" || rc=$?
     case $rc in
         0) ;;
         1) worst=1 ;;  # tests failed: counted from the junit file below

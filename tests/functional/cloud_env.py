@@ -7,6 +7,7 @@ removed at the end, domains included.
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import secrets
@@ -343,7 +344,22 @@ def remove_domains_of(state: str) -> None:
         conn.close()
 
 
+def fast_console(cmdline: str) -> str:
+    """``cmdline`` with its serial console at 115200 baud when it names no speed.
+
+    NOTE: a bare ``console=ttyS0`` runs the port at 9600 baud, and QEMU's
+    UART keeps to the programmed speed: the ~22 KB the test guest's kernel
+    prints took ~20 s of each ~40 s boot under TCG (``Run /init`` at 10.6 s
+    against 3.8 s at 115200). Every line is still printed.
+    """
+    return " ".join(
+        arg + ",115200" if arg.startswith("console=ttyS") and "," not in arg else arg
+        for arg in cmdline.split()
+    )
+
+
 def ensure_test_guest() -> dict[str, str]:
+    """Build the test guest if needed; its manifest, with :func:`fast_console`'s cmdline."""
     manifest = os.path.join(GUEST_DIR, "guest.json")
     # NOTE: always run: the script does nothing when the build is current,
     # and rebuilds a guest of an older build (e.g. one without qemu-ga).
@@ -353,7 +369,9 @@ def ensure_test_guest() -> dict[str, str]:
         capture_output=True,
     )
     with open(manifest) as f:
-        return json.load(f)
+        loaded: dict[str, str] = json.load(f)
+    loaded["cmdline"] = fast_console(loaded["cmdline"])
+    return loaded
 
 
 #: User data for the test guest: pings ``target`` once a second until a
@@ -399,11 +417,45 @@ def guest_import_args(name: str = "test-guest", *extra: str) -> list[str]:
     ]
 
 
+def _console_file(cloud: Cloud, server: str) -> str | None:
+    """The console log the agent keeps for ``server`` (a UUID) below the cloud's state, if one."""
+    pattern = os.path.join(glob.escape(cloud.state), "**", "instances", glob.escape(server))
+    found = glob.glob(os.path.join(pattern, "console.log"), recursive=True)
+    return found[0] if len(found) == 1 else None
+
+
+def _file_has(path: str, marker: str) -> bool:
+    try:
+        with open(path, errors="replace") as f:
+            return marker in f.read()
+    except OSError:
+        return False
+
+
+#: Seconds between ``console-log`` calls while the console file lacks the marker.
+API_POLL_WHILE_FILE_LACKS = 5.0
+
+
 def wait_for_console(cloud: Cloud, server: str, marker: str, timeout: float = 120) -> str:
-    """Poll the server's console log until ``marker`` appears; return the log."""
+    """Poll the server's console log until ``marker`` appears; return the log (as the API shows it).
+
+    The API (``server console-log``, a ``computectl`` process per call) has
+    the last word. NOTE: while the agent's console file for the server
+    lacks the marker, it is read instead (every 0.25 s) and the API only
+    asked every :data:`API_POLL_WHILE_FILE_LACKS` s: a computectl call costs
+    the booting TCG guests ~0.6 s of CPU, and the marker is seen sooner.
+    """
     deadline = time.monotonic() + timeout
     text = ""
+    path: str | None = None
+    last_call = -float("inf")
     while time.monotonic() < deadline:
+        path = path or _console_file(cloud, server)
+        now = time.monotonic()
+        if path and not _file_has(path, marker) and now - last_call < API_POLL_WHILE_FILE_LACKS:
+            time.sleep(0.25)
+            continue
+        last_call = now
         result = cloud.ctl("server", "console-log", server, "--lines", "2000")
         if result.rc == 0:
             text = result.json()

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 import libvirt
 import pytest
-from cloud_env import GUEST_DIR, LIBVIRT_URI, REPO, STATE_ROOT, remove_domains_of
+from cloud_env import GUEST_DIR, LIBVIRT_URI, REPO, STATE_ROOT, fast_console, remove_domains_of
 from oslo_config import cfg
 
 from compute_driver import conf as cd_conf
@@ -190,6 +190,7 @@ def _build_guest() -> dict[str, str]:
     with open(os.path.join(GUEST_DIR, "guest.json")) as f:
         manifest: dict[str, str] = json.load(f)
     assert int(manifest.get("build", 1)) >= GUEST_BUILD, manifest
+    manifest["cmdline"] = fast_console(manifest["cmdline"])
     return manifest
 
 
