@@ -3,7 +3,7 @@ server and host report, and the image and user data a host derives from them.
 
 Each is a frozen dataclass with ``to_wire()`` (the JSON-able dict the RPC
 payload carries) and ``from_wire()`` (that dict checked against its schema
-in :mod:`compute_driver.rpc.schemas`, then typed). One definition each: the
+in :mod:`compute_driver.wire_schemas`, then typed). One definition each: the
 scheduler builds them from its rows (``scheduler/records.py``), the compute
 API sends their wire form, the agent and the virt driver read them typed.
 
@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from compute_driver import disk_image, exception
-from compute_driver.rpc import schemas
+from compute_driver import wire_schemas as schemas
 
 
 def decode_user_data(encoded: str | None) -> bytes:
@@ -460,17 +460,6 @@ class InstancePower:
         return cls(**_checked("instance_power", schemas.INSTANCE_POWER, wire))
 
 
-#: The report_host payload without its signature.
-HOST_REPORT = {
-    **schemas.REPORT_METHODS["report_host"],
-    "properties": {
-        k: v
-        for k, v in schemas.REPORT_METHODS["report_host"]["properties"].items()
-        if k != "signature"
-    },
-}
-
-
 @dataclass(frozen=True)
 class HostReport:
     """A host as its agent reports it (``report_host``): capacity, abilities,
@@ -493,7 +482,7 @@ class HostReport:
     @classmethod
     def from_wire(cls, wire: Mapping[str, Any]) -> HostReport:
         """:raises InvalidPayload: ``wire`` does not match the ``report_host`` schema."""
-        report = _checked("host_report", HOST_REPORT, wire)
+        report = _checked("host_report", schemas.HOST_REPORT, wire)
         return cls(
             host=report["host"],
             resources=HostCapacity(**report["resources"]),
