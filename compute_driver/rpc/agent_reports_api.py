@@ -57,15 +57,14 @@ class AgentReportsAPI(RPCClientBase):
         super().__init__(conf, timeout, context)
         #: This host's report key; None sends reports unsigned.
         self._key: str | None = report_signing.configured_key(conf)
-        if self._key is not None:
-            key = self._key
+        self.signer = self._sign
 
-            def sign(
-                method: str, context: dict[str, Any], payload: dict[str, Any], host: str | None
-            ) -> dict[str, Any]:
-                return report_signing.sign(key, method, payload)
-
-            self.signer = sign
+    def _sign(
+        self, method: str, context: dict[str, Any], payload: dict[str, Any], host: str | None
+    ) -> dict[str, Any]:
+        if self._key is None:
+            return payload
+        return report_signing.sign(self._key, method, payload)
 
     # Reports are casts, so a slow scheduler never stalls an agent.
     def report_host(

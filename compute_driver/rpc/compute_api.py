@@ -52,8 +52,7 @@ class ComputeAPI(RPCClientBase):
         super().__init__(conf, timeout, context)
         #: The secret host keys derive from; None sends requests unsigned.
         self._secret: str | None = conf.agent_reports.secret or None
-        if self._secret is not None:
-            self.signer = self._sign_for_host
+        self.signer = self._sign_for_host
 
     # NOTE: every request is signed with the key of the host it goes to
     # (report_signing.py): no other agent can make one an agent accepts.

@@ -53,17 +53,16 @@ class SchedulerAPI(RPCClientBase):
         super().__init__(conf, timeout=timeout, context=context)
         #: The client key every call is signed with; None sends them unsigned.
         self._key: str | None = report_signing.configured_client_key(conf)
-        if self._key is not None:
-            key = self._key
+        self.signer = self._sign_call
 
-            # NOTE: the context is signed too: it says who is an admin, and an
-            # agent's credential can put a call into this topic's queue.
-            def sign_call(
-                method: str, context: dict[str, Any], payload: dict[str, Any], host: str | None
-            ) -> dict[str, Any]:
-                return report_signing.sign_call(key, method, context, payload)
-
-            self.signer = sign_call
+    # NOTE: the context is signed too: it says who is an admin, and an
+    # agent's credential can put a call into this topic's queue.
+    def _sign_call(
+        self, method: str, context: dict[str, Any], payload: dict[str, Any], host: str | None
+    ) -> dict[str, Any]:
+        if self._key is None:
+            return payload
+        return report_signing.sign_call(self._key, method, context, payload)
 
     def ping(self) -> dict[str, Any]:
         """Call: the scheduler's name and API version; proves it listens."""
