@@ -155,7 +155,11 @@ class ComputeDriver(abc.ABC):
 
     @abc.abstractmethod
     def spawn(
-        self, instance: InstanceSpec, disks: list, interfaces: list, volumes: list[VolumeRef]
+        self,
+        instance: InstanceSpec,
+        disks: list[Any],
+        interfaces: list[Any],
+        volumes: list[VolumeRef],
     ) -> str:
         """Create and start the guest.
 
@@ -227,7 +231,11 @@ class ComputeDriver(abc.ABC):
 
     @abc.abstractmethod
     def redefine(
-        self, instance: InstanceSpec, disks: list, interfaces: list, volumes: list[VolumeRef]
+        self,
+        instance: InstanceSpec,
+        disks: list[Any],
+        interfaces: list[Any],
+        volumes: list[VolumeRef],
     ) -> None:
         """Write a stopped guest's definition afresh from ``instance``.
 
