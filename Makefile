@@ -20,7 +20,7 @@ ROOT_TARGETS := venv services test-guest test demo
 # Prerequisites (venv -> services -> test-guest) must run in order, also under -j.
 .NOTPARALLEL:
 
-.PHONY: help venv services test-guest unit functional test demo genconfig lint clean
+.PHONY: help venv services test-guest unit functional test demo genconfig lint lint-mypy clean
 
 ifneq ($(filter $(ROOT_TARGETS),$(MAKECMDGOALS)),)
 ifneq ($(shell id -u),0)
@@ -72,12 +72,16 @@ genconfig:
 	$(need-venv)
 	$(VENV)/bin/oslo-config-generator --config-file etc/compute-driver/config-generator.conf
 
-lint:
+lint: lint-mypy
 	$(need-venv)
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
+
+# Also the pre-commit hook's (.pre-commit-config.yaml).
+lint-mypy:
+	$(need-venv)
 	$(VENV)/bin/mypy compute_driver network_plugins storage_backends
 	$(VENV)/bin/mypy --strict $(STRICT_PATHS)
-	$(VENV)/bin/lint-imports
 
 clean:
 	rm -rf -- "$(VENV)" .pytest_cache .ruff_cache .mypy_cache .hypothesis .tox build dist

@@ -77,6 +77,7 @@ from oslo_config import cfg  # noqa: E402
 
 from compute_driver import config  # noqa: E402
 from compute_driver.rpc import compute_api, transport  # noqa: E402
+from compute_driver.scheduler.database import Database  # noqa: E402
 from compute_driver.scheduler.networks import NetworkManager, agent_network  # noqa: E402
 from compute_driver.scheduler.store import Store  # noqa: E402
 
@@ -315,8 +316,8 @@ def run(args: argparse.Namespace, say: Callable[[str], None]) -> dict[str, Any]:
         transport.get_transport(conf)
         transport.check_broker(conf, retries=1)
         try:
-            store = Store("sqlite:///%s" % os.path.join(tmp, "scheduler.sqlite"))
-            store.upgrade()
+            store = Store(Database("sqlite:///%s" % os.path.join(tmp, "scheduler.sqlite")))
+            store.db.upgrade()
             cloud = Cloud(conf, store, hosts)
             network = cloud.network["uuid"]
             started = time.perf_counter()
@@ -401,7 +402,7 @@ def run(args: argparse.Namespace, say: Callable[[str], None]) -> dict[str, Any]:
                 bare_transport.cleanup()
             transport.cleanup()
             if store is not None:
-                store.engine.dispose()
+                store.db.engine.dispose()
     return times
 
 

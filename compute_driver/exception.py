@@ -8,10 +8,17 @@ Errors cross the message bus intact: oslo.messaging serializes the class
 path, ``args`` and ``kwargs``, and rebuilds the same class on the client when
 this module is in the transport's ``allowed_remote_exmods``. That is why each
 error keeps the keyword arguments it was built from in ``self.kwargs``.
+
+A client that cannot rebuild our classes (any client of plain
+oslo.messaging, which gets ``oslo_messaging.RemoteError``) reads the error
+from the failure's ``message``, which an RPC server sets to
+:meth:`ComputeDriverError.wire_text` (rpc/endpoint.py): a JSON object with
+``code``, ``kind``, ``message`` and ``request_id``.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 
@@ -38,9 +45,27 @@ class ComputeDriverError(Exception):
         self.message = message
         super().__init__(message)
 
+    #: What ``str()`` gives instead of the message: set only on the copy an
+    #: RPC server replies with (rpc/endpoint.py ``reply_copy``).
+    # NOTE: oslo.messaging sends ``str(error)`` as the failure's message and
+    # ``error.args`` apart: an outside client reads the code from the one,
+    # our clients rebuild the class (its message unchanged) from the other.
+    _wire: str | None = None
+
+    def __str__(self) -> str:
+        return self._wire if self._wire is not None else self.message
+
     def to_dict(self) -> dict[str, str]:
         """The error as the stable shape clients and ``-f json`` print."""
         return {"code": self.code, "kind": self.kind, "message": self.message}
+
+    def wire_text(self, request_id: str) -> str:
+        """The error as a client of plain oslo.messaging reads it: ``RemoteError.value``.
+
+        One line of JSON: :meth:`to_dict` and the ``request_id`` the server
+        logged it under.
+        """
+        return json.dumps(dict(self.to_dict(), request_id=request_id), sort_keys=True)
 
 
 # --- invalid input --------------------------------------------------------
@@ -80,6 +105,13 @@ class UnknownMethod(Invalid):
 class UnsupportedVersion(Invalid):
     msg_fmt = "RPC version %(version)s of %(api)s is not supported: %(reason)s"
     code = "unsupported_version"
+
+
+class InvalidVersion(Invalid):
+    """Not a version number at all (``unsupported_version`` is one no endpoint serves)."""
+
+    msg_fmt = "RPC version %(version)r of %(api)s is not a version number (MAJOR.MINOR)"
+    code = "invalid_version"
 
 
 class InvalidImage(Invalid):

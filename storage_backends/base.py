@@ -153,7 +153,7 @@ class StorageBackend(abc.ABC):
     def get_volume(self, volume_id: str) -> Volume:
         """The volume ``volume_id`` as it is on the backend (its real size).
 
-        :raises VolumeNotFound: no such volume.
+        :raises BackendVolumeNotFound: no such volume.
         """
 
     @abc.abstractmethod
@@ -181,7 +181,7 @@ class StorageBackend(abc.ABC):
         """Grow the volume to ``size_gb``; the same size is a no-op.
 
         :raises InvalidVolumeSize: smaller than it is (shrinking loses data).
-        :raises VolumeNotFound: no such volume.
+        :raises BackendVolumeNotFound: no such volume.
         :raises Unsupported: ``describe().resize`` is false.
         """
         raise exception.Unsupported(backend=self.name, ability="resize")
@@ -190,7 +190,7 @@ class StorageBackend(abc.ABC):
         """Snapshot the volume (crash-consistent if a guest is writing to it).
 
         :raises DuplicateName: the volume has a snapshot of that name.
-        :raises VolumeNotFound: no such volume.
+        :raises BackendVolumeNotFound: no such volume.
         :raises Unsupported: ``describe().snapshots`` is false.
         """
         raise exception.Unsupported(backend=self.name, ability="snapshots")
@@ -198,7 +198,7 @@ class StorageBackend(abc.ABC):
     def list_snapshots(self, volume_id: str) -> list[dict[str, Any]]:
         """The volume's snapshots, oldest first: ``name``, ``size_gb``, ``created_at``.
 
-        :raises VolumeNotFound: no such volume.
+        :raises BackendVolumeNotFound: no such volume.
         :raises Unsupported: ``describe().snapshots`` is false.
         """
         raise exception.Unsupported(backend=self.name, ability="snapshots")
@@ -207,7 +207,7 @@ class StorageBackend(abc.ABC):
         """Put the volume back as it was at ``snapshot``.
 
         :raises VolumeBusy: a guest has the volume open.
-        :raises VolumeSnapshotNotFound, VolumeNotFound: no such snapshot or volume.
+        :raises VolumeSnapshotNotFound, BackendVolumeNotFound: no such snapshot or volume.
         :raises Unsupported: ``describe().snapshots`` is false.
         """
         raise exception.Unsupported(backend=self.name, ability="snapshots")
@@ -234,7 +234,7 @@ class StorageBackend(abc.ABC):
         :param volume_id: a volume that no running guest writes to.
         :param dest: a new file path on this host (the caller reserved it).
         :raises Unsupported: ``describe().export`` is false.
-        :raises VolumeNotFound: no such volume.
+        :raises BackendVolumeNotFound: no such volume.
         :raises StorageError: the copy failed; ``dest`` is removed.
         """
         raise exception.Unsupported(backend=self.name, ability="export")

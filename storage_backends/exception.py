@@ -3,7 +3,9 @@
 from compute_driver import exception
 
 
-class VolumeNotFound(exception.NotFound):
+class BackendVolumeNotFound(exception.NotFound):
+    """The backend has no such volume (the scheduler's record may still name it)."""
+
     msg_fmt = "Volume %(volume)s not found on backend %(backend)s"
     code = "backend_volume_not_found"
 

@@ -176,7 +176,7 @@ class FileStore:
     def _require(self, volume_id: str) -> ScannedFile:
         found = self._find(volume_id)
         if found is None:
-            raise exception.VolumeNotFound(volume=volume_id, backend=self.backend)
+            raise exception.BackendVolumeNotFound(volume=volume_id, backend=self.backend)
         if found.header is None:
             raise cd_exception.StorageError(
                 operation="read", volume=volume_id, reason="its header cannot be read"

@@ -518,14 +518,14 @@ class IscsiStorageBackend(base.StorageBackend):
     def get_volume(self, volume_id: str) -> base.Volume:
         """The volume on its LUN (size_gb: the LUN's size in whole GiB).
 
-        :raises VolumeNotFound: no LUN is claimed by it, or it is still being made.
+        :raises BackendVolumeNotFound: no LUN is claimed by it, or it is still being made.
         """
         base.check_volume_name(volume_id)
         with self._pool() as pool:
             for lun, record in sorted(pool.claims_of(volume_id), key=lambda c: c[0]):
                 if record["state"] == READY:
                     return self._volume(volume_id, lun)
-        raise exception.VolumeNotFound(volume=volume_id, backend=self.name)
+        raise exception.BackendVolumeNotFound(volume=volume_id, backend=self.name)
 
     def delete_volume(self, volume_id: str) -> None:
         """Zero the first MiB of the volume's LUN and release it. Idempotent.

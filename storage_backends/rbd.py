@@ -304,13 +304,13 @@ class RbdStorageBackend(base.StorageBackend):
     def get_volume(self, volume_id: str) -> base.Volume:
         """The volume with its current size.
 
-        :raises VolumeNotFound: no such volume.
+        :raises BackendVolumeNotFound: no such volume.
         """
         name = self._volume_name(volume_id)
         with self._session("get", name) as client, self._ioctx(client, "get", name) as ioctx:
             volume = self._open(ioctx, name, read_only=True)
             if volume is None:
-                raise exception.VolumeNotFound(volume=name, backend=self.name)
+                raise exception.BackendVolumeNotFound(volume=name, backend=self.name)
             with volume:
                 return self._volume(name, volume.size())
 
@@ -440,7 +440,7 @@ class RbdStorageBackend(base.StorageBackend):
         """Grow the volume to ``size_gb``; the same size is a no-op.
 
         :raises InvalidVolumeSize: smaller than it is (shrinking loses data).
-        :raises VolumeNotFound: no such volume.
+        :raises BackendVolumeNotFound: no such volume.
         """
         name = self._volume_name(volume_id)
         with self._session("resize", name) as client, self._ioctx(client, "resize", name) as ioctx:
@@ -461,7 +461,7 @@ class RbdStorageBackend(base.StorageBackend):
     def _open_volume(self, ioctx: Any, name: str) -> Any:
         volume = self._open(ioctx, name)
         if volume is None:
-            raise exception.VolumeNotFound(volume=name, backend=self.name)
+            raise exception.BackendVolumeNotFound(volume=name, backend=self.name)
         return volume
 
     def disk_config(self, volume: base.Volume) -> lvxml.Disk:
@@ -497,7 +497,7 @@ class RbdStorageBackend(base.StorageBackend):
         """Snapshot the volume (crash-consistent if a guest is writing to it).
 
         :raises DuplicateName: the volume has a snapshot of that name.
-        :raises VolumeNotFound: no such volume.
+        :raises BackendVolumeNotFound: no such volume.
         """
         name = self._volume_name(volume_id)
         base.check_volume_name(snapshot)
@@ -511,7 +511,7 @@ class RbdStorageBackend(base.StorageBackend):
     def list_snapshots(self, volume_id: str) -> list[dict[str, Any]]:
         """The volume's snapshots, oldest first: ``name``, ``size_gb``, ``created_at``.
 
-        :raises VolumeNotFound: no such volume.
+        :raises BackendVolumeNotFound: no such volume.
         """
         name = self._volume_name(volume_id)
         with self._session("list", name) as client, self._ioctx(client, "list", name) as ioctx:
@@ -532,7 +532,7 @@ class RbdStorageBackend(base.StorageBackend):
         """Put the volume back as it was at ``snapshot`` (size included).
 
         :raises VolumeBusy: a guest has the volume open; stop it first.
-        :raises VolumeSnapshotNotFound, VolumeNotFound: no such snapshot or volume.
+        :raises VolumeSnapshotNotFound, BackendVolumeNotFound: no such snapshot or volume.
         """
         name = self._volume_name(volume_id)
         base.check_volume_name(snapshot)

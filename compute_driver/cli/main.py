@@ -306,7 +306,55 @@ def build_parser() -> ArgumentParser:
         help="directory made by tools/build-test-guest.sh",
     )
     demo.add_argument("--boot-timeout", type=positive_int, default=180, metavar="S")
+    for command in _commands(parser):
+        _accept_global_options_after(command)
     return parser
+
+
+def _commands(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    """The parsers of the commands users run (``server list``, ``demo``, ...)."""
+    found = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in dict.fromkeys(action.choices.values()):  # aliases share a parser
+                found.extend(_commands(child) or [child])
+    return found
+
+
+def _accept_global_options_after(command: argparse.ArgumentParser) -> None:
+    """Let ``-f``, ``--timeout`` and ``--project`` follow the command too.
+
+    NOTE: python-openstackclient's users write ``server list -f json``; the
+    global options stay where they were. SUPPRESS keeps an option that is not
+    repeated after the command from resetting the one given before it. A
+    command with a ``--project`` of its own (the owner of what it creates, the
+    project a list is filtered by) keeps it: acting as that project gives the
+    same answer for those commands.
+    """
+    taken = {flag for action in command._actions for flag in action.option_strings}
+    if "--format" not in taken:
+        command.add_argument(
+            *[f for f in ("-f", "--format") if f not in taken],
+            choices=["table", "json"],
+            default=argparse.SUPPRESS,
+            help="output format (as before the command)",
+        )
+    if "--timeout" not in taken:
+        command.add_argument(
+            "--timeout",
+            type=positive_int,
+            default=argparse.SUPPRESS,
+            metavar="S",
+            help="seconds to wait for each answer (as before the command)",
+        )
+    if "--project" not in taken:
+        command.add_argument(
+            "--project",
+            dest="as_project",
+            default=argparse.SUPPRESS,
+            metavar="P",
+            help="act as project P (as before the command)",
+        )
 
 
 def _progress_printer(progress: Any, what: str):

@@ -16,6 +16,8 @@ from compute_driver import exception
 from compute_driver.rpc import (
     agent_reports_api,
     compute_api,
+    context,
+    endpoint,
     policy,
     scheduler_api,
     schemas,
@@ -30,9 +32,8 @@ do not edit by hand. Transport: oslo.messaging, exchange `compute_driver` (optio
 `control_exchange`). Every method takes keyword arguments only, checked against the
 schema below on arrival: a payload that does not match is refused with the error
 `invalid_payload` and changes nothing. Requests that carry a UUID are idempotent.
-Errors reach callers as the classes of `compute_driver.exception` (allowed remote
-exception modules: `compute_driver.exception`, `storage_backends.exception`,
-`network_plugins.exception`).
+Every error carries a stable `code` a client of plain oslo.messaging reads (see
+"Errors on the wire" at the end).
 
 Who may publish where is the broker's to enforce, with one user per role
 (`tools/rabbitmq-users.sh`; README.md, "The message bus"): a client only to topic
@@ -45,8 +46,20 @@ def _context_section() -> list[str]:
     """Who may call what: the context every call carries, and policy.py's table."""
     lines = ["", "## Request context and project scope", ""]
     lines += [line.rstrip() for line in (inspect.getdoc(policy) or "").splitlines()]
-    lines += ["", "The context (oslo.messaging's `ctxt`), checked on arrival:", "", "```json"]
-    lines += json.dumps(schemas.CONTEXT, indent=2, sort_keys=True).splitlines()
+    lines += [
+        "",
+        "The context (oslo.messaging's `ctxt`, a dict) is checked on arrival, before the",
+        "method runs: at most %d bytes as compact JSON, then this schema (no other keys)."
+        % context.MAX_CONTEXT_BYTES,
+        "A context that fails either is refused with `invalid_context`, which names the",
+        "key or the size, never the value, and changes nothing. Send `request_id` (your",
+        "id of this call, `req-<uuid>` by convention: error replies and our logs carry",
+        "it; one is made when there is none), `project`, `user`, `admin`, and",
+        "`global_request_id` when an upstream request (oslo.context's form) started it.",
+        "",
+        "```json",
+    ]
+    lines += json.dumps(context.CONTEXT, indent=2, sort_keys=True).splitlines()
     lines += ["```", "", "| rule | who may call |", "|---|---|"]
     lines += ["| `%s` | %s |" % (rule, text) for rule, text in policy.RULES.items()]
     lines += ["", "Payload fields only an admin may give:", ""]
@@ -60,6 +73,55 @@ def _context_section() -> list[str]:
         for field, values in sorted(rules.items())
     ]
     return lines
+
+
+def _errors_section() -> list[str]:
+    """How an error travels, for a client that imports nothing of ours."""
+    sample = exception.InstanceNotFound(instance="3f0c...")
+    wire = sample.wire_text("req-8d3e...")
+    return [
+        "",
+        "## Errors",
+        "",
+        "Every error a caller can receive is one of the classes below, each with one",
+        "stable `code` (never reused, never changed; messages may be reworded) and a",
+        "`kind`: `invalid`, `not_found`, `conflict` or `failed`. Class names are unique",
+        "across the modules, so a class name also names one code.",
+        "",
+        "### Errors on the wire",
+        "",
+        "oslo.messaging sends an error as its class, module, message, `args` and `kwargs`.",
+        "Ours set the message to one line of JSON with `code`, `kind`, `message` and",
+        "the `request_id` of the call's context, so a client of plain oslo.messaging,",
+        "which receives `oslo_messaging.RemoteError`, reads the code from its `value`:",
+        "",
+        "```python",
+        "try:",
+        '    client.call(ctxt, "show_server", server=uuid)',
+        "except oslo_messaging.RemoteError as error:",
+        '    code = json.loads(error.value)["code"]  # also error.exc_type: the class',
+        "```",
+        "",
+        "```json",
+        wire,
+        "```",
+        "",
+        "A client that lists our exception modules in `allowed_remote_exmods` gets the",
+        "class itself, with `code`, `kind`, `message` (the plain text) and `kwargs`:",
+        "",
+        *["* `%s`" % module for module in transport.ALLOWED_EXMODS],
+        "",
+        "No reply carries a traceback or a path on the server: the remote traceback",
+        "oslo.messaging sends is the one line `<module>.<Class>: <message>`. A failure",
+        "that is not one of ours is `internal_error`, whose message names the",
+        "`request_id`; its traceback is in that service's log under the same id.",
+        "Text in a reply is cut at %d characters, control characters escaped." % endpoint.MAX_TEXT,
+        "",
+        "What the dispatcher answers before any method runs: a method no endpoint",
+        "serves, `unknown_method`; a version that is not `MAJOR.MINOR`,",
+        "`invalid_version`; a version no endpoint serves, `unsupported_version`; a",
+        "context past its bound or schema, `invalid_context`.",
+    ]
 
 
 def _api_section(
@@ -108,7 +170,8 @@ def render() -> str:
         schemas.COMPUTE_METHODS,
         schemas.COMPUTE_CASTS,
     )
-    lines += ["", "## Errors", "", "| code | kind | class | message |", "|---|---|---|---|"]
+    lines += _errors_section()
+    lines += ["", "| code | kind | class | message |", "|---|---|---|---|"]
     ours = [c for c in exception.all_error_classes() if c.__module__ in transport.ALLOWED_EXMODS]
     for cls in sorted(ours, key=lambda c: c.code):
         lines.append(

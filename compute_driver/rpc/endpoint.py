@@ -72,6 +72,11 @@ def request_id(ctxt: Any) -> str:
 def reply_copy(error: exception.ComputeDriverError) -> exception.ComputeDriverError:
     """``error`` as a caller receives it: bounded, never raised, so with no traceback."""
     cls = type(error)
+    # NOTE: an error a peer sent us (an agent's, forwarded by the scheduler)
+    # is of oslo.messaging's <Class>_Remote subclass, whose str() is the
+    # peer's whole reply, trace included: the copy is of the class itself.
+    if cls.__name__.endswith("_Remote") and cls.__bases__[0].__name__ + "_Remote" == cls.__name__:
+        cls = cls.__bases__[0]
     copy = cls.__new__(cls)
     kwargs = {
         key: value
@@ -83,7 +88,7 @@ def reply_copy(error: exception.ComputeDriverError) -> exception.ComputeDriverEr
     return copy
 
 
-def refusal(error: exception.ComputeDriverError) -> messaging.ExpectedException:
+def refusal(error: exception.ComputeDriverError, ctxt: Any = None) -> messaging.ExpectedException:
     """What an endpoint raises to answer ``error`` without a traceback, here or there.
 
     NOTE: oslo.messaging replies with ``traceback.format_exception`` of the
@@ -91,13 +96,20 @@ def refusal(error: exception.ComputeDriverError) -> messaging.ExpectedException:
     exception's own traceback, every client would read our file paths and
     code. A fresh copy that was never raised has no traceback and no chained
     cause, so the reply holds its message only.
+
+    The copy's ``str()``, which oslo.messaging sends as the failure's
+    message (what a client of plain oslo.messaging reads as
+    ``RemoteError.value``), is its ``wire_text``: JSON with the code and
+    ``ctxt``'s request id. Our clients rebuild the class from its ``args``
+    and ``kwargs``, which hold the plain message.
     """
     expected = messaging.ExpectedException()
-    clean = reply_copy(error)
-    expected.exc_info = (type(clean), clean, None)
+    sent = reply_copy(error)
+    sent._wire = sent.wire_text(request_id(ctxt))
+    expected.exc_info = (type(sent), sent, None)
     # Who catches the wrapper in-process (tests, the embedded cloud) finds
     # the error where ``raise ... from`` would have put it.
-    expected.__cause__ = clean
+    expected.__cause__ = reply_copy(error)
     return expected
 
 
@@ -139,7 +151,7 @@ def rpc_method(
             # appends the active exception to warnings (its error summary).
             if ours:
                 _log_refusal(method, ctxt, error)
-            raise refusal(error)
+            raise refusal(error, ctxt)
 
         # NOTE: oslo.messaging ships no type hints; expose() returns the function.
         return cast(Callable[..., Any], messaging.expose(wrapper))
@@ -167,9 +179,7 @@ class Dispatcher(rpc_dispatcher.RPCDispatcher):  # type: ignore[misc]  # untyped
         if not isinstance(method, str) or not METHOD_NAME.match(method):
             return exception.UnknownMethod(api=self.api, method=bounded(method, 80))
         if not isinstance(version, str) or not VERSION.match(version):
-            return exception.UnsupportedVersion(
-                version=bounded(version, 20), api=self.api, reason="not a version number"
-            )
+            return exception.InvalidVersion(version=bounded(version, 20), api=self.api)
         if not isinstance(message.get("args", {}), dict):
             return exception.InvalidPayload(
                 method="%s.%s" % (self.api, method), reason="the arguments are not an object"
@@ -191,8 +201,19 @@ class Dispatcher(rpc_dispatcher.RPCDispatcher):  # type: ignore[misc]  # untyped
                     reason="no endpoint of this service serves it (namespace %s)"
                     % bounded(message.get("namespace"), 40),
                 )
+            except messaging.ExpectedException:
+                raise
+            except Exception:
+                # NOTE: a method no rpc_method wraps: oslo.messaging would
+                # reply with the traceback. It stays in this log, with the id.
+                name = "%s.%s" % (self.api, message["method"])
+                LOG.exception("%s failed (request %s)", name, request_id(incoming.ctxt))
+                raise refusal(
+                    exception.InternalError(method=name, request_id=request_id(incoming.ctxt)),
+                    incoming.ctxt,
+                ) from None
         LOG.warning("%s (request %s)", error.message, request_id(incoming.ctxt))
-        raise refusal(error)
+        raise refusal(error, incoming.ctxt)
 
 
 #: What oslo.messaging's rabbit driver logs, with the exception, for a

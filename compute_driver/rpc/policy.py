@@ -1,7 +1,8 @@
 """Who may call which scheduler method: the one table, checked before each runs.
 
 Every call carries a context: ``project`` (the project it acts for),
-``user`` (for the logs), ``admin`` (an operator) and ``request_id``.
+``user`` (for the logs), ``admin`` (an operator), ``request_id`` and
+``global_request_id`` (for the logs; rpc/context.py checks them all).
 NOTE: the context is what the bus client asserts. The bus credential and,
 with ``[agent_reports] secret`` set, the client key's signature over the
 call and its context (``[client] key``, rpc/report_signing.py) are the

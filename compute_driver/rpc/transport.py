@@ -28,9 +28,19 @@ ALLOWED_EXMODS = [
     "compute_driver.virt.libvirt.guest_config",
 ]
 
+
+def set_defaults() -> None:
+    """Our defaults for oslo.messaging's options (the exchange).
+
+    Also the ``oslo.config.opts.defaults`` hook (setup.cfg), so that the
+    sample config shows the exchange the services use, not oslo's.
+    """
+    messaging.set_transport_defaults(control_exchange=CONTROL_EXCHANGE)
+
+
 # NOTE: the default must be set before the transport options are first
 # read, so it is done when this module is imported.
-messaging.set_transport_defaults(control_exchange=CONTROL_EXCHANGE)
+set_defaults()
 
 # NOTE: keyed by the ConfigOpts and its transport_url: the global
 # cfg.CONF may be loaded again with another file, and must not keep the

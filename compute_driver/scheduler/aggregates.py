@@ -25,10 +25,9 @@ from sqlalchemy import delete, func, select
 from compute_driver import exception
 from compute_driver.rpc.context import RequestContext
 from compute_driver.scheduler import scope
-from compute_driver.scheduler.database import find_by_ref
+from compute_driver.scheduler.database import Database, find_by_ref
 from compute_driver.scheduler.models import Aggregate, AggregateHost, Host, Instance, ServerGroup
 from compute_driver.scheduler.scope import scheduler_method
-from compute_driver.scheduler.store import Store
 
 LOG = logging.getLogger(__name__)
 
@@ -45,18 +44,18 @@ class AggregateManager:
     target = messaging.Target(version="1.0")
 
     def __init__(
-        self, conf: cfg.ConfigOpts, store: Store, on_change: Callable[[], None] | None = None
+        self, conf: cfg.ConfigOpts, db: Database, on_change: Callable[[], None] | None = None
     ) -> None:
         """:param on_change: called after each committed change of an aggregate
         (the scheduler's host view reads zones and properties again)."""
         self.conf = conf
-        self.store = store
+        self.db = db
         self._on_change = on_change or (lambda: None)
 
     @contextlib.contextmanager
     def _changing(self) -> Iterator[Any]:
         """A transaction that changes aggregates; ``on_change`` runs after its commit."""
-        with self.store.session() as session:
+        with self.db.session() as session:
             yield session
         self._on_change()
 
@@ -86,7 +85,7 @@ class AggregateManager:
     def create_aggregate(
         self, context: RequestContext, name: str, availability_zone: str | None = None
     ) -> dict[str, Any]:
-        with self.store.session() as session:
+        with self.db.session() as session:
             if session.get(Aggregate, name) is not None:
                 raise exception.DuplicateName(what="Aggregate", name=name)
             aggregate = Aggregate(name=name, availability_zone=availability_zone, properties={})
@@ -167,7 +166,7 @@ class AggregateManager:
 
     @scheduler_method
     def list_aggregates(self, context: RequestContext) -> list[dict[str, Any]]:
-        with self.store.session() as session:
+        with self.db.session() as session:
             return [
                 self._aggregate_dict(session, a)
                 for a in session.scalars(select(Aggregate).order_by(Aggregate.name))
@@ -175,7 +174,7 @@ class AggregateManager:
 
     @scheduler_method
     def show_aggregate(self, context: RequestContext, aggregate: str) -> dict[str, Any]:
-        with self.store.session() as session:
+        with self.db.session() as session:
             return self._aggregate_dict(session, self._aggregate(session, aggregate))
 
     @scheduler_method
@@ -193,7 +192,7 @@ class AggregateManager:
         default_zone = self.conf.scheduler.default_availability_zone
         zones: dict[str, str] = {}
         properties: dict[str, dict[str, set[str]]] = {}
-        with self.store.session() as session:
+        with self.db.session() as session:
             rows = session.execute(
                 select(AggregateHost.host, Aggregate.availability_zone, Aggregate.properties).join(
                     Aggregate, Aggregate.name == AggregateHost.aggregate
@@ -219,7 +218,7 @@ class AggregateManager:
         """:raises NotFound: no aggregate names ``zone`` (and it is not the default)."""
         if zone == self.conf.scheduler.default_availability_zone:
             return
-        with self.store.session() as session:
+        with self.db.session() as session:
             known = session.scalar(
                 select(func.count())
                 .select_from(Aggregate)
@@ -265,7 +264,7 @@ class AggregateManager:
         project: str | None = None,
     ) -> dict[str, Any]:
         project = scope.owner(context, project, "create_server_group")
-        with self.store.session() as session:
+        with self.db.session() as session:
             existing = session.get(ServerGroup, uuid)
             if existing is not None:
                 scope.repeated(context, existing.project, uuid)
@@ -280,7 +279,7 @@ class AggregateManager:
         self, context: RequestContext, project: str | None = None, all_projects: bool = False
     ) -> list[dict[str, Any]]:
         project = scope.list_project(context, project, all_projects)
-        with self.store.session() as session:
+        with self.db.session() as session:
             query = select(ServerGroup).order_by(ServerGroup.created_at)
             if project:
                 query = query.where(ServerGroup.project == project)
@@ -288,12 +287,12 @@ class AggregateManager:
 
     @scheduler_method
     def show_server_group(self, context: RequestContext, group: str) -> dict[str, Any]:
-        with self.store.session() as session:
+        with self.db.session() as session:
             return self._group_dict(session, self._group(session, group, context))
 
     @scheduler_method
     def delete_server_group(self, context: RequestContext, group: str) -> dict[str, Any]:
-        with self.store.session() as session:
+        with self.db.session() as session:
             record = self._group(session, group, context)
             gone = self._group_dict(session, record)
             if gone["members"]:
@@ -312,7 +311,7 @@ class AggregateManager:
 
         :raises NotFound, ProjectMismatch: no such group, or another project's.
         """
-        with self.store.session() as session:
+        with self.db.session() as session:
             group = self._group_dict(session, self._group(session, ref, context))
         if group["project"] != project:
             raise exception.ProjectMismatch(
@@ -322,7 +321,7 @@ class AggregateManager:
 
     def members_on(self, group_uuid: str, host: str, other_than: str) -> int:
         """Live members of a group on ``host``, ``other_than`` left out (the late check)."""
-        with self.store.session() as session:
+        with self.db.session() as session:
             return int(
                 session.scalar(
                     select(func.count())

@@ -1,7 +1,8 @@
 """The scheduler's catalog: every read and write of the flavors and images tables.
 
-A server is built from one flavor and one image.
-:class:`~compute_driver.scheduler.store.Store` inherits these methods.
+A server is built from one flavor and one image. Composed around the
+scheduler's :class:`~compute_driver.scheduler.database.Database`, as the
+server, volume and network stores are.
 """
 
 from __future__ import annotations
@@ -26,19 +27,22 @@ from compute_driver.scheduler.statements import (
 )
 
 
-class Catalog(Database):
+class Catalog:
     """Flavor and image rows in the scheduler database."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
 
     # --- flavors -----------------------------------------------------------
 
     def list_flavors(self) -> list[dict[str, Any]]:
-        with self.session() as session:
+        with self.db.session() as session:
             return [
                 flavor_dict(f) for f in session.scalars(select(Flavor).order_by(Flavor.memory_mb))
             ]
 
     def get_flavor(self, name: str) -> dict[str, Any]:
-        with self.session() as session:
+        with self.db.session() as session:
             flavor = session.get(Flavor, name)
             if flavor is None:
                 raise exception.FlavorNotFound(flavor=name)
@@ -58,7 +62,7 @@ class Catalog(Database):
         :raises DuplicateName: another flavor has that name.
         """
         guest_properties.check_flavor(vcpus, memory_mb, extra_specs)
-        with self.session() as session:
+        with self.db.session() as session:
             existing = session.get(Flavor, name)
             if existing is not None:
                 same = (
@@ -81,7 +85,7 @@ class Catalog(Database):
             return flavor_dict(flavor)
 
     def delete_flavor(self, name: str) -> None:
-        with self.session() as session:
+        with self.db.session() as session:
             flavor = session.get(Flavor, name)
             if flavor is None:
                 raise exception.FlavorNotFound(flavor=name)
@@ -138,7 +142,7 @@ class Catalog(Database):
         return row
 
     def get_image(self, ref: str, context: RequestContext | None = None) -> dict[str, Any]:
-        with self.connection() as connection:
+        with self.db.connection() as connection:
             return image_dict(self._image_row(connection, ref, context))
 
     def get_flavor_and_image(
@@ -148,7 +152,7 @@ class Catalog(Database):
 
         :raises FlavorNotFound: / :raises ImageNotFound:
         """
-        with self.connection() as connection:
+        with self.db.connection() as connection:
             flavor_row = connection.execute(FLAVOR_BY_NAME, {"flavor": flavor}).first()
             if flavor_row is None:
                 raise exception.FlavorNotFound(flavor=flavor)
@@ -158,7 +162,7 @@ class Catalog(Database):
         """The image named ``name`` in one owner's scope: ``project``'s own
         images, or (None) the public ones; names are unique in each."""
         owner = Image.project.is_(None) if project is None else Image.project == project
-        with self.session() as session:
+        with self.db.session() as session:
             image = session.scalar(select(Image).where(Image.name == name, owner))
             return image_dict(image) if image else None
 
@@ -167,7 +171,7 @@ class Catalog(Database):
         query = select(Image).order_by(Image.name)
         if project is not None:
             query = query.where(sa.or_(Image.project.is_(None), Image.project == project))
-        with self.session() as session:
+        with self.db.session() as session:
             return [image_dict(i) for i in session.scalars(query)]
 
     def create_image(self, **fields: Any) -> dict[str, Any]:
@@ -181,7 +185,7 @@ class Catalog(Database):
         if self.find_image_by_name(fields["name"], fields.get("project")) is not None:
             raise exception.DuplicateName(what="Image", name=fields["name"])
         try:
-            with self.session() as session:
+            with self.db.session() as session:
                 image = Image(**fields)
                 session.add(image)
                 session.flush()
@@ -197,7 +201,7 @@ class Catalog(Database):
 
         :raises Forbidden: a public image, and ``context`` is not an admin's.
         """
-        with self.session() as session:
+        with self.db.session() as session:
             image = session.get_one(Image, self._image_row(session, ref, context).uuid)
             if image.project is None and not scope.is_admin(context):
                 raise exception.Forbidden(

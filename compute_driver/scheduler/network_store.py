@@ -19,9 +19,8 @@ from sqlalchemy.exc import IntegrityError
 
 from compute_driver import exception
 from compute_driver.rpc.context import RequestContext
-from compute_driver.scheduler.database import find_by_ref
+from compute_driver.scheduler.database import Database, find_by_ref
 from compute_driver.scheduler.models import Instance, Network, Port
-from compute_driver.scheduler.store import Store
 
 #: Tries before an allocation gives up (each loses only to a concurrent one).
 ALLOCATION_TRIES = 64
@@ -79,10 +78,10 @@ def segment_key(network_type: str, segment: int | None, physnet: str | None) -> 
 
 
 class NetworkStore:
-    """Network and port rows in the scheduler database of ``store``."""
+    """Network and port rows in the scheduler database."""
 
-    def __init__(self, store: Store) -> None:
-        self.store = store
+    def __init__(self, db: Database) -> None:
+        self.db = db
 
     # --- networks -------------------------------------------------------------
 
@@ -97,18 +96,18 @@ class NetworkStore:
 
         :raises NetworkNotFound: none, or another project's.
         """
-        with self.store.session() as session:
+        with self.db.session() as session:
             return network_dict(self._find(session, ref, context))
 
     def list_networks(self, project: str | None = None) -> list[dict[str, Any]]:
-        with self.store.session() as session:
+        with self.db.session() as session:
             query = select(Network).order_by(Network.created_at)
             if project:
                 query = query.where(Network.project == project)
             return [network_dict(n) for n in session.scalars(query)]
 
     def used_segments(self, prefix: str) -> set[str]:
-        with self.store.session() as session:
+        with self.db.session() as session:
             keys = session.scalars(
                 select(Network.segment_key).where(Network.segment_key.startswith(prefix))
             )
@@ -121,7 +120,7 @@ class NetworkStore:
         :raises SegmentInUse: its segment is taken (also by a concurrent create).
         """
         try:
-            with self.store.session() as session:
+            with self.db.session() as session:
                 clash = session.scalar(
                     select(Network.uuid).where(
                         Network.name == fields["name"], Network.project == fields["project"]
@@ -145,7 +144,7 @@ class NetworkStore:
 
         :raises InUse: servers still have ports on it.
         """
-        with self.store.session() as session:
+        with self.db.session() as session:
             network = self._find(session, ref, context)
             used = session.scalar(
                 select(func.count()).select_from(Port).where(Port.network_uuid == network.uuid)
@@ -178,7 +177,7 @@ class NetworkStore:
         skip: set[str] = set()
         for _ in range(ALLOCATION_TRIES):
             try:
-                with self.store.session() as session:
+                with self.db.session() as session:
                     network = self._find(session, ref)
                     existing = session.scalar(
                         select(Port).where(
@@ -235,14 +234,14 @@ class NetworkStore:
         :param limit: the most ports the server may have.
         :raises PortLimitReached: it has ``limit`` already.
         """
-        with self.store.session() as session:
+        with self.db.session() as session:
             last = session.scalar(
                 select(func.max(Port.device_index)).where(Port.instance_uuid == instance_uuid)
             )
         port = self._allocate_one(
             instance_uuid, network, 0 if last is None else last + 1, limit=limit
         )
-        with self.store.session() as session:
+        with self.db.session() as session:
             row = session.get(Port, port["uuid"])
             if row is not None:
                 row.host = host
@@ -250,7 +249,7 @@ class NetworkStore:
         return dict(port, host=host)
 
     def delete_port(self, port_uuid: str) -> None:
-        with self.store.session() as session:
+        with self.db.session() as session:
             row = session.get(Port, port_uuid)
             if row is not None:
                 _bump(session, [row.network_uuid])
@@ -258,7 +257,7 @@ class NetworkStore:
 
     def topology(self, network_uuid: str) -> tuple[dict[str, Any], set[str]]:
         """A network (with its revision) and the hosts with ports on it, read together."""
-        with self.store.session() as session:
+        with self.db.session() as session:
             network = self._find(session, network_uuid)
             hosts = session.scalars(
                 select(Port.host).where(Port.network_uuid == network.uuid, Port.host.is_not(None))
@@ -267,7 +266,7 @@ class NetworkStore:
 
     def ports_of(self, instance_uuid: str) -> list[dict[str, Any]]:
         """A server's ports, in device order."""
-        with self.store.session() as session:
+        with self.db.session() as session:
             rows = session.execute(
                 select(Port, Network)
                 .join(Network, Port.network_uuid == Network.uuid)
@@ -278,7 +277,7 @@ class NetworkStore:
 
     def bind(self, instance_uuid: str, host: str) -> None:
         """Record that a server's ports live on ``host``."""
-        with self.store.session() as session:
+        with self.db.session() as session:
             networks = []
             for port in session.scalars(select(Port).where(Port.instance_uuid == instance_uuid)):
                 port.host = host
@@ -287,7 +286,7 @@ class NetworkStore:
 
     def release(self, instance_uuid: str) -> list[str]:
         """Remove a server's ports; returns the networks they were on."""
-        with self.store.session() as session:
+        with self.db.session() as session:
             networks = list(
                 session.scalars(
                     select(Port.network_uuid).where(Port.instance_uuid == instance_uuid)
@@ -299,7 +298,7 @@ class NetworkStore:
 
     def hosts_of(self, network_uuid: str) -> set[str]:
         """Hosts that have ports on a network."""
-        with self.store.session() as session:
+        with self.db.session() as session:
             hosts = session.scalars(
                 select(Port.host).where(Port.network_uuid == network_uuid, Port.host.is_not(None))
             )
@@ -307,7 +306,7 @@ class NetworkStore:
 
     def ports_on_host(self, host: str) -> list[dict[str, Any]]:
         """Every port bound to ``host``."""
-        with self.store.session() as session:
+        with self.db.session() as session:
             rows = session.execute(
                 select(Port, Network)
                 .join(Network, Port.network_uuid == Network.uuid)
@@ -318,7 +317,7 @@ class NetworkStore:
 
     def networks_of_host(self, host: str) -> list[dict[str, Any]]:
         """Networks that have ports on ``host``."""
-        with self.store.session() as session:
+        with self.db.session() as session:
             rows = session.scalars(
                 select(Network)
                 .where(Network.uuid.in_(select(Port.network_uuid).where(Port.host == host)))

@@ -71,7 +71,7 @@ class NetworkManager:
     def __init__(self, conf: cfg.ConfigOpts, store: Store, compute: compute_api.ComputeAPI) -> None:
         self.conf = conf
         self.store = store
-        self.networks = NetworkStore(store)
+        self.networks = NetworkStore(store.db)
         self.compute = compute
 
     # --- create, list, show, delete ------------------------------------------------
@@ -267,6 +267,14 @@ class NetworkManager:
     @scheduler_method
     def list_interfaces(self, context: RequestContext, server: str) -> list[dict[str, Any]]:
         return self.networks.ports_of(self.store.get_instance(server, context=context)["uuid"])
+
+    def bind(self, instance_uuid: str, host: str) -> None:
+        """Bind a new server's ports to the host it was placed on."""
+        self.networks.bind(instance_uuid, host)
+
+    def networks_of_server(self, instance_uuid: str) -> list[str]:
+        """The UUIDs of the networks a server has ports on, sorted."""
+        return sorted({p["network"] for p in self.networks.ports_of(instance_uuid)})
 
     def agent_ports(self, instance_uuid: str) -> list[dict[str, Any]]:
         """The ports of an existing server, as the agent takes them."""

@@ -39,6 +39,8 @@ from typing import Any, Protocol
 from sqlalchemy import select, update
 
 from compute_driver import exception, service
+from compute_driver.scheduler.catalog import Catalog
+from compute_driver.scheduler.database import Database
 from compute_driver.scheduler.models import Instance, utcnow
 from compute_driver.scheduler.store import Store
 
@@ -79,12 +81,14 @@ class InFlightRecovery:
 
     def __init__(
         self,
-        store: Store,
+        db: Database,
+        catalog: Catalog,
         compute: Compute,
         build_payload: Callable[[str, dict[str, Any]], dict[str, Any]],
         grace: float,
     ) -> None:
-        self.store = store
+        self.db = db
+        self.catalog = catalog
         self.compute = compute
         self.build_payload = build_payload
         self.grace = grace
@@ -121,7 +125,7 @@ class InFlightRecovery:
         )
         if task != "deleting":
             query = query.where(Instance.vm_state == "building")
-        with self.store.session() as session:
+        with self.db.session() as session:
             rows = session.execute(query.order_by(Instance.updated_at).limit(BATCH)).all()
         if not placed:
             return [row.uuid for row in rows]
@@ -131,7 +135,7 @@ class InFlightRecovery:
 
     def _fail_unplaced(self, uuid: str, cutoff: datetime.datetime) -> bool:
         """ERROR, only if the server is still unplaced and untouched (no claim to release)."""
-        with self.store.session() as session:
+        with self.db.session() as session:
             result = session.execute(
                 update(Instance)
                 .where(
@@ -150,7 +154,7 @@ class InFlightRecovery:
             return int(result.rowcount) == 1  # type: ignore[attr-defined]
 
     def _rebuild(self, uuid: str, host: str, image_uuid: str) -> None:
-        image = self.store.get_image(image_uuid)
+        image = self.catalog.get_image(image_uuid)
         self.compute.build_instance(host, self.build_payload(uuid, image))
 
     def _recast(self, uuid: str, what: str, cast: Callable[..., None], *args: str) -> bool:
@@ -169,18 +173,19 @@ class InFlightRecovery:
 class _Service(Protocol):
     conf: Any
     store: Store
-    manager: Any
+    scheduler: Any
     periodic: service.Periodic
 
 
 def start(svc: _Service) -> service.Periodic:
     """Start sweeping for ``svc`` (a SchedulerService); it stops with its periodic checks."""
     recovery = InFlightRecovery(
-        svc.store,
-        svc.manager.compute,
-        # NOTE: the manager's payload builder, so a re-cast build carries
+        svc.store.db,
+        svc.scheduler.catalog,
+        svc.scheduler.compute,
+        # NOTE: the build path's payload builder, so a re-cast build carries
         # exactly what the first one did (bar root_clone, which is not stored).
-        svc.manager._build_payload,
+        svc.scheduler.build.build_payload,
         svc.conf.scheduler.service_down_time,
     )
     sweeper = service.Periodic(

@@ -16,11 +16,16 @@ from collections.abc import Callable
 from typing import Any
 
 import oslo_messaging as messaging
+from oslo_config import cfg
 
-from compute_driver import notifications
+from compute_driver import exception, notifications
 from compute_driver.rpc import report_signing, schemas
 from compute_driver.rpc.endpoint import rpc_method
-from compute_driver.scheduler.manager import SchedulerManager
+from compute_driver.scheduler.build import BuildPath
+from compute_driver.scheduler.host_view import HostView
+from compute_driver.scheduler.hosts import HostEndpoint
+from compute_driver.scheduler.networks import NetworkManager
+from compute_driver.scheduler.store import Store
 from compute_driver.states import VM_STATE_OF_POWER
 
 LOG = logging.getLogger(__name__)
@@ -46,12 +51,25 @@ class ReportEndpoint:
 
     target = messaging.Target(version="1.0")
 
-    def __init__(self, manager: SchedulerManager) -> None:
-        self.manager = manager
-        self.conf = manager.conf
-        self.store = manager.store
+    def __init__(
+        self,
+        conf: cfg.ConfigOpts,
+        store: Store,
+        hosts: HostEndpoint,
+        build: BuildPath,
+        networks: NetworkManager,
+        host_view: HostView,
+        notifier: notifications.Notifier,
+    ) -> None:
+        self.conf = conf
+        self.store = store
+        self.hosts = hosts
+        self.build = build
+        self.networks = networks
+        self.host_view = host_view
+        self.notifier = notifier
         #: The secret report keys derive from; None accepts unsigned reports.
-        self.secret: str | None = manager.conf.agent_reports.secret or None
+        self.secret: str | None = conf.agent_reports.secret or None
         self._known_down: set[str] = set()
         self._lock = threading.Lock()
 
@@ -65,7 +83,7 @@ class ReportEndpoint:
     ) -> None:
         if self.store.report_host(host, resources, capabilities):
             LOG.info("New compute host %s: %s", host, resources)
-            self.manager.host_view.invalidate()
+            self.host_view.invalidate()
         with self._lock:
             if host in self._known_down:
                 self._known_down.discard(host)
@@ -85,18 +103,14 @@ class ReportEndpoint:
         if vm_state == "error":
             LOG.warning("Server %s failed on %s: %s", uuid, host, fault)
             fault = fault or "failed on %s" % host
-            requeued = self.store.requeue_failed_build(
-                uuid, host, fault, self.conf.scheduler.max_attempts
-            )
-            # NOTE: the host's claim went back and its failed-builds count up.
-            self.manager.host_view.invalidate()
-            if requeued is None:
+            if not self.build.build_failed(uuid, host, fault):
+                # NOTE: not a build: a server that was running failed.
                 self.store.fail_instance(uuid, fault, expected_host=host)
-                self.manager.notify_failure("instance.error", uuid)
-            elif requeued[1]:
-                self.manager.reschedule(requeued[0])
-            else:
-                self.manager.notifier.error("instance.create.error", requeued[0])
+                try:
+                    record = self.store.get_instance(uuid, include_deleted=True)
+                except exception.InstanceNotFound:
+                    return
+                self.notifier.error("instance.error", record)
             return
         # NOTE: fault is what this update says went wrong (an action that
         # failed while the server stays usable), and None clears the last one.
@@ -111,29 +125,27 @@ class ReportEndpoint:
         if not built and before != vm_state:
             event = notifications.POWER_EVENTS.get(vm_state)
         if event:
-            self.manager.notifier.info(event, record)
+            self.notifier.info(event, record)
 
     @report_method
     def set_host_enabled(self, ctxt: dict, host: str, enabled: bool, reason: str) -> None:
         # NOTE: an automatic change never overrides an operator (see the store).
-        self.manager.enable_host(host, enabled, reason, automatic=True)
+        self.hosts.enable_host(host, enabled, reason, automatic=True)
 
     @report_method
     def instance_power_changed(self, ctxt: dict, host: str, uuid: str, power_state: str) -> None:
         vm_state = VM_STATE_OF_POWER[power_state]
         if self.store.power_changed(uuid, host, power_state, vm_state):
             LOG.info("Server %s is now %s (seen on %s)", uuid, power_state, host)
-            self.manager.notifier.info(
-                notifications.POWER_EVENTS[vm_state], self.store.get_instance(uuid)
-            )
+            self.notifier.info(notifications.POWER_EVENTS[vm_state], self.store.get_instance(uuid))
 
     @report_method
     def instance_deleted(self, ctxt: dict, host: str, uuid: str) -> None:
-        networks = sorted({p["network"] for p in self.manager.networks.networks.ports_of(uuid)})
+        networks = self.networks.networks_of_server(uuid)
         if self.store.finish_delete(uuid, host):
             LOG.info("Server %s deleted from %s", uuid, host)
-            self.manager.networks.fan_out(networks)
-            self.manager.notifier.info(
+            self.networks.fan_out(networks)
+            self.notifier.info(
                 "instance.delete.end", self.store.get_instance(uuid, include_deleted=True)
             )
 
@@ -143,7 +155,7 @@ class ReportEndpoint:
 
     @report_method
     def host_networks(self, ctxt: dict, host: str) -> list[dict[str, Any]]:
-        return self.manager.networks.host_networks(host)
+        return self.networks.host_networks(host)
 
     # --- periodic --------------------------------------------------------------
 

@@ -3,18 +3,31 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
+from typing import Any
 
 import oslo_messaging as messaging
 from oslo_config import cfg
 from sqlalchemy import exc as sa_exc
 
-from compute_driver import config, exception, service
+from compute_driver import config, disk_image, exception, notifications, service
 from compute_driver.rpc import agent_reports_api, compute_api, scheduler_api, transport
 from compute_driver.scheduler import placement, recovery
-from compute_driver.scheduler.manager import SchedulerManager, ensure_state_dirs
+from compute_driver.scheduler.aggregates import AggregateManager
+from compute_driver.scheduler.build import BuildPath
+from compute_driver.scheduler.catalog import Catalog
+from compute_driver.scheduler.database import Database
+from compute_driver.scheduler.flavors import FlavorEndpoint
+from compute_driver.scheduler.host_view import HostView
+from compute_driver.scheduler.hosts import HostEndpoint
+from compute_driver.scheduler.images import ImageEndpoint
+from compute_driver.scheduler.imagestore import ImageStore
+from compute_driver.scheduler.networks import NetworkManager
 from compute_driver.scheduler.reports import ReportEndpoint
+from compute_driver.scheduler.servers import ServerEndpoint
 from compute_driver.scheduler.store import Store
+from compute_driver.scheduler.volumes import VolumeManager
 
 LOG = logging.getLogger(__name__)
 
@@ -29,9 +42,9 @@ def open_store(conf: cfg.ConfigOpts, upgrade: bool = True) -> Store:
     """
     where = config.option_location(conf, "database", "connection")
     try:
-        store = Store(conf.database.connection, conf.database.busy_timeout)
+        store = Store(Database(conf.database.connection, conf.database.busy_timeout))
         if upgrade:
-            store.upgrade()
+            store.db.upgrade()
     except exception.InvalidConfig as exc:
         raise exception.InvalidConfig(
             reason="%s: [database] connection is invalid: %s" % (where, exc)
@@ -43,6 +56,110 @@ def open_store(conf: cfg.ConfigOpts, upgrade: bool = True) -> Store:
     except (sa_exc.SQLAlchemyError, OSError) as exc:
         raise exception.DatabaseUnavailable(reason=str(exc).splitlines()[0]) from exc
     return store
+
+
+def ensure_state_dirs(conf: cfg.ConfigOpts) -> None:
+    """Create the scheduler's directories, missing ones only.
+
+    The state and image store directories are 0711: QEMU (another user)
+    must traverse them to the kernels that libvirt labels for it, but only
+    the services list or read them. The import directory is the
+    operator's, 0700 when made here.
+    """
+    for path, mode in (
+        (conf.state_path, 0o711),
+        (conf.image.store_path, 0o711),
+        (conf.image.import_path, 0o700),
+    ):
+        if not os.path.isdir(path):
+            os.makedirs(path, mode=mode, exist_ok=True)
+            os.chmod(path, mode)
+    # NOTE: the store is ours alone: one left 0755 by an older release is closed too.
+    os.chmod(conf.image.store_path, 0o711)
+
+
+class Scheduler:
+    """The scheduler's parts, wired together over one store and one compute API.
+
+    The endpoints of topic ``scheduler`` (one per area), the endpoint of
+    topic ``agent_reports``, and what they share: the host view, the build
+    path and the notifier. Each part receives the parts it uses.
+    """
+
+    def __init__(
+        self,
+        conf: cfg.ConfigOpts,
+        store: Store,
+        compute: compute_api.ComputeAPI,
+        notifier: notifications.Notifier | None = None,
+    ) -> None:
+        """:param notifier: None: the one ``[notifications]`` configures."""
+        self.conf = conf
+        self.store = store
+        self.compute = compute
+        #: Flavors and images, around the store's database.
+        self.catalog = Catalog(store.db)
+        self.notifier = notifier or notifications.Notifier(conf, "compute-scheduler:%s" % conf.host)
+        self.volumes = VolumeManager(conf, store, self.catalog, compute)
+        self.networks = NetworkManager(conf, store, compute)
+        #: The hosts as placement sees them (see host_view.py).
+        self.host_view = HostView(
+            lambda: self.aggregates.annotate(store.list_hosts(conf.scheduler.service_down_time)),
+            conf.scheduler.host_view_ttl,
+        )
+        self.aggregates = AggregateManager(conf, store.db, on_change=self.host_view.invalidate)
+        self.build = BuildPath(
+            conf,
+            store,
+            self.catalog,
+            compute,
+            self.volumes,
+            self.networks,
+            self.aggregates,
+            self.host_view,
+            self.notifier,
+        )
+        self.servers = ServerEndpoint(
+            conf, store, self.catalog, compute, self.build, self.networks, self.notifier
+        )
+        self.hosts = HostEndpoint(conf, store, self.aggregates, self.host_view)
+        self.flavors = FlavorEndpoint(conf, self.catalog)
+        self.images = ImageEndpoint(conf, store, self.catalog, compute, image_store(conf))
+        self.reports = ReportEndpoint(
+            conf,
+            store,
+            self.hosts,
+            self.build,
+            self.networks,
+            self.host_view,
+            self.notifier,
+        )
+
+    @property
+    def endpoints(self) -> list[Any]:
+        """The endpoints of topic ``scheduler``, one per area."""
+        return [
+            self.servers,
+            self.hosts,
+            self.flavors,
+            self.images,
+            self.volumes,
+            self.networks,
+            self.aggregates,
+        ]
+
+
+def image_store(conf: cfg.ConfigOpts) -> ImageStore:
+    """The image files at ``[image] store_path``, with the configured limits."""
+    return ImageStore(
+        conf.image.store_path,
+        conf.image.import_path,
+        disk_image.Limits(
+            max_bytes=conf.image.max_image_gb * 1024**3,
+            max_virtual_bytes=conf.image.max_virtual_gb * 1024**3,
+            vmdk_types=tuple(conf.image.vmdk_allowed_types),
+        ),
+    )
 
 
 class SchedulerService:
@@ -57,19 +174,10 @@ class SchedulerService:
         self.conf = conf
         ensure_state_dirs(conf)
         self.store = open_store(conf)
-        self.manager = SchedulerManager(conf, self.store, compute_api.ComputeAPI(conf))
+        self.scheduler = Scheduler(conf, self.store, compute_api.ComputeAPI(conf))
         target = messaging.Target(topic=scheduler_api.TOPIC, server=conf.host)
-        self.server = transport.get_server(
-            conf,
-            target,
-            [
-                self.manager,
-                self.manager.volumes,
-                self.manager.networks,
-                self.manager.aggregates,
-            ],
-        )
-        self.reports = ReportEndpoint(self.manager)
+        self.server = transport.get_server(conf, target, self.scheduler.endpoints)
+        self.reports = self.scheduler.reports
         self.report_server = transport.get_server(
             conf,
             messaging.Target(topic=agent_reports_api.TOPIC, server=conf.host),
@@ -102,7 +210,7 @@ class SchedulerService:
             server.stop()
         for server in (self.server, self.report_server):
             server.wait()
-        self.store.engine.dispose()
+        self.store.db.engine.dispose()
 
 
 def check_config(conf: cfg.ConfigOpts) -> None:
@@ -112,7 +220,7 @@ def check_config(conf: cfg.ConfigOpts) -> None:
         URL that is malformed or names a missing directory.
     """
     placement.Placement(conf)
-    open_store(conf, upgrade=False).engine.dispose()
+    open_store(conf, upgrade=False).db.engine.dispose()
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -6,9 +6,10 @@ object escapes a session. The steps every server create takes (flavor and
 image, insert, claim, the agent's report) run prebuilt Core statements on a
 bare connection: a Session's unit of work cost more than their SQL.
 
-Beside it: the engine and transactions (``database.py``), flavors and images
-(``catalog.py``), the rows' public shapes (``records.py``) and the prebuilt
-statements (``statements.py``).
+Beside it, around the same :class:`Database` (the engine and transactions,
+``database.py``): flavors and images (``catalog.py``), volumes
+(``volume_store.py``) and networks (``network_store.py``); the rows' public
+shapes are in ``records.py``, the prebuilt statements in ``statements.py``.
 """
 
 from __future__ import annotations
@@ -22,8 +23,7 @@ from sqlalchemy.orm import Session
 
 from compute_driver import exception
 from compute_driver.rpc.context import RequestContext
-from compute_driver.scheduler.catalog import Catalog
-from compute_driver.scheduler.database import find_by_ref
+from compute_driver.scheduler.database import Database, find_by_ref
 from compute_driver.scheduler.models import Host, Instance, Port, Volume, utcnow
 from compute_driver.scheduler.records import LISTED_COLUMNS, host_dict, instance_dict, iso
 from compute_driver.scheduler.statements import (
@@ -41,12 +41,13 @@ LOG = logging.getLogger(__name__)
 AUTO_DISABLED_PREFIX = "AUTO: "
 
 
-class Store(Catalog):
-    """Access to the scheduler database at one SQLAlchemy URL.
+class Store:
+    """Hosts, claims and servers in the scheduler database."""
 
-    Hosts, claims and servers are here; the engine and transactions come
-    from ``Database``, flavors and images from ``Catalog``.
-    """
+    def __init__(self, db: Database) -> None:
+        #: The database this store (and the catalog, volume and network
+        #: stores beside it) reads and writes.
+        self.db = db
 
     # --- hosts -------------------------------------------------------------
 
@@ -54,7 +55,7 @@ class Store(Catalog):
         self, name: str, resources: dict[str, int], capabilities: dict[str, Any]
     ) -> bool:
         """Record an agent's report; returns True when the host is new."""
-        with self.session() as session:
+        with self.db.session() as session:
             host = session.get(Host, name)
             created = host is None
             if host is None:
@@ -68,14 +69,14 @@ class Store(Catalog):
             return created
 
     def get_host(self, name: str, down_after: int) -> dict[str, Any]:
-        with self.session() as session:
+        with self.db.session() as session:
             host = session.get(Host, name)
             if host is None:
                 raise exception.HostNotFound(host=name)
             return host_dict(host, down_after)
 
     def list_hosts(self, down_after: int) -> list[dict[str, Any]]:
-        with self.session() as session:
+        with self.db.session() as session:
             hosts = session.scalars(select(Host).order_by(Host.name))
             return [host_dict(h, down_after) for h in hosts]
 
@@ -88,7 +89,7 @@ class Store(Catalog):
         came back). NOTE: they never override an operator: an automatic
         enable only lifts an automatic disable.
         """
-        with self.session() as session:
+        with self.db.session() as session:
             host = session.get(Host, name)
             if host is None:
                 raise exception.HostNotFound(host=name)
@@ -143,7 +144,7 @@ class Store(Catalog):
             "claim_now": utcnow(),
             **{"claim_" + k: v for k, v in limits.items()},
         }
-        with self.connection() as connection:
+        with self.db.connection() as connection:
             result = connection.execute(CLAIM_HOST, params)
             if _rowcount(result) != 1:
                 return False
@@ -204,7 +205,7 @@ class Store(Catalog):
             "created_at": now,
             "updated_at": now,
         }
-        with self.connection() as connection:
+        with self.db.connection() as connection:
             existing = connection.execute(INSTANCE_BY_UUID, {"uuid": fields["uuid"]}).first()
             if existing is not None:
                 return instance_dict(existing), False
@@ -234,15 +235,15 @@ class Store(Catalog):
 
         :raises InstanceNotFound: none, or another project's.
         """
-        with self.session() as session:
+        with self.db.session() as session:
             return instance_dict(self._find_instance(session, ref, include_deleted, context))
 
     def get_instance_user_data(self, uuid: str) -> str | None:
-        with self.session() as session:
+        with self.db.session() as session:
             return self._find_instance(session, uuid, include_deleted=True).user_data
 
     def is_deleted(self, uuid: str) -> bool:
-        with self.session() as session:
+        with self.db.session() as session:
             instance = session.get(Instance, uuid)
             return instance is not None and instance.deleted
 
@@ -260,12 +261,12 @@ class Store(Catalog):
             query = query.where(Instance.project == project)
         if host:
             query = query.where(Instance.host == host)
-        with self.connection() as connection:
+        with self.db.connection() as connection:
             return [instance_dict(row) for row in connection.execute(query)]
 
     def update_instance(self, uuid: str, expected_host: str | None = None, **values: Any) -> bool:
         """Set fields of a live server; False when it is deleted or elsewhere."""
-        with self.session() as session:
+        with self.db.session() as session:
             instance = session.get(Instance, uuid)
             if instance is None or instance.deleted:
                 return False
@@ -291,7 +292,7 @@ class Store(Catalog):
         :raises InstanceStateConflict: another task is in flight, or the
             server's state does not allow this one (nothing is changed).
         """
-        with self.session() as session:
+        with self.db.session() as session:
             instance = self._find_instance(session, ref, context=context)
             result = session.execute(
                 update(Instance)
@@ -328,7 +329,7 @@ class Store(Catalog):
         :param expected_host: only if the server is (still) on this host: a
             late report of a host it was moved away from changes nothing.
         """
-        with self.session() as session:
+        with self.db.session() as session:
             instance = session.get(Instance, uuid)
             if instance is None or instance.deleted:
                 return
@@ -352,7 +353,7 @@ class Store(Catalog):
             when the server is not building on ``host`` (deleted, moved on, or
             a failed action rather than a build).
         """
-        with self.session() as session:
+        with self.db.session() as session:
             instance = session.get(Instance, uuid)
             if (
                 instance is None
@@ -384,7 +385,7 @@ class Store(Catalog):
 
     def undo_claim(self, uuid: str, host: str) -> None:
         """Take back a claim just made on ``host``: the server waits for a host again."""
-        with self.session() as session:
+        with self.db.session() as session:
             instance = session.get(Instance, uuid)
             if instance is None or instance.host != host or instance.task_state != "spawning":
                 return
@@ -415,7 +416,7 @@ class Store(Catalog):
         values: dict[str, Any] = {"vm_state": vm_state, "task_state": None, "fault": fault}
         if power_state is not None:
             values["power_state"] = power_state
-        with self.connection() as connection:
+        with self.db.connection() as connection:
             row = connection.execute(INSTANCE_BY_UUID, {"uuid": uuid}).first()
             if row is None or row.deleted or row.host != host or row.vm_state == "error":
                 return None
@@ -433,7 +434,7 @@ class Store(Catalog):
 
         :returns: True when the record changed.
         """
-        with self.session() as session:
+        with self.db.session() as session:
             result = session.execute(
                 update(Instance)
                 .where(
@@ -453,7 +454,7 @@ class Store(Catalog):
         """Record the power states an agent reported for its instances."""
         if not states:
             return
-        with self.session() as session:
+        with self.db.session() as session:
             instances = session.scalars(
                 select(Instance).where(
                     Instance.host == host,
@@ -473,7 +474,7 @@ class Store(Catalog):
         :returns: (record, needs_agent): needs_agent is False when the server
             never reached a host and is deleted at once, or was deleted before.
         """
-        with self.session() as session:
+        with self.db.session() as session:
             instance = self._find_instance(session, ref, include_deleted=True, context=context)
             if instance.deleted:
                 return instance_dict(instance), False
@@ -485,7 +486,7 @@ class Store(Catalog):
 
     def finish_delete(self, uuid: str, host: str) -> bool:
         """The agent on ``host`` removed the server: release and soft-delete it."""
-        with self.session() as session:
+        with self.db.session() as session:
             instance = session.get(Instance, uuid)
             if instance is None or instance.deleted or instance.host != host:
                 return False

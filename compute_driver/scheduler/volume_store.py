@@ -21,9 +21,8 @@ from sqlalchemy.orm import Session
 
 from compute_driver import exception
 from compute_driver.rpc.context import RequestContext
-from compute_driver.scheduler.database import find_by_ref
+from compute_driver.scheduler.database import Database, find_by_ref
 from compute_driver.scheduler.models import Instance, Volume, utcnow
-from compute_driver.scheduler.store import Store
 
 #: Statuses in which no operation is in flight.
 SETTLED = frozenset({"available", "in-use", "error"})
@@ -57,10 +56,10 @@ def volume_dict(volume: Volume) -> dict[str, Any]:
 
 
 class VolumeStore:
-    """Volume rows in the scheduler database of ``store``."""
+    """Volume rows in the scheduler database."""
 
-    def __init__(self, store: Store) -> None:
-        self.store = store
+    def __init__(self, db: Database) -> None:
+        self.db = db
 
     def _find(self, session: Session, ref: str, context: RequestContext | None = None) -> Volume:
         volume = find_by_ref(
@@ -75,13 +74,13 @@ class VolumeStore:
 
         :raises VolumeNotFound: none, or another project's.
         """
-        with self.store.session() as session:
+        with self.db.session() as session:
             return volume_dict(self._find(session, ref, context))
 
     def list_volumes(
         self, project: str | None = None, attached_to: str | None = None
     ) -> list[dict[str, Any]]:
-        with self.store.session() as session:
+        with self.db.session() as session:
             query = select(Volume).where(Volume.deleted.is_(False)).order_by(Volume.created_at)
             if project:
                 query = query.where(Volume.project == project)
@@ -95,7 +94,7 @@ class VolumeStore:
         :returns: (the record, True if it was created now).
         :raises DuplicateName: a live volume of the project has that name.
         """
-        with self.store.session() as session:
+        with self.db.session() as session:
             existing = session.get(Volume, fields["uuid"])
             if existing is not None:
                 return volume_dict(existing), False
@@ -127,7 +126,7 @@ class VolumeStore:
 
         :raises VolumeStateConflict: it is in another status (nothing changes).
         """
-        with self.store.session() as session:
+        with self.db.session() as session:
             volume = self._find(session, ref, context)
             result = session.execute(
                 update(Volume)
@@ -151,7 +150,7 @@ class VolumeStore:
 
     def update(self, uuid: str, **values: Any) -> dict[str, Any]:
         """Set fields of a live volume."""
-        with self.store.session() as session:
+        with self.db.session() as session:
             volume = self._find(session, uuid)
             for key, value in values.items():
                 setattr(volume, key, value)
@@ -160,7 +159,7 @@ class VolumeStore:
 
     def settle(self, uuid: str, fault: str | None = None) -> dict[str, Any]:
         """End an operation: back to ``in-use`` if attached, else ``available``."""
-        with self.store.session() as session:
+        with self.db.session() as session:
             volume = self._find(session, uuid)
             volume.status = "in-use" if volume.attached_to else "available"
             if fault is not None:
@@ -169,7 +168,7 @@ class VolumeStore:
             return volume_dict(volume)
 
     def mark_deleted(self, uuid: str) -> dict[str, Any]:
-        with self.store.session() as session:
+        with self.db.session() as session:
             volume = session.get(Volume, uuid)
             if volume is None:
                 raise exception.VolumeNotFound(volume=uuid)
@@ -184,7 +183,7 @@ class VolumeStore:
         return sorted(volumes, key=lambda v: (not v["boot"], v["target_dev"] or ""))
 
     def instance_project(self, instance_uuid: str) -> str:
-        with self.store.session() as session:
+        with self.db.session() as session:
             instance = session.get(Instance, instance_uuid)
             if instance is None:
                 raise exception.InstanceNotFound(instance=instance_uuid)

@@ -20,6 +20,7 @@ from compute_driver import exception
 from compute_driver.rpc import compute_api, schemas
 from compute_driver.rpc.context import RequestContext
 from compute_driver.scheduler import records, scope
+from compute_driver.scheduler.catalog import Catalog
 from compute_driver.scheduler.imagestore import agent_image
 from compute_driver.scheduler.scope import scheduler_method
 from compute_driver.scheduler.store import Store
@@ -41,10 +42,17 @@ class VolumeManager:
 
     target = messaging.Target(version="1.0")
 
-    def __init__(self, conf: cfg.ConfigOpts, store: Store, compute: compute_api.ComputeAPI) -> None:
+    def __init__(
+        self,
+        conf: cfg.ConfigOpts,
+        store: Store,
+        catalog: Catalog,
+        compute: compute_api.ComputeAPI,
+    ) -> None:
         self.conf = conf
         self.store = store
-        self.volumes = VolumeStore(store)
+        self.catalog = catalog
+        self.volumes = VolumeStore(store.db)
         self.compute = compute
 
     # --- where the work happens -------------------------------------------------
@@ -93,7 +101,7 @@ class VolumeManager:
         host: str | None = None,
     ) -> dict[str, Any]:
         project = scope.owner(context, project, "create_volume")
-        image_rec = self.store.get_image(image, context) if image is not None else None
+        image_rec = self.catalog.get_image(image, context) if image is not None else None
         if image_rec is not None and size_gb * GiB < image_rec["virtual_size"]:
             raise exception.InvalidVolumeSize(
                 volume=name,
@@ -204,6 +212,14 @@ class VolumeManager:
             boot=True,
             target_dev="vda",
         )
+
+    def attached(self, instance_uuid: str) -> list[dict[str, Any]]:
+        """The volumes attached to a server, its boot volume among them."""
+        return self.volumes.attached(instance_uuid)
+
+    def boot_volume_of(self, instance_uuid: str) -> dict[str, Any] | None:
+        """The record of the volume a server boots from (None: a root disk)."""
+        return next((v for v in self.volumes.attached(instance_uuid) if v["boot"]), None)
 
     # --- attach, detach ------------------------------------------------------------
 

@@ -297,9 +297,10 @@ def test_snapshot_without_the_agent_is_not_quiesced(env: Env, servers: dict[str,
     virt_dom = env.domain(uuid)
     assert snapshots.agent_state(virt_dom.XMLDesc(0)) == snapshots.AGENT_ABSENT
     volume = env.volume_file(uuid)
-    # NOTE: the private manager, because no public call can say "the image
-    # requires quiesce" of a server booted from an image that does not.
-    manager = env.driver._snapshot_manager()
+    # NOTE: a SnapshotManager of the test's own (the driver's public snapshot
+    # code), because no driver call can say "the image requires quiesce" of a
+    # server booted from an image that does not.
+    manager = snapshots.SnapshotManager(max_per_instance=10)
 
     # The image requires quiesce: refused, and nothing changed.
     with pytest.raises(exception.SnapshotConflict, match="no guest agent channel") as caught:

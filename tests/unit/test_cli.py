@@ -469,3 +469,34 @@ def test_a_create_belongs_to_the_project_acted_as(printed, argv, project):
     assert cli.main(printed + argv) == 0
     ((_, args),) = FakeClient.calls
     assert args[3] == project
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["server", "list", "-f", "json"],
+        ["server", "show", "web", "--format", "json"],
+        ["host", "list", "-f", "json", "--timeout", "5"],
+    ],
+)
+def test_format_may_follow_the_command(capsys, printed, argv):
+    # python-openstackclient's users put -f after the command (issue 16).
+    assert cli.main(printed + argv) == 0
+    out = capsys.readouterr().out
+    assert json.loads(out) and out.startswith(("[", "{"))
+
+
+def test_project_may_follow_a_command_that_has_none_of_its_own(printed):
+    assert cli.main(printed + ["server", "show", "web", "--project", "b"]) == 0
+    assert cli.main(printed + ["host", "list", "--project", "b", "-f", "json"]) == 0
+    assert FakeClient.identities == [
+        {"project": "b", "admin": False},
+        {"project": "b", "admin": False},
+    ]
+
+
+def test_an_option_not_repeated_after_the_command_keeps_its_value_from_before():
+    args = cli.build_parser().parse_args(["-f", "json", "--project", "b", "server", "show", "x"])
+    assert (args.format, args.as_project) == ("json", "b")
+    args = cli.build_parser().parse_args(["--timeout", "5", "flavor", "list", "--timeout", "7"])
+    assert args.timeout == 7

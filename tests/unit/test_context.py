@@ -8,6 +8,7 @@ from oslo_config import cfg
 
 from compute_driver import client as client_mod
 from compute_driver import exception
+from compute_driver.rpc import context as context_mod
 from compute_driver.rpc import transport
 from compute_driver.rpc.context import RequestContext
 
@@ -18,6 +19,40 @@ def test_a_context_round_trips_and_each_call_has_its_own_request_id() -> None:
     first, second = context.for_request(), context.for_request()
     assert first.request_id != second.request_id
     assert (first.project, first.user, first.admin) == ("a", "alice@example.com", False)
+
+
+def test_the_global_request_id_of_an_upstream_api_is_carried() -> None:
+    """Issue 16: oslo.context's global_request_id, the one key an upstream API adds."""
+    gid = "req-12345678-1234-1234-1234-123456789abc"
+    context = RequestContext.from_wire({"project": "a", "global_request_id": gid})
+    assert context.global_request_id == gid
+    assert context.for_request().global_request_id == gid
+    assert RequestContext.from_wire(context.to_wire()) == context
+    with pytest.raises(exception.InvalidContext):
+        RequestContext.from_wire({"global_request_id": "req-1\nFAKE"})
+
+
+@pytest.mark.parametrize("key", ["user", "padding", "request_id"])
+def test_a_context_past_its_size_bound_is_refused_by_size(key) -> None:
+    """Issue 16: the bound is the size, said in bytes; the value is never echoed."""
+    wire = {"request_id": "req-1", key: "v" * (5 * 1024 * 1024)}
+    with pytest.raises(exception.InvalidContext) as info:
+        RequestContext.from_wire(wire)
+    assert "%d allowed" % context_mod.MAX_CONTEXT_BYTES in info.value.message
+    assert "vvv" not in info.value.message and len(info.value.message) < 200
+
+
+def test_the_largest_valid_context_fits_the_bound() -> None:
+    largest = {
+        "request_id": "r" * 64,
+        "global_request_id": "req-12345678-1234-1234-1234-123456789abc",
+        "project": "p" * 64,
+        "user": "u" * 64,
+        "admin": False,
+        "client_timeout": 86400,
+    }
+    assert set(largest) == set(context_mod.CONTEXT["properties"])
+    RequestContext.from_wire(largest)
 
 
 def test_oslo_messagings_own_key_is_accepted_and_dropped() -> None:

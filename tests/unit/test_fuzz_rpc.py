@@ -169,7 +169,7 @@ class Cloud:
 
     def state(self) -> dict[str, Any]:
         """Every store row, every libvirt domain and every file we could change."""
-        with self.scheduler.store.engine.connect() as conn:
+        with self.scheduler.store.db.engine.connect() as conn:
             rows = {
                 table: conn.execute(sa.text('SELECT * FROM "%s" ORDER BY 1' % table)).all()
                 for table in sa.inspect(conn).get_table_names()

@@ -16,6 +16,8 @@ import oslo_messaging as messaging
 import pytest
 
 from compute_driver import exception, guest_properties
+from compute_driver.scheduler.catalog import Catalog
+from compute_driver.scheduler.database import Database
 from compute_driver.scheduler.store import Store
 
 ESC = "\x1b"
@@ -23,10 +25,10 @@ ESC = "\x1b"
 
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[Store]:
-    store = Store("sqlite:///%s" % (tmp_path / "s.sqlite"))
-    store.upgrade()
+    store = Store(Database("sqlite:///%s" % (tmp_path / "s.sqlite")))
+    store.db.upgrade()
     yield store
-    store.engine.dispose()
+    store.db.engine.dispose()
 
 
 def _image_fields(**extra: Any) -> dict[str, Any]:
@@ -142,10 +144,10 @@ def test_good_values_pass() -> None:
 def test_the_store_refuses_a_bad_flavor_and_stores_nothing(
     store: Store, specs: dict[str, str], match: str
 ) -> None:
-    before = store.list_flavors()
+    before = Catalog(store.db).list_flavors()
     with pytest.raises(exception.GuestConfigError, match=match):
-        store.create_flavor("bad", 2, 512, 1, specs)
-    assert store.list_flavors() == before
+        Catalog(store.db).create_flavor("bad", 2, 512, 1, specs)
+    assert Catalog(store.db).list_flavors() == before
 
 
 @pytest.mark.parametrize(("props", "cmdline", "match"), BAD_IMAGES[:3] + BAD_IMAGES[-3:])
@@ -153,17 +155,17 @@ def test_the_store_refuses_a_bad_image_and_stores_nothing(
     store: Store, props: dict[str, str], cmdline: str | None, match: str
 ) -> None:
     with pytest.raises(exception.GuestConfigError, match=match):
-        store.create_image(**_image_fields(properties=props, cmdline=cmdline))
-    assert store.list_images() == []
+        Catalog(store.db).create_image(**_image_fields(properties=props, cmdline=cmdline))
+    assert Catalog(store.db).list_images() == []
 
 
 def test_flavor_create_over_rpc_answers_the_typed_error(store: Store, fresh_conf, tmp_path) -> None:
-    from compute_driver.scheduler.manager import SchedulerManager
+    from compute_driver.scheduler.flavors import FlavorEndpoint
 
     fresh_conf.set_override("store_path", str(tmp_path / "images"), "image")
-    manager = SchedulerManager(fresh_conf, store, None)  # type: ignore[arg-type]
+    flavors = FlavorEndpoint(fresh_conf, Catalog(store.db))
     with pytest.raises(messaging.ExpectedException) as info:
-        manager.create_flavor(
+        flavors.create_flavor(
             {"admin": True},
             name="bad",
             vcpus=1,
@@ -172,7 +174,7 @@ def test_flavor_create_over_rpc_answers_the_typed_error(store: Store, fresh_conf
             extra_specs={"hw:numa_nodes": "0"},
         )
     assert isinstance(info.value.__cause__, exception.GuestConfigError)
-    assert "bad" not in {f["name"] for f in store.list_flavors()}
+    assert "bad" not in {f["name"] for f in Catalog(store.db).list_flavors()}
 
 
 def test_the_module_is_neutral() -> None:

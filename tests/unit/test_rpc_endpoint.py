@@ -9,6 +9,7 @@ DEBUG with the filter the services put on theirs.
 from __future__ import annotations
 
 import io
+import json
 import logging
 import uuid as uuidlib
 from collections.abc import Iterator
@@ -49,6 +50,12 @@ class Endpoint:
     def echo(self, ctxt: dict, text: str) -> str:
         return text
 
+    # NOTE: a method some future decorator exposes without rpc_method's
+    # guard: the dispatcher still answers with a typed error, no traceback.
+    @messaging.expose
+    def unguarded(self, ctxt: dict) -> None:
+        raise RuntimeError(SECRET)
+
 
 class Service:
     """The server, a client of it, and the log the server wrote."""
@@ -68,12 +75,28 @@ class Service:
         except Exception as exc:  # noqa: BLE001 - the tests look at what came back
             return exc
 
-    def send(self, message: dict[str, Any]) -> Any:
-        """An envelope no client of ours would send."""
+    def send(self, message: dict[str, Any], outside: bool = False) -> Any:
+        """An envelope no client of ours would send (``outside``: by a client
+        of plain oslo.messaging, which rebuilds none of our classes)."""
+        bus = self.outside_transport() if outside else transport.get_transport(self.conf)
         try:
-            return transport.get_transport(self.conf)._send(
+            return bus._send(
                 self.target, {"request_id": "req-raw"}, message, wait_for_reply=True, timeout=30
             )
+        except Exception as exc:  # noqa: BLE001
+            return exc
+
+    def outside_transport(self) -> messaging.Transport:
+        if not hasattr(self, "_outside"):
+            # NOTE: no allowed_remote_exmods: what any client of plain
+            # oslo.messaging has.
+            self._outside = messaging.get_rpc_transport(self.conf)
+        return self._outside
+
+    def outside_call(self, method: str, ctxt: dict[str, Any], **kwargs: Any) -> Any:
+        client = messaging.get_rpc_client(self.outside_transport(), self.target, timeout=30)
+        try:
+            return client.call(ctxt, method, **kwargs)
         except Exception as exc:  # noqa: BLE001
             return exc
 
@@ -275,3 +298,61 @@ def test_services_filter_their_log_handlers(monkeypatch):
         assert any(isinstance(f, endpoint.BoundedLogRecords) for f in handler.filters)
     finally:
         root.removeHandler(handler)
+
+
+def _wire_of(answer: Any) -> dict[str, Any]:
+    """What a client of plain oslo.messaging reads: RemoteError.value as JSON, no trace."""
+    assert isinstance(answer, messaging.RemoteError), repr(answer)[:300]
+    _assert_no_traceback("%s %s" % (answer.value, answer.traceback))
+    wire = json.loads(answer.value)
+    assert sorted(wire) == ["code", "kind", "message", "request_id"]
+    return wire
+
+
+@pytest.mark.parametrize(
+    ("method", "code"),
+    [("nosuch", "unknown_method"), ("refuse", "invalid"), ("crash", "internal_error")],
+)
+def test_an_outside_client_reads_the_code(service, log, method, code):
+    """Issue 16 item 2: the code is a field, not a class name to guess from."""
+    kwargs = {"reason": "no"} if method == "refuse" else {}
+    answer = service.outside_call(method, {"request_id": "req-out"}, **kwargs)
+    wire = _wire_of(answer)
+    assert (wire["code"], wire["request_id"]) == (code, "req-out")
+    assert SECRET not in answer.value
+
+
+@pytest.mark.parametrize(
+    ("version", "code"), [("abc", "invalid_version"), ("2.0", "unsupported_version")]
+)
+def test_a_bad_version_has_its_own_code(service, log, version, code):
+    """Issue 16 item 1: "abc" is not a version; "2.0" is one nobody serves."""
+    message = {"method": "echo", "args": {"text": "a"}, "version": version}
+    assert _wire_of(service.send(message, outside=True))["code"] == code
+    assert service.send(message).code == code  # our clients: the typed error
+
+
+def test_our_clients_still_rebuild_the_typed_error(service, log):
+    answer = service.call("refuse", request_id="req-typed", reason="no")
+    assert type(answer).__mro__[1] is exception.Invalid
+    assert answer.message == "Invalid input: no" and answer.kwargs == {"reason": "no"}
+
+
+def test_an_unguarded_method_answers_a_typed_error_without_traceback(service, log):
+    """What no rpc_method wraps still never sends the traceback (it is logged)."""
+    answer = service.outside_call("unguarded", {"request_id": "req-ung"})
+    wire = _wire_of(answer)
+    assert (wire["code"], wire["request_id"]) == ("internal_error", "req-ung")
+    assert SECRET not in answer.value
+    logged = log.getvalue()
+    assert ".unguarded failed (request req-ung)" in logged and SECRET in logged
+
+
+def test_an_oversized_context_is_refused_by_its_size_and_runs_nothing(service, log):
+    answer = service.outside_call(
+        "refuse", {"request_id": "req-big", "user": "u" * HUGE}, reason="ran"
+    )
+    wire = _wire_of(answer)
+    assert wire["code"] == "invalid_context", wire
+    assert "bytes" in wire["message"] and "ran" not in wire["message"]
+    assert len(answer.value) < 1024

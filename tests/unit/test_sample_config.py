@@ -54,3 +54,13 @@ def test_sample_config_names_no_path_of_this_checkout(repo_dir):
     text = (repo_dir / SAMPLE).read_text()
     assert str(repo_dir) not in text
     assert "#host = <hostname>" in text
+
+
+def test_the_sample_and_the_rpc_document_name_the_exchange_the_services_use(repo_dir):
+    # Issue 16: the sample said oslo's "openstack" while the services use ours.
+    from compute_driver.rpc import transport
+
+    sample = (repo_dir / SAMPLE).read_text()
+    assert "#control_exchange = %s\n" % transport.CONTROL_EXCHANGE in sample
+    rpc_doc = (repo_dir / "docs" / "rpc-api.md").read_text()
+    assert "exchange `%s`" % transport.CONTROL_EXCHANGE in rpc_doc

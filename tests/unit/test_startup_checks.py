@@ -17,6 +17,7 @@ from collections.abc import Iterator
 import pytest
 
 from compute_driver import config, exception, service
+from compute_driver.scheduler.database import Database
 from compute_driver.scheduler.store import Store
 
 
@@ -122,7 +123,7 @@ def test_the_library_namespaces_are_the_sample_configs(repo_dir) -> None:
 def test_a_sqlite_database_in_a_missing_directory_is_refused(tmp_path) -> None:
     missing = tmp_path / "mistyped" / "scheduler.sqlite"
     with pytest.raises(exception.InvalidConfig) as info:
-        Store("sqlite:///%s" % missing)
+        Store(Database("sqlite:///%s" % missing))
     assert "does not exist" in _one_line(info)
     assert not missing.parent.exists()
 

@@ -176,7 +176,7 @@ def test_claims_the_smallest_fitting_lun_and_every_host_sees_it(make_backend, ta
         other_host.delete_volume(name)
     other_host.delete_volume("vol-small")  # idempotent
     assert backend.capacity().free == 4 * GiB
-    with pytest.raises(exception.VolumeNotFound):
+    with pytest.raises(exception.BackendVolumeNotFound):
         backend.get_volume("vol-small")
     assert iscsi_utils.decode_record(_claim_blocks(target)[2 * 512 : 3 * 512]) is None
 
@@ -215,7 +215,7 @@ def test_a_crashed_claim_is_not_a_volume_and_is_resumed(backend, target):
     lun = iscsi_backend.Lun(target.iqn, 3, GiB)
     with backend._pool(lock=True) as pool:  # what a crash after the claim leaves
         pool.write_record(lun, {"volume": "vol-crashed", "state": "creating"})
-    with pytest.raises(exception.VolumeNotFound):
+    with pytest.raises(exception.BackendVolumeNotFound):
         backend.get_volume("vol-crashed")
     assert backend.create_volume("vol-crashed", 1).location == target.iqn + "/3"
     assert backend.get_volume("vol-crashed").location == target.iqn + "/3"
@@ -278,7 +278,7 @@ def test_a_failed_image_write_leaves_nothing(backend, target, image, monkeypatch
         backend.create_from_image("vol-broken", image, 1)
 
     assert backend.capacity().free == 4 * GiB
-    with pytest.raises(exception.VolumeNotFound):
+    with pytest.raises(exception.BackendVolumeNotFound):
         backend.get_volume("vol-broken")
     with open(target.luns[2], "rb") as f:  # the LUN it had claimed: wiped again
         assert f.read(1024**2) == bytes(1024**2)

@@ -140,7 +140,7 @@ def test_create_get_resize_and_delete(backend, volume_id, nfs_server):
 
     backend.delete_volume(volume_id)
     backend.delete_volume(volume_id)
-    with pytest.raises(exception.VolumeNotFound):
+    with pytest.raises(exception.BackendVolumeNotFound):
         backend.get_volume(volume_id)
     assert volume_id + ".qcow2" not in _volume_files(nfs_server)
 

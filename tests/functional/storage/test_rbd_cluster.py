@@ -237,7 +237,7 @@ def test_resize_grows_and_refuses_to_shrink(backend, image, volume_id, admin):
         backend.resize_volume(volume_id, 2)
     with _open(admin, volume_id) as img:
         assert img.size() == 3 * GiB
-    with pytest.raises(exception.VolumeNotFound):
+    with pytest.raises(exception.BackendVolumeNotFound):
         backend.resize_volume("vol-missing", 3)
 
 

@@ -1,5 +1,5 @@
 """Aggregates, availability zones and server groups: records on real SQLite,
-the filters and weigher, and placement through the manager."""
+the filters and weigher, and placement through the wired scheduler."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ from oslo_config import cfg
 
 from compute_driver import exception
 from compute_driver.scheduler.aggregates import AggregateManager
+from compute_driver.scheduler.catalog import Catalog
+from compute_driver.scheduler.database import Database
 from compute_driver.scheduler.filters.aggregate_extra_specs import (
     AggregateInstanceExtraSpecsFilter,
 )
@@ -38,17 +40,17 @@ def call(endpoint: Any, method: str, **payload: Any) -> Any:
 
 @pytest.fixture
 def store(tmp_path) -> Iterator[Store]:
-    store = Store("sqlite:///%s" % (tmp_path / "s.sqlite"))
-    store.upgrade()
+    store = Store(Database("sqlite:///%s" % (tmp_path / "s.sqlite")))
+    store.db.upgrade()
     for name in HOSTS:
         store.report_host(name, {"vcpus": 8, "memory_mb": 8192, "disk_gb": 100}, {})
     yield store
-    store.engine.dispose()
+    store.db.engine.dispose()
 
 
 @pytest.fixture
 def aggregates(store: Store, fresh_conf: cfg.ConfigOpts) -> AggregateManager:
-    return AggregateManager(fresh_conf, store)
+    return AggregateManager(fresh_conf, store.db)
 
 
 def _host(name: str, zone: str = "default", **props: frozenset[str]) -> HostState:
@@ -194,19 +196,19 @@ class FakeCompute:
 def test_placement_honours_zones_aggregate_specs_and_groups(
     store: Store, fresh_conf: cfg.ConfigOpts, tmp_path
 ) -> None:
-    from compute_driver.scheduler.manager import SchedulerManager
+    from compute_driver.scheduler.service import Scheduler
 
     fresh_conf.set_override("store_path", str(tmp_path / "images"), "image")
     fresh_conf.set_override("enabled", False, "notifications")
-    store.create_flavor("t.one", vcpus=1, memory_mb=256, root_gb=1)
-    store.create_flavor(
+    Catalog(store.db).create_flavor("t.one", vcpus=1, memory_mb=256, root_gb=1)
+    Catalog(store.db).create_flavor(
         "t.ssd",
         vcpus=1,
         memory_mb=256,
         root_gb=1,
         extra_specs={"aggregate_instance_extra_specs:ssd": "true"},
     )
-    store.create_image(
+    Catalog(store.db).create_image(
         uuid=str(uuidlib.uuid4()),
         name="img",
         disk_format="raw",
@@ -215,7 +217,7 @@ def test_placement_honours_zones_aggregate_specs_and_groups(
         virtual_size=1,
         checksum="0" * 64,
     )
-    manager = SchedulerManager(fresh_conf, store, FakeCompute())  # type: ignore[arg-type]
+    manager = Scheduler(fresh_conf, store, FakeCompute())  # type: ignore[arg-type]
     agg = manager.aggregates
     call(agg, "create_aggregate", name="rack1", availability_zone="az1")
     call(agg, "add_aggregate_host", aggregate="rack1", host="h3")
@@ -225,7 +227,7 @@ def test_placement_honours_zones_aggregate_specs_and_groups(
 
     def create(name: str, flavor: str = "t.one", **extra: Any) -> dict[str, Any]:
         return call(
-            manager,
+            manager.servers,
             "create_server",
             uuid=str(uuidlib.uuid4()),
             name=name,
@@ -263,5 +265,5 @@ def test_placement_honours_zones_aggregate_specs_and_groups(
     )
     first = create("t1", group="together")["host"]
     assert {create("t%d" % i, group="together")["host"] for i in (2, 3)} == {first}
-    shown = manager.show_host({"admin": True}, host=first)
+    shown = manager.hosts.show_host({"admin": True}, host=first)
     assert {a["name"] for a in shown["allocations"]} >= {"t1", "t2", "t3"}

@@ -7,7 +7,7 @@ import os
 import stat
 
 from compute_driver.scheduler import database
-from compute_driver.scheduler.manager import ensure_state_dirs
+from compute_driver.scheduler.service import ensure_state_dirs
 
 
 def _mode(path: str) -> int:

@@ -14,6 +14,7 @@ from oslo_config import cfg
 from compute_driver import exception
 from compute_driver.rpc import schemas
 from compute_driver.rpc.context import RequestContext
+from compute_driver.scheduler.database import Database
 from compute_driver.scheduler.networks import NetworkManager
 from compute_driver.scheduler.store import Store
 
@@ -32,12 +33,12 @@ class TopologyRecorder:
 
 @pytest.fixture
 def store(tmp_path) -> Iterator[Store]:
-    store = Store("sqlite:///%s" % (tmp_path / "s.sqlite"))
-    store.upgrade()
+    store = Store(Database("sqlite:///%s" % (tmp_path / "s.sqlite")))
+    store.db.upgrade()
     for name, ip in (("h1", "192.0.2.1"), ("h2", "192.0.2.2"), ("h3", "192.0.2.3")):
         store.report_host(name, {"vcpus": 8, "memory_mb": 8192, "disk_gb": 100}, {"tunnel_ip": ip})
     yield store
-    store.engine.dispose()
+    store.db.engine.dispose()
 
 
 @pytest.fixture

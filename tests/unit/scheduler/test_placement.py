@@ -336,7 +336,9 @@ class FakeCompute:
 
 @pytest.fixture
 def scheduler(conf, tmp_path, monkeypatch):
-    from compute_driver.scheduler.manager import SchedulerManager
+    from compute_driver.scheduler.catalog import Catalog
+    from compute_driver.scheduler.database import Database
+    from compute_driver.scheduler.service import Scheduler
     from compute_driver.scheduler.store import Store
 
     conf.set_override("store_path", str(tmp_path / "images"), "image")
@@ -345,10 +347,10 @@ def scheduler(conf, tmp_path, monkeypatch):
         "_extensions",
         lambda ns: extensions(FILTERS if ns == placement.FILTER_NAMESPACE else WEIGHERS, ns),
     )
-    store = Store("sqlite:///%s" % (tmp_path / "s.sqlite"))
-    store.upgrade()
-    store.create_flavor("t.place", vcpus=2, memory_mb=1024, root_gb=10)
-    store.create_image(
+    store = Store(Database("sqlite:///%s" % (tmp_path / "s.sqlite")))
+    store.db.upgrade()
+    Catalog(store.db).create_flavor("t.place", vcpus=2, memory_mb=1024, root_gb=10)
+    Catalog(store.db).create_image(
         uuid=str(uuidlib.uuid4()),
         name="cirros",
         disk_format="raw",
@@ -359,18 +361,18 @@ def scheduler(conf, tmp_path, monkeypatch):
     )
     for name, memory_mb in (("big", 16384), ("medium", 8192), ("small", 1024)):
         store.report_host(name, {"vcpus": 4, "memory_mb": memory_mb, "disk_gb": 100}, {})
-    manager = SchedulerManager(conf, store, FakeCompute())
+    manager = Scheduler(conf, store, FakeCompute())  # type: ignore[arg-type]
     yield manager
     conf.clear_override("store_path", "image")
-    store.engine.dispose()
+    store.db.engine.dispose()
 
 
 def _create(manager: Any, name: str) -> dict[str, Any]:
     # NOTE: the undecorated method: the RPC wrapper hides our errors from
     # in-process callers behind ExpectedException.
-    create = type(manager).create_server.__wrapped__
+    create = type(manager.servers).create_server.__wrapped__
     return create(
-        manager,
+        manager.servers,
         RequestContext(admin=True),
         uuid=str(uuidlib.uuid4()),
         name=name,
@@ -421,10 +423,10 @@ def test_manager_raises_no_valid_host_with_the_per_filter_report(scheduler):
 
 def _with_host_view_ttl(manager: Any, ttl: float) -> Any:
     """A scheduler like ``manager`` (same store and compute) whose view lasts ``ttl`` s."""
-    from compute_driver.scheduler.manager import SchedulerManager
+    from compute_driver.scheduler.service import Scheduler
 
     manager.conf.set_override("host_view_ttl", ttl, "scheduler")
-    return SchedulerManager(manager.conf, manager.store, manager.compute)
+    return Scheduler(manager.conf, manager.store, manager.compute)
 
 
 def test_a_claim_another_scheduler_made_fails_ours_and_the_view_is_read_again(
@@ -433,7 +435,7 @@ def test_a_claim_another_scheduler_made_fails_ours_and_the_view_is_read_again(
     scheduler = _with_host_view_ttl(scheduler, 60.0)
     _create(scheduler, "first")  # reads the view: "big" has most free RAM
     # NOTE: another scheduler fills "big" behind this one's view.
-    with scheduler.store.session() as session:
+    with scheduler.store.db.session() as session:
         session.get(Host, "big").memory_mb_used = 16384
     record = _create(scheduler, "second")
     assert record["host"] == "medium"
@@ -457,7 +459,7 @@ def test_no_valid_host_is_said_only_after_a_fresh_read(scheduler) -> None:
 
 def _report_failure(manager: Any, host: str, uuid: str, fault: str) -> None:
     update = ReportEndpoint.instance_update.__wrapped__
-    update(ReportEndpoint(manager), {}, host=host, uuid=uuid, vm_state="error", fault=fault)
+    update(manager.reports, {}, host=host, uuid=uuid, vm_state="error", fault=fault)
 
 
 def _used(manager: Any) -> dict[str, int]:
@@ -502,7 +504,7 @@ def test_max_attempts_ends_the_retries_and_a_success_resets_the_host(scheduler, 
         second = _create(scheduler, "web2")["uuid"]
         assert scheduler.store.get_instance(second)["host"] == "big"
         update = ReportEndpoint.instance_update.__wrapped__
-        reports = ReportEndpoint(scheduler)
+        reports = scheduler.reports
         update(reports, {}, host="big", uuid=second, vm_state="active", power_state="running")
         hosts = {h["name"]: h for h in scheduler.store.list_hosts(60)}
         assert (hosts["big"]["failed_builds"], hosts["medium"]["failed_builds"]) == (0, 1)

@@ -29,7 +29,9 @@ from oslo_config import cfg
 
 from compute_driver import disk_image, exception
 from compute_driver.rpc import policy, schemas
-from compute_driver.scheduler.manager import SchedulerManager
+from compute_driver.scheduler.catalog import Catalog
+from compute_driver.scheduler.database import Database
+from compute_driver.scheduler.service import Scheduler
 from compute_driver.scheduler.store import Store
 
 HOST = "h1"
@@ -76,10 +78,10 @@ class StandInAgent:
         return answer
 
 
-def call(manager: SchedulerManager, caller: dict[str, Any], method: str, **payload: Any) -> Any:
+def call(manager: Scheduler, caller: dict[str, Any], method: str, **payload: Any) -> Any:
     """``method`` as the RPC server dispatches it: the endpoint that exposes it,
     a wire context; the typed error it carries is raised."""
-    for endpoint in (manager, manager.volumes, manager.networks, manager.aggregates):
+    for endpoint in manager.endpoints:
         if hasattr(type(endpoint), method):
             try:
                 return getattr(endpoint, method)(dict(caller), **payload)
@@ -92,9 +94,9 @@ def call(manager: SchedulerManager, caller: dict[str, Any], method: str, **paylo
 def template(tmp_path_factory) -> Path:
     """A migrated database, copied for each test (migrating each time is slow)."""
     path = tmp_path_factory.mktemp("template") / "s.sqlite"
-    store = Store("sqlite:///%s" % path)
-    store.upgrade()
-    store.engine.dispose()
+    store = Store(Database("sqlite:///%s" % path))
+    store.db.upgrade()
+    store.db.engine.dispose()
     return path
 
 
@@ -102,7 +104,7 @@ def template(tmp_path_factory) -> Path:
 class World:
     """The records of the objects project ``a`` owns (and ``b``'s namesakes)."""
 
-    manager: SchedulerManager
+    manager: Scheduler
     a: dict[str, dict[str, Any]]
     b: dict[str, dict[str, Any]]
     port: str
@@ -117,15 +119,15 @@ def world(template: Path, tmp_path: Path, fresh_conf: cfg.ConfigOpts) -> Iterato
     shutil.copy(template, db)
     fresh_conf.set_override("store_path", str(tmp_path / "images"), "image")
     fresh_conf.set_override("import_path", str(tmp_path / "import"), "image")
-    store = Store("sqlite:///%s" % db)
+    store = Store(Database("sqlite:///%s" % db))
     store.report_host(
         HOST,
         {"vcpus": 64, "memory_mb": 65536, "disk_gb": 1000},
         {"virt_type": "qemu", "storage_backends": ["dir"], "tunnel_ip": "192.0.2.1"},
     )
-    manager = SchedulerManager(fresh_conf, store, StandInAgent(str(tmp_path / "images")))  # type: ignore[arg-type]
+    manager = Scheduler(fresh_conf, store, StandInAgent(str(tmp_path / "images")))  # type: ignore[arg-type]
     call(manager, ADMIN, "create_flavor", name="t.one", vcpus=1, memory_mb=64, root_gb=1)
-    store.create_image(
+    Catalog(store.db).create_image(
         uuid=str(uuidlib.uuid4()),
         name="public",
         disk_format="raw",
@@ -138,11 +140,11 @@ def world(template: Path, tmp_path: Path, fresh_conf: cfg.ConfigOpts) -> Iterato
     port = call(manager, OWN, "attach_interface", server="srv", network="net")["uuid"]
     manager.compute.calls.clear()  # type: ignore[attr-defined]
     yield World(manager, owned["a"], owned["b"], port)
-    store.engine.dispose()
+    store.db.engine.dispose()
 
 
 def _objects(
-    manager: SchedulerManager, store: Store, caller: dict[str, Any], project: str
+    manager: Scheduler, store: Store, caller: dict[str, Any], project: str
 ) -> dict[str, dict[str, Any]]:
     """One of each kind of object, made by ``caller`` with the same names in each project."""
 
@@ -162,7 +164,7 @@ def _objects(
         store.update_instance(made[name]["uuid"], vm_state="active", task_state=None)
     store.update_instance(made["stopped"]["uuid"], vm_state="stopped")
     call(manager, caller, "attach_volume", server=made["srv"]["uuid"], volume="attvol")
-    made["image"] = store.create_image(
+    made["image"] = Catalog(store.db).create_image(
         uuid=str(uuidlib.uuid4()),
         name="img-" + project,
         disk_format="raw",

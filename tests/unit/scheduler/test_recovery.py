@@ -12,6 +12,8 @@ import pytest
 
 from compute_driver import exception
 from compute_driver.scheduler import recovery
+from compute_driver.scheduler.catalog import Catalog
+from compute_driver.scheduler.database import Database
 from compute_driver.scheduler.models import utcnow
 from compute_driver.scheduler.store import Store
 
@@ -36,16 +38,16 @@ class FakeCompute:
 
 @pytest.fixture
 def store(tmp_path) -> Iterator[Store]:
-    store = Store("sqlite:///%s" % (tmp_path / "s.sqlite"))
-    store.upgrade()
+    store = Store(Database("sqlite:///%s" % (tmp_path / "s.sqlite")))
+    store.db.upgrade()
     store.report_host(HOST, {"vcpus": 4, "memory_mb": 1024, "disk_gb": 10}, {})
     yield store
-    store.engine.dispose()
+    store.db.engine.dispose()
 
 
 @pytest.fixture
 def image(store: Store) -> dict[str, Any]:
-    return store.create_image(
+    return Catalog(store.db).create_image(
         uuid=str(uuidlib.uuid4()),
         name="img",
         disk_format="raw",
@@ -74,7 +76,11 @@ def _server(store: Store, image: dict[str, Any]) -> str:
 
 def _recovery(store: Store, compute: FakeCompute) -> recovery.InFlightRecovery:
     return recovery.InFlightRecovery(
-        store, compute, lambda uuid, image: {"uuid": uuid, "image": image["uuid"]}, GRACE
+        store.db,
+        Catalog(store.db),
+        compute,
+        lambda uuid, image: {"uuid": uuid, "image": image["uuid"]},
+        GRACE,
     )
 
 

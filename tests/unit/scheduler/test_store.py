@@ -9,6 +9,8 @@ from collections.abc import Iterator
 import pytest
 
 from compute_driver import exception
+from compute_driver.scheduler.catalog import Catalog
+from compute_driver.scheduler.database import Database
 from compute_driver.scheduler.store import Store
 
 HOST = "compute-1"
@@ -19,10 +21,10 @@ NANO = {"vcpus": 1, "memory_mb": 128, "disk_gb": 1}
 
 @pytest.fixture
 def store(tmp_path) -> Iterator[Store]:
-    store = Store("sqlite:///%s" % (tmp_path / "s.sqlite"))
-    store.upgrade()
+    store = Store(Database("sqlite:///%s" % (tmp_path / "s.sqlite")))
+    store.db.upgrade()
     yield store
-    store.engine.dispose()
+    store.db.engine.dispose()
 
 
 def _report(
@@ -38,7 +40,7 @@ def _report(
 
 
 def _image(store: Store, name: str = "cirros") -> dict:
-    return store.create_image(
+    return Catalog(store.db).create_image(
         uuid=str(uuidlib.uuid4()),
         name=name,
         disk_format="raw",
@@ -86,9 +88,9 @@ def _used(store: Store, host: str = HOST) -> tuple[int, int, int]:
 
 
 def test_upgrade_seeds_default_flavors_and_is_idempotent(store):
-    store.upgrade()
-    store.upgrade()
-    flavors = {f["name"]: f for f in store.list_flavors()}
+    store.db.upgrade()
+    store.db.upgrade()
+    flavors = {f["name"]: f for f in Catalog(store.db).list_flavors()}
     assert list(flavors) == ["m1.nano", "m1.tiny", "m1.small", "m1.medium", "m1.large"]
     assert flavors["m1.nano"] == {
         "name": "m1.nano",
@@ -109,20 +111,20 @@ def test_upgrade_seeds_default_flavors_and_is_idempotent(store):
 def test_new_store_on_missing_directory_is_refused(tmp_path):
     # NOTE: a mistyped path used to start a new, empty cloud there.
     with pytest.raises(exception.InvalidConfig, match="does not exist"):
-        Store("sqlite:///%s" % (tmp_path / "deep" / "dir" / "s.sqlite"))
+        Store(Database("sqlite:///%s" % (tmp_path / "deep" / "dir" / "s.sqlite")))
     assert not (tmp_path / "deep").exists()
 
 
 def test_flavor_create_is_idempotent_and_conflicts_on_other_size(store):
-    first = store.create_flavor("m2.x", 2, 256, 2)
-    assert store.create_flavor("m2.x", 2, 256, 2) == first
+    first = Catalog(store.db).create_flavor("m2.x", 2, 256, 2)
+    assert Catalog(store.db).create_flavor("m2.x", 2, 256, 2) == first
     with pytest.raises(exception.DuplicateName):
-        store.create_flavor("m2.x", 4, 256, 2)
-    store.delete_flavor("m2.x")
+        Catalog(store.db).create_flavor("m2.x", 4, 256, 2)
+    Catalog(store.db).delete_flavor("m2.x")
     with pytest.raises(exception.FlavorNotFound):
-        store.get_flavor("m2.x")
+        Catalog(store.db).get_flavor("m2.x")
     with pytest.raises(exception.FlavorNotFound):
-        store.delete_flavor("m2.x")
+        Catalog(store.db).delete_flavor("m2.x")
 
 
 # --- instances -----------------------------------------------------------------------
@@ -185,8 +187,8 @@ def test_claim_on_unknown_host_is_refused(store):
 
 @pytest.mark.parametrize("capacity", [1, 3, 5])
 def test_concurrent_claims_never_overcommit(tmp_path, capacity):
-    store = Store("sqlite:///%s" % (tmp_path / "s.sqlite"))
-    store.upgrade()
+    store = Store(Database("sqlite:///%s" % (tmp_path / "s.sqlite")))
+    store.db.upgrade()
     _report(store, memory_mb=512 + capacity * 128)
     servers = [_instance(store, name="web-%d" % i) for i in range(8)]
     start = threading.Barrier(len(servers))
@@ -194,14 +196,14 @@ def test_concurrent_claims_never_overcommit(tmp_path, capacity):
 
     def claim(server_uuid: str) -> None:
         # NOTE: one Store per thread, as separate scheduler processes would have.
-        mine = Store(store.url)
+        mine = Store(Database(store.db.url))
         start.wait()
         try:
             results[server_uuid] = _claim(mine, server_uuid)
         except BaseException as exc:  # noqa: BLE001 - reported below
             results[server_uuid] = exc
         finally:
-            mine.engine.dispose()
+            mine.db.engine.dispose()
 
     threads = [threading.Thread(target=claim, args=(s["uuid"],)) for s in servers]
     for thread in threads:
@@ -213,7 +215,7 @@ def test_concurrent_claims_never_overcommit(tmp_path, capacity):
     assert _used(store) == (capacity, capacity * 128, capacity)
     placed = [s for s in store.list_instances() if s["host"] == HOST]
     assert sorted(s["uuid"] for s in placed) == sorted(u for u, ok in results.items() if ok)
-    store.engine.dispose()
+    store.db.engine.dispose()
 
 
 def test_fail_instance_releases_the_claim_once(store):
@@ -274,7 +276,7 @@ def test_error_server_reported_active_then_deleted_does_not_release_twice(store)
     server = _instance(store)
     assert _claim(store, server["uuid"])
     store.fail_instance(server["uuid"], "cannot reach the agent")
-    # What SchedulerManager.instance_update does when the agent reports the build after all.
+    # What ReportEndpoint.instance_update does when the agent reports the build after all.
     store.update_instance(
         server["uuid"],
         expected_host=HOST,
@@ -296,15 +298,15 @@ def test_delete_image_refused_while_a_live_server_uses_it(store):
     image = _image(store)
     server = _instance(store, name="web", image=image["uuid"])
     with pytest.raises(exception.InUse) as exc:
-        store.delete_image(image["name"])
+        Catalog(store.db).delete_image(image["name"])
     assert "web" in exc.value.message
-    assert store.get_image(image["uuid"])["name"] == image["name"]
+    assert Catalog(store.db).get_image(image["uuid"])["name"] == image["name"]
 
     store.begin_delete(server["uuid"])  # never placed: deleted at once
-    gone = store.delete_image(image["name"])
+    gone = Catalog(store.db).delete_image(image["name"])
     assert gone["uuid"] == image["uuid"]
     with pytest.raises(exception.ImageNotFound):
-        store.get_image(image["uuid"])
+        Catalog(store.db).get_image(image["uuid"])
 
 
 def test_delete_image_allowed_after_agent_finished_delete(store):
@@ -314,23 +316,23 @@ def test_delete_image_allowed_after_agent_finished_delete(store):
     assert _claim(store, server["uuid"])
     store.begin_delete(server["uuid"])
     with pytest.raises(exception.InUse):
-        store.delete_image(image["uuid"])  # still deleting
+        Catalog(store.db).delete_image(image["uuid"])  # still deleting
     store.finish_delete(server["uuid"], HOST)
-    assert store.delete_image(image["uuid"])["uuid"] == image["uuid"]
+    assert Catalog(store.db).delete_image(image["uuid"])["uuid"] == image["uuid"]
 
 
 def test_created_image_record_is_what_show_returns(store):
     image = _image(store)
     assert image["created_at"] is not None
-    assert store.get_image(image["uuid"]) == image
+    assert Catalog(store.db).get_image(image["uuid"]) == image
 
 
 def test_image_names_are_unique(store):
     _image(store, "cirros")
     with pytest.raises(exception.DuplicateName):
         _image(store, "cirros")
-    assert store.find_image_by_name("cirros")["name"] == "cirros"
-    assert store.find_image_by_name("nope") is None
+    assert Catalog(store.db).find_image_by_name("cirros")["name"] == "cirros"
+    assert Catalog(store.db).find_image_by_name("nope") is None
 
 
 # --- lookups -------------------------------------------------------------------------------
@@ -362,7 +364,7 @@ def test_unknown_names_are_not_found(store):
     with pytest.raises(exception.HostNotFound):
         store.get_host("nope", down_after=60)
     with pytest.raises(exception.ImageNotFound):
-        store.delete_image("nope")
+        Catalog(store.db).delete_image("nope")
 
 
 def test_list_instances_filters(store):
@@ -427,16 +429,19 @@ def test_host_report_and_state(store):
 
 
 def test_flavor_extra_specs_and_image_properties_round_trip(store):
-    store.upgrade()
-    flavor = store.create_flavor("pinned", 2, 512, 1, {"hw:cpu_policy": "dedicated"})
+    store.db.upgrade()
+    flavor = Catalog(store.db).create_flavor("pinned", 2, 512, 1, {"hw:cpu_policy": "dedicated"})
     assert flavor["extra_specs"] == {"hw:cpu_policy": "dedicated"}
-    assert store.create_flavor("pinned", 2, 512, 1, {"hw:cpu_policy": "dedicated"}) == flavor
+    assert (
+        Catalog(store.db).create_flavor("pinned", 2, 512, 1, {"hw:cpu_policy": "dedicated"})
+        == flavor
+    )
     with pytest.raises(exception.DuplicateName):
-        store.create_flavor("pinned", 2, 512, 1, {"hw:cpu_policy": "shared"})
+        Catalog(store.db).create_flavor("pinned", 2, 512, 1, {"hw:cpu_policy": "shared"})
 
 
 def _reported_host(store, name="h1"):
-    store.upgrade()
+    store.db.upgrade()
     store.report_host(name, {"vcpus": 4, "memory_mb": 4096, "disk_gb": 40}, {})
     return name
 
@@ -492,9 +497,9 @@ def test_two_releases_racing_on_stale_rows_give_the_claim_back_once(store):
     server = _instance(store)
     assert _claim(store, server["uuid"])
     claimed = _used(store)
-    with store.session() as first:
+    with store.db.session() as first:
         stale_a = first.get(Instance, server["uuid"])
-        with store.session() as second:
+        with store.db.session() as second:
             stale_b = second.get(Instance, server["uuid"])
             Store._release(second, stale_b)
         Store._release(first, stale_a)

@@ -18,6 +18,8 @@ from oslo_config import cfg
 from compute_driver import exception
 from compute_driver.rpc import schemas
 from compute_driver.rpc.context import RequestContext
+from compute_driver.scheduler.catalog import Catalog
+from compute_driver.scheduler.database import Database
 from compute_driver.scheduler.store import Store
 from compute_driver.scheduler.volume_store import VolumeStore
 from compute_driver.scheduler.volumes import VolumeManager, agent_volume
@@ -65,15 +67,15 @@ class FailingAgent:
 
 @pytest.fixture
 def store(tmp_path) -> Iterator[Store]:
-    store = Store("sqlite:///%s" % (tmp_path / "s.sqlite"))
-    store.upgrade()
+    store = Store(Database("sqlite:///%s" % (tmp_path / "s.sqlite")))
+    store.db.upgrade()
     store.report_host(
         HOST,
         {"vcpus": 8, "memory_mb": 8192, "disk_gb": 100},
         {"virt_type": "qemu", "storage_backends": ["dir", "rbd"]},
     )
     yield store
-    store.engine.dispose()
+    store.db.engine.dispose()
 
 
 @pytest.fixture
@@ -83,7 +85,7 @@ def agent() -> FailingAgent:
 
 @pytest.fixture
 def manager(store: Store, agent: FailingAgent, fresh_conf: cfg.ConfigOpts) -> VolumeManager:
-    return VolumeManager(fresh_conf, store, agent)  # type: ignore[arg-type]
+    return VolumeManager(fresh_conf, store, Catalog(store.db), agent)  # type: ignore[arg-type]
 
 
 def call(manager: VolumeManager, method: str, **payload: Any) -> Any:
@@ -299,7 +301,7 @@ def test_agent_volume_carries_only_what_the_agent_needs(manager: VolumeManager) 
         "location": record["location"],
         "format": "qcow2",
     }
-    assert VolumeStore(manager.store).attached("nobody") == []
+    assert VolumeStore(manager.store.db).attached("nobody") == []
 
 
 def test_a_repeated_create_may_boot_from_the_volume_it_already_holds(

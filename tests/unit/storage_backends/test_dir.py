@@ -299,7 +299,7 @@ def test_volume_of_zero_gib_is_refused(backend):
 
 
 def test_get_missing_volume(backend):
-    with pytest.raises(exception.VolumeNotFound):
+    with pytest.raises(exception.BackendVolumeNotFound):
         backend.get_volume("nope")
 
 
@@ -349,7 +349,7 @@ def test_resize_grows_and_refuses_to_shrink(backend, image):
     assert backend.resize_volume("v", 3) == grown
     with pytest.raises(exception.InvalidVolumeSize, match="shrinking"):
         backend.resize_volume("v", 2)
-    with pytest.raises(exception.VolumeNotFound):
+    with pytest.raises(exception.BackendVolumeNotFound):
         backend.resize_volume("nope", 2)
 
 
@@ -418,7 +418,7 @@ def test_snapshots_of_raw_volumes_are_unsupported(make):
     backend.create_volume("v", 1)
     with pytest.raises(exception.Unsupported):
         backend.create_snapshot("v", "s1")
-    with pytest.raises(exception.VolumeNotFound):
+    with pytest.raises(exception.BackendVolumeNotFound):
         backend.list_snapshots("nope")
 
 

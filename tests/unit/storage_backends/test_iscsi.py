@@ -389,7 +389,7 @@ def test_delete_wipes_and_releases(make, targets):
     backend.delete_volume("vol-a")
     assert targets[T1].read(2, 0, 4096) == bytes(4096)
     assert not targets[T1].data[1][2 * BLOCK : 3 * BLOCK].strip(b"\0")
-    with pytest.raises(exception.VolumeNotFound):
+    with pytest.raises(exception.BackendVolumeNotFound):
         backend.get_volume("vol-a")
 
 
@@ -398,7 +398,7 @@ def test_a_creating_record_is_no_volume_yet(make, targets):
     record = {"volume": "vol-a", "state": "creating"}
     targets[T1].write(1, 2 * BLOCK, iscsi_utils.encode_record(record, BLOCK))
     backend = make()
-    with pytest.raises(exception.VolumeNotFound):
+    with pytest.raises(exception.BackendVolumeNotFound):
         backend.get_volume("vol-a")
     assert backend.capacity().free == 9 * GiB
     assert backend.create_volume("vol-a", 1).location == T1 + "/2"  # resumed, not a 2nd LUN
