@@ -52,6 +52,7 @@ import oslo_messaging as messaging  # noqa: E402
 from oslo_config import cfg  # noqa: E402
 
 from compute_driver import config  # noqa: E402
+from compute_driver.agent.host import AgentHost  # noqa: E402
 from compute_driver.agent.manager import ComputeManager  # noqa: E402
 from compute_driver.rpc import compute_api, transport  # noqa: E402
 from compute_driver.rpc.agent_reports_api import AgentReportsAPI  # noqa: E402
@@ -183,11 +184,13 @@ def run(args: argparse.Namespace) -> dict[str, list[float]]:
     _check_broker(conf)
 
     manager = ComputeManager(
-        conf,
-        cast(ComputeDriver, _Unused("driver")),
-        {},
-        {},
-        cast(AgentReportsAPI, _Unused("agent_reports")),
+        AgentHost(
+            conf,
+            cast(ComputeDriver, _Unused("driver")),
+            {},
+            {},
+            cast(AgentReportsAPI, _Unused("agent_reports")),
+        )
     )
     bare_target = messaging.Target(topic=bare_topic, server=host)
     bare_transport: messaging.Transport | None = None

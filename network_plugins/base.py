@@ -95,6 +95,18 @@ class NetworkPlugin(abc.ABC):
     def delete_network(self, network: Network) -> None:
         """Remove what :meth:`ensure_network` made. Idempotent."""
 
+    def tunnel_endpoint(self) -> str | None:
+        """This host's address for the tunnels of this plugin's networks.
+
+        The agent reports it with the host's capabilities; the scheduler
+        hands it to the other hosts of a tunnelled network
+        (:meth:`update_topology`). The default has no tunnels.
+
+        :returns: the address (e.g. ``[<plugin>] local_ip``), or None when
+            this host has none.
+        """
+        return None
+
     def check_and_resync(self) -> bool:
         """Reprogram what the datapath or the host lost: rules (its switch daemon
         restarted), the devices and switch ports of plugged ports (a host

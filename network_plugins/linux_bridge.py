@@ -191,6 +191,10 @@ class LinuxBridgePlugin(base.NetworkPlugin):
             name=self.name, network_types=tuple(NETWORK_TYPES), anti_spoofing=False, tunnels=True
         )
 
+    def tunnel_endpoint(self) -> str | None:
+        """``[linux_bridge] local_ip``, when set."""
+        return str(self.opts.local_ip) if self.opts.local_ip else None
+
     def ensure_network(self, network: base.Network) -> None:
         with self._lock:
             self._ensure(network, "ensure_network", "-")

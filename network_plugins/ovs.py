@@ -233,6 +233,10 @@ class OvsNetworkPlugin(base.NetworkPlugin):
             resync=True,
         )
 
+    def tunnel_endpoint(self) -> str | None:
+        """``[ovs] local_ip``, when set."""
+        return str(self.opts.local_ip) if self.opts.local_ip else None
+
     # --- the interface --------------------------------------------------------------
 
     def ensure_network(self, network: base.Network) -> None:

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import oslo_messaging as messaging
 from oslo_config import cfg
 
 from compute_driver import exception, plugins, service
+from compute_driver.agent.host import AgentHost
 from compute_driver.agent.manager import ComputeManager
+from compute_driver.agent.ports import PortEndpoint
+from compute_driver.agent.volumes import VolumeEndpoint
 from compute_driver.rpc import compute_api, transport
 from compute_driver.rpc.agent_reports_api import AgentReportsAPI
 from storage_backends import base as storage_base
@@ -19,6 +22,8 @@ LOG = logging.getLogger(__name__)
 
 #: Seconds the start-up reconcile call waits before it retries.
 RECONCILE_CALL_TIMEOUT = 10
+#: Seconds between two tries of a report the bus refused.
+REPORT_RETRY_DELAY = 1.0
 
 
 def load_plugins(conf: cfg.ConfigOpts) -> tuple:
@@ -51,6 +56,35 @@ def load_plugins(conf: cfg.ConfigOpts) -> tuple:
     return driver, storage, networks
 
 
+def report_until_sent(
+    report: Callable[[], None], stopped: threading.Event, delay: float = REPORT_RETRY_DELAY
+) -> None:
+    """Send one report, trying again every ``delay`` s while the bus refuses it.
+
+    NOTE: so the first report after the broker returns leaves at once, not
+    one report interval later: after an outage longer than the scheduler's
+    service_down_time, the scheduler refused every create "host down" until
+    each agent's next periodic report. Said once per outage, in one line.
+    """
+    failures = 0
+    while not stopped.is_set():
+        try:
+            report()
+        except exception.MessagingError as exc:
+            if failures == 0:
+                LOG.warning("Cannot report to the scheduler: %s; trying again until it works", exc)
+            failures += 1
+            stopped.wait(delay)
+            continue
+        except exception.ComputeDriverError as exc:
+            # e.g. the hypervisor is away: the next period tries again.
+            LOG.warning("Cannot report this host: %s", exc)
+            return
+        if failures:
+            LOG.warning("Reported to the scheduler again after %d failed tries", failures)
+        return
+
+
 def check_storage(storage: dict) -> None:
     """Each storage backend answers (a Ceph monitor, an iSCSI portal, a mount).
 
@@ -77,7 +111,7 @@ class AgentService:
         driver, storage, networks = load_plugins(conf)
         check_storage(storage)
         driver.init_host(conf.host)
-        self.manager = ComputeManager(
+        self.host = AgentHost(
             conf,
             driver,
             storage,
@@ -85,6 +119,7 @@ class AgentService:
             AgentReportsAPI(conf),
             AgentReportsAPI(conf, timeout=RECONCILE_CALL_TIMEOUT),
         )
+        self.manager = ComputeManager(self.host)
         self.driver = driver
         driver.register_event_callback(self.manager.handle_virt_event)
         driver.register_host_state_callback(self.manager.handle_host_state)
@@ -92,9 +127,9 @@ class AgentService:
         self.server = transport.get_server(
             conf,
             target,
-            [self.manager, self.manager.volumes, self.manager.ports],
+            [self.manager, VolumeEndpoint(self.host), PortEndpoint(self.host)],
         )
-        self.reporter = service.Periodic("report", conf.agent.report_interval, self.manager.report)
+        self.reporter = service.Periodic("report", conf.agent.report_interval, self.report)
         # NOTE: as often as reports: a switch daemon that restarted loses
         # every flow, and guests are cut off until they are back.
         self.network_checker = service.Periodic(
@@ -105,9 +140,13 @@ class AgentService:
             service.Periodic("image-cache", interval, self.clean_image_caches) if interval else None
         )
 
+    def report(self) -> None:
+        """The periodic report, retried while the bus refuses it."""
+        report_until_sent(self.manager.report, self.reporter.stopped)
+
     def resync_networks(self) -> None:
         """Let each network plugin that can reprogram what its datapath lost."""
-        for name, plugin in sorted(self.manager.networks.items()):
+        for name, plugin in sorted(self.host.networks.items()):
             if not plugin.describe().resync:
                 continue
             try:
@@ -118,7 +157,7 @@ class AgentService:
 
     def clean_image_caches(self) -> None:
         """Remove cached images nothing backs onto, on every backend that caches."""
-        for name, backend in sorted(self.manager.storage.items()):
+        for name, backend in sorted(self.host.storage.items()):
             if not backend.describe().image_cache:
                 continue
             try:
@@ -130,7 +169,7 @@ class AgentService:
                 LOG.info("Image cache of %s: removed %s", name, ", ".join(removed))
 
     def start(self) -> None:
-        if self.manager.request_key is None:
+        if self.host.request_key is None:
             LOG.warning(
                 "[agent_reports] key is not set: reports go unsigned and requests are "
                 "not checked, so another agent's credential can command this host"

@@ -13,8 +13,7 @@ from typing import Any
 import oslo_messaging as messaging
 
 from compute_driver import exception
-from compute_driver.agent.host import EndpointHost
-from compute_driver.agent.requests import compute_method
+from compute_driver.agent.host import AgentHost, compute_method
 from compute_driver.objects import ImageSpec
 from compute_driver.virt.base import VolumeRef
 from storage_backends import base as storage_base
@@ -40,45 +39,14 @@ class VolumeEndpoint:
 
     target = messaging.Target(version="1.0")
 
-    def __init__(self, manager: EndpointHost) -> None:
-        self.manager = manager
-
-    def backend(self, name: str) -> Any:
-        """The storage backend ``name`` of this host.
-
-        :raises PluginNotFound: this host does not offer it.
-        """
-        try:
-            return self.manager.storage[name]
-        except KeyError:
-            raise exception.PluginNotFound(
-                family="storage", name=name, available=", ".join(sorted(self.manager.storage))
-            ) from None
-
-    def volume_of(self, payload: dict[str, Any]) -> storage_base.Volume:
-        """The backend's view of a ``schemas.VOLUME`` payload (asking the backend
-        when the payload lacks the location)."""
-        backend = self.backend(payload["backend"])
-        if payload.get("location") is None:
-            return backend.get_volume(payload["id"])  # type: ignore[no-any-return]
-        return storage_base.Volume(
-            id=payload["id"],
-            backend=payload["backend"],
-            size_gb=payload.get("size_gb", 0),
-            format=payload.get("format", "raw"),
-            location=payload["location"],
-        )
-
-    def disk_of(self, payload: dict[str, Any]) -> Any:
-        """The libvirt disk builder that attaches a ``schemas.VOLUME`` payload."""
-        volume = self.volume_of(payload)
-        return self.backend(volume.backend).disk_config(volume)
+    def __init__(self, host: AgentHost) -> None:
+        self.host = host
 
     @compute_method
     def create_volume(
         self, ctxt: dict, volume: dict[str, Any], image: dict[str, Any] | None = None
     ) -> dict[str, Any]:
-        backend = self.backend(volume["backend"])
+        backend = self.host.storage.backend(volume["backend"])
         if image is None:
             made = backend.create_volume(volume["id"], volume["size_gb"])
         else:
@@ -87,7 +55,7 @@ class VolumeEndpoint:
             linked = bool(backend.describe().linked_clone)
             made = backend.create_from_image(
                 volume["id"],
-                ImageSpec.from_wire(image, self.manager.conf.image.store_path),
+                ImageSpec.from_wire(image, self.host.conf.image.store_path),
                 volume["size_gb"],
                 linked=linked,
             )
@@ -96,17 +64,17 @@ class VolumeEndpoint:
 
     @compute_method
     def delete_volume(self, ctxt: dict, volume: dict[str, Any]) -> None:
-        self.backend(volume["backend"]).delete_volume(volume["id"])
+        self.host.storage.backend(volume["backend"]).delete_volume(volume["id"])
         LOG.info("Volume %s deleted from %s", volume["id"], volume["backend"])
 
     @compute_method
     def resize_volume(
         self, ctxt: dict, volume: dict[str, Any], size_gb: int, uuid: str | None = None
     ) -> dict[str, Any]:
-        backend = self.backend(volume["backend"])
+        backend = self.host.storage.backend(volume["backend"])
         if not backend.describe().resize:
             raise storage_exception.Unsupported(backend=backend.name, ability="resize")
-        current = self.volume_of(volume)
+        current = self.host.storage.volume_of(volume)
         if size_gb < current.size_gb:
             raise storage_exception.InvalidVolumeSize(
                 volume=volume["id"],
@@ -117,8 +85,8 @@ class VolumeEndpoint:
             # NOTE: QEMU grows an open image itself (qcow2 file, librbd,
             # libnfs) and tells the guest; the backend must not touch an
             # image a running guest holds.
-            with self.manager._instance_lock(uuid):
-                self.manager.driver.extend_volume(uuid, volume["id"], size_gb * 1024**3)
+            with self.host.instance_lock(uuid):
+                self.host.driver.extend_volume(uuid, volume["id"], size_gb * 1024**3)
             grown = backend.get_volume(volume["id"])
         else:
             grown = backend.resize_volume(volume["id"], size_gb)
@@ -126,18 +94,18 @@ class VolumeEndpoint:
 
     @compute_method
     def attach_volume(self, ctxt: dict, uuid: str, volume: dict[str, Any]) -> dict[str, Any]:
-        disk = self.disk_of(volume)
+        disk = self.host.storage.disk_of(volume)
         ref = VolumeRef(volume["id"], volume["backend"], volume.get("target_dev") or "")
-        with self.manager._instance_lock(uuid):
-            target = self.manager.driver.attach_volume(uuid, disk, ref)
+        with self.host.instance_lock(uuid):
+            target = self.host.driver.attach_volume(uuid, disk, ref)
         return {"target_dev": target}
 
     @compute_method
     def detach_volume(self, ctxt: dict, uuid: str, volume: dict[str, Any]) -> None:
-        timeout = self.manager.conf.agent.volume_detach_timeout
-        with self.manager._instance_lock(uuid):
+        timeout = self.host.conf.agent.volume_detach_timeout
+        with self.host.instance_lock(uuid):
             try:
-                self.manager.driver.detach_volume(uuid, volume["id"], timeout)
+                self.host.driver.detach_volume(uuid, volume["id"], timeout)
             except exception.InstanceNotFound:
                 # NOTE: the server's guest is gone (a failed build): nothing holds the volume.
                 LOG.info("Detach of %s from %s: no such guest here", volume["id"], uuid)
@@ -146,7 +114,7 @@ class VolumeEndpoint:
     def volume_snapshot(
         self, ctxt: dict, volume: dict[str, Any], action: str, name: str | None = None
     ) -> Any:
-        backend = self.backend(volume["backend"])
+        backend = self.host.storage.backend(volume["backend"])
         if not backend.describe().snapshots:
             raise storage_exception.Unsupported(backend=backend.name, ability="snapshots")
         if action == "list":

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, ClassVar
 
+import kombu.exceptions
 import oslo_messaging as messaging
 from oslo_config import cfg
 
@@ -127,7 +128,7 @@ class RPCClientBase:
             raise exception.MessagingError(
                 service=self._service(host), reason="%s: %s" % (exc.exc_type, exc.value)
             ) from exc
-        except messaging.MessagingException as exc:
+        except (messaging.MessagingException, kombu.exceptions.OperationalError) as exc:
             raise exception.MessagingError(service=self._service(host), reason=str(exc)) from exc
 
     def _service(self, host: str | None) -> str:
@@ -140,5 +141,7 @@ class RPCClientBase:
         context = self._context()
         try:
             prepared.cast(context, method, **self._outgoing(method, context, payload, host))
-        except messaging.MessagingException as exc:
+        # NOTE: with the broker down after [rpc] connection_retries, the
+        # rabbit driver lets kombu's own error through, not oslo's.
+        except (messaging.MessagingException, kombu.exceptions.OperationalError) as exc:
             raise exception.MessagingError(service=self._service(host), reason=str(exc)) from exc

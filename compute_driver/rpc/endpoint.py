@@ -1,9 +1,10 @@
 """The decorator every RPC endpoint method wears, and what a request may cost.
 
-:func:`rpc_method` checks the payload against the method's schema before the
-method runs, so a malformed request changes nothing. It answers our own
-errors as they are, and anything else as an ``internal_error`` naming the
-request.
+:func:`rpc_method` checks the payload against the method's schema, then
+what its API checks of every request (the sender's signature, the policy),
+before the method runs, so a malformed or forged request changes nothing.
+It answers our own errors as they are, and anything else as an
+``internal_error`` naming the request.
 
 What one request leaves behind is bounded, whoever sent it:
 
@@ -120,14 +121,32 @@ def _log_refusal(method: str, ctxt: Any, error: exception.ComputeDriverError) ->
     LOG.log(level, "%s refused (request %s): %s", method, request_id(ctxt), bounded(error.message))
 
 
+#: What an endpoint checks of a request before the method runs (its sender's
+#: signature, its policy): called as ``check(endpoint, context, method, payload)``
+#: with the payload as sent, ``signature`` included; raises to refuse.
+Check = Callable[[Any, RequestContext, str, dict[str, Any]], None]
+
+
 def rpc_method(
-    api: str, methods: dict[str, dict[str, Any]]
+    api: str, methods: dict[str, dict[str, Any]], check: Check | None = None
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Expose a method over RPC with the schema ``methods[name]``."""
+    """Expose a method over RPC with the schema ``methods[name]``.
+
+    The one decorator of every endpoint method, agent and scheduler alike:
+    the context is made typed, the payload is checked against its schema,
+    then ``check`` runs (if given) and the payload's ``signature``, the
+    envelope's, is dropped before the method runs.
+
+    :param api: the API's name, as errors and logs name its methods (``compute``).
+    :param methods: the API's method schemas by name (``schemas.COMPUTE_METHODS``).
+    :param check: what the API checks of every request after its schema
+        (``check(endpoint, context, method, payload)``; raises to refuse).
+    """
 
     def decorator(func: Callable[..., Any]) -> Callable[..., Any]:
-        schema = methods[func.__name__]
-        method = "%s.%s" % (api, func.__name__)
+        name = func.__name__
+        schema = methods[name]
+        method = "%s.%s" % (api, name)
 
         @functools.wraps(func)
         # NOTE: positional-only, so that payload fields named "self" or
@@ -137,7 +156,11 @@ def rpc_method(
             try:
                 # NOTE: methods get a typed, checked context, never the raw dict.
                 context = RequestContext.from_wire(ctxt)
-                schemas.validate(api, func.__name__, schema, kwargs)
+                schemas.validate(api, name, schema, kwargs)
+                if check is not None:
+                    check(self, context, name, kwargs)
+                    # NOTE: the signature is the envelope's, checked; never the method's.
+                    kwargs.pop("signature", None)
                 return func(self, context, **kwargs)
             except exception.ComputeDriverError as exc:
                 error, ours = exc, True

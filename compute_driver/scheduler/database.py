@@ -8,6 +8,7 @@ schema; :func:`find_by_ref` finds a row by key or unique name.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import threading
 from collections.abc import Iterator
@@ -17,6 +18,7 @@ import sqlalchemy as sa
 from alembic import command as alembic_command
 from alembic.config import Config as AlembicConfig
 from sqlalchemy import event, select
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session, sessionmaker
 
 from compute_driver import exception
@@ -24,6 +26,16 @@ from compute_driver.rpc.context import RequestContext
 from compute_driver.scheduler import scope
 
 MIGRATIONS = os.path.join(os.path.dirname(__file__), "migrations")
+
+#: The PostgreSQL advisory lock migrations hold (a number of ours: "cdmi").
+MIGRATION_LOCK = 0x63646D69
+
+#: What the database drivers say when their disk is full.
+_DISK_FULL = (
+    "database or disk is full",  # SQLite (SQLITE_FULL)
+    "no space left on device",  # PostgreSQL (ENOSPC, in its words)
+    "could not extend file",  # PostgreSQL
+)
 
 
 class Database:
@@ -65,24 +77,80 @@ class Database:
 
     @contextlib.contextmanager
     def session(self) -> Iterator[Session]:
-        """A transaction: committed on success, rolled back on any error."""
-        with self._turn, self._sessions.begin() as session:
+        """A transaction: committed on success, rolled back on any error.
+
+        :raises DatabaseUnavailable: its disk is full (which, how full).
+        """
+        # NOTE: the disk check outside the transaction: a full disk is
+        # often found at the commit.
+        with self._turn, self._disk_full_said(), self._sessions.begin() as session:
             yield session
 
     @contextlib.contextmanager
     def connection(self) -> Iterator[sa.Connection]:
         """A transaction on a bare connection, for Core statements: committed
-        on success, rolled back on any error."""
-        with self._turn, self.engine.begin() as connection:
+        on success, rolled back on any error.
+
+        :raises DatabaseUnavailable: its disk is full (which, how full).
+        """
+        with self._turn, self._disk_full_said(), self.engine.begin() as connection:
             yield connection
 
     def upgrade(self) -> None:
-        """Bring the schema to the newest migration (idempotent)."""
+        """Bring the schema to the newest migration (idempotent).
+
+        NOTE: on PostgreSQL under an advisory lock: two schedulers started
+        together on a new database both created the first tables, and one
+        exited. The second now waits and finds the schema at its head.
+        SQLite takes one writer at a time anyway.
+        """
         config = AlembicConfig()
         config.set_main_option("script_location", MIGRATIONS)
-        with self.engine.begin() as connection:
+        with self._disk_full_said(), self.engine.begin() as connection:
+            if connection.dialect.name == "postgresql":
+                # Released at the end of this transaction, whatever happens.
+                connection.execute(
+                    sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK}
+                )
             config.attributes["connection"] = connection
             alembic_command.upgrade(config, "head")
+
+    @contextlib.contextmanager
+    def _disk_full_said(self) -> Iterator[None]:
+        """Turn a driver's "disk full" into an error that says which disk, how full."""
+        try:
+            yield
+        except sa_exc.OperationalError as exc:
+            text = str(exc.orig or exc).strip()
+            if not any(words in text.lower() for words in _DISK_FULL):
+                raise
+            raise exception.DatabaseUnavailable(reason=self._disk_full(text)) from exc
+        except OSError as exc:
+            if exc.errno != errno.ENOSPC:
+                raise
+            raise exception.DatabaseUnavailable(reason=self._disk_full(str(exc))) from exc
+
+    def _disk_full(self, said: str) -> str:
+        url = sa.engine.make_url(self.url)
+        path = url.database if url.drivername.startswith("sqlite") else None
+        if not path or path == ":memory:" or path.startswith("file:"):
+            # A server's disk: only it can say which (PostgreSQL names the file).
+            return "its disk is full: %s (database %s)" % (
+                said.splitlines()[0],
+                url.render_as_string(hide_password=True),
+            )
+        directory = os.path.dirname(os.path.abspath(path))
+        try:
+            stat = os.statvfs(directory)
+        except OSError as exc:
+            return "the disk of %s is full (%s; %s)" % (path, said, exc.strerror)
+        return "the disk of %s is full: %s free of %s in %s (%s)" % (
+            path,
+            _size(stat.f_bavail * stat.f_frsize),
+            _size(stat.f_blocks * stat.f_frsize),
+            directory,
+            said.splitlines()[0],
+        )
 
 
 def find_by_ref(
@@ -116,6 +184,11 @@ def find_by_ref(
             reason="%d %s are named %s; use a UUID" % (len(matches), plural, ref)
         )
     return matches[0] if matches else None
+
+
+def _size(count: int) -> str:
+    """``count`` bytes in MiB, for a person."""
+    return "%.1f MiB" % (count / 1024**2)
 
 
 def _private_sqlite_file(path: str) -> None:

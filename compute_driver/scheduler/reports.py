@@ -41,6 +41,8 @@ def report_method(func: Callable) -> Callable:
         if self.secret is not None:
             report_signing.verify(self.secret, func.__name__, kwargs)
         kwargs.pop("signature", None)
+        if self.host_view.hearing is not None:
+            self.host_view.hearing.heard()
         return func(self, ctxt, **kwargs)
 
     return rpc_method(API, schemas.REPORT_METHODS)(verified)
@@ -161,6 +163,8 @@ class ReportEndpoint:
 
     def check_hosts(self) -> None:
         """Log each host that went down since the last check."""
+        if self.host_view.hearing is not None:
+            self.host_view.hearing.check()
         for host in self.store.list_hosts(self._down_after):
             with self._lock:
                 if host["state"] == "down" and host["name"] not in self._known_down:

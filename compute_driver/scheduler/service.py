@@ -19,7 +19,7 @@ from compute_driver.scheduler.build import BuildPath
 from compute_driver.scheduler.catalog import Catalog
 from compute_driver.scheduler.database import Database
 from compute_driver.scheduler.flavors import FlavorEndpoint
-from compute_driver.scheduler.host_view import HostView
+from compute_driver.scheduler.host_view import Hearing, HostView
 from compute_driver.scheduler.hosts import HostEndpoint
 from compute_driver.scheduler.images import ImageEndpoint
 from compute_driver.scheduler.imagestore import ImageStore
@@ -78,6 +78,10 @@ def ensure_state_dirs(conf: cfg.ConfigOpts) -> None:
     os.chmod(conf.image.store_path, 0o711)
 
 
+#: Seconds a stopping scheduler waits for its queued notifications to go.
+NOTIFICATIONS_FLUSH_TIMEOUT = 5
+
+
 class Scheduler:
     """The scheduler's parts, wired together over one store and one compute API.
 
@@ -106,6 +110,7 @@ class Scheduler:
         self.host_view = HostView(
             lambda: self.aggregates.annotate(store.list_hosts(conf.scheduler.service_down_time)),
             conf.scheduler.host_view_ttl,
+            hearing=Hearing.from_conf(conf),
         )
         self.aggregates = AggregateManager(conf, store.db, on_change=self.host_view.invalidate)
         self.build = BuildPath(
@@ -210,6 +215,10 @@ class SchedulerService:
             server.stop()
         for server in (self.server, self.report_server):
             server.wait()
+        # NOTE: what the last requests notified, if the broker takes it soon;
+        # a broker that is away does not hold up the stop for longer.
+        if not self.scheduler.notifier.flush(NOTIFICATIONS_FLUSH_TIMEOUT):
+            LOG.warning("Stopping with notifications not sent (the broker is away)")
         self.store.db.engine.dispose()
 
 

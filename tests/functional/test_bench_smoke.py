@@ -29,6 +29,7 @@ BENCH_DIR = os.path.join(REPO, "bench")
 #: bench script -> the figures its last line must carry (numbers, not null).
 KEY_FIGURES: dict[str, tuple[str, ...]] = {
     "clone.py": ("dir_clone_ms", "rbd_clone_ms", "dir_size_ratio", "rbd_size_ratio"),
+    "faults.py": ("host_down_refusals", "refused", "not_active", "max_recovery_s"),
     "lb_plug.py": ("speedup_vs_subprocess", "pyroute2_s", "subprocess_s"),
     "ovs_plug.py": ("ratio_vs_raw_txn", "speedup_vs_vsctl", "ms_per_port", "resync_ms_per_port"),
     "rpc_overhead.py": ("rpc_call_ratio", "ours_ms", "bare_ms"),

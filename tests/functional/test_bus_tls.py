@@ -16,7 +16,6 @@ import socket
 import ssl
 import subprocess
 import tempfile
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,16 +26,7 @@ from oslo_config import cfg
 
 from compute_driver import config, exception
 from compute_driver.rpc import transport
-
-RABBITMQ_SERVER = "/usr/lib/rabbitmq/bin/rabbitmq-server"
-#: Seconds a private node may take to boot on a loaded 2-core machine.
-BOOT_TIMEOUT = 180
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.functional import private_rabbit
 
 
 def _openssl(*args: str, cwd: str) -> None:
@@ -76,96 +66,56 @@ def make_server_cert(workdir: str, ca: tuple[str, str]) -> tuple[str, str]:
 class PrivateBroker:
     """A RabbitMQ node of this test's own, with a TLS listener."""
 
-    workdir: str
+    node: private_rabbit.PrivateRabbit
     ca_file: str
     other_ca_file: str
     tls_port: int
-    proc: subprocess.Popen
+
+    @property
+    def workdir(self) -> str:
+        return self.node.workdir
 
     def url(self, query: str = "?ssl=1") -> str:
         return "rabbit://guest:guest@127.0.0.1:%d/%s" % (self.tls_port, query)
 
 
-def _wait_for_tls(port: int, ca_file: str, proc: subprocess.Popen, log: str) -> None:
+def _accepts_tls(port: int, ca_file: str) -> bool:
     context = ssl.create_default_context(cafile=ca_file)
-    deadline = time.monotonic() + BOOT_TIMEOUT
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            break
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=2) as raw:
-                with context.wrap_socket(raw, server_hostname="127.0.0.1"):
-                    return
-        except OSError:
-            time.sleep(0.5)
-    with open(log, errors="replace") as f:
-        tail = f.read()[-3000:]
-    pytest.fail("the private RabbitMQ node did not open its TLS port:\n" + tail)
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=2) as raw:
+            with context.wrap_socket(raw, server_hostname="127.0.0.1"):
+                return True
+    except OSError:
+        return False
 
 
 @pytest.fixture(scope="module")
 def broker() -> Iterator[PrivateBroker]:
-    if os.geteuid() != 0 or not os.path.exists(RABBITMQ_SERVER) or not shutil.which("openssl"):
+    if private_rabbit.available() is not None or not shutil.which("openssl"):
         pytest.skip("needs root, rabbitmq-server and openssl")
     workdir = tempfile.mkdtemp(prefix="cd-rabbit-tls-")
     os.chmod(workdir, 0o700)
     ca = make_ca(workdir, "test-ca")
     other_ca = make_ca(workdir, "other-ca")
     cert, key = make_server_cert(workdir, ca)
-    tls_port, tcp_port, dist_port = _free_port(), _free_port(), _free_port()
-    conf_file = os.path.join(workdir, "rabbitmq.conf")
-    with open(conf_file, "w") as f:
-        f.write(
-            "listeners.tcp.1 = 127.0.0.1:%d\n"
-            "listeners.ssl.1 = 127.0.0.1:%d\n"
-            "ssl_options.cacertfile = %s\n"
-            "ssl_options.certfile = %s\n"
-            "ssl_options.keyfile = %s\n"
-            "ssl_options.verify = verify_none\n"
-            "ssl_options.fail_if_no_peer_cert = false\n" % (tcp_port, tls_port, ca[0], cert, key)
-        )
-    plugins = os.path.join(workdir, "enabled_plugins")
-    with open(plugins, "w") as f:
-        f.write("[].\n")
-    node = "cdtls%s@localhost" % uuid.uuid4().hex[:8]
-    env = dict(
-        os.environ,
-        RABBITMQ_NODENAME=node,
-        RABBITMQ_USE_LONGNAME="false",
-        RABBITMQ_NODE_IP_ADDRESS="127.0.0.1",
-        RABBITMQ_NODE_PORT=str(tcp_port),
-        RABBITMQ_DIST_PORT=str(dist_port),
-        RABBITMQ_CONFIG_FILE=conf_file,
-        RABBITMQ_ENABLED_PLUGINS_FILE=plugins,
-        RABBITMQ_MNESIA_BASE=os.path.join(workdir, "mnesia"),
-        RABBITMQ_LOG_BASE=os.path.join(workdir, "log"),
-        RABBITMQ_PID_FILE=os.path.join(workdir, "node.pid"),
-        RABBITMQ_ADVANCED_CONFIG_FILE=os.path.join(workdir, "advanced.config"),
-        RABBITMQ_LOGS="-",
+    tls_port = private_rabbit.free_port()
+    node = private_rabbit.PrivateRabbit(
+        workdir,
+        extra_config="listeners.ssl.1 = 127.0.0.1:%d\n"
+        "ssl_options.cacertfile = %s\n"
+        "ssl_options.certfile = %s\n"
+        "ssl_options.keyfile = %s\n"
+        "ssl_options.verify = verify_none\n"
+        "ssl_options.fail_if_no_peer_cert = false\n" % (tls_port, ca[0], cert, key),
     )
-    log = os.path.join(workdir, "node.out")
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [RABBITMQ_SERVER],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
     try:
-        _wait_for_tls(tls_port, ca[0], proc, log)
-        yield PrivateBroker(workdir, ca[0], other_ca[0], tls_port, proc)
+        try:
+            node.start(ready=lambda: _accepts_tls(tls_port, ca[0]))
+        except private_rabbit.BrokerFailed as exc:
+            pytest.fail(str(exc))
+        yield PrivateBroker(node, ca[0], other_ca[0], tls_port)
     finally:
-        # NOTE: only this node: its own process group, started above.
-        if proc.poll() is None:
-            os.killpg(proc.pid, 15)
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, 9)
-                proc.wait(10)
-        shutil.rmtree(workdir, ignore_errors=True)
+        node.remove()
 
 
 def _client_conf(workdir: str, url: str, ca_file: str | None) -> cfg.ConfigOpts:

@@ -363,10 +363,13 @@ def host_usage(hosts: list[dict[str, Any]]) -> dict[str, tuple[int, int, int]]:
 
 
 @contextlib.contextmanager
-def sim_cloud(database: str | None = None, **options: Any) -> Iterator[SimCloud]:
+def sim_cloud(
+    database: str | None = None, broker: Any = None, **options: Any
+) -> Iterator[SimCloud]:
     """A :class:`SimCloud` on a vhost of its own; all of it removed at the end.
 
     :param database: the schedulers' SQLAlchemy URL (default: SQLite in the cloud's directory).
+    :param broker: a ``private_rabbit.PrivateRabbit`` to use instead of the shared broker.
     """
     if os.geteuid() != 0:
         raise AssertionError("these tests run as root (rabbitmqctl makes their vhost)")
@@ -376,22 +379,30 @@ def sim_cloud(database: str | None = None, **options: Any) -> Iterator[SimCloud]
     os.chmod(base, 0o755)
     tag = os.path.basename(base).rsplit("-", 1)[-1].lower()
     vhost = "cdft-sched-" + tag
-    _rabbitmqctl("add_vhost", vhost)
+    if broker is not None:
+        broker.add_vhost(vhost)
+    else:
+        _rabbitmqctl("add_vhost", vhost)
+        _rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
     cloud = SimCloud(
         base=base,
-        transport_url=TRANSPORT_URL.rstrip("/") + "/" + vhost,
+        transport_url=(broker.url() if broker is not None else TRANSPORT_URL).rstrip("/")
+        + "/"
+        + vhost,
         database=database or "sqlite:///%s/scheduler.sqlite" % base,
         **options,
     )
     try:
-        _rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
         yield cloud
     finally:
         cloud.stop_all()
         transport.cleanup()
-        subprocess.run(
-            ["rabbitmqctl", "-q", "delete_vhost", vhost], capture_output=True, timeout=60
-        )
+        if broker is not None:
+            broker.delete_vhost(vhost)
+        else:
+            subprocess.run(
+                ["rabbitmqctl", "-q", "delete_vhost", vhost], capture_output=True, timeout=60
+            )
         if os.environ.get("CD_TEST_KEEP_STATE"):
             print("kept %s" % base)
         else:

@@ -18,6 +18,7 @@ import libvirt
 import pytest
 from oslo_config import cfg
 
+from compute_driver.agent.host import AgentHost
 from compute_driver.agent.manager import ComputeManager, root_volume_id
 from compute_driver.objects import ImageSpec
 from compute_driver.virt.libvirt.driver import LibvirtDriver, domain_name
@@ -92,7 +93,9 @@ def scheduler() -> RecordingScheduler:
 @pytest.fixture
 def manager(agent_conf, driver, backend, scheduler) -> ComputeManager:
     return ComputeManager(
-        agent_conf, driver, {"dir": backend}, {"noop": NoopNetworkPlugin(agent_conf)}, scheduler
+        AgentHost(
+            agent_conf, driver, {"dir": backend}, {"noop": NoopNetworkPlugin(agent_conf)}, scheduler
+        )
     )
 
 
@@ -277,7 +280,7 @@ def _built(manager: ComputeManager, image_file: Path) -> str:
 def test_reconcile_reports_a_server_whose_domain_is_missing(agent_conf, driver, backend) -> None:
     missing = str(uuidlib.uuid4())
     scheduler = ReconcilingScheduler([{"uuid": missing, "task_state": None, "vm_state": "active"}])
-    manager = ComputeManager(agent_conf, driver, {"dir": backend}, {}, scheduler)
+    manager = ComputeManager(AgentHost(agent_conf, driver, {"dir": backend}, {}, scheduler))
     manager.reconcile()
     assert scheduler.casts == [
         (
@@ -296,10 +299,12 @@ def test_reconcile_reports_a_server_whose_domain_is_missing(agent_conf, driver, 
 def test_reconcile_is_quiet_about_servers_that_are_where_expected(
     agent_conf, driver, backend, image_file
 ) -> None:
-    builder = ComputeManager(agent_conf, driver, {"dir": backend}, {}, RecordingScheduler())
+    builder = ComputeManager(
+        AgentHost(agent_conf, driver, {"dir": backend}, {}, RecordingScheduler())
+    )
     uuid = _built(builder, image_file)
     scheduler = ReconcilingScheduler([{"uuid": uuid, "task_state": None, "vm_state": "active"}])
-    ComputeManager(agent_conf, driver, {"dir": backend}, {}, scheduler).reconcile()
+    ComputeManager(AgentHost(agent_conf, driver, {"dir": backend}, {}, scheduler)).reconcile()
     assert scheduler.casts == []
     driver.destroy(uuid)
 
@@ -310,17 +315,25 @@ def test_unknown_domains_follow_the_policy(
 ) -> None:
     agent_conf.set_override("unknown_domain_policy", policy, group="agent")
     agent_conf.set_override("shutdown_timeout", 1, group="libvirt")
-    builder = ComputeManager(agent_conf, driver, {"dir": backend}, {}, RecordingScheduler())
+    builder = ComputeManager(
+        AgentHost(agent_conf, driver, {"dir": backend}, {}, RecordingScheduler())
+    )
     uuid = _built(builder, image_file)
-    ComputeManager(agent_conf, driver, {"dir": backend}, {}, ReconcilingScheduler([])).reconcile()
+    ComputeManager(
+        AgentHost(agent_conf, driver, {"dir": backend}, {}, ReconcilingScheduler([]))
+    ).reconcile()
     assert driver.get_info(uuid).power_state == power_state
     driver.destroy(uuid)
 
 
 def test_reap_policy_removes_the_domain_and_its_disk(agent_conf, driver, backend, image_file):
     agent_conf.set_override("unknown_domain_policy", "reap", group="agent")
-    builder = ComputeManager(agent_conf, driver, {"dir": backend}, {}, RecordingScheduler())
+    builder = ComputeManager(
+        AgentHost(agent_conf, driver, {"dir": backend}, {}, RecordingScheduler())
+    )
     uuid = _built(builder, image_file)
-    ComputeManager(agent_conf, driver, {"dir": backend}, {}, ReconcilingScheduler([])).reconcile()
+    ComputeManager(
+        AgentHost(agent_conf, driver, {"dir": backend}, {}, ReconcilingScheduler([]))
+    ).reconcile()
     assert uuid not in {i.uuid for i in driver.list_instances()}
     assert not (Path(agent_conf.dir.path) / (root_volume_id(uuid) + ".qcow2")).exists()

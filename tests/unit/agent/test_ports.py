@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import types
-from typing import Any
+from agent_fakes import FakePlugin
 
 from compute_driver.agent.ports import PortEndpoint
 
+CTXT = {"request_id": "req-unit"}
 NETWORK = {
     "id": "0b0c3a4e-1b6e-4a55-9d0e-2f9f3c1d7a10",
     "name": "n",
@@ -17,36 +17,28 @@ NETWORK = {
 }
 
 
-class RecordingPlugin:
-    """Stands in for a network plugin: keeps the lists it was given."""
-
-    def __init__(self) -> None:
-        self.lists: list[list[str]] = []
-
-    def update_topology(self, network: Any, remote_endpoints: list[str]) -> None:
-        self.lists.append(remote_endpoints)
-
-
-def _endpoint() -> tuple[PortEndpoint, RecordingPlugin]:
-    plugin = RecordingPlugin()
-    manager = types.SimpleNamespace(
-        conf=types.SimpleNamespace(agent=types.SimpleNamespace(network_plugins=["rec"])),
-        networks={"rec": plugin},
-        request_key=None,  # requests unsigned, as with no [agent_reports] key
-    )
-    return PortEndpoint(manager), plugin  # type: ignore[arg-type]
-
-
 def _update(endpoint: PortEndpoint, revision: int, remotes: list[str]) -> None:
-    type(endpoint).update_topology.__wrapped__(
-        endpoint, {}, network=dict(NETWORK, revision=revision), remote_endpoints=remotes
+    endpoint.update_topology(
+        CTXT, network=dict(NETWORK, revision=revision), remote_endpoints=remotes
     )
 
 
-def test_a_stale_topology_is_ignored_and_a_repeat_is_applied() -> None:
-    endpoint, plugin = _endpoint()
+def test_a_stale_topology_is_ignored_and_a_repeat_is_applied(make_host) -> None:
+    plugin = FakePlugin()
+    endpoint = PortEndpoint(make_host(plugin=plugin))
     _update(endpoint, 5, ["192.0.2.1", "192.0.2.2"])
     _update(endpoint, 4, ["192.0.2.1"])  # an older fan-out, overtaken
     _update(endpoint, 5, ["192.0.2.1", "192.0.2.2"])  # a repeat
     _update(endpoint, 6, [])
-    assert plugin.lists == [["192.0.2.1", "192.0.2.2"], ["192.0.2.1", "192.0.2.2"], []]
+    assert plugin.topologies == [["192.0.2.1", "192.0.2.2"], ["192.0.2.1", "192.0.2.2"], []]
+
+
+def test_a_resync_at_start_counts_as_the_revision_it_restored(make_host) -> None:
+    """The start-up resync (the instance endpoint's reconcile) and the port
+    endpoint's updates share one revision table: the host's."""
+    plugin = FakePlugin()
+    host = make_host(plugin=plugin)
+    entry = {"network": dict(NETWORK, revision=7), "ports": [], "remote_endpoints": ["192.0.2.9"]}
+    host.networks.resync([entry])
+    _update(PortEndpoint(host), 6, ["192.0.2.1"])  # said before the restart, arriving late
+    assert plugin.topologies == [["192.0.2.9"]]

@@ -18,6 +18,7 @@ import pytest
 from oslo_config import cfg
 
 from compute_driver.agent import manager as manager_module
+from compute_driver.agent.host import AgentHost
 from compute_driver.agent.manager import ComputeManager
 from compute_driver.virt.libvirt.driver import LibvirtDriver
 from compute_driver.virt.libvirt.events import LifecycleEvent
@@ -69,7 +70,9 @@ def manager(
     driver.init_host(HOST)
     backend = DirStorageBackend(fresh_conf)
     yield ComputeManager(
-        fresh_conf, driver, {"dir": backend}, {"noop": NoopNetworkPlugin(fresh_conf)}, scheduler
+        AgentHost(
+            fresh_conf, driver, {"dir": backend}, {"noop": NoopNetworkPlugin(fresh_conf)}, scheduler
+        )
     )
     driver.host.close()
 
@@ -129,7 +132,7 @@ def test_an_echo_too_late_is_reported(manager, scheduler, server, monkeypatch):
     later = manager_module.time.monotonic() + manager_module.ECHO_WINDOW + 1
     monkeypatch.setattr(manager_module.time, "monotonic", lambda: later)
     manager.handle_virt_event(LifecycleEvent(server, "running"))
-    assert _power_casts(scheduler) == [(server, "running")]
+    assert scheduler.casts[-1] == ("instance_power_changed", server, "running")
 
 
 def test_the_echo_of_a_power_action_is_not_reported_again(manager, scheduler, server):
@@ -145,11 +148,14 @@ def test_the_echo_of_a_power_action_is_not_reported_again(manager, scheduler, se
 
 
 def test_events_during_an_action_are_left_to_the_action(manager, scheduler, server):
-    with manager._instance_lock(server):
+    with manager.host.instance_lock(server):
         manager.handle_virt_event(LifecycleEvent(server, "paused"))
     assert _power_casts(scheduler) == []
 
 
 def test_a_deleted_server_forgets_its_echo(manager, scheduler, server):
+    # The build's "running" was never echoed; once the server is deleted,
+    # a "running" of its UUID is news, not that echo.
     manager.delete_instance(CTXT, uuid=server)
-    assert server not in manager._echoes
+    manager.handle_virt_event(LifecycleEvent(server, "running"))
+    assert scheduler.casts[-1] == ("instance_power_changed", server, "running")

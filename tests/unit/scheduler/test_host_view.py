@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import datetime
+import socket
 import threading
 from typing import Any
 
-from compute_driver.scheduler.host_view import HostView
+from oslo_config import cfg
+
+from compute_driver.rpc import transport
+from compute_driver.scheduler.host_view import Hearing, HostView
 
 
 class Clock:
@@ -88,3 +93,124 @@ def test_concurrent_callers_share_one_read() -> None:
     for thread in threads:
         thread.join(5)
     assert len(reads) == 1
+
+
+# --- judging hosts down only by silence the scheduler could hear (issue 13 item 8)
+
+
+class Broker:
+    """Whether the broker accepts the scheduler (what Hearing's probe asks)."""
+
+    def __init__(self) -> None:
+        self.up = True
+        self.probes = 0
+
+    def __call__(self) -> bool:
+        self.probes += 1
+        return self.up
+
+
+def _at(clock: Clock) -> str:
+    return datetime.datetime.fromtimestamp(clock.now, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _reported(name: str, clock: Clock, down_after: float, reported: float) -> dict[str, Any]:
+    """A host record as the store gives it: down by its plain silence."""
+    record = _record(name)
+    at = Clock()
+    at.now = reported
+    record["reported_at"] = _at(at)
+    record["state"] = "up" if clock.now - reported <= down_after else "down"
+    return record
+
+
+def test_a_broker_outage_longer_than_the_down_time_makes_no_host_down() -> None:
+    clock, broker = Clock(), Broker()
+    clock.now = 1_000_000.0
+    hearing = Hearing(down_after=60, probe=broker, clock=clock)
+    reports = {"a": clock.now, "b": clock.now, "dead": clock.now - 300}
+
+    def load() -> list[dict[str, Any]]:
+        return [_reported(n, clock, 60, t) for n, t in sorted(reports.items())]
+
+    view = HostView(load, ttl=0.0, hearing=hearing)
+    hearing.heard()
+    # The broker stops for 96 s: no report, and the probes are refused.
+    broker.up = False
+    for _ in range(96):
+        clock.now += 1
+        hearing.check()
+    assert hearing.deaf()
+    up = {h.name: h.up for h in view.hosts()[0]}
+    assert up == {"a": True, "b": True, "dead": False}
+    # Back: the scheduler reaches the broker before any agent reports again.
+    broker.up = True
+    clock.now += 1
+    hearing.check()
+    assert not hearing.deaf()
+    up = {h.name: h.up for h in view.hosts()[0]}
+    assert up == {"a": True, "b": True, "dead": False}
+    # "b" reports; "a" never does again: down once silent 60 s while heard.
+    clock.now += 2
+    reports["b"] = clock.now
+    hearing.heard()
+    clock.now += 57
+    assert {h.name: h.up for h in view.hosts()[0]}["a"] is True
+    clock.now += 5
+    assert {h.name: h.up for h in view.hosts()[0]}["a"] is False
+
+
+def test_a_silent_host_is_down_while_the_broker_answers() -> None:
+    """With one host, or every agent dead, nobody reports: the probe tells
+    the scheduler it could have heard them."""
+    clock, broker = Clock(), Broker()
+    clock.now = 1_000_000.0
+    hearing = Hearing(down_after=60, probe=broker, clock=clock)
+    reported = clock.now
+    view = HostView(lambda: [_reported("only", clock, 60, reported)], ttl=0.0, hearing=hearing)
+    for _ in range(61):
+        clock.now += 1
+        hearing.check()
+    assert broker.probes == 61 and not hearing.deaf()
+    assert view.hosts()[0][0].up is False
+
+
+def test_reports_spare_the_probe() -> None:
+    clock, broker = Clock(), Broker()
+    hearing = Hearing(down_after=60, probe=broker, clock=clock)
+    hearing.heard()
+    hearing.check()
+    assert broker.probes == 0
+    hearing.check()
+    assert broker.probes == 1
+
+
+def test_a_host_that_never_reported_stays_down() -> None:
+    clock, broker = Clock(), Broker()
+    broker.up = False
+    hearing = Hearing(down_after=60, probe=broker, clock=clock)
+    hearing.check()
+    record = _record("new")
+    record["state"] = "down"
+    view = HostView(lambda: [record], ttl=0.0, hearing=hearing)
+    assert view.hosts()[0][0].up is False
+
+
+def test_the_probe_asks_the_broker_of_the_configuration(fresh_conf: cfg.ConfigOpts) -> None:
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    fresh_conf([], default_config_files=[])
+    transport.get_transport(fresh_conf)  # oslo.messaging registers transport_url
+    try:
+        fresh_conf.set_override("transport_url", "rabbit://guest:guest@127.0.0.1:%d/" % port)
+        refused = Hearing.from_conf(fresh_conf)
+        refused.check()
+        assert refused.deaf()
+        fresh_conf.set_override("transport_url", "kombu+memory:///")
+        in_process = Hearing.from_conf(fresh_conf)
+        in_process.check()
+        assert not in_process.deaf()
+    finally:
+        fresh_conf.clear_override("transport_url")
+        transport.cleanup()
