@@ -111,7 +111,7 @@ class Client:
         return view
 
     def ping(self) -> dict[str, str]:
-        return self._api.call("ping")
+        return self._api.ping()
 
     # --- servers ---------------------------------------------------------------
 
@@ -148,8 +148,7 @@ class Client:
         if user_data:
             _check_user_data_size(user_data)
         encoded = base64.b64encode(user_data).decode("ascii") if user_data else None
-        return self._api.call(
-            "create_server",
+        return self._api.create_server(
             uuid=uuid or str(uuidlib.uuid4()),
             name=name,
             flavor=flavor,
@@ -189,15 +188,13 @@ class Client:
     ) -> list[dict[str, Any]]:
         """Servers of this client's project; an admin's: ``project``'s, or
         every project's (``all_projects``, or an admin of no project)."""
-        return self._api.call(
-            "list_servers", project=project, host=host, all_projects=all_projects or None
-        )
+        return self._api.list_servers(project=project, host=host, all_projects=all_projects or None)
 
     def show_server(self, server: str) -> dict[str, Any]:
-        return self._api.call("show_server", server=server)
+        return self._api.show_server(server=server)
 
     def delete_server(self, server: str) -> dict[str, Any]:
-        return self._api.call("delete_server", server=server)
+        return self._api.delete_server(server=server)
 
     def server_action(self, server: str, action: str) -> dict[str, Any]:
         """Start ``action`` (stop, start, reboot, hard-reboot, pause, unpause,
@@ -206,7 +203,7 @@ class Client:
         :raises InstanceStateConflict: another task is in flight, or the
             server's state does not allow the action.
         """
-        return self._api.call("server_action", server=server, action=action)
+        return self._api.server_action(server=server, action=action)
 
     def wait_for_action(
         self,
@@ -235,8 +232,7 @@ class Client:
         description: str = "",
     ) -> dict[str, Any]:
         """Start a snapshot of ``server``; wait with :meth:`wait_for_action`."""
-        return self._api.call(
-            "create_server_snapshot",
+        return self._api.create_server_snapshot(
             server=server,
             name=name,
             kind=kind,
@@ -245,20 +241,20 @@ class Client:
         )
 
     def list_snapshots(self, server: str) -> list[dict[str, Any]]:
-        return self._api.call("list_server_snapshots", server=server)
+        return self._api.list_server_snapshots(server=server)
 
     def revert_snapshot(self, server: str, name: str) -> dict[str, Any]:
-        return self._api.call("revert_server_snapshot", server=server, name=name)
+        return self._api.revert_server_snapshot(server=server, name=name)
 
     def delete_snapshot(self, server: str, name: str) -> dict[str, Any]:
-        return self._api.call("delete_server_snapshot", server=server, name=name)
+        return self._api.delete_server_snapshot(server=server, name=name)
 
     def diagnostics(self, server: str) -> dict[str, Any]:
         """CPU, memory, vCPU, disk and NIC counters of a server, from its host."""
-        return self._api.call("server_diagnostics", server=server)
+        return self._api.server_diagnostics(server=server)
 
     def console_log(self, server: str, lines: int | None = None) -> str:
-        return self._api.call("server_console_log", server=server, lines=lines)
+        return self._api.server_console_log(server=server, lines=lines)
 
     def wait_for_server(
         self,
@@ -316,19 +312,19 @@ class Client:
     # --- hosts, flavors, images ----------------------------------------------------
 
     def list_hosts(self) -> list[dict[str, Any]]:
-        return self._api.call("list_hosts")
+        return self._api.list_hosts()
 
     def show_host(self, host: str) -> dict[str, Any]:
-        return self._api.call("show_host", host=host)
+        return self._api.show_host(host=host)
 
     def set_host_enabled(
         self, host: str, enabled: bool, reason: str | None = None
     ) -> dict[str, Any]:
         """Let the scheduler place servers on ``host`` again, or stop it doing so."""
-        return self._api.call("set_host_enabled", host=host, enabled=enabled, reason=reason)
+        return self._api.set_host_enabled(host=host, enabled=enabled, reason=reason)
 
     def list_flavors(self) -> list[dict[str, Any]]:
-        return self._api.call("list_flavors")
+        return self._api.list_flavors()
 
     def create_flavor(
         self,
@@ -340,8 +336,7 @@ class Client:
     ) -> dict[str, Any]:
         """Create a flavor; ``extra_specs`` shape the guest (the table is in
         ``compute_driver/guest_properties.py``)."""
-        return self._api.call(
-            "create_flavor",
+        return self._api.create_flavor(
             name=name,
             vcpus=vcpus,
             memory_mb=memory_mb,
@@ -350,7 +345,7 @@ class Client:
         )
 
     def delete_flavor(self, name: str) -> None:
-        self._api.call("delete_flavor", flavor=name)
+        self._api.delete_flavor(flavor=name)
 
     def import_image(
         self,
@@ -375,8 +370,7 @@ class Client:
 
         :raises InvalidImage: refused, with the reason; nothing is stored.
         """
-        return self._api.call(
-            "import_image",
+        return self._api.import_image(
             uuid=uuid or str(uuidlib.uuid4()),
             name=name,
             file=file,
@@ -391,18 +385,18 @@ class Client:
         self, name: str, server: str, uuid: str | None = None
     ) -> dict[str, Any]:
         """Make an image (template) of a stopped server's root disk."""
-        return self._api.call(
-            "create_image_from_server", uuid=uuid or str(uuidlib.uuid4()), name=name, server=server
+        return self._api.create_image_from_server(
+            uuid=uuid or str(uuidlib.uuid4()), name=name, server=server
         )
 
     def list_images(self) -> list[dict[str, Any]]:
-        return self._api.call("list_images")
+        return self._api.list_images()
 
     def show_image(self, image: str) -> dict[str, Any]:
-        return self._api.call("show_image", image=image)
+        return self._api.show_image(image=image)
 
     def delete_image(self, image: str) -> dict[str, Any]:
-        return self._api.call("delete_image", image=image)
+        return self._api.delete_image(image=image)
 
     # --- volumes ---------------------------------------------------------------
 
@@ -421,8 +415,7 @@ class Client:
         :raises NoValidHost: no up host offers ``backend``.
         :raises StorageError: the backend could not make it (it ends ``error``).
         """
-        return self._api.call(
-            "create_volume",
+        return self._api.create_volume(
             uuid=uuid or str(uuidlib.uuid4()),
             name=name,
             size_gb=size_gb,
@@ -436,30 +429,30 @@ class Client:
         self, project: str | None = None, all_projects: bool = False
     ) -> list[dict[str, Any]]:
         """Volumes of this client's project (an admin's: as list_servers)."""
-        return self._api.call("list_volumes", project=project, all_projects=all_projects or None)
+        return self._api.list_volumes(project=project, all_projects=all_projects or None)
 
     def show_volume(self, volume: str) -> dict[str, Any]:
-        return self._api.call("show_volume", volume=volume)
+        return self._api.show_volume(volume=volume)
 
     def delete_volume(self, volume: str) -> dict[str, Any]:
         """Delete a volume that is not attached."""
-        return self._api.call("delete_volume", volume=volume)
+        return self._api.delete_volume(volume=volume)
 
     def attach_volume(self, server: str, volume: str) -> dict[str, Any]:
         """Attach a volume of the server's project; returns it ``in-use`` with its target_dev."""
-        return self._api.call("attach_volume", server=server, volume=volume)
+        return self._api.attach_volume(server=server, volume=volume)
 
     def detach_volume(self, server: str, volume: str) -> dict[str, Any]:
         """Detach a volume once the guest released it; returns it ``available``."""
-        return self._api.call("detach_volume", server=server, volume=volume)
+        return self._api.detach_volume(server=server, volume=volume)
 
     def resize_volume(self, volume: str, size_gb: int) -> dict[str, Any]:
         """Grow a volume (a running guest sees the new size)."""
-        return self._api.call("resize_volume", volume=volume, size_gb=size_gb)
+        return self._api.resize_volume(volume=volume, size_gb=size_gb)
 
     def volume_snapshot(self, volume: str, action: str, name: str | None = None) -> Any:
         """create, revert or delete snapshot ``name`` of a volume, or ``list`` them."""
-        return self._api.call("volume_snapshot", volume=volume, action=action, name=name)
+        return self._api.volume_snapshot(volume=volume, action=action, name=name)
 
     # --- networks --------------------------------------------------------------
 
@@ -480,8 +473,7 @@ class Client:
         :raises SegmentInUse: the segment is taken.
         :raises InvalidNetwork: out-of-range segment, bad subnet, gateway or MTU.
         """
-        return self._api.call(
-            "create_network",
+        return self._api.create_network(
             uuid=uuid or str(uuidlib.uuid4()),
             name=name,
             type=network_type,
@@ -497,32 +489,32 @@ class Client:
         self, project: str | None = None, all_projects: bool = False
     ) -> list[dict[str, Any]]:
         """Networks of this client's project (an admin's: as list_servers)."""
-        return self._api.call("list_networks", project=project, all_projects=all_projects or None)
+        return self._api.list_networks(project=project, all_projects=all_projects or None)
 
     def show_network(self, network: str) -> dict[str, Any]:
         """A network, with the hosts that have ports on it."""
-        return self._api.call("show_network", network=network)
+        return self._api.show_network(network=network)
 
     def delete_network(self, network: str) -> dict[str, Any]:
         """Delete a network that has no ports."""
-        return self._api.call("delete_network", network=network)
+        return self._api.delete_network(network=network)
 
     def attach_interface(self, server: str, network: str) -> dict[str, Any]:
         """Give a server one more port on ``network`` (hot-plugged if it runs)."""
-        return self._api.call("attach_interface", server=server, network=network)
+        return self._api.attach_interface(server=server, network=network)
 
     def detach_interface(self, server: str, port: str) -> dict[str, Any]:
         """Remove a port of a server once the guest released its NIC."""
-        return self._api.call("detach_interface", server=server, port=port)
+        return self._api.detach_interface(server=server, port=port)
 
     def list_interfaces(self, server: str) -> list[dict[str, Any]]:
         """A server's ports, in device order (eth0 first)."""
-        return self._api.call("list_interfaces", server=server)
+        return self._api.list_interfaces(server=server)
 
     # --- aggregates, zones, server groups ------------------------------------------
 
     def create_aggregate(self, name: str, availability_zone: str | None = None) -> dict[str, Any]:
-        return self._api.call("create_aggregate", name=name, availability_zone=availability_zone)
+        return self._api.create_aggregate(name=name, availability_zone=availability_zone)
 
     def set_aggregate(
         self,
@@ -532,8 +524,7 @@ class Client:
         no_availability_zone: bool = False,
     ) -> dict[str, Any]:
         """Set (or remove) an aggregate's zone, and properties ('' value removes one)."""
-        return self._api.call(
-            "set_aggregate",
+        return self._api.set_aggregate(
             aggregate=aggregate,
             availability_zone=availability_zone,
             no_availability_zone=no_availability_zone or None,
@@ -541,25 +532,24 @@ class Client:
         )
 
     def add_aggregate_host(self, aggregate: str, host: str) -> dict[str, Any]:
-        return self._api.call("add_aggregate_host", aggregate=aggregate, host=host)
+        return self._api.add_aggregate_host(aggregate=aggregate, host=host)
 
     def remove_aggregate_host(self, aggregate: str, host: str) -> dict[str, Any]:
-        return self._api.call("remove_aggregate_host", aggregate=aggregate, host=host)
+        return self._api.remove_aggregate_host(aggregate=aggregate, host=host)
 
     def list_aggregates(self) -> list[dict[str, Any]]:
-        return self._api.call("list_aggregates")
+        return self._api.list_aggregates()
 
     def show_aggregate(self, aggregate: str) -> dict[str, Any]:
-        return self._api.call("show_aggregate", aggregate=aggregate)
+        return self._api.show_aggregate(aggregate=aggregate)
 
     def delete_aggregate(self, aggregate: str) -> dict[str, Any]:
-        return self._api.call("delete_aggregate", aggregate=aggregate)
+        return self._api.delete_aggregate(aggregate=aggregate)
 
     def create_server_group(
         self, name: str, policy: str, project: str | None = None, uuid: str | None = None
     ) -> dict[str, Any]:
-        return self._api.call(
-            "create_server_group",
+        return self._api.create_server_group(
             uuid=uuid or str(uuidlib.uuid4()),
             name=name,
             policy=policy,
@@ -570,12 +560,10 @@ class Client:
         self, project: str | None = None, all_projects: bool = False
     ) -> list[dict[str, Any]]:
         """Server groups of this client's project (an admin's: as list_servers)."""
-        return self._api.call(
-            "list_server_groups", project=project, all_projects=all_projects or None
-        )
+        return self._api.list_server_groups(project=project, all_projects=all_projects or None)
 
     def show_server_group(self, group: str) -> dict[str, Any]:
-        return self._api.call("show_server_group", group=group)
+        return self._api.show_server_group(group=group)
 
     def delete_server_group(self, group: str) -> dict[str, Any]:
-        return self._api.call("delete_server_group", group=group)
+        return self._api.delete_server_group(group=group)

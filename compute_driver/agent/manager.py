@@ -149,8 +149,8 @@ class ComputeManager:
         returned as it is, never recreated.
         """
         if spec.boot_volume is not None:
-            disk = self.host.storage.disk_of(spec.boot_volume)
-            volume_id, backend_name = spec.boot_volume["id"], spec.boot_volume["backend"]
+            disk = self.host.storage.disk_of(spec.boot_volume.to_wire())
+            volume_id, backend_name = spec.boot_volume.id, spec.boot_volume.backend
         else:
             backend = self.host.storage.root(spec.root_backend)
             volume_id, backend_name = root_volume_id(spec.uuid), backend.name
@@ -166,12 +166,12 @@ class ComputeManager:
         """Every disk of ``spec``: the root disk, then its attached data volumes."""
         root_disk, root = self._root_disk(spec)
         disks, refs = [root_disk], [root]
-        for payload in spec.volumes:
-            disk = self.host.storage.disk_of(payload)
-            disk.target_dev = payload["target_dev"]
+        for volume in spec.volumes:
+            disk = self.host.storage.disk_of(volume.to_wire())
+            disk.target_dev = volume.target_dev
             disk.target_bus = disk.target_bus or "virtio"
             disks.append(disk)
-            refs.append(VolumeRef(payload["id"], payload["backend"], payload["target_dev"]))
+            refs.append(VolumeRef(volume.id, volume.backend, str(volume.target_dev)))
         return disks, refs
 
     def _spawn(self, spec: InstanceSpec) -> str:
@@ -184,14 +184,14 @@ class ComputeManager:
         try:
             disks, volumes = self._disks(spec)
             made_disk = spec.boot_volume is None
-            interfaces = self.host.networks.plug(spec.uuid, spec.ports)
+            interfaces = self.host.networks.plug(spec.uuid, tuple(p.to_wire() for p in spec.ports))
             return self.host.driver.spawn(spec, disks, interfaces, volumes)
         except Exception:
             try:
                 self.host.driver.destroy(spec.uuid)
             finally:
                 if interfaces:
-                    self.host.networks.unplug(spec.uuid, list(spec.ports))
+                    self.host.networks.unplug(spec.uuid, [p.to_wire() for p in spec.ports])
                 if made_disk:
                     self.host.storage.root(spec.root_backend).delete_volume(
                         root_volume_id(spec.uuid)
@@ -298,7 +298,7 @@ class ComputeManager:
         scheduler's record (repairing any drift), and start it."""
         self.host.driver.power_off(spec.uuid, timeout=0, retry_interval=1)
         disks, volumes = self._disks(spec)
-        interfaces = self.host.networks.plug(spec.uuid, spec.ports)
+        interfaces = self.host.networks.plug(spec.uuid, tuple(p.to_wire() for p in spec.ports))
         self.host.driver.redefine(spec, disks, interfaces, volumes)
         self.host.driver.power_on(spec.uuid)
 

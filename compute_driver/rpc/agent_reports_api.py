@@ -31,7 +31,7 @@ from typing import Any, cast
 
 from oslo_config import cfg
 
-from compute_driver.rpc import report_signing
+from compute_driver.rpc import report_signing, schemas
 from compute_driver.rpc.client import RPCClientBase
 from compute_driver.rpc.context import RequestContext
 
@@ -45,6 +45,8 @@ class AgentReportsAPI(RPCClientBase):
     API_VERSION = "1.0"
     # NOTE: the scheduler serves both topics, so one cap serves both.
     CAP_OPTION = "scheduler"
+    METHODS = schemas.REPORT_METHODS
+    CASTS = schemas.REPORT_CASTS
 
     def __init__(
         self,
@@ -55,17 +57,14 @@ class AgentReportsAPI(RPCClientBase):
         super().__init__(conf, timeout, context)
         #: This host's report key; None sends reports unsigned.
         self._key: str | None = report_signing.configured_key(conf)
+        self.signer = self._sign
 
-    def _signed(self, method: str, payload: dict[str, Any]) -> dict[str, Any]:
+    def _sign(
+        self, method: str, context: dict[str, Any], payload: dict[str, Any], host: str | None
+    ) -> dict[str, Any]:
         if self._key is None:
             return payload
         return report_signing.sign(self._key, method, payload)
-
-    def _report(self, method: str, payload: dict[str, Any]) -> None:
-        self._cast(method, self._signed(method, payload))
-
-    def _ask(self, method: str, payload: dict[str, Any]) -> Any:
-        return self._call(method, self._signed(method, payload))
 
     # Reports are casts, so a slow scheduler never stalls an agent.
     def report_host(
@@ -76,7 +75,7 @@ class AgentReportsAPI(RPCClientBase):
         instances: list[dict[str, Any]],
     ) -> None:
         """Cast: this host's resources, capabilities and instance power states."""
-        self._report(
+        self._request(
             "report_host",
             {
                 "host": host,
@@ -100,28 +99,28 @@ class AgentReportsAPI(RPCClientBase):
             payload["power_state"] = power_state
         if fault is not None:
             payload["fault"] = fault[:1024]
-        self._report("instance_update", payload)
+        self._request("instance_update", payload)
 
     def set_host_enabled_automatically(self, host: str, enabled: bool, reason: str) -> None:
         """Cast: the agent's hypervisor went away (or came back)."""
-        self._report(
+        self._request(
             "set_host_enabled", {"host": host, "enabled": enabled, "reason": reason[:1024]}
         )
 
     def instance_power_changed(self, host: str, uuid: str, power_state: str) -> None:
         """Cast: a guest changed power state with no task of ours in flight."""
-        self._report(
+        self._request(
             "instance_power_changed", {"host": host, "uuid": uuid, "power_state": power_state}
         )
 
     def instance_deleted(self, host: str, uuid: str) -> None:
         """Cast: the instance is gone from ``host``."""
-        self._report("instance_deleted", {"host": host, "uuid": uuid})
+        self._request("instance_deleted", {"host": host, "uuid": uuid})
 
     def host_networks(self, host: str) -> list[dict[str, Any]]:
         """Call: the networks with ports on ``host``, each with its remote endpoints."""
-        return cast(list[dict[str, Any]], self._ask("host_networks", {"host": host}))
+        return cast(list[dict[str, Any]], self._request("host_networks", {"host": host}))
 
     def host_instances(self, host: str) -> list[dict[str, Any]]:
         """Call: the instances the scheduler believes are on ``host``."""
-        return cast(list[dict[str, Any]], self._ask("host_instances", {"host": host}))
+        return cast(list[dict[str, Any]], self._request("host_instances", {"host": host}))

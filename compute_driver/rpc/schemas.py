@@ -1,271 +1,161 @@
 """JSON schemas of every RPC payload, and the check run on arrival.
 
 Each RPC method takes keyword arguments only; the schema describes that
-object. ``additionalProperties`` is false everywhere: an unknown field is
-an error, not something silently dropped. Strings have bounded lengths so
-that hostile payloads cannot make us store or log megabytes. Patterns end
-in ``\\Z``, not ``$``: Python's ``re`` (which jsonschema uses) lets ``$``
-match before a final newline, so ``"web-1\\n"`` would pass as a name.
+object, built from the fields and objects of :mod:`compute_driver.wire_schemas`
+(re-exported here: ``schemas.INSTANCE`` is the server an agent is sent).
+``additionalProperties`` is false everywhere: an unknown field is an error,
+not something silently dropped.
 """
 
 from __future__ import annotations
 
-import re
-import reprlib
 from typing import Any
 
-import jsonschema
-
-from compute_driver import disk_image, exception, states
-
-UUID = {
-    "type": "string",
-    "pattern": "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\\Z",
-}
-#: Names of servers, flavors, images, hosts: printable, no path or XML metacharacters.
-NAME = {
-    "type": "string",
-    "minLength": 1,
-    "maxLength": 63,
-    "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*\\Z",
-}
-HOST = {
-    "type": "string",
-    "minLength": 1,
-    "maxLength": 255,
-    "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*\\Z",
-}
-NAME_OR_UUID = {
-    "type": "string",
-    "minLength": 1,
-    "maxLength": 63,
-    "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*\\Z",
-}
-PROJECT = {
-    "type": "string",
-    "minLength": 1,
-    "maxLength": 64,
-    "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*\\Z",
-}
-ABS_PATH = {"type": "string", "minLength": 2, "maxLength": 4096, "pattern": "^/[^\\x00]*\\Z"}
-#: A file in the scheduler's import directory, named relative to it (the
-#: scheduler refuses absolute names, '..' and symlinks with invalid_image).
-IMPORT_NAME = {
-    "type": "string",
-    "minLength": 1,
-    "maxLength": 1024,
-    "pattern": "^[^\\x00-\\x1f\\x7f]*\\Z",
-}
-TIMESTAMP = {"type": "string", "maxLength": 40}
-#: User data travels base64-encoded; 64 KiB of data is about 87,400 characters.
-USER_DATA_B64 = {"type": "string", "maxLength": 87400, "pattern": "^[A-Za-z0-9+/=]*\\Z"}
-#: Free text a person or a service wrote (reasons, descriptions): no C0 or
-#: C1 control characters and no DEL, so that what is stored can neither
-#: drive an operator's terminal (ESC, CSI, BEL) nor fake table rows or log
-#: lines (CR, LF). :func:`free_text` makes a service's own text fit.
-FREE_TEXT_PATTERN = "^[^\\x00-\\x1f\\x7f-\\x9f]*\\Z"
-REASON = {"type": "string", "maxLength": 1024, "pattern": FREE_TEXT_PATTERN}
-#: What went wrong with a server, as an agent reports it (hypervisor and
-#: storage messages span lines); shown escaped, never raw.
-FAULT = {"type": "string", "maxLength": 1024, "pattern": "^[^\\x00]*\\Z"}
-SNAPSHOT_NAME = {
-    "type": "string",
-    "minLength": 1,
-    "maxLength": 64,
-    "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*\\Z",
-}
-SNAPSHOT_KIND = {"enum": ["internal", "external"]}
-DESCRIPTION = {"type": "string", "maxLength": 255, "pattern": FREE_TEXT_PATTERN}
-#: A kernel command line: no control characters (guest_properties.check_image
-#: says so again for callers that skip the schemas).
-CMDLINE = {"type": "string", "maxLength": 2047, "pattern": FREE_TEXT_PATTERN}
-#: A string a hypervisor reports about itself (type, architecture, version).
-HOST_FACT = {"type": "string", "maxLength": 64, "pattern": FREE_TEXT_PATTERN}
-#: How a root disk is made from its image: a linked clone or a full copy.
-ROOT_CLONE = {"enum": ["linked", "full"]}
-POWER_STATE = {"enum": list(states.POWER_STATES)}
-VOLUME_SIZE_GB = {"type": "integer", "minimum": 1, "maximum": 65536}
-#: A volume as a backend names it (the scheduler uses the volume's UUID).
-BACKEND_VOLUME_ID = {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_-]{0,127}\\Z"}
-#: A disk's name in the guest: vdX (virtio), sdX (scsi, sata), hdX (ide).
-TARGET_DEV = {"type": "string", "pattern": "^(vd|sd|hd)[a-z]{1,2}\\Z"}
-#: The most ports a server may have: refused beyond it at create and at
-#: attach, so every payload that lists a server's ports (build, hard
-#: reboot, delete) can take them all.
-MAX_PORTS = 16
-#: The most data volumes a server may have attached, likewise.
-MAX_VOLUMES = 24
-
-
-#: Flavor extra specs and image properties: short keys, string values.
-PROPERTIES = {
-    "type": "object",
-    "maxProperties": 64,
-    "propertyNames": {"pattern": "^[a-z][a-z0-9_:.-]{0,63}\\Z"},
-    "additionalProperties": {"type": "string", "maxLength": 255, "pattern": "^[^\\x00]*\\Z"},
-}
-
-
-def obj(properties: dict[str, Any], required: tuple[str, ...] = ()) -> dict[str, Any]:
-    """A closed object schema."""
-    return {
-        "type": "object",
-        "properties": properties,
-        "required": list(required),
-        "additionalProperties": False,
-    }
-
-
-FLAVOR = obj(
-    {
-        "name": NAME,
-        "vcpus": {"type": "integer", "minimum": 1, "maximum": 256},
-        "memory_mb": {"type": "integer", "minimum": 16, "maximum": 4 * 1024 * 1024},
-        "root_gb": {"type": "integer", "minimum": 0, "maximum": 65536},
-        "extra_specs": PROPERTIES,
-    },
-    ("name", "vcpus", "memory_mb", "root_gb"),
+from compute_driver import disk_image, states
+from compute_driver.wire_schemas import (
+    ABS_PATH as ABS_PATH,
 )
-
-#: An image as the scheduler hands it to an agent. NOTE: no paths: the agent
-#: finds the disk (and, with ``kernel``, the kernel and initrd) in its own
-#: ``[image] store_path`` under the UUID, so no message names a file.
-IMAGE = obj(
-    {
-        "uuid": UUID,
-        "name": NAME,
-        "disk_format": {"enum": ["qcow2", "raw"]},
-        "virtual_size": {"type": "integer", "minimum": 0},
-        "kernel": {"type": "boolean"},
-        "cmdline": {"anyOf": [CMDLINE, {"type": "null"}]},
-        "properties": PROPERTIES,
-    },
-    ("uuid", "name", "disk_format"),
+from compute_driver.wire_schemas import (
+    BACKEND_VOLUME_ID as BACKEND_VOLUME_ID,
 )
-
-#: A volume as the scheduler hands it to an agent: what the backend said of it.
-VOLUME = obj(
-    {
-        "id": BACKEND_VOLUME_ID,
-        "backend": NAME,
-        "size_gb": VOLUME_SIZE_GB,
-        "format": {"enum": ["qcow2", "raw"]},
-        "location": {"type": "string", "maxLength": 1024, "pattern": "^[^\\x00]*\\Z"},
-        "target_dev": TARGET_DEV,
-    },
-    ("id", "backend"),
+from compute_driver.wire_schemas import (
+    CMDLINE as CMDLINE,
 )
-
-NETWORK_TYPE = {"enum": ["flat", "vlan", "vxlan", "geneve"]}
-IPV4 = {
-    "type": "string",
-    "maxLength": 15,
-    "pattern": "^(25[0-5]|2[0-4][0-9]|1?[0-9]?[0-9])(\\.(25[0-5]|2[0-4][0-9]|1?[0-9]?[0-9])){3}\\Z",
-}
-IPV4_CIDR = {"type": "string", "maxLength": 18, "pattern": "^[0-9.]{7,15}/[0-9]{1,2}\\Z"}
-MAC = {"type": "string", "pattern": "^[0-9a-f]{2}(:[0-9a-f]{2}){5}\\Z"}
-MTU = {"type": "integer", "minimum": 576, "maximum": 65535}
-
-#: A network as the scheduler hands it to an agent.
-NETWORK = obj(
-    {
-        "id": UUID,
-        "name": NAME,
-        "type": NETWORK_TYPE,
-        "segment": {
-            "anyOf": [{"type": "integer", "minimum": 1, "maximum": 2**24 - 1}, {"type": "null"}]
-        },
-        "physnet": {"anyOf": [NAME, {"type": "null"}]},
-        "mtu": MTU,
-        "revision": {"type": "integer", "minimum": 0},
-    },
-    ("id", "name", "type", "mtu"),
+from compute_driver.wire_schemas import (
+    CONTEXT as CONTEXT,
 )
-
-#: A port of an instance as the scheduler hands it to an agent.
-PORT = obj(
-    {
-        "id": UUID,
-        "network": NETWORK,
-        "mac": MAC,
-        "address": IPV4_CIDR,
-        "gateway": {"anyOf": [IPV4, {"type": "null"}]},
-    },
-    ("id", "network", "mac", "address"),
+from compute_driver.wire_schemas import (
+    DESCRIPTION as DESCRIPTION,
 )
-PORTS = {"type": "array", "items": PORT, "maxItems": MAX_PORTS}
-
-#: The instance as the scheduler hands it to an agent.
-INSTANCE = obj(
-    {
-        "uuid": UUID,
-        "name": NAME,
-        "project": PROJECT,
-        "flavor": FLAVOR,
-        "image": IMAGE,
-        "user_data": {"anyOf": [USER_DATA_B64, {"type": "null"}]},
-        "root_clone": ROOT_CLONE,
-        "root_backend": NAME,
-        "boot_volume": VOLUME,
-        "volumes": {"type": "array", "items": VOLUME, "maxItems": MAX_VOLUMES},
-        "ports": PORTS,
-        "created_at": TIMESTAMP,
-    },
-    ("uuid", "name", "project", "flavor", "image", "created_at"),
+from compute_driver.wire_schemas import (
+    FAULT as FAULT,
 )
-
-HOST_RESOURCES = obj(
-    {
-        "vcpus": {"type": "integer", "minimum": 0, "maximum": 65536},
-        # NOTE: bounded so that every value fits a 64-bit SQL integer.
-        "memory_mb": {"type": "integer", "minimum": 0, "maximum": 2**40},
-        "disk_gb": {"type": "integer", "minimum": 0, "maximum": 2**40},
-    },
-    ("vcpus", "memory_mb", "disk_gb"),
+from compute_driver.wire_schemas import (
+    FLAVOR as FLAVOR,
 )
-
-HOST_CAPABILITIES = obj(
-    {
-        "virt_type": {**HOST_FACT, "maxLength": 32},
-        "arch": {**HOST_FACT, "maxLength": 32},
-        "hypervisor": HOST_FACT,
-        "hypervisor_version": HOST_FACT,
-        "network_plugins": {"type": "array", "items": NAME, "maxItems": 16},
-        "storage_backends": {"type": "array", "items": NAME, "maxItems": 16},
-        "shared_storage_backends": {"type": "array", "items": NAME, "maxItems": 16},
-        "tunnel_ip": IPV4,
-    }
+from compute_driver.wire_schemas import (
+    FREE_TEXT_PATTERN as FREE_TEXT_PATTERN,
 )
-
-#: The RPC context every request carries: who asks (see rpc/context.py).
-#: NOTE: closed and bounded like a payload: a context of megabytes, or one
-#: that smuggles other keys, is refused before any method runs.
-REQUEST_ID = {"type": "string", "minLength": 1, "maxLength": 64, "pattern": "^[A-Za-z0-9._:-]+\\Z"}
-CONTEXT = obj(
-    {
-        "request_id": REQUEST_ID,
-        "project": {"anyOf": [PROJECT, {"type": "null"}]},
-        # NOTE: for the logs only; an e-mail address is a user name too.
-        "user": {
-            "anyOf": [
-                {
-                    "type": "string",
-                    "minLength": 1,
-                    "maxLength": 64,
-                    "pattern": "^[A-Za-z0-9][A-Za-z0-9._@+-]*\\Z",
-                },
-                {"type": "null"},
-            ]
-        },
-        "admin": {"type": "boolean"},
-        # NOTE: oslo.messaging's own: the caller's timeout, added on receipt.
-        "client_timeout": {
-            "anyOf": [{"type": "number", "minimum": 0, "maximum": 86400}, {"type": "null"}]
-        },
-    }
+from compute_driver.wire_schemas import (
+    HOST as HOST,
 )
-
-INSTANCE_POWER = obj({"uuid": UUID, "power_state": POWER_STATE}, ("uuid", "power_state"))
+from compute_driver.wire_schemas import (
+    HOST_CAPABILITIES as HOST_CAPABILITIES,
+)
+from compute_driver.wire_schemas import (
+    HOST_FACT as HOST_FACT,
+)
+from compute_driver.wire_schemas import (
+    HOST_REPORT as HOST_REPORT,
+)
+from compute_driver.wire_schemas import (
+    HOST_RESOURCES as HOST_RESOURCES,
+)
+from compute_driver.wire_schemas import (
+    IMAGE as IMAGE,
+)
+from compute_driver.wire_schemas import (
+    IMPORT_NAME as IMPORT_NAME,
+)
+from compute_driver.wire_schemas import (
+    INSTANCE as INSTANCE,
+)
+from compute_driver.wire_schemas import (
+    INSTANCE_POWER as INSTANCE_POWER,
+)
+from compute_driver.wire_schemas import (
+    IPV4 as IPV4,
+)
+from compute_driver.wire_schemas import (
+    IPV4_CIDR as IPV4_CIDR,
+)
+from compute_driver.wire_schemas import (
+    MAC as MAC,
+)
+from compute_driver.wire_schemas import (
+    MAX_PORTS as MAX_PORTS,
+)
+from compute_driver.wire_schemas import (
+    MAX_REASON as MAX_REASON,
+)
+from compute_driver.wire_schemas import (
+    MAX_VOLUMES as MAX_VOLUMES,
+)
+from compute_driver.wire_schemas import (
+    MTU as MTU,
+)
+from compute_driver.wire_schemas import (
+    NAME as NAME,
+)
+from compute_driver.wire_schemas import (
+    NAME_OR_UUID as NAME_OR_UUID,
+)
+from compute_driver.wire_schemas import (
+    NETWORK as NETWORK,
+)
+from compute_driver.wire_schemas import (
+    NETWORK_TYPE as NETWORK_TYPE,
+)
+from compute_driver.wire_schemas import (
+    PORT as PORT,
+)
+from compute_driver.wire_schemas import (
+    PORTS as PORTS,
+)
+from compute_driver.wire_schemas import (
+    POWER_STATE as POWER_STATE,
+)
+from compute_driver.wire_schemas import (
+    PROJECT as PROJECT,
+)
+from compute_driver.wire_schemas import (
+    PROPERTIES as PROPERTIES,
+)
+from compute_driver.wire_schemas import (
+    REASON as REASON,
+)
+from compute_driver.wire_schemas import (
+    REQUEST_ID as REQUEST_ID,
+)
+from compute_driver.wire_schemas import (
+    ROOT_CLONE as ROOT_CLONE,
+)
+from compute_driver.wire_schemas import (
+    SIGNATURE as SIGNATURE,
+)
+from compute_driver.wire_schemas import (
+    SNAPSHOT_KIND as SNAPSHOT_KIND,
+)
+from compute_driver.wire_schemas import (
+    SNAPSHOT_NAME as SNAPSHOT_NAME,
+)
+from compute_driver.wire_schemas import (
+    TARGET_DEV as TARGET_DEV,
+)
+from compute_driver.wire_schemas import (
+    TIMESTAMP as TIMESTAMP,
+)
+from compute_driver.wire_schemas import (
+    USER_DATA_B64 as USER_DATA_B64,
+)
+from compute_driver.wire_schemas import (
+    UUID as UUID,
+)
+from compute_driver.wire_schemas import (
+    VOLUME as VOLUME,
+)
+from compute_driver.wire_schemas import (
+    VOLUME_SIZE_GB as VOLUME_SIZE_GB,
+)
+from compute_driver.wire_schemas import (
+    free_text as free_text,
+)
+from compute_driver.wire_schemas import (
+    obj as obj,
+)
+from compute_driver.wire_schemas import (
+    validate as validate,
+)
 
 #: The actions of ``server_action`` (the table is states.SERVER_ACTIONS).
 SERVER_ACTION_NAMES = tuple(states.SERVER_ACTIONS)
@@ -433,15 +323,6 @@ SCHEDULER_METHODS: dict[str, dict[str, Any]] = {
     "delete_image": obj({"image": NAME_OR_UUID}, ("image",)),
 }
 
-#: Every report's proof that its host sent it (see compute_driver/rpc/report_signing.py).
-SIGNATURE = obj(
-    {
-        "timestamp": {"type": "integer", "minimum": 0, "maximum": 2**40},
-        "hmac": {"type": "string", "pattern": "^[0-9a-f]{64}\\Z"},
-    },
-    ("timestamp", "hmac"),
-)
-
 
 def _report(properties: dict[str, Any], required: tuple[str, ...]) -> dict[str, Any]:
     """A report method's schema: its fields and the optional ``signature``."""
@@ -451,15 +332,7 @@ def _report(properties: dict[str, Any], required: tuple[str, ...]) -> dict[str, 
 #: Agent reports API (topic "agent_reports", served by the scheduler), version 1.0.
 #: Only agents publish here (the broker's topic permissions say so).
 REPORT_METHODS: dict[str, dict[str, Any]] = {
-    "report_host": _report(
-        {
-            "host": HOST,
-            "resources": HOST_RESOURCES,
-            "capabilities": HOST_CAPABILITIES,
-            "instances": {"type": "array", "items": INSTANCE_POWER, "maxItems": 100000},
-        },
-        ("host", "resources", "capabilities", "instances"),
-    ),
+    "report_host": _report(HOST_REPORT["properties"], tuple(HOST_REPORT["required"])),
     "instance_update": _report(
         {
             "host": HOST,
@@ -568,18 +441,6 @@ COMPUTE_METHODS: dict[str, dict[str, Any]] = {
 }
 
 
-_CONTROL = re.compile("[\\x00-\\x1f\\x7f-\\x9f]+")
-
-
-def free_text(text: str, limit: int = 1024) -> str:
-    """``text`` as a :data:`REASON` a service may send: control runs become one space.
-
-    NOTE: for the services' own texts (a hypervisor's error message spans
-    lines); what a person typed is refused instead, so they see why.
-    """
-    return _CONTROL.sub(" ", text)[:limit]
-
-
 # NOTE: every request to an agent may carry the scheduler's signature
 # (compute_driver/rpc/report_signing.py); an agent with a key requires it.
 for _schema in COMPUTE_METHODS.values():
@@ -594,26 +455,6 @@ for _name, _schema in list(SCHEDULER_METHODS.items()):
         **_schema,
         "properties": {**_schema["properties"], "signature": SIGNATURE},
     }
-
-#: Longest reason an invalid_payload error carries.
-MAX_REASON = 500
-
-_SHORT = reprlib.Repr()
-_SHORT.maxstring = 60
-_SHORT.maxother = 60
-
-_validators: dict[tuple[str, str], jsonschema.Draft202012Validator] = {}
-
-
-def _validator(api: str, method: str, schema: dict[str, Any]) -> jsonschema.Draft202012Validator:
-    # NOTE: building a validator costs far more than using one; RPC methods
-    # are few and their schemas fixed, so each is built once.
-    key = (api, method)
-    validator = _validators.get(key)
-    if validator is None:
-        validator = _validators[key] = jsonschema.Draft202012Validator(schema)
-    return validator
-
 
 #: Compute methods sent as casts (no answer); all others are calls.
 COMPUTE_CASTS = frozenset(
@@ -633,29 +474,3 @@ COMPUTE_CASTS = frozenset(
         "snapshot_delete_instance",
     }
 )
-
-
-def validate(api: str, method: str, schema: dict[str, Any], payload: dict[str, Any]) -> None:
-    """Check ``payload`` against ``schema``.
-
-    :raises InvalidPayload: naming the method and the first offending field.
-    """
-    validator = _validator(api, method, schema)
-    if validator.is_valid(payload):
-        return
-    error = jsonschema.exceptions.best_match(validator.iter_errors(payload))
-    if error is None:
-        return
-    where = "/".join(str(p) for p in error.absolute_path) or "(payload)"
-    message = error.message
-    if len(repr(error.instance)) > 60:
-        # NOTE: jsonschema's message starts with the value; a huge value
-        # would push the reason out of any sane message length.
-        message = message.replace(repr(error.instance), _SHORT.repr(error.instance))
-    if len(message) > MAX_REASON:
-        # NOTE: unknown keys are listed whole; thousands of them (or one huge
-        # one) must not make a message of megabytes, logged on every refusal.
-        message = message[:MAX_REASON] + "... (%d characters)" % len(message)
-    raise exception.InvalidPayload(
-        method="%s.%s" % (api, method), reason="%s: %s" % (where, message)
-    )

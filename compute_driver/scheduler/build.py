@@ -26,14 +26,13 @@ from compute_driver import exception, notifications
 from compute_driver.objects import decode_user_data
 from compute_driver.rpc import compute_api
 from compute_driver.rpc.context import RequestContext
-from compute_driver.scheduler import placement, scope
+from compute_driver.scheduler import placement, records, scope
 from compute_driver.scheduler.aggregates import AggregateManager
 from compute_driver.scheduler.catalog import Catalog
 from compute_driver.scheduler.host_view import HostView
-from compute_driver.scheduler.imagestore import agent_image
 from compute_driver.scheduler.networks import NetworkManager
 from compute_driver.scheduler.store import Store
-from compute_driver.scheduler.volumes import VolumeManager, agent_volume
+from compute_driver.scheduler.volumes import VolumeManager
 
 LOG = logging.getLogger(__name__)
 
@@ -243,12 +242,14 @@ class BuildPath:
         # NOTE: built from the records in hand: no further reads on the hot path.
         record = dict(record, host=chosen, task_state="spawning")
         try:
-            payload = self._payload(record, image_rec, user_data)
-            payload["root_clone"] = root_clone
-            if root_backend is not None:
-                payload["root_backend"] = root_backend
-            if boot is not None:
-                payload["boot_volume"] = agent_volume(boot)
+            payload = records.server_spec(
+                record,
+                image_rec,
+                user_data,
+                root_clone=root_clone,
+                root_backend=root_backend,
+                boot_volume=boot,
+            ).to_wire()
             if ports:
                 payload["ports"] = ports
                 self.networks.bind(uuid, chosen)
@@ -372,41 +373,17 @@ class BuildPath:
         """The build payload of an existing server, read from the store, with
         its root backend, boot volume and attached volumes."""
         instance = self.store.get_instance(uuid)
-        payload = self._payload(instance, image, self.store.get_instance_user_data(uuid))
-        payload["root_clone"] = instance["root_clone"]
-        if instance["root_backend"]:
-            payload["root_backend"] = instance["root_backend"]
         attached = self.volumes.attached(uuid)
-        for volume in attached:
-            if volume["boot"]:
-                payload["boot_volume"] = agent_volume(volume)
-        data = [agent_volume(v) for v in attached if not v["boot"] and v["target_dev"]]
-        if data:
-            payload["volumes"] = data
+        payload = records.server_spec(
+            instance,
+            image,
+            self.store.get_instance_user_data(uuid),
+            root_clone=instance["root_clone"],
+            root_backend=instance["root_backend"],
+            boot_volume=next((v for v in attached if v["boot"]), None),
+            volumes=[v for v in attached if not v["boot"] and v["target_dev"]],
+        ).to_wire()
         ports = self.networks.agent_ports(uuid)
         if ports:
             payload["ports"] = ports
-        return payload
-
-    @staticmethod
-    def _payload(
-        instance: dict[str, Any], image: dict[str, Any], user_data: str | None
-    ) -> dict[str, Any]:
-        """What an agent needs to build ``instance`` (the flavor as copied at create time)."""
-        payload: dict[str, Any] = {
-            "uuid": instance["uuid"],
-            "name": instance["name"],
-            "project": instance["project"],
-            "flavor": {
-                "name": instance["flavor"],
-                "vcpus": instance["vcpus"],
-                "memory_mb": instance["memory_mb"],
-                "root_gb": instance["root_gb"],
-                "extra_specs": instance["extra_specs"],
-            },
-            "image": agent_image(image),
-            "created_at": instance["created_at"],
-        }
-        if user_data:
-            payload["user_data"] = user_data
         return payload

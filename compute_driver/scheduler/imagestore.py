@@ -26,6 +26,7 @@ import tempfile
 from typing import Any
 
 from compute_driver import disk_image, exception
+from compute_driver.scheduler import records
 
 #: Mode of the store's directories: only the services list them.
 DIR_MODE = 0o711
@@ -39,15 +40,7 @@ def agent_image(image: dict[str, Any]) -> dict[str, Any]:
     The agent derives the files from its own ``[image] store_path`` and the
     UUID (:func:`compute_driver.disk_image.stored_disk`).
     """
-    return {
-        "uuid": image["uuid"],
-        "name": image["name"],
-        "disk_format": image["disk_format"],
-        "virtual_size": image["virtual_size"],
-        "kernel": bool(image.get("kernel_path")),
-        "cmdline": image.get("cmdline"),
-        "properties": image.get("properties") or {},
-    }
+    return records.image_ref(image).to_wire()
 
 
 def _publish(work: str, final: str) -> None:

@@ -22,7 +22,7 @@ from compute_driver import exception
 from compute_driver.conf.networks import MAX_VNI
 from compute_driver.rpc import compute_api, schemas
 from compute_driver.rpc.context import RequestContext
-from compute_driver.scheduler import scope
+from compute_driver.scheduler import records, scope
 from compute_driver.scheduler.network_store import NetworkStore, segment_key
 from compute_driver.scheduler.scope import scheduler_method
 from compute_driver.scheduler.store import Store
@@ -55,26 +55,12 @@ SPECIAL_RANGES = tuple(
 
 def agent_network(network: dict[str, Any]) -> dict[str, Any]:
     """A network as the compute API takes it (``schemas.NETWORK``)."""
-    return {
-        "id": network["uuid"],
-        "name": network["name"],
-        "type": network["type"],
-        "segment": network["segment"],
-        "physnet": network["physnet"],
-        "mtu": network["mtu"],
-        "revision": network.get("revision", 0),
-    }
+    return records.network_spec(network).to_wire()
 
 
 def agent_port(port: dict[str, Any], network: dict[str, Any]) -> dict[str, Any]:
     """A port as the compute API takes it (``schemas.PORT``)."""
-    return {
-        "id": port["uuid"],
-        "network": agent_network(network),
-        "mac": port["mac"],
-        "address": port["address"],
-        "gateway": port["gateway"],
-    }
+    return records.port_spec(port, network).to_wire()
 
 
 class NetworkManager:

@@ -1,16 +1,28 @@
-"""The public shapes of the scheduler's rows: hosts, flavors, images and servers.
+"""The public shapes of the scheduler's rows, and the objects it sends to agents.
 
 Rows leave the store as plain dicts with stable keys (the shapes the RPC API
-returns), built here from ORM objects or Core rows alike.
+returns), built here from ORM objects or Core rows alike. What an agent is
+sent (a flavor, image, volume, network, port, the server to build) is made
+here too, as the neutral objects of :mod:`compute_driver.objects`, whose
+``to_wire()`` is the payload: one place from a row to the bus.
 """
 
 from __future__ import annotations
 
 import datetime
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import sqlalchemy as sa
 
+from compute_driver.objects import (
+    FlavorSpec,
+    ImageRef,
+    NetworkSpec,
+    PortSpec,
+    ServerSpec,
+    VolumeSpec,
+)
 from compute_driver.scheduler.models import Flavor, Host, Image, Instance, utcnow
 
 
@@ -40,18 +52,34 @@ def host_dict(host: Host, down_after: int) -> dict[str, Any]:
     }
 
 
-def flavor_dict(flavor: Flavor | sa.Row) -> dict[str, Any]:
-    """The public shape of a flavor."""
-    return {
-        "name": flavor.name,
-        "vcpus": flavor.vcpus,
-        "memory_mb": flavor.memory_mb,
-        "root_gb": flavor.root_gb,
-        "extra_specs": dict(flavor.extra_specs or {}),
-    }
+def flavor_spec(flavor: Flavor | sa.Row[Any]) -> FlavorSpec:
+    """A flavor of the catalog."""
+    return FlavorSpec(
+        name=flavor.name,
+        vcpus=flavor.vcpus,
+        memory_mb=flavor.memory_mb,
+        root_gb=flavor.root_gb,
+        extra_specs=dict(flavor.extra_specs or {}),
+    )
 
 
-def image_dict(image: Image | sa.Row) -> dict[str, Any]:
+def flavor_dict(flavor: Flavor | sa.Row[Any]) -> dict[str, Any]:
+    """The public shape of a flavor (its wire form, ``schemas.FLAVOR``)."""
+    return flavor_spec(flavor).to_wire()
+
+
+def instance_flavor(instance: Mapping[str, Any]) -> FlavorSpec:
+    """The flavor of a server record (:func:`instance_dict`), as copied at create time."""
+    return FlavorSpec(
+        name=instance["flavor"],
+        vcpus=instance["vcpus"],
+        memory_mb=instance["memory_mb"],
+        root_gb=instance["root_gb"],
+        extra_specs=dict(instance["extra_specs"] or {}),
+    )
+
+
+def image_dict(image: Image | sa.Row[Any]) -> dict[str, Any]:
     """The public shape of an image."""
     return {
         "uuid": image.uuid,
@@ -68,6 +96,91 @@ def image_dict(image: Image | sa.Row) -> dict[str, Any]:
         "project": image.project,
         "created_at": iso(image.created_at),
     }
+
+
+def image_ref(image: Mapping[str, Any]) -> ImageRef:
+    """An image record (:func:`image_dict`) as an agent gets it: no paths.
+
+    The agent derives the files from its own ``[image] store_path`` and the
+    UUID (:func:`compute_driver.disk_image.stored_disk`).
+    """
+    return ImageRef(
+        uuid=image["uuid"],
+        name=image["name"],
+        disk_format=image["disk_format"],
+        virtual_size=image["virtual_size"],
+        kernel=bool(image.get("kernel_path")),
+        cmdline=image.get("cmdline"),
+        properties=dict(image.get("properties") or {}),
+    )
+
+
+def volume_spec(volume: Mapping[str, Any]) -> VolumeSpec:
+    """A volume record as an agent gets it: its format and location once
+    its backend made it, its target_dev once attached."""
+    made = volume["location"] is not None
+    return VolumeSpec(
+        id=volume["uuid"],
+        backend=volume["backend"],
+        size_gb=volume["size_gb"],
+        location=volume["location"] if made else None,
+        format=volume["format"] if made else None,
+        target_dev=volume["target_dev"] or None,
+    )
+
+
+def network_spec(network: Mapping[str, Any]) -> NetworkSpec:
+    """A network record as an agent gets it."""
+    return NetworkSpec(
+        id=network["uuid"],
+        name=network["name"],
+        type=network["type"],
+        segment=network["segment"],
+        physnet=network["physnet"],
+        mtu=network["mtu"],
+        revision=network.get("revision", 0),
+    )
+
+
+def port_spec(port: Mapping[str, Any], network: Mapping[str, Any]) -> PortSpec:
+    """A port record on ``network`` as an agent gets it."""
+    return PortSpec(
+        id=port["uuid"],
+        network=network_spec(network),
+        mac=port["mac"],
+        address=port["address"],
+        gateway=port["gateway"],
+    )
+
+
+def server_spec(
+    instance: Mapping[str, Any],
+    image: Mapping[str, Any],
+    user_data: str | None,
+    *,
+    root_clone: str | None = None,
+    root_backend: str | None = None,
+    boot_volume: Mapping[str, Any] | None = None,
+    volumes: Iterable[Mapping[str, Any]] = (),
+    ports: Iterable[PortSpec] = (),
+) -> ServerSpec:
+    """What an agent needs to build the server of record ``instance``
+    (:func:`instance_dict`): its flavor as copied at create time, its image
+    record, its base64 user data, and the volume records and ports it has."""
+    return ServerSpec(
+        uuid=instance["uuid"],
+        name=instance["name"],
+        project=instance["project"],
+        flavor=instance_flavor(instance),
+        image=image_ref(image),
+        created_at=instance["created_at"],
+        user_data=user_data or None,
+        root_clone=root_clone,
+        root_backend=root_backend or None,
+        boot_volume=volume_spec(boot_volume) if boot_volume is not None else None,
+        volumes=tuple(volume_spec(v) for v in volumes),
+        ports=tuple(ports),
+    )
 
 
 #: The public keys of a server's record and the columns they come from, in

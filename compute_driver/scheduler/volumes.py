@@ -19,7 +19,7 @@ from oslo_config import cfg
 from compute_driver import exception
 from compute_driver.rpc import compute_api, schemas
 from compute_driver.rpc.context import RequestContext
-from compute_driver.scheduler import scope
+from compute_driver.scheduler import records, scope
 from compute_driver.scheduler.catalog import Catalog
 from compute_driver.scheduler.imagestore import agent_image
 from compute_driver.scheduler.scope import scheduler_method
@@ -34,13 +34,7 @@ GiB = 1024**3
 
 def agent_volume(record: dict[str, Any]) -> dict[str, Any]:
     """A volume record as the compute API takes it (``schemas.VOLUME``)."""
-    payload = {"id": record["uuid"], "backend": record["backend"], "size_gb": record["size_gb"]}
-    if record["location"] is not None:
-        payload["location"] = record["location"]
-        payload["format"] = record["format"]
-    if record["target_dev"]:
-        payload["target_dev"] = record["target_dev"]
-    return payload
+    return records.volume_spec(record).to_wire()
 
 
 class VolumeManager:

@@ -17,7 +17,14 @@ from typing import Any
 # NOTE: the value types and states below moved to the neutral modules so that
 # storage backends and the scheduler need not import the virt layer; they are
 # re-exported here for the driver, the agent and their tests.
-from compute_driver.objects import FlavorSpec, ImageSpec, decode_user_data
+from compute_driver.objects import (
+    FlavorSpec,
+    ImageSpec,
+    PortSpec,
+    ServerSpec,
+    VolumeSpec,
+    decode_user_data,
+)
 from compute_driver.states import POWER_STATES, VM_STATE_OF_POWER
 
 __all__ = [
@@ -30,15 +37,19 @@ __all__ = [
     "ImageSpec",
     "InstanceInfo",
     "InstanceSpec",
+    "PortSpec",
     "SnapshotInfo",
     "VolumeRef",
+    "VolumeSpec",
     "decode_user_data",
 ]
 
 
 @dataclass(frozen=True)
 class InstanceSpec:
-    """Everything a host needs to build one server (from the build_instance payload)."""
+    """Everything a host needs to build one server: the scheduler's
+    :class:`~compute_driver.objects.ServerSpec` with the user data decoded
+    and the image's files found in this host's store."""
 
     uuid: str
     name: str
@@ -51,33 +62,42 @@ class InstanceSpec:
     linked_root: bool = True
     #: The storage backend of the root disk; None: the host's ``root_backend``.
     root_backend: str | None = None
-    #: A volume to boot from instead of a root disk made from the image
-    #: (``schemas.VOLUME``: id, backend, size_gb, format, location).
-    boot_volume: dict[str, Any] | None = None
-    #: Data volumes attached to the server (``schemas.VOLUME`` with target_dev).
-    volumes: tuple[dict[str, Any], ...] = ()
-    #: Its network ports, in device order (``schemas.PORT``: id, network,
-    #: mac, address, gateway); their addresses go on the config drive.
-    ports: tuple[dict[str, Any], ...] = ()
+    #: A volume to boot from instead of a root disk made from the image.
+    boot_volume: VolumeSpec | None = None
+    #: Data volumes attached to the server (each with its target_dev).
+    volumes: tuple[VolumeSpec, ...] = ()
+    #: Its network ports, in device order; their addresses go on the config drive.
+    ports: tuple[PortSpec, ...] = ()
+
+    @classmethod
+    def from_server(cls, server: ServerSpec, store_root: str) -> InstanceSpec:
+        """``server`` on this host: its image's files are under ``store_root``
+        (``[image] store_path``).
+
+        :raises InvalidPayload: its user data is not valid base64.
+        """
+        return cls(
+            uuid=server.uuid,
+            name=server.name,
+            project=server.project,
+            flavor=server.flavor,
+            image=ImageSpec.from_ref(server.image, store_root),
+            created_at=server.created_at,
+            user_data=decode_user_data(server.user_data),
+            linked_root=(server.root_clone or "linked") == "linked",
+            root_backend=server.root_backend,
+            boot_volume=server.boot_volume,
+            volumes=server.volumes,
+            ports=server.ports,
+        )
 
     @classmethod
     def from_payload(cls, payload: dict[str, Any], store_root: str) -> InstanceSpec:
-        """Build from a payload already checked against ``schemas.INSTANCE``;
-        the image's files are under ``store_root`` (``[image] store_path``)."""
-        return cls(
-            uuid=payload["uuid"],
-            name=payload["name"],
-            project=payload["project"],
-            flavor=FlavorSpec(**payload["flavor"]),
-            image=ImageSpec.from_wire(payload["image"], store_root),
-            created_at=payload["created_at"],
-            user_data=decode_user_data(payload.get("user_data")),
-            linked_root=payload.get("root_clone", "linked") == "linked",
-            root_backend=payload.get("root_backend"),
-            boot_volume=payload.get("boot_volume"),
-            volumes=tuple(payload.get("volumes") or ()),
-            ports=tuple(payload.get("ports") or ()),
-        )
+        """From a ``schemas.INSTANCE`` payload (see :meth:`from_server`).
+
+        :raises InvalidPayload: the payload does not match the schema.
+        """
+        return cls.from_server(ServerSpec.from_wire(payload), store_root)
 
 
 @dataclass(frozen=True)
@@ -135,7 +155,11 @@ class ComputeDriver(abc.ABC):
 
     @abc.abstractmethod
     def spawn(
-        self, instance: InstanceSpec, disks: list, interfaces: list, volumes: list[VolumeRef]
+        self,
+        instance: InstanceSpec,
+        disks: list[Any],
+        interfaces: list[Any],
+        volumes: list[VolumeRef],
     ) -> str:
         """Create and start the guest.
 
@@ -207,7 +231,11 @@ class ComputeDriver(abc.ABC):
 
     @abc.abstractmethod
     def redefine(
-        self, instance: InstanceSpec, disks: list, interfaces: list, volumes: list[VolumeRef]
+        self,
+        instance: InstanceSpec,
+        disks: list[Any],
+        interfaces: list[Any],
+        volumes: list[VolumeRef],
     ) -> None:
         """Write a stopped guest's definition afresh from ``instance``.
 

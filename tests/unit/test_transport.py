@@ -48,7 +48,7 @@ def test_a_cast_while_the_broker_is_down_is_a_typed_error() -> None:
         conf.set_override("connection_retries", 0, "rpc")
         api = AgentReportsAPI(conf)
         try:
-            api.report_host("h0", {"vcpus": 1}, {}, [])
+            api.report_host("h0", {"vcpus": 1, "memory_mb": 512, "disk_gb": 1}, {}, [])
         except exception.MessagingError as exc:
             assert "agent_reports" in exc.message and "refused" in exc.message
         else:

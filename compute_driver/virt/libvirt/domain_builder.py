@@ -49,14 +49,7 @@ def build_domain(
         properties are unknown, conflict, or cannot be met on this host.
     """
     image, flavor = instance.image, instance.flavor
-    settings = guest_config.guest_settings(
-        flavor.vcpus,
-        flavor.memory_mb,
-        flavor.extra_specs,
-        image.properties,
-        host,
-        virt_type,
-    )
+    settings = guest_config.guest_settings(flavor, image.properties, host, virt_type)
     domain = lvxml.Domain(
         type=virt_type,
         name=domain_name(instance.uuid),
@@ -94,10 +87,7 @@ def build_domain(
         image_uuid=image.uuid,
         require_quiesce=snapshots.image_requires_quiesce(image.properties, image.name) or None,
         created_at=instance.created_at,
-        ports=[
-            lvxml.PortRef(id=p["id"], network=p["network"]["id"], mac=p["mac"])
-            for p in instance.ports
-        ],
+        ports=[lvxml.PortRef(id=p.id, network=p.network.id, mac=p.mac) for p in instance.ports],
         volumes=[
             lvxml.VolumeRef(id=v.id, backend=v.backend, target_dev=v.target_dev) for v in volumes
         ],

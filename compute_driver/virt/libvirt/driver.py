@@ -213,7 +213,7 @@ class LibvirtDriver(base.ComputeDriver):
                 user_data=instance.user_data,
                 interfaces=tuple(
                     configdrive.NetworkInterfaceConfig(
-                        mac=p["mac"], address=p["address"], gateway=p.get("gateway")
+                        mac=p.mac, address=p.address, gateway=p.gateway
                     )
                     for p in instance.ports
                 ),

@@ -48,6 +48,7 @@ from compute_driver.guest_properties import (
     rng_rate,
     topology,
 )
+from compute_driver.objects import FlavorSpec
 from compute_driver.virt.libvirt.host_facts import HostFacts
 
 # NOTE: the names of the property tables are re-exported: callers and tests
@@ -156,18 +157,15 @@ class GuestSettings:
 
 
 def guest_settings(
-    flavor_vcpus: int,
-    flavor_memory_mb: int,
-    extra_specs: Mapping[str, str],
+    flavor_spec: FlavorSpec,
     image_properties: Mapping[str, str],
     host: HostFacts,
     virt_type: str,
 ) -> GuestSettings:
     """Check the requests of a flavor and an image against each other and the host.
 
-    :param flavor_vcpus: the flavor's vCPUs.
-    :param flavor_memory_mb: the flavor's memory in MiB.
-    :param extra_specs: the flavor's extra specs (``hw:``, ``hw_rng:``, ``quota:`` keys).
+    :param flavor_spec: the flavor as copied into the instance: its vCPUs,
+        memory (MiB) and extra specs (``hw:``, ``hw_rng:``, ``quota:`` keys).
     :param image_properties: the image's properties (``hw_`` keys).
     :param host: this host's CPUs, dedicated set and huge pages.
     :param virt_type: the domain type (must be ``host.virt_type``).
@@ -175,6 +173,8 @@ def guest_settings(
     :raises GuestConfigError: an unknown key, a malformed value, or a request
         that conflicts with another or that this host cannot meet.
     """
+    flavor_vcpus, flavor_memory_mb = flavor_spec.vcpus, flavor_spec.memory_mb
+    extra_specs = flavor_spec.extra_specs
     if virt_type != host.virt_type:
         raise ValueError(f"virt_type {virt_type!r} is not the host's {host.virt_type!r}")
     if flavor_vcpus < 1 or flavor_memory_mb < 1:

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from compute_driver import exception, guest_properties
+from compute_driver.objects import FlavorSpec
 from compute_driver.virt.libvirt import guest_config as gc
 from compute_driver.virt.libvirt import guest_xml
 from compute_driver.virt.libvirt import xml as lvxml
@@ -48,7 +49,8 @@ def _settings(
     host: HostFacts | None = None,
 ) -> gc.GuestSettings:
     host = host or _host()
-    return gc.guest_settings(vcpus, memory_mb, specs or {}, props or {}, host, host.virt_type)
+    flavor = FlavorSpec("f", vcpus, memory_mb, 1, specs or {})
+    return gc.guest_settings(flavor, props or {}, host, host.virt_type)
 
 
 def _rejects(match: str, specs: dict[str, str] | None = None, **kwargs: Any) -> None:
@@ -759,7 +761,7 @@ def test_every_key_is_documented_in_the_module_table() -> None:
 
 def test_programming_errors_are_value_errors() -> None:
     with pytest.raises(ValueError, match="not the host's"):
-        gc.guest_settings(1, 256, {}, {}, _host("kvm"), "qemu")
+        gc.guest_settings(FlavorSpec("f", 1, 256, 1), {}, _host("kvm"), "qemu")
     settings = _settings()
     with pytest.raises(ValueError, match="settings are for 2"):
         guest_xml.apply(_domain(_settings(vcpus=4)), settings, [])
