@@ -244,33 +244,8 @@ HOST_CAPABILITIES = obj(
     }
 )
 
-#: The RPC context every request carries: who asks (see rpc/context.py).
-#: NOTE: closed and bounded like a payload: a context of megabytes, or one
-#: that smuggles other keys, is refused before any method runs.
+#: A request id, as the RPC context (rpc/context.py) carries it.
 REQUEST_ID = {"type": "string", "minLength": 1, "maxLength": 64, "pattern": "^[A-Za-z0-9._:-]+\\Z"}
-CONTEXT = obj(
-    {
-        "request_id": REQUEST_ID,
-        "project": {"anyOf": [PROJECT, {"type": "null"}]},
-        # NOTE: for the logs only; an e-mail address is a user name too.
-        "user": {
-            "anyOf": [
-                {
-                    "type": "string",
-                    "minLength": 1,
-                    "maxLength": 64,
-                    "pattern": "^[A-Za-z0-9][A-Za-z0-9._@+-]*\\Z",
-                },
-                {"type": "null"},
-            ]
-        },
-        "admin": {"type": "boolean"},
-        # NOTE: oslo.messaging's own: the caller's timeout, added on receipt.
-        "client_timeout": {
-            "anyOf": [{"type": "number", "minimum": 0, "maximum": 86400}, {"type": "null"}]
-        },
-    }
-)
 
 INSTANCE_POWER = obj({"uuid": UUID, "power_state": POWER_STATE}, ("uuid", "power_state"))
 

@@ -22,9 +22,6 @@ from compute_driver.wire_schemas import (
     CMDLINE as CMDLINE,
 )
 from compute_driver.wire_schemas import (
-    CONTEXT as CONTEXT,
-)
-from compute_driver.wire_schemas import (
     DESCRIPTION as DESCRIPTION,
 )
 from compute_driver.wire_schemas import (
