@@ -104,11 +104,11 @@ import libvirt  # noqa: E402
 from oslo_config import cfg  # noqa: E402
 
 from compute_driver import config, exception  # noqa: E402
+from compute_driver import domain_xml as lvxml  # noqa: E402
 from compute_driver.client import Client  # noqa: E402
 from compute_driver.disk_image import qcow2  # noqa: E402
 from compute_driver.rpc import transport  # noqa: E402
 from compute_driver.virt.libvirt import configdrive  # noqa: E402
-from compute_driver.virt.libvirt import xml as lvxml  # noqa: E402
 from compute_driver.virt.libvirt.domain_builder import CONFIG_DRIVE_DEV, domain_name  # noqa: E402
 
 LOG = logging.getLogger("spawn-bench")

@@ -41,7 +41,7 @@ import libvirt
 from oslo_config import cfg
 
 from compute_driver import conf as cd_conf
-from compute_driver.virt.libvirt import xml as lvxml
+from compute_driver import domain_xml as lvxml
 from compute_driver.virt.libvirt.driver import _POWER_STATES, LibvirtDriver, domain_name
 
 

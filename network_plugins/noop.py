@@ -11,7 +11,7 @@ import threading
 
 from oslo_config import cfg
 
-from compute_driver.virt.libvirt import xml as lvxml
+from compute_driver import domain_xml as lvxml
 from network_plugins import base
 
 

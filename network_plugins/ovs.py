@@ -63,9 +63,9 @@ from typing import Any
 
 from oslo_config import cfg
 
+from compute_driver import domain_xml as lvxml
 from compute_driver import exception as cd_exception
-from compute_driver.virt.libvirt import xml as lvxml
-from compute_driver.virt.libvirt.xml.checks import check_mac
+from compute_driver.domain_xml.checks import check_mac
 from network_plugins import base, netlink, ovs_db, ovs_flows, segments
 from network_plugins import exception as np_exception
 from network_plugins.ovs_opts import GROUP, OPTS, list_opts

@@ -26,7 +26,7 @@ import logging
 
 from oslo_config import cfg
 
-from compute_driver.virt.libvirt import xml as lvxml
+from compute_driver import domain_xml as lvxml
 from storage_backends import base
 from storage_backends.files import (
     VOLUME_FORMATS,

@@ -22,10 +22,10 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from compute_driver import domain_xml as lvxml
 from compute_driver import exception as cd_exception
 from compute_driver.disk_image import qcow2, qemu_img
 from compute_driver.objects import ImageSpec
-from compute_driver.virt.libvirt import xml as lvxml
 from storage_backends import base, exception
 from storage_backends.files import (
     VOLUME_FORMATS,

@@ -38,8 +38,8 @@ from typing import Any
 
 from oslo_config import cfg
 
+from compute_driver import domain_xml as lvxml
 from compute_driver import exception as cd_exception
-from compute_driver.virt.libvirt import xml as lvxml
 from storage_backends import base, exception, nfs_utils
 from storage_backends.files import VOLUME_FORMATS, Files, LocalFiles, volume_opts
 from storage_backends.filestore import FileStore, FileStoreBackend

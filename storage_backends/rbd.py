@@ -31,9 +31,9 @@ from typing import Any
 
 from oslo_config import cfg
 
+from compute_driver import domain_xml as lvxml
 from compute_driver import exception as cd_exception
 from compute_driver.objects import ImageSpec
-from compute_driver.virt.libvirt import xml as lvxml
 from storage_backends import base, exception, rbd_utils
 
 LOG = logging.getLogger(__name__)

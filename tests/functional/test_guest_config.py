@@ -7,7 +7,7 @@ import os
 import libvirt
 from cloud_env import Cloud, guest_import_args, wait_for_console
 
-from compute_driver.virt.libvirt import xml as lvxml
+from compute_driver import domain_xml as lvxml
 
 
 def test_properties_reach_the_domain_and_the_guest_boots(cloud: Cloud, libvirt_conn) -> None:

@@ -18,8 +18,8 @@ import libvirt
 import pytest
 from lxml import etree
 
+from compute_driver import domain_xml as lvxml
 from compute_driver import exception
-from compute_driver.virt.libvirt import xml as lvxml
 from compute_driver.virt.libvirt.driver import LibvirtDriver, domain_name
 from compute_driver.virt.libvirt.events import DeviceRemovedEvent, LifecycleEvent
 from compute_driver.virt.libvirt.host import LibvirtHost

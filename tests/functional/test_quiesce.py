@@ -31,11 +31,11 @@ from cloud_env import GUEST_DIR, LIBVIRT_URI, REPO, STATE_ROOT, fast_console, re
 from oslo_config import cfg
 
 from compute_driver import conf as cd_conf
+from compute_driver import domain_xml as lvxml
 from compute_driver import exception
 from compute_driver.conf import snapshots as snapshots_conf
 from compute_driver.virt import base
 from compute_driver.virt.libvirt import snapshots
-from compute_driver.virt.libvirt import xml as lvxml
 from compute_driver.virt.libvirt.driver import LibvirtDriver
 from storage_backends.dir import DirStorageBackend
 

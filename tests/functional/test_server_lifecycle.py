@@ -10,7 +10,7 @@ import uuid
 import libvirt
 from cloud_env import Cloud, wait_for_console
 
-from compute_driver.virt.libvirt import xml as lvxml
+from compute_driver import domain_xml as lvxml
 
 USER_DATA = b"#!/bin/sh\necho CD-TEST user-data ran\n"
 

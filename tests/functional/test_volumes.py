@@ -16,7 +16,7 @@ import time
 import libvirt
 from cloud_env import Cloud, guest_import_args, wait_for_console
 
-from compute_driver.virt.libvirt import xml as lvxml
+from compute_driver import domain_xml as lvxml
 
 WATCHER = r"""#!/bin/sh
 FROM='%(from)s'

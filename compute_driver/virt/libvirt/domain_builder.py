@@ -12,9 +12,9 @@ document built here is validated with ``virt-xml-validate`` in the tests
 
 from __future__ import annotations
 
+from compute_driver import domain_xml as lvxml
 from compute_driver.virt import base
 from compute_driver.virt.libvirt import guest_config, guest_xml, host_facts, snapshots
-from compute_driver.virt.libvirt import xml as lvxml
 
 CONFIG_DRIVE_DEV = "hdc"
 

@@ -20,6 +20,7 @@ from typing import Any
 import libvirt
 from oslo_config import cfg
 
+from compute_driver import domain_xml as lvxml
 from compute_driver import exception
 from compute_driver.virt import base
 from compute_driver.virt.libvirt import (
@@ -30,7 +31,6 @@ from compute_driver.virt.libvirt import (
     ports,
     snapshots,
 )
-from compute_driver.virt.libvirt import xml as lvxml
 from compute_driver.virt.libvirt.domain_builder import domain_name
 from compute_driver.virt.libvirt.host import LibvirtHost, choose_virt_type
 from compute_driver.virt.libvirt.interfaces import InterfaceAttacher

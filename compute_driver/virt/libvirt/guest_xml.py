@@ -11,8 +11,8 @@ from __future__ import annotations
 import itertools
 import string
 
+from compute_driver import domain_xml as lvxml
 from compute_driver import exception
-from compute_driver.virt.libvirt import xml as lvxml
 from compute_driver.virt.libvirt.guest_config import IOTUNE_LIMITS, DiskSettings, GuestSettings
 from compute_driver.virt.libvirt.host_facts import format_cpuset
 

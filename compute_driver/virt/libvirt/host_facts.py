@@ -15,9 +15,9 @@ from dataclasses import dataclass
 
 from lxml import etree
 
-from compute_driver.virt.libvirt import xml as lvxml
-from compute_driver.virt.libvirt.xml.base import parse_xml
-from compute_driver.virt.libvirt.xml.checks import KIB_PER_UNIT
+from compute_driver import domain_xml as lvxml
+from compute_driver.domain_xml.base import parse_xml
+from compute_driver.domain_xml.checks import KIB_PER_UNIT
 
 VIRT_TYPES = ("kvm", "qemu", "test")
 

@@ -16,9 +16,9 @@ from collections.abc import Callable
 import libvirt
 from lxml import etree
 
+from compute_driver import domain_xml as lvxml
 from compute_driver import exception
 from compute_driver.virt.libvirt import events
-from compute_driver.virt.libvirt import xml as lvxml
 
 LOG = logging.getLogger(__name__)
 

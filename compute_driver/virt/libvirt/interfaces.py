@@ -12,9 +12,9 @@ import logging
 import libvirt
 from lxml import etree
 
+from compute_driver import domain_xml as lvxml
 from compute_driver import exception
 from compute_driver.virt.libvirt import hotplug
-from compute_driver.virt.libvirt import xml as lvxml
 
 LOG = logging.getLogger(__name__)
 

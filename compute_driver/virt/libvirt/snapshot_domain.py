@@ -14,8 +14,10 @@ from typing import Any
 
 import libvirt
 
+from compute_driver import domain_xml as lvxml
 from compute_driver import exception
-from compute_driver.virt.libvirt import xml as lvxml
+from compute_driver.domain_xml.base import XMLBuilderError
+from compute_driver.domain_xml.snapshot import DomainSnapshot
 from compute_driver.virt.libvirt.snapshot_model import (
     _EXCLUDED_DEVICES,
     QUIESCE_METADATA_NAMESPACE,
@@ -24,8 +26,6 @@ from compute_driver.virt.libvirt.snapshot_model import (
     quiesced_from_xml,
     quiesced_to_xml,
 )
-from compute_driver.virt.libvirt.xml.base import XMLBuilderError
-from compute_driver.virt.libvirt.xml.snapshot import DomainSnapshot
 
 LOG = logging.getLogger(__name__)
 

@@ -34,6 +34,7 @@ import time
 import libvirt
 
 from compute_driver import exception
+from compute_driver.domain_xml.snapshot import DomainSnapshot
 from compute_driver.virt.libvirt.snapshot_domain import _call, _parsed, _sources
 from compute_driver.virt.libvirt.snapshot_model import (
     BLOCK_COMMIT_TIMEOUT,
@@ -49,7 +50,6 @@ from compute_driver.virt.libvirt.snapshot_model import (
     state_files,
     with_disk_sources,
 )
-from compute_driver.virt.libvirt.xml.snapshot import DomainSnapshot
 
 LOG = logging.getLogger(__name__)
 

@@ -21,12 +21,12 @@ from typing import Any
 import libvirt
 from lxml import etree
 
+from compute_driver import domain_xml as lvxml
 from compute_driver import exception
 from compute_driver.disk_image import qcow2, qemu_img
+from compute_driver.domain_xml.base import parse_xml
+from compute_driver.domain_xml.snapshot import DomainSnapshot, SnapshotDisk
 from compute_driver.virt import base
-from compute_driver.virt.libvirt import xml as lvxml
-from compute_driver.virt.libvirt.xml.base import parse_xml
-from compute_driver.virt.libvirt.xml.snapshot import DomainSnapshot, SnapshotDisk
 
 LOG = logging.getLogger(__name__)
 

@@ -70,9 +70,10 @@ from contextlib import contextmanager
 
 import libvirt
 
+from compute_driver import domain_xml as lvxml
 from compute_driver import exception
+from compute_driver.domain_xml.snapshot import DomainSnapshot
 from compute_driver.virt import base
-from compute_driver.virt.libvirt import xml as lvxml
 from compute_driver.virt.libvirt.snapshot_domain import (
     _call,
     _lookup,
@@ -125,7 +126,6 @@ from compute_driver.virt.libvirt.snapshot_model import (
     stem_of,
     with_disk_sources,
 )
-from compute_driver.virt.libvirt.xml.snapshot import DomainSnapshot
 
 # NOTE: the names of the snapshot model stay reachable here (the driver and the tests).
 __all__ = [

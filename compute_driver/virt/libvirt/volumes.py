@@ -18,10 +18,10 @@ import logging
 import libvirt
 from lxml import etree
 
+from compute_driver import domain_xml as lvxml
 from compute_driver import exception
 from compute_driver.virt import base
 from compute_driver.virt.libvirt import guest_xml, hotplug
-from compute_driver.virt.libvirt import xml as lvxml
 from compute_driver.virt.libvirt.guest_config import DISK_BUSES, DiskSettings
 
 LOG = logging.getLogger(__name__)

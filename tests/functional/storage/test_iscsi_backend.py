@@ -21,9 +21,9 @@ import libvirt
 import pytest
 from oslo_config import cfg
 
+from compute_driver import domain_xml as lvxml
 from compute_driver import exception as cd_exception
 from compute_driver.objects import ImageSpec
-from compute_driver.virt.libvirt import xml as lvxml
 from storage_backends import base, exception, iscsi_utils
 from storage_backends import iscsi as iscsi_backend
 from tests.functional.storage.conftest import IMAGE_PATTERNS, IMAGE_VIRTUAL_SIZE

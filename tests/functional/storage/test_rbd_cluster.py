@@ -27,9 +27,9 @@ import rados
 import rbd
 from oslo_config import cfg
 
+from compute_driver import domain_xml as lvxml
 from compute_driver import exception as cd_exception
 from compute_driver.objects import ImageSpec
-from compute_driver.virt.libvirt import xml as lvxml
 from storage_backends import base as storage_base
 from storage_backends import exception
 from storage_backends import rbd as rbd_backend

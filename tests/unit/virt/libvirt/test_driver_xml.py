@@ -10,8 +10,8 @@ import pytest
 from oslo_config import cfg
 
 from compute_driver import conf as cd_conf
+from compute_driver import domain_xml as lvxml
 from compute_driver.virt import base
-from compute_driver.virt.libvirt import xml as lvxml
 from compute_driver.virt.libvirt.driver import LibvirtDriver
 
 SPEC = base.InstanceSpec(

@@ -17,10 +17,10 @@ from typing import Any
 import libvirt
 import pytest
 
+from compute_driver import domain_xml as lvxml
 from compute_driver import exception
 from compute_driver.virt.libvirt import events
 from compute_driver.virt.libvirt import host as lvhost
-from compute_driver.virt.libvirt import xml as lvxml
 from compute_driver.virt.libvirt.driver import LibvirtDriver, domain_name
 from compute_driver.virt.libvirt.events import (
     DeviceRemovalFailedEvent,

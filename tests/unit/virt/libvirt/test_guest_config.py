@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
+from compute_driver import domain_xml as lvxml
 from compute_driver import exception, guest_properties
 from compute_driver.objects import FlavorSpec
 from compute_driver.virt.libvirt import guest_config as gc
 from compute_driver.virt.libvirt import guest_xml
-from compute_driver.virt.libvirt import xml as lvxml
 from compute_driver.virt.libvirt.host_facts import (
     HostFacts,
     format_cpuset,

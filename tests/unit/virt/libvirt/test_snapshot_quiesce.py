@@ -13,14 +13,14 @@ from lxml import etree
 from oslo_config import cfg
 
 from compute_driver import conf as cd_conf
+from compute_driver import domain_xml as lvxml
 from compute_driver import exception
 from compute_driver.conf import snapshots as snapshots_conf
+from compute_driver.domain_xml.snapshot import DomainSnapshot, SnapshotDisk
 from compute_driver.virt import base
 from compute_driver.virt.libvirt import snapshots
-from compute_driver.virt.libvirt import xml as lvxml
 from compute_driver.virt.libvirt.driver import LibvirtDriver
 from compute_driver.virt.libvirt.snapshots import QuiescePlan
-from compute_driver.virt.libvirt.xml.snapshot import DomainSnapshot, SnapshotDisk
 
 INSTANCE = "0b0c3a4e-1b6e-4a55-9d0e-2f9f3c1d7a10"
 QUIESCE = libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_QUIESCE

@@ -16,14 +16,14 @@ from lxml import etree
 from oslo_config import cfg
 
 from compute_driver import conf as cd_conf
+from compute_driver import domain_xml as lvxml
 from compute_driver import exception
 from compute_driver.conf import snapshots as snapshots_conf
+from compute_driver.domain_xml.base import XMLBuilder, XMLBuilderError
+from compute_driver.domain_xml.snapshot import DomainSnapshot, SnapshotDisk
 from compute_driver.virt import base
 from compute_driver.virt.libvirt import snapshots
-from compute_driver.virt.libvirt import xml as lvxml
 from compute_driver.virt.libvirt.driver import LibvirtDriver
-from compute_driver.virt.libvirt.xml.base import XMLBuilder, XMLBuilderError
-from compute_driver.virt.libvirt.xml.snapshot import DomainSnapshot, SnapshotDisk
 
 # NOTE: regenerate after a deliberate change with UPDATE_GOLDEN=1, then review the diff.
 UPDATE = os.environ.get("UPDATE_GOLDEN") == "1"

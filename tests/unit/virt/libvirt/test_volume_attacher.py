@@ -10,10 +10,10 @@ from __future__ import annotations
 import libvirt
 import pytest
 
+from compute_driver import domain_xml as lvxml
 from compute_driver import exception
 from compute_driver.virt import base
 from compute_driver.virt.libvirt import events, guest_xml, hotplug, volumes
-from compute_driver.virt.libvirt import xml as lvxml
 
 UUID = "0b0c3a4e-1b6e-4a55-9d0e-2f9f3c1d7a10"
 VOLUME = "3c2b1a09-8f7e-4d6c-9b5a-493827160504"

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from compute_driver.virt.libvirt import xml as lvxml
-from compute_driver.virt.libvirt.xml.base import XMLBuilder
+from compute_driver import domain_xml as lvxml
+from compute_driver.domain_xml.base import XMLBuilder
 
 FIXTURE = Path(__file__).parent / "fixtures" / "dumpxml-running.xml"
 PROBE = "6f1e2d3c-4b5a-4968-8776-a5b4c3d2e1f0"

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from lxml import etree
 
-from compute_driver.virt.libvirt import xml as lvxml
-from compute_driver.virt.libvirt.xml.base import XMLBuilder
+from compute_driver import domain_xml as lvxml
+from compute_driver.domain_xml.base import XMLBuilder
 
 # NOTE: regenerate after a deliberate change with UPDATE_GOLDEN=1, then review the diff.
 UPDATE = os.environ.get("UPDATE_GOLDEN") == "1"
@@ -46,8 +46,8 @@ def _builder_classes() -> list[type[XMLBuilder]]:
         # NOTE: <domainsnapshot> builders have their own goldens (test_snapshots.py).
         if (
             cls.XML_NAME
-            and cls.__module__.startswith("compute_driver.virt.libvirt.xml")
-            and cls.__module__ != "compute_driver.virt.libvirt.xml.snapshot"
+            and cls.__module__.startswith("compute_driver.domain_xml")
+            and cls.__module__ != "compute_driver.domain_xml.snapshot"
         ):
             found.append(cls)
     return found

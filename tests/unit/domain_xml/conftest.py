@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from compute_driver.virt.libvirt import xml as lvxml
+from compute_driver import domain_xml as lvxml
 
 GOLDEN_DIR = Path(__file__).parent / "golden"
 INSTANCE = "0b0c3a4e-1b6e-4a55-9d0e-2f9f3c1d7a10"

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from compute_driver.virt.libvirt import xml as lvxml
+from compute_driver import domain_xml as lvxml
 
 UUID = "0b0c3a4e-1b6e-4a55-9d0e-2f9f3c1d7a10"
 

@@ -2,7 +2,7 @@
 
 Usage::
 
-    from compute_driver.virt.libvirt import xml as lvxml
+    from compute_driver import domain_xml as lvxml
     dom = lvxml.Domain(type="qemu", name="cd-1", memory_kib=262144, vcpus=1,
                        os=lvxml.OS(type="hvm"))
     dom.devices.append(lvxml.Disk(type="file", source_file="/x.qcow2", target_dev="vda"))
