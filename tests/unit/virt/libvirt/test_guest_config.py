@@ -21,7 +21,7 @@ from compute_driver.virt.libvirt.host_facts import (
     pinned_cpus,
 )
 
-GOLDEN = Path(__file__).parent / "xml" / "golden"
+GOLDEN = Path(__file__).parents[2] / "domain_xml" / "golden"
 INSTANCE = "0b0c3a4e-1b6e-4a55-9d0e-2f9f3c1d7a10"
 GUEST_DIR = "/var/lib/libvirt/images/cd-0b0c3a4e"
 NODES = (frozenset(range(4)), frozenset(range(4, 8)))
