@@ -13,7 +13,8 @@ GUEST_DIR := /var/lib/compute-driver/test-guest
 STRICT_PATHS := compute_driver/exception.py compute_driver/states.py compute_driver/objects.py \
 	compute_driver/wire_schemas.py compute_driver/client.py compute_driver/virt/base.py \
 	compute_driver/virt/libvirt/guest_config.py \
-	compute_driver/guest_properties.py compute_driver/disk_image compute_driver/domain_xml compute_driver/rpc
+	compute_driver/guest_properties.py compute_driver/disk_image compute_driver/domain_xml compute_driver/rpc \
+	network_plugins/base.py storage_backends/base.py
 
 ROOT_TARGETS := venv services test-guest test demo
 

@@ -12,6 +12,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from compute_driver import domain_xml as lvxml
+
 
 @dataclass(frozen=True)
 class Network:
@@ -84,7 +86,7 @@ class NetworkPlugin(abc.ABC):
         """Undo :meth:`plug`. Idempotent."""
 
     @abc.abstractmethod
-    def interface_config(self, port: Port):
+    def interface_config(self, port: Port) -> lvxml.Interface:
         """The libvirt interface builder that attaches the guest to ``port``."""
 
     @abc.abstractmethod

@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from compute_driver import domain_xml as lvxml
 from compute_driver.objects import ImageSpec
 from storage_backends import exception
 
@@ -165,7 +166,7 @@ class StorageBackend(abc.ABC):
         """
 
     @abc.abstractmethod
-    def disk_config(self, volume: Volume):
+    def disk_config(self, volume: Volume) -> lvxml.Disk:
         """The libvirt disk builder that attaches ``volume`` (target left to the caller)."""
 
     # NOTE: a hook, not an ability: backends without an image cache need no import.
