@@ -62,6 +62,7 @@ sys.path.insert(0, REPO)
 import libvirt  # noqa: E402
 from oslo_config import cfg  # noqa: E402
 
+from storage_backends import base as storage_base  # noqa: E402
 from storage_backends import dir as dir_backend  # noqa: E402
 from storage_backends import iscsi as iscsi_backend  # noqa: E402
 from storage_backends import nfs as nfs_backend  # noqa: E402
@@ -240,6 +241,9 @@ def backends(
         secret_uuid = str(uuid.uuid4())
         stack.enter_context(chap_secret(secret_uuid))
         password_file = _private_file(work, "chap", target.password)
+        # NOTE: lent a libvirt connection (for the CHAP secret), as the agent lends its own.
+        conn = libvirt.open(LIBVIRT_URI)
+        stack.callback(conn.close)
         found["iscsi"] = (
             iscsi_backend.IscsiStorageBackend(
                 _conf(
@@ -253,7 +257,8 @@ def backends(
                     chap_username=target.username,
                     chap_secret_uuid=secret_uuid,
                     chap_password_file=password_file,
-                )
+                ),
+                services=storage_base.Services(hypervisor=lambda: conn),
             ),
             {"iscsi": password_file},
         )
